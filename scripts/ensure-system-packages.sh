@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages a purpose needs, only when missing.
+#   test  -> PostgreSQL server binaries (the store tests start a throwaway cluster)
+#   bench -> nginx and wrk (the reference proxy and the load generator)
+set -euo pipefail
+purpose=${1:-test}
+need=()
+case "$purpose" in
+  test)  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql) ;;
+  bench) command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+         command -v wrk >/dev/null || need+=(wrk) ;;
+  *) echo "unknown purpose: $purpose" >&2; exit 2 ;;
+esac
+[ ${#need[@]} -eq 0 ] && exit 0
+echo "installing Debian packages: ${need[*]}"
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# Debian starts services on install; Portico's scripts start their own throwaway instances.
+if [ "$purpose" = test ]; then $SUDO service postgresql stop >/dev/null 2>&1 || true; fi
+if [ "$purpose" = bench ]; then $SUDO service nginx stop >/dev/null 2>&1 || true; fi

@@ -1,0 +1,297 @@
+"""The declarative model a user writes in ``portico.yaml``.
+
+Pydantic models at the edge: they validate, fill defaults and normalise units (durations in
+seconds, sizes in bytes). The runtime never reads these directly on the hot path; it compiles them
+into the immutable :class:`portico.runtime.Runtime` snapshot.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
+_SIZE_UNITS = {
+    None: 1,
+    "B": 1,
+    "KB": 1000,
+    "KiB": 1024,
+    "MB": 1000**2,
+    "MiB": 1024**2,
+    "GB": 1000**3,
+    "GiB": 1024**3,
+}
+HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def _parse_duration(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 500ms, 2s or 1m")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    else:
+        raise ValueError("expected a duration such as 500ms, 2s or 1m")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def _parse_size(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 512KiB, 10MiB or a number of bytes")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (m := _SIZE.match(value)):
+        size = int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+    else:
+        raise ValueError("expected a size such as 512KiB, 10MiB or a number of bytes")
+    if size < 0:
+        raise ValueError("a size cannot be negative")
+    return size
+
+
+def _check_header_name(name: str) -> str:
+    if not _HEADER_NAME.match(name):
+        raise ValueError(f"{name!r} is not a valid HTTP header name")
+    return name
+
+
+Duration = Annotated[float, BeforeValidator(_parse_duration)]
+Size = Annotated[int, BeforeValidator(_parse_size)]
+HeaderName = Annotated[str, AfterValidator(_check_header_name)]
+
+
+class Model(BaseModel):
+    """Base for every config section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listen(Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            host, sep, port = value.rpartition(":")
+            if not sep or not port.isdigit():
+                raise ValueError("expected host:port, for example 127.0.0.1:8080")
+            return {"host": host.strip("[]") or "0.0.0.0", "port": int(port)}
+        return value
+
+
+class GatewaySettings(Model):
+    listen: Listen = Listen()
+    trusted_proxies: tuple[str, ...] = ()
+    """CIDRs of proxies whose X-Forwarded-* and Forwarded headers are believed."""
+    max_body_size: Size = 10 * 1024**2
+    request_id_header: HeaderName = "X-Request-ID"
+    keepalive_timeout: Duration = 75.0
+    """How long an idle client connection stays open."""
+    header_timeout: Duration = 30.0
+    """How long a client has to send a complete request head."""
+    drain_timeout: Duration = 30.0
+    """On shutdown, how long in-flight requests get to finish."""
+    access_log: bool = False
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not an IP network") from exc
+        return value
+
+
+class Target(Model):
+    url: str
+    weight: int = Field(1, ge=1, le=1000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"url": value} if isinstance(value, str) else value
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL with a host")
+        if parts.query or parts.fragment:
+            raise ValueError("a target URL cannot have a query or fragment")
+        return value
+
+
+class Timeouts(Model):
+    connect: Duration = 5.0
+    read: Duration = 60.0
+    """Longest wait for the response head, and between two reads of the response body."""
+    write: Duration = 60.0
+    """Longest time the upstream may refuse to accept request body bytes."""
+
+
+class ActiveHealthCheck(Model):
+    path: str = "/health"
+    interval: Duration = 5.0
+    timeout: Duration = 2.0
+    healthy_threshold: int = Field(2, ge=1)
+    unhealthy_threshold: int = Field(3, ge=1)
+    expected_statuses: tuple[int, ...] = tuple(range(200, 400))
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("the probe path must start with /")
+        return value
+
+
+class PassiveHealthCheck(Model):
+    unhealthy_threshold: int = Field(5, ge=1)
+    """Consecutive failures that take a target out of rotation until it recovers."""
+    failure_statuses: tuple[int, ...] = (502, 503, 504)
+    recovery_after: Duration = 10.0
+
+
+class HealthCheck(Model):
+    active: ActiveHealthCheck | None = None
+    passive: PassiveHealthCheck | None = None
+
+
+class CircuitBreaker(Model):
+    failure_threshold: int = Field(5, ge=1)
+    reset_timeout: Duration = 10.0
+    """How long the circuit stays open before one trial request is let through."""
+
+
+class Keepalive(Model):
+    max_idle: int = Field(64, ge=0)
+    idle_timeout: Duration = 4.0
+    """Shorter than common upstream keep-alive timeouts (5 s) so we never reuse a closing socket."""
+
+
+class Service(Model):
+    targets: tuple[Target, ...] = Field(min_length=1)
+    balancer: Literal["round_robin", "least_connections"] = "round_robin"
+    timeouts: Timeouts = Timeouts()
+    retries: int = Field(1, ge=0, le=10)
+    health_check: HealthCheck = HealthCheck()
+    circuit_breaker: CircuitBreaker | None = CircuitBreaker()
+    keepalive: Keepalive = Keepalive()
+
+
+class Match(Model):
+    path: str
+    methods: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+    headers: dict[HeaderName, str] = {}
+
+    @field_validator("path")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        from portico.gateway.router import PathTemplate
+
+        PathTemplate.parse(value)  # raises ValueError with a precise message
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        upper = tuple(m.upper() for m in value)
+        unknown = [m for m in upper if m not in HTTP_METHODS]
+        if unknown:
+            raise ValueError(f"unknown HTTP method {unknown[0]!r}")
+        return upper
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(h.lower() for h in value)
+
+
+class PolicySpec(Model):
+    """One entry of a route's ``policies`` list; ``type`` picks the policy, the rest configures it.
+
+    The policy-specific fields are validated against the policy's own model when the config is
+    checked (see :mod:`portico.policies.registry`).
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str
+
+
+class Route(Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    match: Match
+    service: str
+    strip_prefix: str | None = None
+    """Remove this literal prefix from the path sent upstream."""
+    upstream_path: str | None = None
+    """Rewrite the upstream path with a template using the route's parameters: /orders/{id}."""
+    preserve_host: bool = False
+    websocket: bool = True
+    max_body_size: Size | None = None
+    policies: tuple[PolicySpec, ...] = ()
+
+    @model_validator(mode="after")
+    def _rewrite_is_one_of(self) -> Route:
+        if self.strip_prefix is not None and self.upstream_path is not None:
+            raise ValueError("use either strip_prefix or upstream_path, not both")
+        if self.strip_prefix is not None and not self.match.path.startswith(self.strip_prefix):
+            raise ValueError("strip_prefix must be a prefix of match.path")
+        return self
+
+
+class Database(Model):
+    url: str = "sqlite:///portico.db"
+
+
+class PorticoConfig(Model):
+    gateway: GatewaySettings = GatewaySettings()
+    database: Database = Database()
+    services: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")], Service] = {}
+    routes: tuple[Route, ...] = ()
+
+    def semantic_errors(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Errors that span sections (a route naming an unknown service, a duplicate name...).
+
+        Returned as ``(location, message)`` so the loader can point at the file line of each.
+        """
+        from portico.policies.registry import policy_errors
+
+        errors: list[tuple[tuple[str | int, ...], str]] = []
+        names: set[str] = set()
+        for i, route in enumerate(self.routes):
+            if route.service not in self.services:
+                errors.append((("routes", i, "service"), f"unknown service {route.service!r}"))
+            if route.name in names:
+                errors.append((("routes", i, "name"), f"route name {route.name!r} is used twice"))
+            names.add(route.name)
+            for j, spec in enumerate(route.policies):
+                for loc, message in policy_errors(spec):
+                    errors.append((("routes", i, "policies", j, *loc), message))
+        return errors
