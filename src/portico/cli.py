@@ -1,0 +1,99 @@
+"""The ``portico`` command: ``serve``, ``check``, ``db upgrade`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from portico.config.errors import ConfigError
+from portico.config.loader import load_config
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        print(f"{len(exc.issues)} error(s) in {args.config}", file=sys.stderr)
+        return 1
+    print(f"{args.config}: ok ({len(config.services)} services, {len(config.routes)} routes)")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from portico.serving import serve
+
+    _configure_logging(args.log_level)
+    try:
+        return serve(Path(args.config))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from portico.store.migrate import db_upgrade_command
+
+    url = args.url
+    if url is None:
+        try:
+            url = load_config(args.config).database.url
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+    return db_upgrade_command(url)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from portico.demo.run import run_demo
+
+    _configure_logging(args.log_level)
+    return asyncio.run(run_demo(Path(args.workdir), args.port))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="portico", description=__doc__)
+    parser.add_argument("--log-level", default="info", help="debug, info, warning or error")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway on a config file")
+    serve.add_argument("-c", "--config", default="portico.yaml")
+    serve.set_defaults(func=cmd_serve)
+
+    check = sub.add_parser("check", help="validate a config file and list every error")
+    check.add_argument("config", nargs="?", default="portico.yaml")
+    check.set_defaults(func=cmd_check)
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_sub.add_parser("upgrade", help="apply database migrations")
+    upgrade.add_argument("-c", "--config", default="portico.yaml")
+    upgrade.add_argument("--url", help="database URL (default: database.url of the config)")
+    upgrade.set_defaults(func=cmd_db_upgrade)
+
+    demo = sub.add_parser("demo", help="run Portico with sample backends and a sample config")
+    demo.add_argument("--workdir", default=".demo")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

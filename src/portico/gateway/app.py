@@ -1,0 +1,188 @@
+"""The running gateway: listening sockets, the current runtime, reloads and shutdown.
+
+:class:`Gateway` owns the one mutable reference of the data plane, :attr:`Gateway.runtime`. A reload
+(the config file changed, or ``SIGHUP``) loads and validates the file, builds a new snapshot and
+swaps the reference; an invalid file is refused with its errors and the old snapshot keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from portico.config.errors import ConfigError
+from portico.config.loader import load_config
+from portico.gateway.health import run_active_checks
+from portico.gateway.server import ClientConnection
+from portico.gateway.upstream import Service, Target
+from portico.runtime import Runtime, build_runtime, retired_services
+
+log = logging.getLogger("portico.gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class FileStamp:
+    mtime_ns: int
+    size: int
+    inode: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileStamp | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return cls(st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+class Gateway:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        config_path: Path | None = None,
+        on_config_applied: Callable[[Path, str], None] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.config_path = config_path
+        self.connections: set[ClientConnection] = set()
+        self.draining = False
+        self.reloads = 0
+        self._server: asyncio.Server | None = None
+        self._checks: dict[int, asyncio.Task[None]] = {}
+        self._background: list[asyncio.Task[None]] = []
+        self._stamp = FileStamp.of(config_path) if config_path else None
+        self._on_config_applied = on_config_applied
+        self._stopped = asyncio.Event()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        sockets = self._server.sockets
+        return int(sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        listen = self.runtime.settings.listen
+        self._server = await loop.create_server(
+            lambda: ClientConnection(self),
+            listen.host,
+            listen.port,
+            reuse_address=True,
+            backlog=2048,
+        )
+        self._sync_health_checks()
+        self._background.append(loop.create_task(self._sweep_pools()))
+        if self.config_path is not None:
+            self._background.append(loop.create_task(self._watch_config()))
+        log.info("gateway listening on http://%s:%d", listen.host, self.port)
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stopped.set)
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+
+    # -- reload --------------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Load the config file again; returns whether the new config now serves."""
+        if self.config_path is None:
+            return False
+        self._stamp = FileStamp.of(self.config_path)
+        try:
+            config = load_config(self.config_path)
+            runtime = build_runtime(config, previous=self.runtime)
+        except ConfigError as exc:
+            log.error("config reload refused; the previous config keeps serving:\n%s", exc)
+            return False
+        except Exception:
+            log.exception("config reload failed; the previous config keeps serving")
+            return False
+        if runtime.settings.listen != self.runtime.settings.listen:
+            log.warning("gateway.listen changed: it takes effect on restart")
+        self.apply(runtime)
+        if self._on_config_applied is not None:
+            self._on_config_applied(self.config_path, _sha256(self.config_path))
+        log.info("config reloaded (%d routes)", len(runtime.config.routes))
+        return True
+
+    def apply(self, runtime: Runtime) -> None:
+        old, self.runtime = self.runtime, runtime
+        self.reloads += 1
+        for service in retired_services(old, runtime):
+            service.retire()
+        self._sync_health_checks()
+
+    def _sync_health_checks(self) -> None:
+        loop = asyncio.get_running_loop()
+        wanted: dict[int, tuple[Target, Service]] = {}
+        for service in self.runtime.services.values():
+            if service.spec.health_check.active is None:
+                continue
+            for target in service.targets:
+                wanted[id(target)] = (target, service)
+        for key in list(self._checks):
+            if key not in wanted:
+                self._checks.pop(key).cancel()
+        for key, (target, _) in wanted.items():
+            if key not in self._checks:
+                self._checks[key] = loop.create_task(run_active_checks(target.url, target.health))
+
+    async def _watch_config(self) -> None:
+        assert self.config_path is not None
+        while True:
+            await asyncio.sleep(1.0)
+            stamp = FileStamp.of(self.config_path)
+            if stamp is not None and stamp != self._stamp:
+                # Editors write in several steps; give the file a moment to settle.
+                await asyncio.sleep(0.2)
+                self.reload()
+
+    async def _sweep_pools(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for service in self.runtime.services.values():
+                service.sweep()
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish (up to drain_timeout), then close."""
+        self.draining = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.close_if_idle()
+        deadline = asyncio.get_running_loop().time() + self.runtime.settings.drain_timeout
+        while self.connections and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+            for conn in list(self.connections):
+                conn.close_if_idle()
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        for task in [*self._checks.values(), *self._background]:
+            task.cancel()
+        await asyncio.gather(*self._checks.values(), *self._background, return_exceptions=True)
+        self._checks.clear()
+        self._background.clear()
+        for service in self.runtime.services.values():
+            service.retire()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

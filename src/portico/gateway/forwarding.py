@@ -1,0 +1,117 @@
+"""The header fields a proxy must remove, add or rewrite on the way upstream.
+
+- Hop-by-hop fields (RFC 9110 §7.6.1) are removed, with any field the ``Connection`` header names.
+- ``X-Forwarded-For/Proto/Host`` and ``Forwarded`` (RFC 7239) are set. Incoming ones are kept only
+  when the TCP peer is a trusted proxy; otherwise a client could forge its address.
+- ``X-Portico-*`` fields are Portico's own (trusted identity); a client's are always dropped.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+
+from portico.runtime import Network
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "expect",
+        "host",  # set per target
+    }
+)
+FORWARDING = frozenset(
+    {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "forwarded"}
+)
+RESPONSE_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
+)
+IDENTITY_PREFIX = "x-portico-"
+
+
+def is_trusted(ip: str, networks: Sequence[Network]) -> bool:
+    if not networks:
+        return False
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(address in net for net in networks)
+
+
+def client_ip_from_chain(peer_ip: str, forwarded_for: str | None, networks: Sequence[Network]) -> str:
+    """The first address from the right of X-Forwarded-For that is not a trusted proxy."""
+    if not forwarded_for:
+        return peer_ip
+    chain = [part.strip() for part in forwarded_for.split(",") if part.strip()]
+    for candidate in reversed(chain):
+        if not is_trusted(candidate, networks):
+            try:
+                return str(ipaddress.ip_address(candidate))
+            except ValueError:
+                return peer_ip
+    return chain[0] if chain else peer_ip
+
+
+def connection_tokens(value: str | None) -> frozenset[str]:
+    if not value:
+        return frozenset()
+    return frozenset(t.strip().lower() for t in value.split(",") if t.strip())
+
+
+def _forwarded_node(ip: str) -> str:
+    return f'"[{ip}]"' if ":" in ip else ip
+
+
+def upstream_headers(
+    items: list[tuple[str, str]],
+    *,
+    peer_ip: str,
+    peer_trusted: bool,
+    scheme: str,
+    host_header: str,
+    upgrade: str | None,
+) -> list[tuple[str, str]]:
+    """The client's fields as they go upstream (without Host, which depends on the target)."""
+    out: list[tuple[str, str]] = []
+    xff: str | None = None
+    xfp: str | None = None
+    xfh: str | None = None
+    forwarded: str | None = None
+    named: frozenset[str] = frozenset()
+    for name, value in items:
+        if name in HOP_BY_HOP:
+            if name == "connection":
+                named = connection_tokens(value)
+            continue
+        if name in FORWARDING:
+            if peer_trusted:
+                if name == "x-forwarded-for":
+                    xff = f"{xff}, {value}" if xff else value
+                elif name == "x-forwarded-proto":
+                    xfp = value
+                elif name == "x-forwarded-host":
+                    xfh = value
+                elif name == "forwarded":
+                    forwarded = f"{forwarded}, {value}" if forwarded else value
+            continue
+        out.append((name, value))
+    if named:
+        out = [(n, v) for n, v in out if n not in named]
+    out.append(("x-forwarded-for", f"{xff}, {peer_ip}" if xff else peer_ip))
+    out.append(("x-forwarded-proto", xfp or scheme))
+    out.append(("x-forwarded-host", xfh or host_header))
+    node = f'for={_forwarded_node(peer_ip)};host="{host_header}";proto={scheme}'
+    out.append(("forwarded", f"{forwarded}, {node}" if forwarded else node))
+    if upgrade is not None:
+        out.append(("connection", "upgrade"))
+        out.append(("upgrade", upgrade))
+    return out

@@ -1,0 +1,81 @@
+"""RFC 9457 problem details: the one format of every error Portico itself produces.
+
+Each :class:`ProblemType` has a stable ``type`` URI (documented in ``docs/errors.md``), a status and
+a title. Responses carry the ``request_id`` and never internal detail such as upstream addresses.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from portico.gateway.exchange import Reply
+from portico.gateway.headers import Headers
+
+PROBLEM_BASE = "https://portico.dev/problems/"
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemType:
+    slug: str
+    status: int
+    title: str
+
+    @property
+    def uri(self) -> str:
+        return PROBLEM_BASE + self.slug
+
+
+BAD_REQUEST = ProblemType("bad-request", 400, "Malformed HTTP request")
+UPGRADE_NOT_ALLOWED = ProblemType(
+    "upgrade-not-allowed", 400, "This route does not accept protocol upgrades"
+)
+ROUTE_NOT_FOUND = ProblemType("route-not-found", 404, "No route matches this request")
+METHOD_NOT_ALLOWED = ProblemType("method-not-allowed", 405, "Method not allowed on this route")
+REQUEST_TIMEOUT = ProblemType("request-timeout", 408, "The request was not received in time")
+REQUEST_TOO_LARGE = ProblemType("request-too-large", 413, "Request body too large")
+HEADERS_TOO_LARGE = ProblemType(
+    "request-header-fields-too-large", 431, "Request header fields too large"
+)
+INTERNAL_ERROR = ProblemType("internal-error", 500, "Internal gateway error")
+UPSTREAM_UNAVAILABLE = ProblemType("upstream-unavailable", 502, "The upstream service failed")
+NO_HEALTHY_UPSTREAM = ProblemType(
+    "no-healthy-upstream", 503, "No healthy upstream target is available"
+)
+UPSTREAM_TIMEOUT = ProblemType("upstream-timeout", 504, "The upstream service did not answer in time")
+
+ALL_TYPES: tuple[ProblemType, ...] = (
+    BAD_REQUEST,
+    UPGRADE_NOT_ALLOWED,
+    ROUTE_NOT_FOUND,
+    METHOD_NOT_ALLOWED,
+    REQUEST_TIMEOUT,
+    REQUEST_TOO_LARGE,
+    HEADERS_TOO_LARGE,
+    INTERNAL_ERROR,
+    UPSTREAM_UNAVAILABLE,
+    NO_HEALTHY_UPSTREAM,
+    UPSTREAM_TIMEOUT,
+)
+
+
+def problem(
+    kind: ProblemType,
+    request_id: str,
+    detail: str | None = None,
+    *,
+    headers: Headers | None = None,
+    **extensions: Any,
+) -> Reply:
+    """A complete problem+json :class:`Reply`; ``extensions`` become extra members (RFC 9457 §3.2)."""
+    body: dict[str, Any] = {"type": kind.uri, "title": kind.title, "status": kind.status}
+    if detail:
+        body["detail"] = detail
+    body["request_id"] = request_id
+    body.update(extensions)
+    out = headers.copy() if headers else Headers()
+    out.set("content-type", PROBLEM_CONTENT_TYPE)
+    out.set("cache-control", "no-store")
+    return Reply(kind.status, out, json.dumps(body, separators=(",", ":")).encode())

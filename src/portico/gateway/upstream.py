@@ -1,0 +1,440 @@
+"""Upstream services: targets, their keep-alive connection pools, and the load balancer.
+
+An :class:`UpstreamConnection` is an asyncio protocol speaking HTTP/1.1 to one target. It parses
+responses with httptools and hands the head to the waiting request; the body is written straight
+to the client's transport from the parser callback, so response bodies stream without copies or
+buffering, with flow control in both directions (a slow reader pauses the other side's reading).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+from urllib.parse import urlsplit
+
+import httptools
+
+from portico.config import model
+from portico.gateway.health import TargetHealth
+
+if TYPE_CHECKING:
+    from portico.gateway.server import ClientConnection
+
+
+class UpstreamError(Exception):
+    """The upstream failed before a complete response head arrived."""
+
+    def __init__(self, reason: str, *, sent: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.sent = sent
+        """Whether request bytes may have reached the upstream (decides if a retry is safe)."""
+
+
+class UpstreamTimeout(UpstreamError):
+    pass
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "_body_writer",
+        "_early_body",
+        "_close_delimited",
+        "_head_only",
+        "_last_read",
+        "_loop",
+        "_read_timer",
+        "_read_timeout",
+        "_write_timer",
+        "client",
+        "closed",
+        "done",
+        "head",
+        "head_received",
+        "idle_since",
+        "keep_alive",
+        "parser",
+        "resp_headers",
+        "sent",
+        "status",
+        "target",
+        "transport",
+        "tunnel",
+        "upgrade_leftover",
+    )
+
+    def __init__(self, target: Target, loop: asyncio.AbstractEventLoop) -> None:
+        self.target = target
+        self._loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.idle_since = 0.0
+        self.client: ClientConnection | None = None
+        self.tunnel: asyncio.Transport | None = None
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
+        self._read_timeout = 60.0
+        self._last_read = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.head: asyncio.Future[None] | None = None
+        self.done: asyncio.Future[None] | None = None
+        self.head_received = False
+        self.status = 0
+        self.resp_headers: list[tuple[str, str]] = []
+        self.keep_alive = False
+        self.sent = False
+        self._head_only = False
+        self._close_delimited = False
+        self._body_writer: Callable[[bytes], None] | None = None
+        self._early_body: list[bytes] = []
+        self.upgrade_leftover = b""
+
+    # -- driving a request ---------------------------------------------------------------------
+
+    def begin(self, client: ClientConnection, head_only: bool, read_timeout: float) -> None:
+        self.client = client
+        self.head = self._loop.create_future()
+        self._head_only = head_only
+        self._read_timeout = read_timeout
+        self._last_read = self._loop.time()
+        self._read_timer = self._loop.call_later(read_timeout, self._check_read_timeout)
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.sent = True
+        self.transport.write(data)
+
+    def stream_body(self, writer: Callable[[bytes], None]) -> asyncio.Future[None]:
+        """After the head: send body chunks to ``writer``; the future resolves at the end."""
+        self._body_writer = writer
+        early, self._early_body = self._early_body, []
+        for chunk in early:
+            writer(chunk)
+        done = self.done
+        assert done is not None
+        if not done.done() and self.transport is not None:
+            self.transport.resume_reading()
+        return done
+
+    def finish(self) -> bool:
+        """The exchange is over; whether this connection can go back to the pool."""
+        self._cancel_timers()
+        reusable = (
+            not self.closed
+            and self.keep_alive
+            and self.done is not None
+            and self.done.done()
+            and not self.done.cancelled()
+            and self.done.exception() is None
+        )
+        if self._head_only:
+            # httptools cannot be told a response answers HEAD, so it would wait for the body
+            # the headers announce; a fresh parser starts clean for the next response.
+            self.parser = httptools.HttpResponseParser(self)
+        if reusable and self.transport is not None:
+            self.transport.resume_reading()  # paused after the head, see on_headers_complete
+        self.client = None
+        self._reset()
+        return reusable
+
+    def abort(self) -> None:
+        self._cancel_timers()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- timers --------------------------------------------------------------------------------
+
+    def _cancel_timers(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _check_read_timeout(self) -> None:
+        # One timer per request, re-armed only when it fires early: cheaper than resetting a
+        # timer for every chunk read.
+        idle = self._loop.time() - self._last_read
+        if idle < self._read_timeout:
+            self._read_timer = self._loop.call_later(
+                self._read_timeout - idle, self._check_read_timeout
+            )
+            return
+        self._read_timer = None
+        if self.client is not None and self.client.upstream_paused_by_client:
+            # The client is the slow side; its own timeouts apply, not the upstream's.
+            self._read_timer = self._loop.call_later(self._read_timeout, self._check_read_timeout)
+            return
+        self._fail(UpstreamTimeout("upstream read timeout", sent=self.sent))
+
+    def _write_timed_out(self) -> None:
+        self._write_timer = None
+        self._fail(UpstreamTimeout("upstream write timeout", sent=True))
+
+    # -- asyncio protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement the interface without subclassing asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.write(data)
+            return
+        if self.client is None:
+            # Bytes on an idle connection: the upstream is confused; do not reuse it.
+            self.abort()
+            return
+        self._last_read = self._loop.time()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.upgrade_leftover = data[exc.args[0] :]
+        except httptools.HttpParserError:
+            self._fail(UpstreamError("invalid response from upstream", sent=True))
+
+    def eof_received(self) -> bool | None:
+        if self.tunnel is not None:
+            if self.tunnel.can_write_eof():
+                self.tunnel.write_eof()
+            return True
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._cancel_timers()
+        if self.tunnel is not None:
+            self.tunnel.close()
+            return
+        if self.client is None:
+            self.target.pool.discard(self)
+            return
+        if self.head_received and self._close_delimited and self.done and not self.done.done():
+            self.done.set_result(None)  # a response delimited by closing the connection
+            return
+        self._fail(UpstreamError("upstream closed the connection", sent=self.sent))
+
+    def pause_writing(self) -> None:
+        if self.client is not None:
+            self.client.pause_reading_for_upstream()
+        if self._write_timer is None and self.client is not None:
+            self._write_timer = self._loop.call_later(
+                self.target.timeouts.write, self._write_timed_out
+            )
+
+    def resume_writing(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+        if self.client is not None:
+            self.client.resume_reading_for_upstream()
+
+    # -- httptools callbacks -------------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.resp_headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            # An interim response (103 Early Hints, a stray 100): wait for the final one.
+            self.resp_headers = []
+            return
+        self.status = status
+        self.head_received = True
+        self.keep_alive = bool(self.parser.should_keep_alive())
+        self.done = self._loop.create_future()
+        names = {name for name, _ in self.resp_headers}
+        no_body = self._head_only or status in (101, 204, 304)
+        self._close_delimited = (
+            not no_body and "content-length" not in names and "transfer-encoding" not in names
+        )
+        if self.head is not None and not self.head.done():
+            self.head.set_result(None)
+        if self.transport is not None and status != 101:
+            # Until the client side has written the head, body bytes wait here (at most one
+            # read's worth: reading stays paused until stream_body()).
+            self.transport.pause_reading()
+        if no_body and status != 101:
+            self.done.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        writer = self._body_writer
+        if writer is not None:
+            writer(body)
+        else:
+            self._early_body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._head_only or self.status in (101, 204, 304):
+            return
+        if self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+    # -- failures ------------------------------------------------------------------------------
+
+    def _fail(self, error: UpstreamError) -> None:
+        self._cancel_timers()
+        if self.head is not None and not self.head.done():
+            self.head.set_exception(error)
+        elif self.done is not None and not self.done.done():
+            self.done.set_exception(error)
+        self.closed = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
+
+
+class Pool:
+    """Idle keep-alive connections to one target (most recently used first)."""
+
+    __slots__ = ("_idle", "_loop", "active", "settings", "target")
+
+    def __init__(self, target: Target, settings: model.Keepalive) -> None:
+        self.target = target
+        self.settings = settings
+        self._idle: list[UpstreamConnection] = []
+        self.active = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def take_idle(self) -> UpstreamConnection | None:
+        loop = self._loop
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.closed or conn.transport is None or conn.transport.is_closing():
+                continue
+            assert loop is not None
+            if loop.time() - conn.idle_since > self.settings.idle_timeout:
+                conn.abort()
+                continue
+            return conn
+        return None
+
+    async def connect(self, timeout: float) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        target = self.target
+        try:
+            async with asyncio.timeout(timeout):
+                _, conn = await loop.create_connection(
+                    lambda: UpstreamConnection(target, loop),
+                    target.host,
+                    target.port,
+                    ssl=target.ssl_context,
+                    server_hostname=target.host if target.ssl_context else None,
+                )
+        except TimeoutError as exc:
+            raise UpstreamTimeout("upstream connect timeout", sent=False) from exc
+        except OSError as exc:
+            raise UpstreamError("upstream connection failed", sent=False) from exc
+        return conn
+
+    def release(self, conn: UpstreamConnection, reusable: bool) -> None:
+        self.active -= 1
+        if not reusable or len(self._idle) >= self.settings.max_idle or self.target.retired:
+            conn.abort()
+            return
+        assert self._loop is not None
+        conn.idle_since = self._loop.time()
+        self._idle.append(conn)
+
+    def discard(self, conn: UpstreamConnection) -> None:
+        if conn in self._idle:
+            self._idle.remove(conn)
+
+    def sweep(self) -> None:
+        """Close idle connections past their idle timeout (runs every second)."""
+        if self._loop is None or not self._idle:
+            return
+        now = self._loop.time()
+        keep = []
+        for conn in self._idle:
+            if conn.closed or now - conn.idle_since > self.settings.idle_timeout:
+                conn.abort()
+            else:
+                keep.append(conn)
+        self._idle = keep
+
+    def close(self) -> None:
+        for conn in self._idle:
+            conn.abort()
+        self._idle.clear()
+
+
+class Target:
+    __slots__ = (
+        "base_path",
+        "current_weight",
+        "health",
+        "host",
+        "host_header",
+        "pool",
+        "port",
+        "retired",
+        "ssl_context",
+        "timeouts",
+        "url",
+        "weight",
+    )
+
+    def __init__(self, spec: model.Target, service: model.Service) -> None:
+        parts = urlsplit(spec.url)
+        self.url = spec.url
+        self.weight = spec.weight
+        self.current_weight = 0
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.host_header = parts.netloc
+        self.base_path = parts.path.rstrip("/")
+        self.ssl_context = ssl.create_default_context() if parts.scheme == "https" else None
+        self.timeouts = service.timeouts
+        self.health = TargetHealth(service.health_check, service.circuit_breaker)
+        self.pool = Pool(self, service.keepalive)
+        self.retired = False
+
+
+class Service:
+    """The live side of a configured service: targets with pools and health, and the balancer."""
+
+    __slots__ = ("name", "spec", "targets")
+
+    def __init__(self, name: str, spec: model.Service) -> None:
+        self.name = name
+        self.spec = spec
+        self.targets = tuple(Target(t, spec) for t in spec.targets)
+
+    def pick(self, exclude: tuple[Target, ...] = ()) -> Target | None:
+        """Choose a target for the next attempt, skipping unavailable and already tried ones."""
+        candidates = [t for t in self.targets if t not in exclude and t.health.available()]
+        if not candidates:
+            return None
+        if len(candidates) == 1:
+            return candidates[0]
+        if self.spec.balancer == "least_connections":
+            return min(candidates, key=lambda t: t.pool.active / t.weight)
+        # Smooth weighted round robin (as in nginx): even spread, no bursts to heavy targets.
+        total = 0
+        best = candidates[0]
+        for t in candidates:
+            t.current_weight += t.weight
+            total += t.weight
+            if t.current_weight > best.current_weight:
+                best = t
+        best.current_weight -= total
+        return best
+
+    def sweep(self) -> None:
+        for target in self.targets:
+            target.pool.sweep()
+
+    def retire(self) -> None:
+        """This service left the runtime: close idle connections, refuse to pool busy ones."""
+        for target in self.targets:
+            target.retired = True
+            target.pool.close()

@@ -1,0 +1,107 @@
+"""The immutable snapshot the data plane serves from.
+
+:func:`build_runtime` compiles a validated :class:`~portico.config.model.PorticoConfig` into a
+:class:`Runtime`: the router, each route's policy pipeline, and the live services. A reload builds
+a new snapshot and swaps one reference; requests in flight finish on the snapshot they started
+with. Services whose settings did not change are carried over with their pools and health state.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from portico.config.model import GatewaySettings, PorticoConfig
+from portico.gateway.router import PathTemplate, RouteMatcher, Router
+from portico.gateway.upstream import Service
+from portico.policies.base import Policy, ResponsePolicy
+from portico.policies.registry import BuildContext, build_policy
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    name: str
+    service: Service
+    pipeline: tuple[Policy, ...]
+    response_pipeline: tuple[ResponsePolicy, ...]
+    """The policies with ``on_response``, in reverse order (the last to see the request is the
+    first to see the response)."""
+    strip_prefix: str | None
+    rewrite: PathTemplate | None
+    preserve_host: bool
+    websocket: bool
+    max_body_size: int
+
+    def upstream_path(self, path: str, params: dict[str, str]) -> str:
+        if self.rewrite is not None:
+            path = self.rewrite.expand(params)
+        elif self.strip_prefix:
+            path = path[len(self.strip_prefix) :]
+            if not path.startswith("/"):
+                path = "/" + path
+        return path
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    config: PorticoConfig
+    settings: GatewaySettings
+    router: Router[CompiledRoute]
+    services: Mapping[str, Service]
+    trusted_proxies: tuple[Network, ...]
+
+
+def build_runtime(config: PorticoConfig, previous: Runtime | None = None) -> Runtime:
+    services: dict[str, Service] = {}
+    for name, spec in config.services.items():
+        old = previous.services.get(name) if previous else None
+        services[name] = old if old is not None and old.spec == spec else Service(name, spec)
+
+    matchers: list[RouteMatcher[CompiledRoute]] = []
+    for route in config.routes:
+        context = BuildContext(config=config, route_name=route.name)
+        policies = tuple(build_policy(spec, context) for spec in route.policies)
+        compiled = CompiledRoute(
+            name=route.name,
+            service=services[route.service],
+            pipeline=policies,
+            response_pipeline=tuple(
+                p for p in reversed(policies) if isinstance(p, ResponsePolicy)
+            ),
+            strip_prefix=route.strip_prefix.rstrip("/") if route.strip_prefix else None,
+            rewrite=PathTemplate.parse(route.upstream_path) if route.upstream_path else None,
+            preserve_host=route.preserve_host,
+            websocket=route.websocket,
+            max_body_size=(
+                route.max_body_size
+                if route.max_body_size is not None
+                else config.gateway.max_body_size
+            ),
+        )
+        matchers.append(
+            RouteMatcher(
+                template=PathTemplate.parse(route.match.path),
+                methods=frozenset(route.match.methods),
+                hosts=frozenset(route.match.hosts),
+                headers=tuple((k.lower(), v) for k, v in route.match.headers.items()),
+                target=compiled,
+            )
+        )
+    return Runtime(
+        config=config,
+        settings=config.gateway,
+        router=Router(matchers),
+        services=services,
+        trusted_proxies=tuple(
+            ipaddress.ip_network(cidr, strict=False) for cidr in config.gateway.trusted_proxies
+        ),
+    )
+
+
+def retired_services(old: Runtime, new: Runtime) -> list[Service]:
+    """Services of ``old`` that ``new`` no longer uses (to close their idle connections)."""
+    kept = {id(s) for s in new.services.values()}
+    return [s for s in old.services.values() if id(s) not in kept]

@@ -1,0 +1,65 @@
+"""``portico serve``: the embedded single-process mode.
+
+Loads the config, prepares the store (migrations are applied on start for SQLite), records each
+applied config revision, and runs the gateway on uvloop until SIGINT or SIGTERM, then drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from pathlib import Path
+
+import uvloop
+
+from portico.config.loader import load_config
+from portico.gateway.app import Gateway
+from portico.runtime import build_runtime
+from portico.store.database import create_engine_for
+from portico.store.migrate import ensure_current
+from portico.store.repositories import ConfigRevisions
+
+log = logging.getLogger("portico")
+
+
+class RevisionRecorder:
+    """Writes each applied config to ``config_revisions``, off the event loop."""
+
+    def __init__(self, url: str) -> None:
+        self._repo = ConfigRevisions(create_engine_for(url))
+
+    def record(self, path: Path, sha256: str) -> None:
+        body = path.read_text(encoding="utf-8")
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(None, self._repo.record, sha256, str(path), body, "serve")
+        future.add_done_callback(_log_failure)
+
+
+def _log_failure(future: asyncio.Future[int]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("could not record the config revision: %s", future.exception())
+
+
+async def run(config_path: Path) -> int:
+    config = load_config(config_path)
+    url = config.database.url
+    if url.startswith("sqlite"):
+        ensure_current(url)
+    recorder = RevisionRecorder(url)
+    gateway = Gateway(
+        build_runtime(config), config_path=config_path, on_config_applied=recorder.record
+    )
+    await gateway.start()
+    recorder.record(config_path, hashlib.sha256(config_path.read_bytes()).hexdigest())
+    gateway.install_signal_handlers()
+    listen = config.gateway.listen
+    print(f"Portico gateway on http://{listen.host}:{gateway.port}", flush=True)
+    await gateway.wait_stopped()
+    log.info("shutting down: draining in-flight requests")
+    await gateway.stop()
+    return 0
+
+
+def serve(config_path: Path) -> int:
+    return uvloop.run(run(config_path))
