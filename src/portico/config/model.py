@@ -257,6 +257,15 @@ class Route(Model):
     max_body_size: Size | None = None
     policies: tuple[PolicySpec, ...] = ()
 
+    @field_validator("upstream_path")
+    @classmethod
+    def _rewrite_template(cls, value: str | None) -> str | None:
+        if value is not None:
+            from portico.gateway.router import PathTemplate
+
+            PathTemplate.parse(value)  # the runtime compiles it; an invalid one must fail here
+        return value
+
     @model_validator(mode="after")
     def _rewrite_is_one_of(self) -> Route:
         if self.strip_prefix is not None and self.upstream_path is not None:
@@ -288,6 +297,15 @@ class PorticoConfig(Model):
         for i, route in enumerate(self.routes):
             if route.service not in self.services:
                 errors.append((("routes", i, "service"), f"unknown service {route.service!r}"))
+            if route.upstream_path is not None:
+                unknown = _template_names(route.upstream_path) - _template_names(route.match.path)
+                for name in sorted(unknown):
+                    errors.append(
+                        (
+                            ("routes", i, "upstream_path"),
+                            f"parameter {name!r} is not defined by match.path",
+                        )
+                    )
             if route.name in names:
                 errors.append((("routes", i, "name"), f"route name {route.name!r} is used twice"))
             names.add(route.name)
@@ -295,3 +313,9 @@ class PorticoConfig(Model):
                 for loc, message in policy_errors(spec):
                     errors.append((("routes", i, "policies", j, *loc), message))
         return errors
+
+
+def _template_names(template: str) -> set[str]:
+    from portico.gateway.router import PathTemplate
+
+    return set(PathTemplate.parse(template).names)
