@@ -56,6 +56,7 @@ class Gateway:
         self._server: asyncio.Server | None = None
         self._checks: dict[int, asyncio.Task[None]] = {}
         self._background: list[asyncio.Task[None]] = []
+        self._retired: list[Service] = []
         self._stamp = FileStamp.of(config_path) if config_path else None
         self._on_config_applied = on_config_applied
         self._stopped = asyncio.Event()
@@ -77,7 +78,7 @@ class Gateway:
             backlog=2048,
         )
         self._sync_health_checks()
-        self._background.append(loop.create_task(self._sweep_pools()))
+        self._background.append(loop.create_task(self._tick()))
         if self.config_path is not None:
             self._background.append(loop.create_task(self._watch_config()))
         log.info("gateway listening on http://%s:%d", listen.host, self.port)
@@ -123,6 +124,7 @@ class Gateway:
         self.reloads += 1
         for service in retired_services(old, runtime):
             service.retire()
+            self._retired.append(service)
         self._sync_health_checks()
 
     def _sync_health_checks(self) -> None:
@@ -150,11 +152,25 @@ class Gateway:
                 await asyncio.sleep(0.2)
                 self.reload()
 
-    async def _sweep_pools(self) -> None:
+    async def _tick(self) -> None:
+        """Timeouts and housekeeping for every connection, instead of a timer per request."""
+        loop = asyncio.get_running_loop()
+        ticks = 0
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.1)
+            ticks += 1
+            now = loop.time()
             for service in self.runtime.services.values():
-                service.sweep()
+                service.check_timeouts(now)
+            for service in list(self._retired):
+                service.check_timeouts(now)
+                if not any(t.inflight for t in service.targets):
+                    self._retired.remove(service)
+            if ticks % 10 == 0:
+                for service in self.runtime.services.values():
+                    service.sweep()
+                for conn in list(self.connections):
+                    conn.check_idle(now)
 
     # -- shutdown ------------------------------------------------------------------------------
 

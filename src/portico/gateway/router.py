@@ -11,12 +11,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 from urllib.parse import unquote
 
 _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)(?::(path))?\}$")
 
 T = TypeVar("T")
+
+
+class HeaderLookup(Protocol):
+    def get(self, name: str, default: None = None) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +132,7 @@ class Router(Generic[T]):
         self._matchers = tuple(sorted(matchers, key=RouteMatcher.specificity, reverse=True))
 
     def match(
-        self, method: str, host: str, path: str, headers: dict[str, str]
+        self, method: str, host: str, path: str, headers: HeaderLookup
     ) -> tuple[T, dict[str, str]]:
         allowed: set[str] = set()
         for m in self._matchers:

@@ -1,21 +1,21 @@
 """The client side of the proxy: one :class:`ClientConnection` per accepted TCP connection.
 
-httptools parses requests (keep-alive and pipelining: requests are answered in order, one at a
-time). For each request a task runs :meth:`ClientConnection._serve`: route, policies, then the
-upstream attempt loop. Request bodies stream to the upstream as they arrive and response bodies
-stream back from the upstream parser callbacks; neither is buffered beyond socket buffers, and
-flow control pauses whichever side is too fast.
+httptools parses requests; keep-alive and pipelining are supported (requests are answered in
+order, one at a time). For each request the connection resolves the route, runs the route's
+policy pipeline and hands over to a :class:`~portico.gateway.proxy.Forward`. Request bodies stream
+to the upstream as they arrive; nothing is buffered beyond a small window, and flow control pauses
+whichever side is too fast.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import logging
-import os
 import re
 from collections import deque
-from collections.abc import Callable
-from http import HTTPStatus
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, cast
 
 import httptools
@@ -24,48 +24,29 @@ from portico.gateway import problems
 from portico.gateway.exchange import Exchange, Reply
 from portico.gateway.forwarding import (
     IDENTITY_PREFIX,
-    RESPONSE_HOP_BY_HOP,
     client_ip_from_chain,
-    connection_tokens,
     is_trusted,
     upstream_headers,
 )
 from portico.gateway.headers import Headers
+from portico.gateway.http import new_id, status_line
+from portico.gateway.proxy import Forward
 from portico.gateway.router import MethodNotAllowed, NoRoute, normalize_path
-from portico.gateway.upstream import Target, UpstreamConnection, UpstreamError, UpstreamTimeout
+from portico.gateway.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
     from portico.gateway.app import Gateway
-    from portico.runtime import CompiledRoute, Runtime
+    from portico.runtime import Runtime
 
 log = logging.getLogger("portico.gateway")
-access_log = logging.getLogger("portico.access")
 
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 MAX_HEAD_BYTES = 64 * 1024
 BODY_BUFFER_HIGH = 256 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,200}$")
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
-_REASONS = {s.value: s.phrase for s in HTTPStatus}
+_TRACE_ID = re.compile(r"^(?!0{32})[0-9a-f]{32}$")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-def new_id(nbytes: int) -> str:
-    return os.urandom(nbytes).hex()
-
-
-def _status_line(status: int) -> str:
-    return f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
-
-
-def _chunk_writer(transport: asyncio.Transport) -> Callable[[bytes], None]:
-    write = transport.writelines
-
-    def write_chunk(data: bytes) -> None:
-        if data:
-            write((b"%x\r\n" % len(data), data, b"\r\n"))
-
-    return write_chunk
+_LAST_CHUNK = (b"0\r\n\r\n",)
 
 
 class RequestBody:
@@ -76,7 +57,8 @@ class RequestBody:
         "_buffered",
         "_chunked",
         "_conn",
-        "_write",
+        "_discard",
+        "_transport",
         "complete",
         "limit",
         "overflow",
@@ -87,7 +69,8 @@ class RequestBody:
         self._conn = conn
         self._buffer: list[bytes] = []
         self._buffered = 0
-        self._write: object = None
+        self._transport: asyncio.Transport | None = None
+        self._discard = False
         self._chunked = False
         self.received = 0
         self.complete = False
@@ -99,41 +82,44 @@ class RequestBody:
         if self.received > self.limit:
             if not self.overflow:
                 self.overflow = True
-                self._conn.body_overflow()
+                self._conn.body_overflow(self)
             return
-        write = self._write
-        if write is None:
+        transport = self._transport
+        if transport is not None:
+            if self._chunked:
+                transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+            else:
+                transport.write(data)
+        elif not self._discard:
             self._buffer.append(data)
             self._buffered += len(data)
             if self._buffered > BODY_BUFFER_HIGH:
                 self._conn.pause_reading("body")
-        elif write is not False:
-            if self._chunked:
-                write((b"%x\r\n" % len(data), data, b"\r\n"))  # type: ignore[operator]
-            else:
-                write(data)  # type: ignore[operator]
 
     def end(self) -> None:
         self.complete = True
-        if self._chunked and self._write not in (None, False):
-            self._write((b"0\r\n\r\n",))  # type: ignore[operator]
+        if self._chunked and self._transport is not None:
+            self._transport.writelines(_LAST_CHUNK)
 
     def attach(self, transport: asyncio.Transport, chunked: bool) -> None:
         """Send what arrived so far to the upstream, then stream the rest as it comes."""
         self._chunked = chunked
-        self._write = transport.writelines if chunked else transport.write
+        self._transport = transport
         buffered, self._buffer = self._buffer, []
         self._buffered = 0
         for data in buffered:
-            self.received -= len(data)  # feed() counts again
-            self.feed(data)
+            if chunked:
+                transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+            else:
+                transport.write(data)
         if self.complete and chunked:
-            transport.writelines((b"0\r\n\r\n",))
+            transport.writelines(_LAST_CHUNK)
         self._conn.resume_reading("body")
 
-    def discard(self) -> None:
-        """Drop the rest: Portico answered without the upstream."""
-        self._write = False
+    def detach(self) -> None:
+        """The upstream attempt ended; anything more is dropped."""
+        self._transport = None
+        self._discard = True
         self._buffer = []
         self._conn.resume_reading("body")
 
@@ -143,14 +129,27 @@ class RequestBody:
         return self.received == 0 and self.complete
 
 
+# Fields the gateway itself needs, picked out while parsing so nothing scans the list again.
+_SPECIAL = frozenset(
+    {"host", "content-length", "transfer-encoding", "expect", "traceparent", "x-forwarded-for"}
+)
+
+
+@functools.cache
+def _special_names(request_id_header: str) -> frozenset[str]:
+    return _SPECIAL | {request_id_header}
+
+
 class Request:
     __slots__ = (
         "body",
+        "has_body",
         "has_identity_headers",
-        "headers",
         "head_bytes",
+        "headers",
         "keep_alive",
         "method",
+        "special",
         "upgrade",
         "url",
         "version",
@@ -166,6 +165,8 @@ class Request:
         self.body = RequestBody(conn, limit)
         self.head_bytes = 0
         self.has_identity_headers = False
+        self.has_body = False
+        self.special: dict[str, str] = {}
 
 
 class ClientConnection(asyncio.Protocol):
@@ -175,20 +176,21 @@ class ClientConnection(asyncio.Protocol):
         "_parsing",
         "_paused",
         "_queue",
-        "_timer",
         "active",
+        "background",
         "closed",
         "gateway",
         "last_activity",
         "parser",
         "peer_ip",
         "peer_trusted",
+        "request_id_header",
         "runtime",
-        "task",
+        "special_names",
         "tls",
         "transport",
+        "forward",
         "tunnel",
-        "upstream",
         "upstream_paused_by_client",
     )
 
@@ -202,17 +204,18 @@ class ClientConnection(asyncio.Protocol):
         self.active: Request | None = None
         self._queue: deque[Request] = deque()
         self._paused: set[str] = set()
-        self.upstream: UpstreamConnection | None = None
+        self.forward: Forward | None = None
         self.upstream_paused_by_client = False
         self.tunnel: asyncio.Transport | None = None
         self._leftover = b""
         self.closed = False
-        self.task: asyncio.Task[None] | None = None
+        self.background: asyncio.Task[None] | None = None
         self.peer_ip = "127.0.0.1"
         self.peer_trusted = False
         self.runtime: Runtime = gateway.runtime
+        self.request_id_header = self.runtime.settings.request_id_header.lower()
+        self.special_names = _special_names(self.request_id_header)
         self.last_activity = 0.0
-        self._timer: asyncio.TimerHandle | None = None
 
     # -- connection lifecycle ------------------------------------------------------------------
 
@@ -225,52 +228,42 @@ class ClientConnection(asyncio.Protocol):
         self.peer_trusted = is_trusted(self.peer_ip, self.runtime.trusted_proxies)
         self.gateway.connections.add(self)
         self.last_activity = self._loop.time()
-        self._timer = self._loop.call_later(
-            self.runtime.settings.header_timeout, self._check_idle
-        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.gateway.connections.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
         if self.tunnel is not None:
             self.tunnel.close()
-        if self.upstream is not None:
+        if self.forward is not None:
             # The client is gone mid-exchange: the upstream connection is in an unknown state.
-            self.upstream.abort()
+            self.forward.cancel()
 
-    def _check_idle(self) -> None:
-        """Close connections idle past keepalive_timeout, or slow to send a request head."""
-        self._timer = None
-        if self.closed or self.tunnel is not None:
+    def check_idle(self, now: float) -> None:
+        """Called by the gateway's ticker: close connections idle too long or slow to send."""
+        if self.closed or self.tunnel is not None or self.active is not None or self._queue:
             return
         settings = self.runtime.settings
-        now = self._loop.time()
-        if self.active is None and not self._queue:
-            parsing_head = self._parsing is not None
-            limit = settings.header_timeout if parsing_head else settings.keepalive_timeout
-            if now - self.last_activity >= limit:
-                if parsing_head:
-                    reply = problems.problem(problems.REQUEST_TIMEOUT, new_id(16))
+        if self._parsing is not None:
+            if now - self.last_activity > settings.header_timeout:
+                if self._parsing.body.received == 0:
+                    reply = problems.problem(problems.REQUEST_TIMEOUT, new_id())
                     self._write_reply(reply, keep_alive=False, head_only=False)
                 self._close()
-                return
-            wait = limit - (now - self.last_activity)
-        else:
-            wait = settings.keepalive_timeout
-        self._timer = self._loop.call_later(max(wait, 0.05), self._check_idle)
+        elif now - self.last_activity > settings.keepalive_timeout:
+            self._close()
 
     def _close(self) -> None:
         if self.transport is not None and not self.closed:
             self.transport.close()
         self.closed = True
 
-    def is_idle(self) -> bool:
-        return self.active is None and self._parsing is None and self.tunnel is None
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        self.closed = True
 
     def close_if_idle(self) -> None:
-        if self.is_idle():
+        if self.active is None and self._parsing is None and self.tunnel is None:
             self._close()
 
     # -- flow control --------------------------------------------------------------------------
@@ -286,20 +279,20 @@ class ClientConnection(asyncio.Protocol):
             if not self._paused and self.transport is not None and not self.closed:
                 self.transport.resume_reading()
 
-    def pause_reading_for_upstream(self) -> None:
-        self.pause_reading("upstream")
-
-    def resume_reading_for_upstream(self) -> None:
-        self.resume_reading("upstream")
+    def _peer_transport(self) -> asyncio.Transport | None:
+        if self.tunnel is not None:
+            return self.tunnel
+        conn = self.forward.conn if self.forward is not None else None
+        return conn.transport if conn is not None else None
 
     def pause_writing(self) -> None:
-        peer = self.tunnel or (self.upstream.transport if self.upstream else None)
+        peer = self._peer_transport()
         if peer is not None:
             self.upstream_paused_by_client = True
             peer.pause_reading()
 
     def resume_writing(self) -> None:
-        peer = self.tunnel or (self.upstream.transport if self.upstream else None)
+        peer = self._peer_transport()
         if peer is not None and self.upstream_paused_by_client:
             self.upstream_paused_by_client = False
             peer.resume_reading()
@@ -316,17 +309,18 @@ class ClientConnection(asyncio.Protocol):
             self._leftover += data[exc.args[0] :]
             self.pause_reading("upgrade")
         except httptools.HttpParserError:
-            self._protocol_error(problems.BAD_REQUEST)
+            self._protocol_error()
 
-    def _protocol_error(self, kind: problems.ProblemType) -> None:
+    def _protocol_error(self) -> None:
         # Whatever is in flight finishes writing first; nothing after this point is trusted.
+        self._queue.clear()
+        self._parsing = None
         if self.active is None:
-            self._write_reply(problems.problem(kind, new_id(16)), keep_alive=False, head_only=False)
+            reply = problems.problem(problems.BAD_REQUEST, new_id())
+            self._write_reply(reply, keep_alive=False, head_only=False)
             self._close()
         else:
-            self._queue.clear()
             self.pause_reading("error")
-            assert self.active is not None
             self.active.keep_alive = False
 
     def on_message_begin(self) -> None:
@@ -336,21 +330,30 @@ class ClientConnection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         request = self._parsing
         assert request is not None
-        request.url += url
+        request.url = request.url + url if request.url else url
         request.head_bytes += len(url)
         if request.head_bytes > MAX_HEAD_BYTES:
-            raise httptools.HttpParserError("head too large")
+            raise httptools.HttpParserError("request head too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         request = self._parsing
         assert request is not None
         key = name.decode("latin-1").lower()
-        if key.startswith(IDENTITY_PREFIX):
+        text = value.decode("latin-1")
+        if key in self.special_names:
+            if key == "content-length" or key == "transfer-encoding":
+                request.has_body = True
+            # Repeated fields keep the first value, except X-Forwarded-For which is a list.
+            if key == "x-forwarded-for" and key in request.special:
+                request.special[key] += ", " + text
+            else:
+                request.special.setdefault(key, text)
+        elif key.startswith(IDENTITY_PREFIX):
             request.has_identity_headers = True
-        request.headers.append((key, value.decode("latin-1")))
+        request.headers.append((key, text))
         request.head_bytes += len(name) + len(value)
         if request.head_bytes > MAX_HEAD_BYTES:
-            raise httptools.HttpParserError("head too large")
+            raise httptools.HttpParserError("request head too large")
 
     def on_headers_complete(self) -> None:
         request = self._parsing
@@ -361,7 +364,12 @@ class ClientConnection(asyncio.Protocol):
         request.keep_alive = bool(parser.should_keep_alive())
         request.upgrade = bool(parser.should_upgrade())
         if self.active is None:
-            self._start(request)
+            self.active = request
+            if request.has_body or request.upgrade:
+                # The body streams upstream while it arrives: start now (after this callback,
+                # so what came in the same read has been fed to the body already).
+                self._loop.call_soon(self._serve, request)
+            # Otherwise on_message_complete, which follows at once, starts it.
         else:
             self._queue.append(request)
             self.pause_reading("pipeline")
@@ -376,62 +384,66 @@ class ClientConnection(asyncio.Protocol):
         assert request is not None
         self._parsing = None
         request.body.end()
+        if self.active is request and not request.has_body and not request.upgrade:
+            self._serve(request)
 
-    def body_overflow(self) -> None:
-        """A body grew past the route's limit while streaming."""
-        request = self.active
-        if request is not None and request.body.overflow:
-            upstream = self.upstream
-            if upstream is not None and not upstream.head_received:
-                # Not answered yet: abort the upstream side and answer 413 ourselves.
-                upstream.abort()
+    def body_overflow(self, body: RequestBody) -> None:
+        """A body grew past the route's limit while streaming to the upstream."""
         self.pause_reading("error")
+        request = self.active
+        if request is not None and request.body is body and self.forward is not None:
+            self.forward.body_too_large()
 
     # -- serving -------------------------------------------------------------------------------
 
-    def _start(self, request: Request) -> None:
-        self.active = request
+    def _serve(self, request: Request) -> None:
+        if self.closed:
+            return
         self.runtime = self.gateway.runtime
-        self.task = self._loop.create_task(self._serve(request))
+        try:
+            self._route(request)
+        except Exception:
+            log.exception("internal error serving a request")
+            self._fail_internal(request)
 
-    def _finish(self, request: Request) -> None:
+    def _fail_internal(self, request: Request) -> None:
+        reply = problems.problem(problems.INTERNAL_ERROR, new_id())
+        request.keep_alive = False
+        self.reply(request, reply)
+        self._done(request)
+
+    def forward_finished(self, forward: Forward) -> None:
+        self._done(forward.request)
+
+    def _done(self, request: Request) -> None:
+        if self.active is not request:
+            return
         self.active = None
-        self.upstream = None
-        self.task = None
+        self.forward = None
+        self.background = None
         self.last_activity = self._loop.time()
         if self.closed or self.tunnel is not None:
             return
-        if not request.keep_alive or not request.body.complete or self.gateway.draining:
+        if not request.body.complete:
+            request.body.detach()
+            self._close()  # the rest of the body will not be read: the stream is out of sync
+            return
+        if not request.keep_alive or self.gateway.draining:
             self._close()
             return
         if self._queue:
-            next_request = self._queue.popleft()
+            following = self._queue.popleft()
             if not self._queue:
                 self.resume_reading("pipeline")
-            self._start(next_request)
-        if self._timer is None:
-            self._timer = self._loop.call_later(
-                self.runtime.settings.keepalive_timeout, self._check_idle
-            )
-
-    async def _serve(self, request: Request) -> None:
-        request_id = ""
-        responded = False
-        try:
-            request_id, responded = await self._proxy(request)
-        except Exception:
-            log.exception("internal error serving a request")
-            if not responded and not self.closed:
-                reply = problems.problem(problems.INTERNAL_ERROR, request_id or new_id(16))
-                self._write_reply(reply, keep_alive=False, head_only=False)
-            request.keep_alive = False
-        finally:
-            self._finish(request)
+            self.active = following
+            if following.body.complete or following.has_body or following.upgrade:
+                self._serve(following)
+            # else: its on_message_complete has not run yet and will start it.
 
     def _write_reply(self, reply: Reply, *, keep_alive: bool, head_only: bool) -> None:
         if self.closed or self.transport is None:
             return
-        lines = [_status_line(reply.status)]
+        lines = [status_line(reply.status)]
         for name, value in reply.headers:
             lines.append(f"{name}: {value}\r\n")
         lines.append(f"content-length: {len(reply.body)}\r\n")
@@ -441,25 +453,28 @@ class ClientConnection(asyncio.Protocol):
         head = "".join(lines).encode("latin-1")
         self.transport.write(head if head_only else head + reply.body)
 
-    def _reply(self, request: Request, reply: Reply, exchange: Exchange | None = None) -> None:
-        if exchange is not None and exchange.response_headers:
+    def reply(self, request: Request, reply: Reply, exchange: Exchange | None = None) -> None:
+        """Answer with a response Portico made (an error, or a policy's reply)."""
+        if exchange is not None:
             for name, value in exchange.response_headers:
                 reply.headers.add(name, value)
+            reply.headers.set(self.request_id_header, exchange.request_id)
         if not request.body.complete:
             # The body is still arriving and will not be read: the connection cannot be reused.
             request.keep_alive = False
-            request.body.discard()
         self._write_reply(reply, keep_alive=request.keep_alive, head_only=request.method == "HEAD")
 
-    async def _proxy(self, request: Request) -> tuple[str, bool]:
-        """Serve one request; returns its request id and whether a response was started."""
+    def _answer(self, request: Request, reply: Reply, exchange: Exchange | None = None) -> None:
+        self.reply(request, reply, exchange)
+        self._done(request)
+
+    def _route(self, request: Request) -> None:
         runtime = self.runtime
-        settings = runtime.settings
         headers = Headers(request.headers)
-        id_header = settings.request_id_header.lower()
-        request_id = headers.get(id_header) or ""
-        if not _REQUEST_ID.match(request_id):
-            request_id = new_id(16)
+        special = request.special
+        request_id = special.get(self.request_id_header)
+        if request_id is None or not _REQUEST_ID.match(request_id):
+            request_id = new_id()
 
         url = request.url
         if url.startswith(b"/"):
@@ -472,13 +487,13 @@ class ClientConnection(asyncio.Protocol):
             except httptools.HttpParserInvalidURLError:
                 parsed = None
             if parsed is None or not parsed.path:
-                self._reply(request, problems.problem(problems.BAD_REQUEST, request_id))
-                return request_id, True
+                self._answer(request, problems.problem(problems.BAD_REQUEST, request_id))
+                return
             path = parsed.path.decode("latin-1")
             query = (parsed.query or b"").decode("latin-1")
-        path = normalize_path(path.partition("#")[0])
+        path = normalize_path(path)
 
-        host_header = headers.get("host") or ""
+        host_header = special.get("host", "")
         host = host_header.lower()
         if host.startswith("["):
             host = host[1 : host.find("]")]
@@ -489,42 +504,42 @@ class ClientConnection(asyncio.Protocol):
             headers.items = [(k, v) for k, v in headers.items if not k.startswith(IDENTITY_PREFIX)]
 
         try:
-            route, params = runtime.router.match(
-                request.method, host, path, dict(headers.items)
-            )
+            route, params = runtime.router.match(request.method, host, path, headers)
         except NoRoute:
-            self._reply(request, problems.problem(problems.ROUTE_NOT_FOUND, request_id))
-            return request_id, True
+            self._answer(request, problems.problem(problems.ROUTE_NOT_FOUND, request_id))
+            return
         except MethodNotAllowed as exc:
             allow = Headers([("allow", ", ".join(exc.allowed))])
             reply = problems.problem(problems.METHOD_NOT_ALLOWED, request_id, headers=allow)
-            self._reply(request, reply)
-            return request_id, True
+            self._answer(request, reply)
+            return
 
         body = request.body
         body.limit = route.max_body_size
-        declared = headers.get("content-length")
-        if body.overflow or body.received > body.limit or (
-            declared is not None and declared.isdigit() and int(declared) > body.limit
+        declared = special.get("content-length")
+        if (
+            body.overflow
+            or body.received > body.limit
+            or (declared is not None and declared.isdigit() and int(declared) > body.limit)
         ):
             body.overflow = True
             detail = f"the body is limited to {body.limit} bytes on this route"
-            self._reply(request, problems.problem(problems.REQUEST_TOO_LARGE, request_id, detail))
-            return request_id, True
-        upgrade: str | None = None
-        if request.upgrade:
-            if not route.websocket or request.method != "GET":
-                reply = problems.problem(problems.UPGRADE_NOT_ALLOWED, request_id)
-                self._reply(request, reply)
-                return request_id, True
-            upgrade = headers.get("upgrade") or "websocket"
+            self._answer(
+                request, problems.problem(problems.REQUEST_TOO_LARGE, request_id, detail)
+            )
+            return
+        if request.upgrade and (not route.websocket or request.method != "GET"):
+            self._answer(request, problems.problem(problems.UPGRADE_NOT_ALLOWED, request_id))
+            return
 
         scheme = "https" if self.tls else "http"
         client_ip = self.peer_ip
         if self.peer_trusted:
-            client_ip = client_ip_from_chain(
-                self.peer_ip, ", ".join(headers.get_all("x-forwarded-for")), runtime.trusted_proxies
-            )
+            forwarded_for = special.get("x-forwarded-for")
+            if forwarded_for:
+                client_ip = client_ip_from_chain(
+                    self.peer_ip, forwarded_for, runtime.trusted_proxies
+                )
             scheme = headers.get("x-forwarded-proto") or scheme
         exchange = Exchange(
             method=request.method,
@@ -542,32 +557,50 @@ class ClientConnection(asyncio.Protocol):
             upstream_path=route.upstream_path(path, params),
             tls=self.transport.get_extra_info("ssl_object") if self.tls and self.transport else None,
         )
-        for policy in route.pipeline:
-            reply = await policy.on_request(exchange)
-            if reply is not None:
-                self._reply(request, reply, exchange)
-                return request_id, True
-        return request_id, await self._forward(request, exchange, route, host_header, upgrade)
+        self._run_pipeline(request, exchange, 0)
 
-    def _upstream_head(
-        self, request: Request, exchange: Exchange, target: Target, fields: list[tuple[str, str]]
-    ) -> bytes:
-        route = exchange.route
-        host = exchange.headers.get("host") if route.preserve_host else None
-        target_path = target.base_path + exchange.upstream_path
-        if exchange.query:
-            target_path += "?" + exchange.query
-        lines = [f"{request.method} {target_path} HTTP/1.1\r\nhost: {host or target.host_header}\r\n"]
-        for name, value in fields:
-            lines.append(f"{name}: {value}\r\n")
-        lines.append("\r\n")
-        return "".join(lines).encode("latin-1")
+    def _run_pipeline(self, request: Request, exchange: Exchange, start: int) -> None:
+        pipeline = exchange.route.pipeline
+        for index in range(start, len(pipeline)):
+            outcome = pipeline[index].on_request(exchange)
+            if outcome is None:
+                continue
+            if isinstance(outcome, Reply):
+                self._answer(request, outcome, exchange)
+                return
+            if inspect.isawaitable(outcome):
+                self.background = self._loop.create_task(
+                    self._await_policy(request, exchange, index, outcome)
+                )
+                return
+            raise TypeError(f"policy returned {type(outcome).__name__}")
+        self._forward(request, exchange)
 
-    def _fields_for_upstream(
-        self, exchange: Exchange, host_header: str, upgrade: str | None
-    ) -> tuple[list[tuple[str, str]], bool]:
+    async def _await_policy(
+        self,
+        request: Request,
+        exchange: Exchange,
+        index: int,
+        outcome: Awaitable[Reply | None],
+    ) -> None:
+        try:
+            result = await outcome
+            if self.closed:
+                self._done(request)
+            elif result is not None:
+                self._answer(request, result, exchange)
+            else:
+                self._run_pipeline(request, exchange, index + 1)
+        except Exception:
+            log.exception("policy failed")
+            self._fail_internal(request)
+
+    def _forward(self, request: Request, exchange: Exchange) -> None:
         headers = exchange.headers
-        chunked = "chunked" in (headers.get("transfer-encoding") or "").lower()
+        special = request.special
+        chunked = "chunked" in special.get("transfer-encoding", "").lower()
+        upgrade = (headers.get("upgrade") or "websocket") if request.upgrade else None
+        host_header = special.get("host", "")
         fields = upstream_headers(
             headers.items,
             peer_ip=self.peer_ip,
@@ -576,8 +609,8 @@ class ClientConnection(asyncio.Protocol):
             host_header=host_header.replace('"', ""),
             upgrade=upgrade,
         )
-        fields.append((self.runtime.settings.request_id_header.lower(), exchange.request_id))
-        fields.append(("traceparent", _traceparent(headers.get("traceparent"))))
+        fields.append((self.request_id_header, exchange.request_id))
+        fields.append(("traceparent", _traceparent(special.get("traceparent"), exchange.request_id)))
         identity = exchange.identity
         if identity is not None:
             fields.append(("x-portico-consumer", identity.consumer))
@@ -587,175 +620,27 @@ class ClientConnection(asyncio.Protocol):
             fields.append(("x-portico-auth-method", identity.method))
         if chunked:
             fields.append(("transfer-encoding", "chunked"))
-        return fields, chunked
-
-    async def _forward(
-        self,
-        request: Request,
-        exchange: Exchange,
-        route: CompiledRoute,
-        host_header: str,
-        upgrade: str | None,
-    ) -> bool:
-        service = route.service
-        timeouts = service.spec.timeouts
-        fields, chunked = self._fields_for_upstream(exchange, host_header, upgrade)
-        has_body = chunked or (exchange.headers.get("content-length") or "0") != "0"
-        expect = (exchange.headers.get("expect") or "").lower() == "100-continue"
-        if expect and has_body and not request.body.complete and self.transport is not None:
+        has_body = chunked or special.get("content-length", "0") != "0"
+        forward = Forward(self, request, exchange, fields, chunked, has_body)
+        self.forward = forward
+        expect = special.get("expect", "").lower() == "100-continue"
+        if expect and forward.has_body and not request.body.complete and self.transport:
             self.transport.write(_CONTINUE)
+        forward.start()
 
-        tried: tuple[Target, ...] = ()
-        error: UpstreamError | None = None
-        for _attempt in range(1 + service.spec.retries):
-            target = service.pick(tried)
-            if target is None:
-                break
-            tried += (target,)
-            pool = target.pool
-            conn = pool.take_idle()
-            reused = conn is not None
-            if conn is None:
-                try:
-                    conn = await pool.connect(timeouts.connect)
-                except UpstreamError as exc:
-                    target.health.failure()
-                    error = exc
-                    continue
-            if self.closed:
-                pool.active += 1
-                pool.release(conn, False)
-                return False
-            pool.active += 1
-            target.health.begin()
-            self.upstream = conn
-            conn.begin(self, request.method == "HEAD", timeouts.read)
-            conn.write(self._upstream_head(request, exchange, target, fields))
-            if has_body and conn.transport is not None:
-                request.body.attach(conn.transport, chunked)
-            try:
-                await conn.head  # type: ignore[misc]
-            except UpstreamError as exc:
-                self.upstream = None
-                target.health.failure()
-                pool.release(conn, conn.finish())
-                error = exc
-                if request.body.overflow:
-                    break
-                safe = not exc.sent or (
-                    request.method in IDEMPOTENT and request.body.retryable
-                ) or (reused and request.body.retryable and request.method in IDEMPOTENT)
-                if not safe or self.closed:
-                    break
-                continue
-            return await self._respond(request, exchange, route, target, conn)
-
-        if request.body.overflow:
-            detail = f"the body is limited to {request.body.limit} bytes on this route"
-            reply = problems.problem(problems.REQUEST_TOO_LARGE, exchange.request_id, detail)
-        elif error is None:
-            reply = problems.problem(problems.NO_HEALTHY_UPSTREAM, exchange.request_id)
-            reply.headers.set("retry-after", "1")
-        elif isinstance(error, UpstreamTimeout):
-            reply = problems.problem(problems.UPSTREAM_TIMEOUT, exchange.request_id)
-        else:
-            reply = problems.problem(problems.UPSTREAM_UNAVAILABLE, exchange.request_id)
-        self._reply(request, reply, exchange)
-        return True
-
-    async def _respond(
-        self,
-        request: Request,
-        exchange: Exchange,
-        route: CompiledRoute,
-        target: Target,
-        conn: UpstreamConnection,
-    ) -> bool:
-        status = conn.status
-        health = target.health
-        if health.fails_on_status(status):
-            health.failure()
-        else:
-            health.success()
-        headers = Headers(conn.resp_headers)
-        for policy in route.response_pipeline:
-            policy.on_response(exchange, status, headers)
-
-        if status == 101 and request.upgrade:
-            self._start_tunnel(headers, conn, target)
-            return True
-
-        head_only = request.method == "HEAD" or status in (204, 304)
-        names = {name for name, _ in headers.items}
-        length_known = "content-length" in names
-        upstream_chunked = "transfer-encoding" in names
-        keep_alive = request.keep_alive and not self.gateway.draining
-        chunk_to_client = False
-        if not head_only and not length_known:
-            if request.version == "1.1":
-                chunk_to_client = True
-            else:
-                keep_alive = False  # HTTP/1.0 client: delimit by closing
-        request.keep_alive = keep_alive
-
-        lines = [_status_line(status)]
-        drop = RESPONSE_HOP_BY_HOP | connection_tokens(headers.get("connection"))
-        for name, value in headers.items:
-            if name not in drop:
-                lines.append(f"{name}: {value}\r\n")
-        for name, value in exchange.response_headers:
-            lines.append(f"{name}: {value}\r\n")
-        lines.append(f"{self.runtime.settings.request_id_header.lower()}: {exchange.request_id}\r\n")
-        if chunk_to_client:
-            lines.append("transfer-encoding: chunked\r\n")
-        elif upstream_chunked and head_only and request.version == "1.1":
-            lines.append("transfer-encoding: chunked\r\n")
-        if not keep_alive:
-            lines.append("connection: close\r\n")
-        lines.append("\r\n")
-
-        transport = self.transport
-        if self.closed or transport is None:
-            target.pool.release(conn, False)
-            conn.finish()
-            self.upstream = None
-            return True
-        transport.write("".join(lines).encode("latin-1"))
-        writer = _chunk_writer(transport) if chunk_to_client else transport.write
-        try:
-            await conn.stream_body(writer)
-        except UpstreamError:
-            # The head is out: the only honest signal left is to cut the connection.
-            self.upstream = None
-            target.health.failure()
-            target.pool.release(conn, conn.finish())
-            transport.abort()
-            self.closed = True
-            return True
-        if chunk_to_client and not self.closed:
-            transport.write(b"0\r\n\r\n")
-        self.upstream = None
-        if self.upstream_paused_by_client:
-            self.upstream_paused_by_client = False
-        target.pool.release(conn, conn.finish() and request.body.complete)
-        return True
-
-    def _start_tunnel(self, headers: Headers, conn: UpstreamConnection, target: Target) -> None:
+    def start_tunnel(self, headers: Headers, conn: UpstreamConnection) -> None:
         """Switch both connections to raw byte relaying after a 101 Switching Protocols."""
         transport = self.transport
         upstream_transport = conn.transport
         assert transport is not None and upstream_transport is not None
-        lines = [_status_line(101)]
+        lines = [status_line(101)]
         for name, value in headers.items:
             lines.append(f"{name}: {value}\r\n")
         lines.append("\r\n")
         transport.write("".join(lines).encode("latin-1"))
         leftover = conn.upgrade_leftover
-        conn.finish()
-        target.pool.active -= 1
         conn.tunnel = transport
         self.tunnel = upstream_transport
-        self.upstream = None
         if leftover:
             transport.write(leftover)
         if self._leftover:
@@ -765,10 +650,15 @@ class ClientConnection(asyncio.Protocol):
         transport.resume_reading()
 
 
-def _traceparent(incoming: str | None) -> str:
-    """W3C trace context: keep the caller's trace id and flags, with Portico's own span id."""
+def _traceparent(incoming: str | None, request_id: str) -> str:
+    """W3C trace context: keep the caller's trace id and flags, with Portico's own span id.
+
+    A new trace reuses a generated request id (32 hex digits) as its trace id, so logs and
+    traces of one request share one identifier.
+    """
     if incoming:
         m = _TRACEPARENT.match(incoming.strip())
         if m and m.group(1) != "0" * 32 and m.group(2) != "0" * 16:
             return f"00-{m.group(1)}-{new_id(8)}-{m.group(3)}"
-    return f"00-{new_id(16)}-{new_id(8)}-01"
+    trace_id = request_id if _TRACE_ID.match(request_id) else new_id(16)
+    return f"00-{trace_id}-{new_id(8)}-01"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
@@ -20,7 +19,10 @@ from portico.config import model
 from portico.gateway.health import TargetHealth
 
 if TYPE_CHECKING:
-    from portico.gateway.server import ClientConnection
+    from portico.gateway.proxy import Forward
+
+
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
 
 
 class UpstreamError(Exception):
@@ -38,20 +40,23 @@ class UpstreamTimeout(UpstreamError):
 
 
 class UpstreamConnection(asyncio.Protocol):
+    """One HTTP/1.1 connection to a target; reports the response to its current :class:`Forward`.
+
+    Parser callbacks call the forward synchronously: the response head is relayed to the client
+    from ``on_headers_complete`` and body chunks from ``on_body``, with no task or future per
+    request. Timeouts are checked by the gateway's ticker (:meth:`check_timeouts`).
+    """
+
     __slots__ = (
-        "_body_writer",
-        "_early_body",
         "_close_delimited",
         "_head_only",
         "_last_read",
         "_loop",
-        "_read_timer",
-        "_read_timeout",
-        "_write_timer",
-        "client",
+        "_write_paused_at",
         "closed",
-        "done",
-        "head",
+        "forward",
+        "has_connection_header",
+        "has_length",
         "head_received",
         "idle_since",
         "keep_alive",
@@ -72,17 +77,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
-        self.client: ClientConnection | None = None
         self.tunnel: asyncio.Transport | None = None
-        self._read_timer: asyncio.TimerHandle | None = None
-        self._write_timer: asyncio.TimerHandle | None = None
-        self._read_timeout = 60.0
+        self.forward: Forward | None = None
         self._last_read = 0.0
-        self._reset()
-
-    def _reset(self) -> None:
-        self.head: asyncio.Future[None] | None = None
-        self.done: asyncio.Future[None] | None = None
+        self._write_paused_at = 0.0
         self.head_received = False
         self.status = 0
         self.resp_headers: list[tuple[str, str]] = []
@@ -90,93 +88,64 @@ class UpstreamConnection(asyncio.Protocol):
         self.sent = False
         self._head_only = False
         self._close_delimited = False
-        self._body_writer: Callable[[bytes], None] | None = None
-        self._early_body: list[bytes] = []
+        self.has_length = False
+        self.has_connection_header = False
         self.upgrade_leftover = b""
 
     # -- driving a request ---------------------------------------------------------------------
 
-    def begin(self, client: ClientConnection, head_only: bool, read_timeout: float) -> None:
-        self.client = client
-        self.head = self._loop.create_future()
+    def begin(self, forward: Forward, head_only: bool) -> None:
+        self.forward = forward
         self._head_only = head_only
-        self._read_timeout = read_timeout
         self._last_read = self._loop.time()
-        self._read_timer = self._loop.call_later(read_timeout, self._check_read_timeout)
+        self.head_received = False
+        self.status = 0
+        self.resp_headers = []
+        self.keep_alive = False
+        self.sent = False
+        self._close_delimited = False
+        self.has_length = False
+        self.has_connection_header = False
+        self.target.inflight.add(self)
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
         self.sent = True
         self.transport.write(data)
 
-    def stream_body(self, writer: Callable[[bytes], None]) -> asyncio.Future[None]:
-        """After the head: send body chunks to ``writer``; the future resolves at the end."""
-        self._body_writer = writer
-        early, self._early_body = self._early_body, []
-        for chunk in early:
-            writer(chunk)
-        done = self.done
-        assert done is not None
-        if not done.done() and self.transport is not None:
-            self.transport.resume_reading()
-        return done
-
-    def finish(self) -> bool:
+    def finish(self, complete: bool) -> bool:
         """The exchange is over; whether this connection can go back to the pool."""
-        self._cancel_timers()
-        reusable = (
-            not self.closed
-            and self.keep_alive
-            and self.done is not None
-            and self.done.done()
-            and not self.done.cancelled()
-            and self.done.exception() is None
-        )
+        self.target.inflight.discard(self)
+        self.forward = None
+        reusable = complete and not self.closed and self.keep_alive
         if self._head_only:
             # httptools cannot be told a response answers HEAD, so it would wait for the body
             # the headers announce; a fresh parser starts clean for the next response.
             self.parser = httptools.HttpResponseParser(self)
-        if reusable and self.transport is not None:
-            self.transport.resume_reading()  # paused after the head, see on_headers_complete
-        self.client = None
-        self._reset()
+        if reusable and self._write_paused_at:
+            reusable = False
         return reusable
 
     def abort(self) -> None:
-        self._cancel_timers()
         self.closed = True
+        self.target.inflight.discard(self)
         if self.transport is not None:
             self.transport.abort()
 
-    # -- timers --------------------------------------------------------------------------------
+    @property
+    def paused_by_client(self) -> bool:
+        return self.forward is not None and self.forward.client_is_slow()
 
-    def _cancel_timers(self) -> None:
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-            self._read_timer = None
-        if self._write_timer is not None:
-            self._write_timer.cancel()
-            self._write_timer = None
-
-    def _check_read_timeout(self) -> None:
-        # One timer per request, re-armed only when it fires early: cheaper than resetting a
-        # timer for every chunk read.
-        idle = self._loop.time() - self._last_read
-        if idle < self._read_timeout:
-            self._read_timer = self._loop.call_later(
-                self._read_timeout - idle, self._check_read_timeout
-            )
+    def check_timeouts(self, now: float) -> None:
+        """Called by the gateway's ticker for connections with a request in flight."""
+        forward = self.forward
+        if forward is None:
             return
-        self._read_timer = None
-        if self.client is not None and self.client.upstream_paused_by_client:
-            # The client is the slow side; its own timeouts apply, not the upstream's.
-            self._read_timer = self._loop.call_later(self._read_timeout, self._check_read_timeout)
-            return
-        self._fail(UpstreamTimeout("upstream read timeout", sent=self.sent))
-
-    def _write_timed_out(self) -> None:
-        self._write_timer = None
-        self._fail(UpstreamTimeout("upstream write timeout", sent=True))
+        timeouts = self.target.timeouts
+        if self._write_paused_at and now - self._write_paused_at > timeouts.write:
+            self._fail(UpstreamTimeout("upstream write timeout", sent=True))
+        elif now - self._last_read > timeouts.read and not forward.client_is_slow():
+            self._fail(UpstreamTimeout("upstream read timeout", sent=self.sent))
 
     # -- asyncio protocol ----------------------------------------------------------------------
 
@@ -188,7 +157,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.tunnel is not None:
             self.tunnel.write(data)
             return
-        if self.client is None:
+        if self.forward is None:
             # Bytes on an idle connection: the upstream is confused; do not reuse it.
             self.abort()
             return
@@ -209,86 +178,84 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._cancel_timers()
+        self.target.inflight.discard(self)
         if self.tunnel is not None:
             self.tunnel.close()
             return
-        if self.client is None:
+        forward = self.forward
+        if forward is None:
             self.target.pool.discard(self)
             return
-        if self.head_received and self._close_delimited and self.done and not self.done.done():
-            self.done.set_result(None)  # a response delimited by closing the connection
+        if self.head_received and self._close_delimited:
+            forward.upstream_done(self)  # a response delimited by closing the connection
             return
         self._fail(UpstreamError("upstream closed the connection", sent=self.sent))
 
     def pause_writing(self) -> None:
-        if self.client is not None:
-            self.client.pause_reading_for_upstream()
-        if self._write_timer is None and self.client is not None:
-            self._write_timer = self._loop.call_later(
-                self.target.timeouts.write, self._write_timed_out
-            )
+        self._write_paused_at = self._loop.time()
+        if self.forward is not None:
+            self.forward.client.pause_reading("upstream")
+        elif self.tunnel is not None:
+            self.tunnel.pause_reading()
 
     def resume_writing(self) -> None:
-        if self._write_timer is not None:
-            self._write_timer.cancel()
-            self._write_timer = None
-        if self.client is not None:
-            self.client.resume_reading_for_upstream()
+        self._write_paused_at = 0.0
+        if self.forward is not None:
+            self.forward.client.resume_reading("upstream")
+        elif self.tunnel is not None:
+            self.tunnel.resume_reading()
 
     # -- httptools callbacks -------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.resp_headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+        key = name.decode("latin-1").lower()
+        if key in _FRAMING:
+            if key == "connection":
+                self.has_connection_header = True
+            else:
+                self.has_length = True
+        self.resp_headers.append((key, value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             # An interim response (103 Early Hints, a stray 100): wait for the final one.
             self.resp_headers = []
+            self.has_length = self.has_connection_header = False
             return
         self.status = status
         self.head_received = True
         self.keep_alive = bool(self.parser.should_keep_alive())
-        self.done = self._loop.create_future()
-        names = {name for name, _ in self.resp_headers}
         no_body = self._head_only or status in (101, 204, 304)
-        self._close_delimited = (
-            not no_body and "content-length" not in names and "transfer-encoding" not in names
-        )
-        if self.head is not None and not self.head.done():
-            self.head.set_result(None)
-        if self.transport is not None and status != 101:
-            # Until the client side has written the head, body bytes wait here (at most one
-            # read's worth: reading stays paused until stream_body()).
-            self.transport.pause_reading()
-        if no_body and status != 101:
-            self.done.set_result(None)
+        self._close_delimited = not no_body and not self.has_length
+        forward = self.forward
+        assert forward is not None
+        forward.upstream_head(self)
+        if no_body and status != 101 and self.forward is forward:
+            forward.upstream_done(self)
 
     def on_body(self, body: bytes) -> None:
-        writer = self._body_writer
-        if writer is not None:
-            writer(body)
-        else:
-            self._early_body.append(body)
+        forward = self.forward
+        if forward is not None:
+            forward.write_body(body)
 
     def on_message_complete(self) -> None:
-        if self._head_only or self.status in (101, 204, 304):
+        if self._head_only or self.status in (101, 204, 304) or not self.head_received:
             return
-        if self.done is not None and not self.done.done():
-            self.done.set_result(None)
+        forward = self.forward
+        if forward is not None:
+            forward.upstream_done(self)
 
     # -- failures ------------------------------------------------------------------------------
 
     def _fail(self, error: UpstreamError) -> None:
-        self._cancel_timers()
-        if self.head is not None and not self.head.done():
-            self.head.set_exception(error)
-        elif self.done is not None and not self.done.done():
-            self.done.set_exception(error)
+        forward = self.forward
         self.closed = True
+        self.target.inflight.discard(self)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
+        if forward is not None:
+            forward.upstream_failed(self, error)
 
 
 class Pool:
@@ -373,6 +340,7 @@ class Target:
         "current_weight",
         "health",
         "host",
+        "inflight",
         "host_header",
         "pool",
         "port",
@@ -396,6 +364,7 @@ class Target:
         self.timeouts = service.timeouts
         self.health = TargetHealth(service.health_check, service.circuit_breaker)
         self.pool = Pool(self, service.keepalive)
+        self.inflight: set[UpstreamConnection] = set()
         self.retired = False
 
 
@@ -432,6 +401,12 @@ class Service:
     def sweep(self) -> None:
         for target in self.targets:
             target.pool.sweep()
+
+    def check_timeouts(self, now: float) -> None:
+        for target in self.targets:
+            if target.inflight:
+                for conn in list(target.inflight):
+                    conn.check_timeouts(now)
 
     def retire(self) -> None:
         """This service left the runtime: close idle connections, refuse to pool busy ones."""

@@ -1,23 +1,32 @@
 """The protocol every policy implements.
 
 A route's pipeline is the ordered tuple of its policies, built when the runtime snapshot is built.
-For each request the gateway awaits ``on_request`` of each policy in order; the first one that
-returns a :class:`~portico.gateway.exchange.Reply` answers the request and the rest are skipped.
+For each request the gateway calls ``on_request`` of each policy in order. It returns:
+
+- ``None`` to let the request continue,
+- a :class:`~portico.gateway.exchange.Reply` to answer it now (the rest of the pipeline is skipped),
+- or, only when it must wait for I/O (fetching a JWKS, a Redis counter), an awaitable resolving to
+  one of the two. Returning plain values keeps the common path free of task scheduling, which is a
+  large share of a Python proxy's cost per request.
+
 After the upstream answered, ``on_response`` of each policy runs in reverse order on the response
 head (status and headers) before it is sent to the client; bodies are streamed and not seen here.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Awaitable
+from typing import Protocol, TypeAlias, runtime_checkable
 
 from portico.gateway.exchange import Exchange, Reply
 from portico.gateway.headers import Headers
 
+Outcome: TypeAlias = Reply | None | Awaitable[Reply | None]
+
 
 @runtime_checkable
 class Policy(Protocol):
-    async def on_request(self, exchange: Exchange) -> Reply | None: ...
+    def on_request(self, exchange: Exchange) -> Outcome: ...
 
 
 @runtime_checkable

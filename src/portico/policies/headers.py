@@ -38,7 +38,7 @@ class HeaderTransform:
         self._request = settings.request
         self._response = settings.response
 
-    async def on_request(self, exchange: Exchange) -> Reply | None:
+    def on_request(self, exchange: Exchange) -> Reply | None:
         self._request.apply(exchange.headers)
         return None
 

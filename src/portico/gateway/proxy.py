@@ -1,0 +1,304 @@
+"""Forwarding one request: pick a target, send, relay the response, retry when it is safe.
+
+A :class:`Forward` is driven by callbacks: the upstream connection calls :meth:`upstream_head`,
+:meth:`write_body`, :meth:`upstream_done` or :meth:`upstream_failed` from its parser. Only
+opening a new upstream connection runs as a task. Retries go to another target when possible and
+happen only when replaying is safe: the failure came before anything was sent (connect errors), or
+the method is idempotent and the request had no body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from portico.gateway import problems
+from portico.gateway.exchange import Exchange
+from portico.gateway.forwarding import RESPONSE_HOP_BY_HOP, connection_tokens
+from portico.gateway.headers import Headers
+from portico.gateway.http import status_line
+from portico.gateway.upstream import Target, UpstreamConnection, UpstreamError, UpstreamTimeout
+
+if TYPE_CHECKING:
+    from portico.gateway.server import ClientConnection, Request
+
+log = logging.getLogger("portico.gateway")
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+class Forward:
+    __slots__ = (
+        "_attempts_left",
+        "_chunk_to_client",
+        "_error",
+        "_head",
+        "_pending_head",
+        "_reused",
+        "_target",
+        "_tried",
+        "_write",
+        "client",
+        "conn",
+        "exchange",
+        "has_body",
+        "request",
+        "request_chunked",
+        "responded",
+    )
+
+    def __init__(
+        self,
+        client: ClientConnection,
+        request: Request,
+        exchange: Exchange,
+        fields: list[tuple[str, str]],
+        chunked: bool,
+        has_body: bool,
+    ) -> None:
+        self.client = client
+        self.request = request
+        self.exchange = exchange
+        self.request_chunked = chunked
+        self.has_body = has_body
+        self._head = self._head_template(fields)
+        self._tried: tuple[Target, ...] = ()
+        self._error: UpstreamError | None = None
+        self._attempts_left = 1 + exchange.route.service.spec.retries
+        self._target: Target | None = None
+        self._reused = False
+        self._chunk_to_client = False
+        self._write: Callable[[bytes], None] | None = None
+        self._pending_head = b""
+        self.responded = False
+        self.conn: UpstreamConnection | None = None
+
+    def _head_template(self, fields: list[tuple[str, str]]) -> tuple[str, str]:
+        """The request head around the Host field, which depends on the target."""
+        exchange = self.exchange
+        path = exchange.upstream_path
+        if exchange.query:
+            path += "?" + exchange.query
+        tail = "".join([f"{name}: {value}\r\n" for name, value in fields]) + "\r\n"
+        return f"{self.request.method} {{base}}{path} HTTP/1.1\r\nhost: ", "\r\n" + tail
+
+    def client_is_slow(self) -> bool:
+        return self.client.upstream_paused_by_client
+
+    # -- attempts ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._attempt()
+
+    def _attempt(self) -> None:
+        service = self.exchange.route.service
+        target = service.pick(self._tried) if self._attempts_left > 0 else None
+        if target is None:
+            self._give_up()
+            return
+        self._attempts_left -= 1
+        self._tried += (target,)
+        conn = target.pool.take_idle()
+        if conn is None:
+            task = asyncio.get_running_loop().create_task(self._connect(target))
+            self.client.background = task
+        else:
+            self._send(target, conn, reused=True)
+
+    async def _connect(self, target: Target) -> None:
+        try:
+            conn = await target.pool.connect(target.timeouts.connect)
+        except UpstreamError as exc:
+            target.health.failure()
+            self._error = exc
+            if not self.client.closed:
+                self._attempt()
+            else:
+                self.client.forward_finished(self)
+            return
+        except Exception:
+            log.exception("unexpected error connecting upstream")
+            self._error = UpstreamError("connect failed", sent=False)
+            self._give_up()
+            return
+        if self.client.closed:
+            conn.abort()
+            self.client.forward_finished(self)
+            return
+        self._send(target, conn, reused=False)
+
+    def _send(self, target: Target, conn: UpstreamConnection, *, reused: bool) -> None:
+        self._target = target
+        self._reused = reused
+        target.pool.active += 1
+        target.health.begin()
+        self.conn = conn
+        conn.begin(self, self.request.method == "HEAD")
+        before, after = self._head
+        host = self.request.special.get("host") if self.exchange.route.preserve_host else None
+        conn.write(
+            (before.replace("{base}", target.base_path, 1) + (host or target.host_header) + after)
+            .encode("latin-1")
+        )
+        if self.has_body and conn.transport is not None:
+            self.request.body.attach(conn.transport, self.request_chunked)
+
+    def _give_up(self) -> None:
+        request_id = self.exchange.request_id
+        body = self.request.body
+        if body.overflow:
+            detail = f"the body is limited to {body.limit} bytes on this route"
+            reply = problems.problem(problems.REQUEST_TOO_LARGE, request_id, detail)
+        elif self._error is None:
+            reply = problems.problem(problems.NO_HEALTHY_UPSTREAM, request_id)
+            reply.headers.set("retry-after", "1")
+        elif isinstance(self._error, UpstreamTimeout):
+            reply = problems.problem(problems.UPSTREAM_TIMEOUT, request_id)
+        else:
+            reply = problems.problem(problems.UPSTREAM_UNAVAILABLE, request_id)
+        self.client.reply(self.request, reply, self.exchange)
+        self.client.forward_finished(self)
+
+    # -- upstream callbacks --------------------------------------------------------------------
+
+    def upstream_failed(self, conn: UpstreamConnection, error: UpstreamError) -> None:
+        target = self._target
+        assert target is not None
+        target.health.failure()
+        target.pool.release(conn, conn.finish(False))
+        self.conn = None
+        if self._pending_head:
+            self._pending_head = b""  # never sent: the client can still get a clean error
+            self.responded = False
+        if self.responded:
+            # The head is out: the only honest signal left is to cut the connection.
+            self.client.abort()
+            self.client.forward_finished(self)
+            return
+        self._error = error
+        request = self.request
+        replayable = request.method in IDEMPOTENT and request.body.retryable
+        if self.client.closed:
+            self.client.forward_finished(self)
+        elif not request.body.overflow and (not error.sent or replayable):
+            self._attempt()
+        else:
+            self._give_up()
+
+    def upstream_head(self, conn: UpstreamConnection) -> None:
+        target = self._target
+        assert target is not None
+        status = conn.status
+        if target.health.fails_on_status(status):
+            target.health.failure()
+        else:
+            target.health.success()
+        exchange = self.exchange
+        request = self.request
+        headers = Headers(conn.resp_headers)
+        for policy in exchange.route.response_pipeline:
+            policy.on_response(exchange, status, headers)
+        client = self.client
+        self.responded = True
+        if status == 101 and request.upgrade:
+            client.start_tunnel(headers, conn)
+            conn.finish(False)
+            target.pool.active -= 1
+            client.forward_finished(self)
+            return
+
+        head_only = request.method == "HEAD" or status in (204, 304)
+        keep_alive = request.keep_alive and not client.gateway.draining
+        chunk = False
+        if not head_only and not conn.has_length:
+            if request.version == "1.1":
+                chunk = True
+            else:
+                keep_alive = False  # an HTTP/1.0 client: delimit the body by closing
+        request.keep_alive = keep_alive
+        self._chunk_to_client = chunk
+
+        lines = [status_line(status)]
+        drop = RESPONSE_HOP_BY_HOP
+        if conn.has_connection_header:
+            drop = drop | connection_tokens(headers.get("connection"))
+        for name, value in headers.items:
+            if name not in drop:
+                lines.append(f"{name}: {value}\r\n")
+        for name, value in exchange.response_headers:
+            lines.append(f"{name}: {value}\r\n")
+        lines.append(f"{client.request_id_header}: {exchange.request_id}\r\n")
+        if chunk:
+            lines.append("transfer-encoding: chunked\r\n")
+        if not keep_alive:
+            lines.append("connection: close\r\n")
+        lines.append("\r\n")
+        transport = client.transport
+        if client.closed or transport is None:
+            return
+        # The head waits for the first body chunk so both leave in one write (one syscall).
+        self._pending_head = "".join(lines).encode("latin-1")
+        self._write = self._write_chunk if chunk else transport.write
+
+    def _write_chunk(self, data: bytes) -> None:
+        transport = self.client.transport
+        if data and transport is not None:
+            transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+
+    def _flush_head(self) -> None:
+        head, self._pending_head = self._pending_head, b""
+        transport = self.client.transport
+        if transport is not None and not self.client.closed:
+            transport.write(head)
+
+    def cancel(self) -> None:
+        """The client went away: drop the upstream exchange without judging the target."""
+        conn, self.conn = self.conn, None
+        if conn is not None and self._target is not None:
+            conn.forward = None
+            conn.abort()
+            self._target.pool.release(conn, False)
+
+    def body_too_large(self) -> None:
+        """The request body passed the limit while streaming: answer 413 if still possible."""
+        if self.responded:
+            self.client.abort()
+            self.cancel()
+            self.client.forward_finished(self)
+            return
+        self.cancel()
+        self._give_up()
+
+    def write_body(self, data: bytes) -> None:
+        write = self._write
+        if write is None or self.client.closed:
+            return
+        if self._pending_head:
+            head, self._pending_head = self._pending_head, b""
+            if not self._chunk_to_client:
+                write(head + data)
+                return
+            transport = self.client.transport
+            assert transport is not None
+            transport.writelines((head, b"%x\r\n" % len(data), data, b"\r\n"))
+            return
+        write(data)
+
+    def upstream_done(self, conn: UpstreamConnection) -> None:
+        target = self._target
+        assert target is not None
+        client = self.client
+        if not client.closed and client.transport is not None:
+            tail = b"0\r\n\r\n" if self._chunk_to_client else b""
+            if self._pending_head or tail:
+                client.transport.write(self._pending_head + tail)
+                self._pending_head = b""
+        self.conn = None
+        if client.upstream_paused_by_client:
+            client.upstream_paused_by_client = False
+            if conn.transport is not None:
+                conn.transport.resume_reading()
+        target.pool.release(conn, conn.finish(True) and self.request.body.complete)
+        client.forward_finished(self)
