@@ -9,16 +9,32 @@ with. Services whose settings did not change are carried over with their pools a
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from portico.config.model import GatewaySettings, PorticoConfig
+from portico.gateway.endpoints import BuiltinEndpoint
+from portico.gateway.iprules import CompiledIPRules
 from portico.gateway.router import PathTemplate, RouteMatcher, Router
 from portico.gateway.upstream import Service
 from portico.policies.base import Policy, ResponsePolicy
 from portico.policies.registry import BuildContext, build_policy
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+EndpointFactory = Callable[[PorticoConfig, "Extensions"], Sequence[BuiltinEndpoint]]
+
+
+@dataclass(frozen=True, slots=True)
+class Extensions:
+    """Long-lived components that outlive any one snapshot, given to policies when they are built.
+
+    ``identity`` is the live identity state (consumers, keys, signing keys) that the store keeps
+    current between config reloads; ``endpoint_factories`` contribute built-in endpoints.
+    """
+
+    identity: Any = None
+    endpoint_factories: tuple[EndpointFactory, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +50,8 @@ class CompiledRoute:
     preserve_host: bool
     websocket: bool
     max_body_size: int
+    needs_body: bool
+    """A policy reads the whole body (``exchange.body``) before the request goes upstream."""
 
     def upstream_path(self, path: str, params: dict[str, str]) -> str:
         if self.rewrite is not None:
@@ -52,9 +70,18 @@ class Runtime:
     router: Router[CompiledRoute]
     services: Mapping[str, Service]
     trusted_proxies: tuple[Network, ...]
+    endpoints: Router[BuiltinEndpoint] | None
+    ip_rules: CompiledIPRules | None
+    extensions: Extensions
 
 
-def build_runtime(config: PorticoConfig, previous: Runtime | None = None) -> Runtime:
+def build_runtime(
+    config: PorticoConfig,
+    previous: Runtime | None = None,
+    extensions: Extensions | None = None,
+) -> Runtime:
+    if extensions is None:
+        extensions = previous.extensions if previous is not None else Extensions()
     services: dict[str, Service] = {}
     for name, spec in config.services.items():
         old = previous.services.get(name) if previous else None
@@ -62,15 +89,13 @@ def build_runtime(config: PorticoConfig, previous: Runtime | None = None) -> Run
 
     matchers: list[RouteMatcher[CompiledRoute]] = []
     for route in config.routes:
-        context = BuildContext(config=config, route_name=route.name)
+        context = BuildContext(config=config, route_name=route.name, extensions=extensions)
         policies = tuple(build_policy(spec, context) for spec in route.policies)
         compiled = CompiledRoute(
             name=route.name,
             service=services[route.service],
             pipeline=policies,
-            response_pipeline=tuple(
-                p for p in reversed(policies) if isinstance(p, ResponsePolicy)
-            ),
+            response_pipeline=tuple(p for p in reversed(policies) if isinstance(p, ResponsePolicy)),
             strip_prefix=route.strip_prefix.rstrip("/") if route.strip_prefix else None,
             rewrite=PathTemplate.parse(route.upstream_path) if route.upstream_path else None,
             preserve_host=route.preserve_host,
@@ -80,6 +105,7 @@ def build_runtime(config: PorticoConfig, previous: Runtime | None = None) -> Run
                 if route.max_body_size is not None
                 else config.gateway.max_body_size
             ),
+            needs_body=any(getattr(p, "needs_body", False) for p in policies),
         )
         matchers.append(
             RouteMatcher(
@@ -90,6 +116,23 @@ def build_runtime(config: PorticoConfig, previous: Runtime | None = None) -> Run
                 target=compiled,
             )
         )
+    builtins = [e for factory in extensions.endpoint_factories for e in factory(config, extensions)]
+    endpoints = (
+        Router(
+            [
+                RouteMatcher(
+                    template=PathTemplate.parse(e.path),
+                    methods=e.methods,
+                    hosts=frozenset(),
+                    headers=(),
+                    target=e,
+                )
+                for e in builtins
+            ]
+        )
+        if builtins
+        else None
+    )
     return Runtime(
         config=config,
         settings=config.gateway,
@@ -98,6 +141,9 @@ def build_runtime(config: PorticoConfig, previous: Runtime | None = None) -> Run
         trusted_proxies=tuple(
             ipaddress.ip_network(cidr, strict=False) for cidr in config.gateway.trusted_proxies
         ),
+        endpoints=endpoints,
+        ip_rules=CompiledIPRules.compile(config.gateway.ip_rules),
+        extensions=extensions,
     )
 
 

@@ -43,6 +43,7 @@ def _log_failure(future: asyncio.Future[int]) -> None:
 
 async def run(config_path: Path) -> int:
     config = load_config(config_path)
+    raw = config_path.read_bytes()  # noqa: ASYNC240  (once, before serving starts)
     url = config.database.url
     if url.startswith("sqlite"):
         ensure_current(url)
@@ -51,7 +52,7 @@ async def run(config_path: Path) -> int:
         build_runtime(config), config_path=config_path, on_config_applied=recorder.record
     )
     await gateway.start()
-    recorder.record(config_path, hashlib.sha256(config_path.read_bytes()).hexdigest())
+    recorder.record(config_path, hashlib.sha256(raw).hexdigest())
     gateway.install_signal_handlers()
     listen = config.gateway.listen
     print(f"Portico gateway on http://{listen.host}:{gateway.port}", flush=True)

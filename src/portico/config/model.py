@@ -101,8 +101,48 @@ class Listen(Model):
         return value
 
 
+class TLSListener(Model):
+    """An HTTPS listener, optionally asking clients for certificates (mTLS)."""
+
+    listen: Listen = Listen(port=8443)
+    certificate: str
+    """Path to the PEM server certificate chain."""
+    private_key: str
+    client_ca: str | None = None
+    """Path to PEM CA certificates that client certificates must chain to."""
+    client_certificate: Literal["none", "optional", "required"] = "none"
+    min_version: Literal["1.2", "1.3"] = "1.2"
+
+    @model_validator(mode="after")
+    def _ca_for_client_certs(self) -> TLSListener:
+        if self.client_certificate != "none" and self.client_ca is None:
+            raise ValueError("client_certificate needs client_ca")
+        return self
+
+
+def _check_cidr(cidr: str) -> str:
+    try:
+        ipaddress.ip_network(cidr, strict=False)
+    except ValueError as exc:
+        raise ValueError(f"{cidr!r} is not an IP address or network") from exc
+    return cidr
+
+
+CIDR = Annotated[str, AfterValidator(_check_cidr)]
+
+
+class IPRules(Model):
+    """Allow and deny lists of addresses and networks (IPv4 and IPv6). Deny wins."""
+
+    allow: tuple[CIDR, ...] = ()
+    deny: tuple[CIDR, ...] = ()
+
+
 class GatewaySettings(Model):
     listen: Listen = Listen()
+    tls: TLSListener | None = None
+    ip_rules: IPRules = IPRules()
+    """Applied to every request before routing, using the client address."""
     trusted_proxies: tuple[str, ...] = ()
     """CIDRs of proxies whose X-Forwarded-* and Forwarded headers are believed."""
     max_body_size: Size = 10 * 1024**2
@@ -279,11 +319,105 @@ class Database(Model):
     url: str = "sqlite:///portico.db"
 
 
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class ApiKeyRef(Model):
+    """A key declared in the config by its hash (keys made with ``portico keys create`` live in
+    the database instead)."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_]+$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    expires_at: str | None = None
+
+
+class OAuthClient(Model):
+    client_id: str
+    client_secret: str | None = None
+    """The secret itself (use ${VAR}); only its hash is kept in memory."""
+    client_secret_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    jwks: dict[str, Any] | None = None
+    """Public keys for ``private_key_jwt`` client authentication (RFC 7523)."""
+    jwks_uri: str | None = None
+
+
+class SignatureKey(Model):
+    """A key a consumer signs requests with (HTTP Message Signatures, RFC 9421)."""
+
+    keyid: str
+    algorithm: Literal["ed25519", "ecdsa-p256-sha256", "rsa-pss-sha512", "hmac-sha256"]
+    public_key: str | None = None
+    """PEM public key (asymmetric algorithms)."""
+    secret: str | None = None
+    """Shared secret (hmac-sha256; use ${VAR})."""
+
+
+class ClientCertificate(Model):
+    """Maps a TLS client certificate to the consumer, by fingerprint or by subject."""
+
+    sha256_fingerprint: str | None = None
+    subject: str | None = None
+    """RFC 4514 string, for example ``CN=billing,O=Acme``."""
+
+
+class Consumer(Model):
+    scopes: tuple[str, ...] = ()
+    metadata: dict[str, str] = {}
+    api_keys: tuple[ApiKeyRef, ...] = ()
+    oauth: OAuthClient | None = None
+    signature_keys: tuple[SignatureKey, ...] = ()
+    certificates: tuple[ClientCertificate, ...] = ()
+    ip_rules: IPRules = IPRules()
+
+
+class Tenant(Model):
+    consumers: dict[Name, Consumer] = {}
+    metadata: dict[str, str] = {}
+
+
+class ClaimMapping(Model):
+    consumer: str = "sub"
+    tenant: str | None = None
+    scopes: str = "scope"
+    """A space-separated string claim or a list claim."""
+
+
+class IdentityProvider(Model):
+    """An external issuer whose JWTs are accepted (verified with its JWKS)."""
+
+    issuer: str
+    jwks_uri: str
+    audiences: tuple[str, ...] = Field(min_length=1)
+    algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+    claims: ClaimMapping = ClaimMapping()
+    clock_skew: Duration = 30.0
+    jwks_cache_ttl: Duration = 300.0
+    jwks_min_refresh_interval: Duration = 10.0
+
+
+class OAuthServer(Model):
+    """Portico's own OAuth 2.0 authorization server (client credentials grant)."""
+
+    issuer: str
+    """The ``iss`` of issued tokens and the base of the metadata document."""
+    audience: str | None = None
+    token_ttl: Duration = 3600.0
+    signing_algorithm: Literal["EdDSA", "RS256"] = "EdDSA"
+    path_prefix: str = "/oauth2"
+
+
+class Identity(Model):
+    oauth: OAuthServer | None = None
+    providers: dict[Name, IdentityProvider] = {}
+
+
 class PorticoConfig(Model):
     gateway: GatewaySettings = GatewaySettings()
     database: Database = Database()
-    services: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")], Service] = {}
+    services: dict[Name, Service] = {}
     routes: tuple[Route, ...] = ()
+    tenants: dict[Name, Tenant] = {}
+    identity: Identity = Identity()
 
     def semantic_errors(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Errors that span sections (a route naming an unknown service, a duplicate name...).

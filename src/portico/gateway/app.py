@@ -11,12 +11,14 @@ import asyncio
 import hashlib
 import logging
 import signal
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from portico.config.errors import ConfigError
 from portico.config.loader import load_config
+from portico.config.model import TLSListener
 from portico.gateway.health import run_active_checks
 from portico.gateway.server import ClientConnection
 from portico.gateway.upstream import Service, Target
@@ -54,12 +56,18 @@ class Gateway:
         self.draining = False
         self.reloads = 0
         self._server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
         self._checks: dict[int, asyncio.Task[None]] = {}
         self._background: list[asyncio.Task[None]] = []
         self._retired: list[Service] = []
         self._stamp = FileStamp.of(config_path) if config_path else None
         self._on_config_applied = on_config_applied
         self._stopped = asyncio.Event()
+
+    @property
+    def tls_port(self) -> int:
+        assert self._tls_server is not None
+        return int(self._tls_server.sockets[0].getsockname()[1])
 
     @property
     def port(self) -> int:
@@ -77,6 +85,17 @@ class Gateway:
             reuse_address=True,
             backlog=2048,
         )
+        tls = self.runtime.settings.tls
+        if tls is not None:
+            self._tls_server = await loop.create_server(
+                lambda: ClientConnection(self, tls=True),
+                tls.listen.host,
+                tls.listen.port,
+                ssl=server_ssl_context(tls),
+                reuse_address=True,
+                backlog=2048,
+            )
+            log.info("gateway listening on https://%s:%d", tls.listen.host, self.tls_port)
         self._sync_health_checks()
         self._background.append(loop.create_task(self._tick()))
         if self.config_path is not None:
@@ -113,6 +132,8 @@ class Gateway:
             return False
         if runtime.settings.listen != self.runtime.settings.listen:
             log.warning("gateway.listen changed: it takes effect on restart")
+        if runtime.settings.tls != self.runtime.settings.tls:
+            log.warning("gateway.tls changed: it takes effect on restart")
         self.apply(runtime)
         if self._on_config_applied is not None:
             self._on_config_applied(self.config_path, _sha256(self.config_path))
@@ -177,8 +198,9 @@ class Gateway:
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (up to drain_timeout), then close."""
         self.draining = True
-        if self._server is not None:
-            self._server.close()
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.close()
         for conn in list(self.connections):
             conn.close_if_idle()
         deadline = asyncio.get_running_loop().time() + self.runtime.settings.drain_timeout
@@ -198,6 +220,23 @@ class Gateway:
             service.retire()
         if self._server is not None:
             await self._server.wait_closed()
+
+
+def server_ssl_context(settings: TLSListener) -> ssl.SSLContext:
+    """TLS 1.2+ server context; asks for and verifies client certificates when configured."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = (
+        ssl.TLSVersion.TLSv1_3 if settings.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    )
+    context.load_cert_chain(settings.certificate, settings.private_key)
+    if settings.client_ca is not None:
+        context.load_verify_locations(cafile=settings.client_ca)
+    context.verify_mode = {
+        "none": ssl.CERT_NONE,
+        "optional": ssl.CERT_OPTIONAL,
+        "required": ssl.CERT_REQUIRED,
+    }[settings.client_certificate]
+    return context
 
 
 def _sha256(path: Path) -> str:

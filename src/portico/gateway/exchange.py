@@ -45,13 +45,17 @@ class Exchange:
     peer_ip: str
     """The address of the TCP peer (the client, or the last proxy)."""
     request_id: str
-    route: CompiledRoute
+    route: CompiledRoute | None
+    """The matched route; ``None`` only for Portico's built-in endpoints."""
     path_params: dict[str, str]
     upstream_path: str
     """The path (and query) that will be sent upstream; policies may rewrite it."""
     identity: Identity | None = None
     tls: Any = None
     """The ``ssl.SSLObject`` for HTTPS connections, giving access to the client certificate."""
+    body: bytes | None = None
+    """The whole request body, read before the pipeline runs, when a policy of the route has
+    ``needs_body = True`` (signature digests, for example). ``None`` when the body streams."""
     response_headers: Headers = field(default_factory=Headers)
     """Extra fields added to the response the client gets (rate-limit headers, for example)."""
     state: dict[str, Any] = field(default_factory=dict)

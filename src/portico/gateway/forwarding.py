@@ -32,7 +32,15 @@ FORWARDING = frozenset(
     {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "forwarded"}
 )
 RESPONSE_HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
 )
 IDENTITY_PREFIX = "x-portico-"
 
@@ -47,7 +55,9 @@ def is_trusted(ip: str, networks: Sequence[Network]) -> bool:
     return any(address in net for net in networks)
 
 
-def client_ip_from_chain(peer_ip: str, forwarded_for: str | None, networks: Sequence[Network]) -> str:
+def client_ip_from_chain(
+    peer_ip: str, forwarded_for: str | None, networks: Sequence[Network]
+) -> str:
     """The first address from the right of X-Forwarded-For that is not a trusted proxy."""
     if not forwarded_for:
         return peer_ip

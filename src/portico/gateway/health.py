@@ -144,7 +144,10 @@ class TargetHealth:
         if ok:
             self._active_failures = 0
             self._active_successes += 1
-            if not self.actively_healthy and self._active_successes >= self.active.healthy_threshold:
+            if (
+                not self.actively_healthy
+                and self._active_successes >= self.active.healthy_threshold
+            ):
                 self.actively_healthy = True
                 log.info("target is healthy again")
         else:

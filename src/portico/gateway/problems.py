@@ -32,6 +32,7 @@ BAD_REQUEST = ProblemType("bad-request", 400, "Malformed HTTP request")
 UPGRADE_NOT_ALLOWED = ProblemType(
     "upgrade-not-allowed", 400, "This route does not accept protocol upgrades"
 )
+IP_FORBIDDEN = ProblemType("ip-forbidden", 403, "Requests from this address are not allowed")
 ROUTE_NOT_FOUND = ProblemType("route-not-found", 404, "No route matches this request")
 METHOD_NOT_ALLOWED = ProblemType("method-not-allowed", 405, "Method not allowed on this route")
 REQUEST_TIMEOUT = ProblemType("request-timeout", 408, "The request was not received in time")
@@ -44,11 +45,14 @@ UPSTREAM_UNAVAILABLE = ProblemType("upstream-unavailable", 502, "The upstream se
 NO_HEALTHY_UPSTREAM = ProblemType(
     "no-healthy-upstream", 503, "No healthy upstream target is available"
 )
-UPSTREAM_TIMEOUT = ProblemType("upstream-timeout", 504, "The upstream service did not answer in time")
+UPSTREAM_TIMEOUT = ProblemType(
+    "upstream-timeout", 504, "The upstream service did not answer in time"
+)
 
 ALL_TYPES: tuple[ProblemType, ...] = (
     BAD_REQUEST,
     UPGRADE_NOT_ALLOWED,
+    IP_FORBIDDEN,
     ROUTE_NOT_FOUND,
     METHOD_NOT_ALLOWED,
     REQUEST_TIMEOUT,
@@ -69,7 +73,10 @@ def problem(
     headers: Headers | None = None,
     **extensions: Any,
 ) -> Reply:
-    """A complete problem+json :class:`Reply`; ``extensions`` become extra members (RFC 9457 §3.2)."""
+    """A complete problem+json :class:`Reply`.
+
+    ``extensions`` become extra members of the problem object (RFC 9457 §3.2).
+    """
     body: dict[str, Any] = {"type": kind.uri, "title": kind.title, "status": kind.status}
     if detail:
         body["detail"] = detail

@@ -23,6 +23,7 @@ from portico.gateway.upstream import Target, UpstreamConnection, UpstreamError, 
 
 if TYPE_CHECKING:
     from portico.gateway.server import ClientConnection, Request
+    from portico.runtime import CompiledRoute
 
 log = logging.getLogger("portico.gateway")
 
@@ -47,6 +48,7 @@ class Forward:
         "request",
         "request_chunked",
         "responded",
+        "route",
     )
 
     def __init__(
@@ -54,6 +56,7 @@ class Forward:
         client: ClientConnection,
         request: Request,
         exchange: Exchange,
+        route: CompiledRoute,
         fields: list[tuple[str, str]],
         chunked: bool,
         has_body: bool,
@@ -61,12 +64,13 @@ class Forward:
         self.client = client
         self.request = request
         self.exchange = exchange
+        self.route = route
         self.request_chunked = chunked
         self.has_body = has_body
         self._head = self._head_template(fields)
         self._tried: tuple[Target, ...] = ()
         self._error: UpstreamError | None = None
-        self._attempts_left = 1 + exchange.route.service.spec.retries
+        self._attempts_left = 1 + route.service.spec.retries
         self._target: Target | None = None
         self._reused = False
         self._chunk_to_client = False
@@ -93,7 +97,7 @@ class Forward:
         self._attempt()
 
     def _attempt(self) -> None:
-        service = self.exchange.route.service
+        service = self.route.service
         target = service.pick(self._tried) if self._attempts_left > 0 else None
         if target is None:
             self._give_up()
@@ -137,10 +141,11 @@ class Forward:
         self.conn = conn
         conn.begin(self, self.request.method == "HEAD")
         before, after = self._head
-        host = self.request.special.get("host") if self.exchange.route.preserve_host else None
+        host = self.request.special.get("host") if self.route.preserve_host else None
         conn.write(
-            (before.replace("{base}", target.base_path, 1) + (host or target.host_header) + after)
-            .encode("latin-1")
+            (
+                before.replace("{base}", target.base_path, 1) + (host or target.host_header) + after
+            ).encode("latin-1")
         )
         if self.has_body and conn.transport is not None:
             self.request.body.attach(conn.transport, self.request_chunked)
@@ -198,7 +203,7 @@ class Forward:
         exchange = self.exchange
         request = self.request
         headers = Headers(conn.resp_headers)
-        for policy in exchange.route.response_pipeline:
+        for policy in self.route.response_pipeline:
             policy.on_response(exchange, status, headers)
         client = self.client
         self.responded = True

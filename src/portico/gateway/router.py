@@ -148,7 +148,7 @@ class Router(Generic[T]):
                 continue
             return m.target, params
         if allowed:
-            raise MethodNotAllowed(allowed)
+            raise MethodNotAllowed(sorted(allowed))
         raise NoRoute()
 
 

@@ -15,7 +15,7 @@ import inspect
 import logging
 import re
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, cast
 
 import httptools
@@ -36,7 +36,8 @@ from portico.gateway.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
     from portico.gateway.app import Gateway
-    from portico.runtime import Runtime
+    from portico.gateway.endpoints import BuiltinEndpoint
+    from portico.runtime import CompiledRoute, Runtime
 
 log = logging.getLogger("portico.gateway")
 
@@ -59,6 +60,7 @@ class RequestBody:
         "_conn",
         "_discard",
         "_transport",
+        "_waiter",
         "complete",
         "limit",
         "overflow",
@@ -72,6 +74,7 @@ class RequestBody:
         self._transport: asyncio.Transport | None = None
         self._discard = False
         self._chunked = False
+        self._waiter: Callable[[], None] | None = None
         self.received = 0
         self.complete = False
         self.overflow = False
@@ -93,13 +96,31 @@ class RequestBody:
         elif not self._discard:
             self._buffer.append(data)
             self._buffered += len(data)
-            if self._buffered > BODY_BUFFER_HIGH:
+            if self._buffered > BODY_BUFFER_HIGH and self._waiter is None:
                 self._conn.pause_reading("body")
 
     def end(self) -> None:
         self.complete = True
         if self._chunked and self._transport is not None:
             self._transport.writelines(_LAST_CHUNK)
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter()
+
+    def collect(self, then: Callable[[], None]) -> None:
+        """Read the whole body (bounded by ``limit``), then call ``then``."""
+        if self.complete:
+            then()
+            return
+        self._waiter = then
+        self._conn.resume_reading("body")
+
+    @property
+    def collecting(self) -> bool:
+        return self._waiter is not None
+
+    def whole(self) -> bytes:
+        return b"".join(self._buffer)
 
     def attach(self, transport: asyncio.Transport, chunked: bool) -> None:
         """Send what arrived so far to the upstream, then stream the rest as it comes."""
@@ -179,6 +200,7 @@ class ClientConnection(asyncio.Protocol):
         "active",
         "background",
         "closed",
+        "forward",
         "gateway",
         "last_activity",
         "parser",
@@ -189,7 +211,6 @@ class ClientConnection(asyncio.Protocol):
         "special_names",
         "tls",
         "transport",
-        "forward",
         "tunnel",
         "upstream_paused_by_client",
     )
@@ -391,8 +412,14 @@ class ClientConnection(asyncio.Protocol):
         """A body grew past the route's limit while streaming to the upstream."""
         self.pause_reading("error")
         request = self.active
-        if request is not None and request.body is body and self.forward is not None:
+        if request is None or request.body is not body:
+            return
+        if self.forward is not None:
             self.forward.body_too_large()
+        elif body.collecting:
+            body._waiter = None
+            detail = f"the body is limited to {body.limit} bytes"
+            self._answer(request, problems.problem(problems.REQUEST_TOO_LARGE, new_id(), detail))
 
     # -- serving -------------------------------------------------------------------------------
 
@@ -495,13 +522,36 @@ class ClientConnection(asyncio.Protocol):
 
         host_header = special.get("host", "")
         host = host_header.lower()
-        if host.startswith("["):
-            host = host[1 : host.find("]")]
-        else:
-            host = host.partition(":")[0]
+        host = host[1 : host.find("]")] if host.startswith("[") else host.partition(":")[0]
 
         if request.has_identity_headers:
             headers.items = [(k, v) for k, v in headers.items if not k.startswith(IDENTITY_PREFIX)]
+
+        scheme = "https" if self.tls else "http"
+        client_ip = self.peer_ip
+        if self.peer_trusted:
+            forwarded_for = special.get("x-forwarded-for")
+            if forwarded_for:
+                client_ip = client_ip_from_chain(
+                    self.peer_ip, forwarded_for, runtime.trusted_proxies
+                )
+            scheme = headers.get("x-forwarded-proto") or scheme
+        if runtime.ip_rules is not None and not runtime.ip_rules.permits(client_ip):
+            self._answer(request, problems.problem(problems.IP_FORBIDDEN, request_id))
+            return
+
+        if runtime.endpoints is not None:
+            try:
+                builtin, params = runtime.endpoints.match(request.method, host, path, headers)
+            except (NoRoute, MethodNotAllowed):
+                pass
+            else:
+                exchange = self._exchange(
+                    request, headers, path, query, host, scheme, client_ip, request_id, None, params
+                )
+                request.body.limit = builtin.max_body_size
+                request.body.collect(lambda: self._call_endpoint(request, exchange, builtin))
+                return
 
         try:
             route, params = runtime.router.match(request.method, host, path, headers)
@@ -524,24 +574,35 @@ class ClientConnection(asyncio.Protocol):
         ):
             body.overflow = True
             detail = f"the body is limited to {body.limit} bytes on this route"
-            self._answer(
-                request, problems.problem(problems.REQUEST_TOO_LARGE, request_id, detail)
-            )
+            self._answer(request, problems.problem(problems.REQUEST_TOO_LARGE, request_id, detail))
             return
         if request.upgrade and (not route.websocket or request.method != "GET"):
             self._answer(request, problems.problem(problems.UPGRADE_NOT_ALLOWED, request_id))
             return
 
-        scheme = "https" if self.tls else "http"
-        client_ip = self.peer_ip
-        if self.peer_trusted:
-            forwarded_for = special.get("x-forwarded-for")
-            if forwarded_for:
-                client_ip = client_ip_from_chain(
-                    self.peer_ip, forwarded_for, runtime.trusted_proxies
-                )
-            scheme = headers.get("x-forwarded-proto") or scheme
-        exchange = Exchange(
+        exchange = self._exchange(
+            request, headers, path, query, host, scheme, client_ip, request_id, route, params
+        )
+        if route.needs_body:
+            body.collect(lambda: self._with_body(request, exchange))
+            return
+        self._run_pipeline(request, exchange, 0)
+
+    def _exchange(
+        self,
+        request: Request,
+        headers: Headers,
+        path: str,
+        query: str,
+        host: str,
+        scheme: str,
+        client_ip: str,
+        request_id: str,
+        route: CompiledRoute | None,
+        params: dict[str, str],
+    ) -> Exchange:
+        transport = self.transport
+        return Exchange(
             method=request.method,
             path=path,
             query=query,
@@ -554,12 +615,55 @@ class ClientConnection(asyncio.Protocol):
             request_id=request_id,
             route=route,
             path_params=params,
-            upstream_path=route.upstream_path(path, params),
-            tls=self.transport.get_extra_info("ssl_object") if self.tls and self.transport else None,
+            upstream_path=route.upstream_path(path, params) if route is not None else path,
+            tls=transport.get_extra_info("ssl_object") if self.tls and transport else None,
         )
-        self._run_pipeline(request, exchange, 0)
+
+    def _with_body(self, request: Request, exchange: Exchange) -> None:
+        if self.closed or self.active is not request:
+            return
+        exchange.body = request.body.whole()
+        try:
+            self._run_pipeline(request, exchange, 0)
+        except Exception:
+            log.exception("internal error serving a request")
+            self._fail_internal(request)
+
+    def _call_endpoint(
+        self, request: Request, exchange: Exchange, builtin: BuiltinEndpoint
+    ) -> None:
+        if self.closed or self.active is not request:
+            return
+        body = request.body.whole()
+        exchange.body = body
+        try:
+            outcome = builtin.endpoint.handle(exchange, body)
+            if isinstance(outcome, Reply):
+                self._answer(request, outcome, exchange)
+            else:
+                self.background = self._loop.create_task(
+                    self._await_endpoint(request, exchange, outcome)
+                )
+        except Exception:
+            log.exception("built-in endpoint failed")
+            self._fail_internal(request)
+
+    async def _await_endpoint(
+        self, request: Request, exchange: Exchange, outcome: Awaitable[Reply]
+    ) -> None:
+        try:
+            reply = await outcome
+        except Exception:
+            log.exception("built-in endpoint failed")
+            self._fail_internal(request)
+            return
+        if self.closed:
+            self._done(request)
+        else:
+            self._answer(request, reply, exchange)
 
     def _run_pipeline(self, request: Request, exchange: Exchange, start: int) -> None:
+        assert exchange.route is not None
         pipeline = exchange.route.pipeline
         for index in range(start, len(pipeline)):
             outcome = pipeline[index].on_request(exchange)
@@ -599,6 +703,10 @@ class ClientConnection(asyncio.Protocol):
         headers = exchange.headers
         special = request.special
         chunked = "chunked" in special.get("transfer-encoding", "").lower()
+        if exchange.body is not None and chunked:
+            # Read whole already: send it with a length instead of re-chunking.
+            chunked = False
+            headers.set("content-length", str(len(exchange.body)))
         upgrade = (headers.get("upgrade") or "websocket") if request.upgrade else None
         host_header = special.get("host", "")
         fields = upstream_headers(
@@ -610,7 +718,9 @@ class ClientConnection(asyncio.Protocol):
             upgrade=upgrade,
         )
         fields.append((self.request_id_header, exchange.request_id))
-        fields.append(("traceparent", _traceparent(special.get("traceparent"), exchange.request_id)))
+        fields.append(
+            ("traceparent", _traceparent(special.get("traceparent"), exchange.request_id))
+        )
         identity = exchange.identity
         if identity is not None:
             fields.append(("x-portico-consumer", identity.consumer))
@@ -620,8 +730,13 @@ class ClientConnection(asyncio.Protocol):
             fields.append(("x-portico-auth-method", identity.method))
         if chunked:
             fields.append(("transfer-encoding", "chunked"))
-        has_body = chunked or special.get("content-length", "0") != "0"
-        forward = Forward(self, request, exchange, fields, chunked, has_body)
+        has_body = chunked or (
+            bool(exchange.body)
+            if exchange.body is not None
+            else special.get("content-length", "0") != "0"
+        )
+        assert exchange.route is not None
+        forward = Forward(self, request, exchange, exchange.route, fields, chunked, has_body)
         self.forward = forward
         expect = special.get("expect", "").lower() == "100-continue"
         if expect and forward.has_body and not request.body.complete and self.transport:

@@ -21,11 +21,14 @@ from typing import Protocol, TypeAlias, runtime_checkable
 from portico.gateway.exchange import Exchange, Reply
 from portico.gateway.headers import Headers
 
-Outcome: TypeAlias = Reply | None | Awaitable[Reply | None]
+Outcome: TypeAlias = Reply | Awaitable[Reply | None] | None
 
 
 @runtime_checkable
 class Policy(Protocol):
+    """``needs_body``, when a policy defines it as True, makes the gateway read the whole request
+    body (up to the route's ``max_body_size``) into ``exchange.body`` before the pipeline runs."""
+
     def on_request(self, exchange: Exchange) -> Outcome: ...
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 if TYPE_CHECKING:
     from portico.config.model import PolicySpec, PorticoConfig
     from portico.policies.base import Policy
+    from portico.runtime import Extensions
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,7 @@ class BuildContext:
 
     config: PorticoConfig
     route_name: str
+    extensions: Extensions
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +38,12 @@ class PolicyType:
 _TYPES: dict[str, PolicyType] = {}
 
 
-def register(name: str, settings: type[BaseModel]) -> Callable[[Callable[[Any, BuildContext], Policy]], Callable[[Any, BuildContext], Policy]]:
-    def decorate(build: Callable[[Any, BuildContext], Policy]) -> Callable[[Any, BuildContext], Policy]:
+def register(
+    name: str, settings: type[BaseModel]
+) -> Callable[[Callable[[Any, BuildContext], Policy]], Callable[[Any, BuildContext], Policy]]:
+    def decorate(
+        build: Callable[[Any, BuildContext], Policy],
+    ) -> Callable[[Any, BuildContext], Policy]:
         _TYPES[name] = PolicyType(name, settings, build)
         return build
 
