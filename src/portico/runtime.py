@@ -34,6 +34,9 @@ class Extensions:
     """
 
     identity: Any = None
+    """``portico.identity.state.IdentityState``: consumers and API keys, kept current."""
+    oauth: Any = None
+    """``portico.identity.oauth`` live state: signing keys and revoked tokens from the store."""
     endpoint_factories: tuple[EndpointFactory, ...] = ()
 
 
