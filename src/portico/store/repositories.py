@@ -1,0 +1,164 @@
+"""Repositories: the only way the rest of Portico reads and writes the store.
+
+A repository is built over one of:
+
+- a ``Session`` from ``Database.write()`` / ``Database.read()``: calls join that transaction, so
+  a config revision and its audit entry commit (or roll back) together;
+- an ``Engine`` or a ``Database``: each call runs in its own short transaction, which is what a
+  thread-pool caller such as ``portico serve`` wants.
+
+They return frozen dataclasses, never ORM objects, so nothing outside the store holds a session.
+
+    with database.write() as session:
+        revision_id = ConfigRevisions(session).record(sha256, "portico.yaml", text, "alice")
+        AuditLog(session).append("alice", "config.apply", "portico.yaml", {"id": revision_id})
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from portico.store.database import Database, write_engine
+from portico.store.tables import AuditLogRow, ConfigRevisionRow
+
+__all__ = ["AuditEntry", "AuditLog", "ConfigRevision", "ConfigRevisions", "StoreBinding"]
+
+StoreBinding = Session | sa.Engine | Database
+"""What a repository is built over; see the module docstring."""
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigRevision:
+    id: int
+    created_at: datetime
+    sha256: str
+    source: str
+    body: str
+    applied_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+
+
+class _Repository:
+    def __init__(self, binding: StoreBinding) -> None:
+        self._binding = binding
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[Session]:
+        if isinstance(self._binding, Session):
+            yield self._binding
+            return
+        engine = self._binding.engine if isinstance(self._binding, Database) else self._binding
+        bind = write_engine(engine) if write else engine
+        with Session(bind=bind, expire_on_commit=False) as session, session.begin():
+            yield session
+
+
+class ConfigRevisions(_Repository):
+    """The history of applied configuration files."""
+
+    def record(self, sha256: str, source: str, body: str, applied_by: str | None = None) -> int:
+        """Store a revision unless the latest one has the same hash; return the revision's id.
+
+        ``body`` is the file text as the user wrote it, before any secret is interpolated.
+        """
+        if not _SHA256.fullmatch(sha256):
+            raise ValueError(f"sha256 must be 64 lowercase hex digits, got {sha256!r}")
+        with self._transaction(write=True) as session:
+            if session.get_bind().dialect.name == "postgresql":
+                # Readers go on; a second writer waits, so two applies cannot both see the same
+                # "latest" and insert it twice. SQLite gets the same from BEGIN IMMEDIATE.
+                session.execute(sa.text("LOCK TABLE config_revisions IN SHARE ROW EXCLUSIVE MODE"))
+            latest = session.execute(
+                sa.select(ConfigRevisionRow.id, ConfigRevisionRow.sha256)
+                .order_by(ConfigRevisionRow.id.desc())
+                .limit(1)
+            ).first()
+            if latest is not None:
+                latest_id, latest_sha256 = latest
+                if latest_sha256 == sha256:
+                    return latest_id
+            row = ConfigRevisionRow(sha256=sha256, source=source, body=body, applied_by=applied_by)
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def latest(self) -> ConfigRevision | None:
+        """The most recently recorded revision, if any."""
+        query = sa.select(ConfigRevisionRow).order_by(ConfigRevisionRow.id.desc()).limit(1)
+        with self._transaction(write=False) as session:
+            row = session.scalars(query).first()
+            return None if row is None else _revision(row)
+
+    def list(self, limit: int = 20) -> builtins.list[ConfigRevision]:
+        """The ``limit`` most recent revisions, newest first."""
+        _check_limit(limit)
+        query = sa.select(ConfigRevisionRow).order_by(ConfigRevisionRow.id.desc()).limit(limit)
+        with self._transaction(write=False) as session:
+            return [_revision(row) for row in session.scalars(query)]
+
+
+class AuditLog(_Repository):
+    """An append-only record of changes made through the CLI, the admin API and the portal."""
+
+    def append(
+        self, actor: str, action: str, target: str, detail: Mapping[str, Any] | None = None
+    ) -> int:
+        """Add an entry and return its id. ``detail`` must be JSON-serialisable, without secrets."""
+        row = AuditLogRow(actor=actor, action=action, target=target, detail=dict(detail or {}))
+        with self._transaction(write=True) as session:
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def list(self, limit: int = 50) -> builtins.list[AuditEntry]:
+        """The ``limit`` most recent entries, newest first."""
+        _check_limit(limit)
+        query = sa.select(AuditLogRow).order_by(AuditLogRow.id.desc()).limit(limit)
+        with self._transaction(write=False) as session:
+            return [
+                AuditEntry(
+                    id=row.id,
+                    at=row.at,
+                    actor=row.actor,
+                    action=row.action,
+                    target=row.target,
+                    detail=row.detail,
+                )
+                for row in session.scalars(query)
+            ]
+
+
+def _revision(row: ConfigRevisionRow) -> ConfigRevision:
+    return ConfigRevision(
+        id=row.id,
+        created_at=row.created_at,
+        sha256=row.sha256,
+        source=row.source,
+        body=row.body,
+        applied_by=row.applied_by,
+    )
+
+
+def _check_limit(limit: int) -> None:
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")

@@ -1,0 +1,1 @@
+"""Helpers shared by test packages: throwaway servers and the like."""
