@@ -27,7 +27,11 @@ class RevisionRecorder:
     """Writes each applied config to ``config_revisions``, off the event loop."""
 
     def __init__(self, url: str) -> None:
-        self._repo = ConfigRevisions(create_engine_for(url))
+        self._engine = create_engine_for(url)
+        self._repo = ConfigRevisions(self._engine)
+
+    def close(self) -> None:
+        self._engine.dispose()
 
     def record(self, path: Path, sha256: str) -> None:
         body = path.read_text(encoding="utf-8")
@@ -45,8 +49,9 @@ async def run(config_path: Path) -> int:
     config = load_config(config_path)
     raw = config_path.read_bytes()  # noqa: ASYNC240  (once, before serving starts)
     url = config.database.url
-    if url.startswith("sqlite"):
-        ensure_current(url)
+    # SQLite: migrate in place. PostgreSQL: refuse to start on an old schema, since migrations
+    # there are an operator's decision (`portico db upgrade`).
+    ensure_current(url)
     recorder = RevisionRecorder(url)
     gateway = Gateway(
         build_runtime(config), config_path=config_path, on_config_applied=recorder.record
@@ -59,6 +64,7 @@ async def run(config_path: Path) -> int:
     await gateway.wait_stopped()
     log.info("shutting down: draining in-flight requests")
     await gateway.stop()
+    recorder.close()
     return 0
 
 
