@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a purpose needs, only when missing.
 #   test  -> PostgreSQL server binaries (the store tests start a throwaway cluster)
-#   bench -> nginx and wrk (the reference proxy and the load generator)
+#   bench -> nginx, wrk and h2load (the reference proxy, the closed-loop and the fixed-rate load
+#            generators)
 set -euo pipefail
 purpose=${1:-test}
 need=()
 case "$purpose" in
   test)  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql) ;;
   bench) command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
-         command -v wrk >/dev/null || need+=(wrk) ;;
+         command -v wrk >/dev/null || need+=(wrk)
+         command -v h2load >/dev/null || need+=(nghttp2-client) ;;
   *) echo "unknown purpose: $purpose" >&2; exit 2 ;;
 esac
 [ ${#need[@]} -eq 0 ] && exit 0
