@@ -54,8 +54,17 @@ def test_an_empty_database_has_no_revision(database_url: str) -> None:
 def test_upgrade_from_empty_creates_the_tables(database_url: str) -> None:
     upgrade(database_url)
 
-    assert table_names(database_url) == {"config_revisions", "audit_log", VERSION_TABLE}
-    assert current_revision(database_url) == head_revision() == "0001"
+    assert table_names(database_url) == {
+        "config_revisions",
+        "audit_log",
+        "api_keys",
+        "identity_changes",
+        "signing_keys",
+        "revoked_tokens",
+        "client_assertion_jtis",
+        VERSION_TABLE,
+    }
+    assert current_revision(database_url) == head_revision() == "0002"
 
 
 def test_migrated_schema_matches_the_table_definitions(database_url: str) -> None:
@@ -111,8 +120,8 @@ def test_db_upgrade_command_reports_from_and_to(
     assert db_upgrade_command(database_url) == 0
     second = capsys.readouterr().out
 
-    assert "upgraded from (empty) to 0001 (Initial store" in first
-    assert "already at revision 0001" in second
+    assert "upgraded from (empty) to 0002 (Identity: API keys" in first
+    assert "already at revision 0002" in second
     assert "nothing to do" in second
 
 

@@ -13,7 +13,18 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["AuditLogRow", "Base", "ConfigRevisionRow", "UTCDateTime", "metadata"]
+__all__ = [
+    "ApiKeyRow",
+    "AuditLogRow",
+    "Base",
+    "ClientAssertionJtiRow",
+    "ConfigRevisionRow",
+    "IdentityChangeRow",
+    "RevokedTokenRow",
+    "SigningKeyRow",
+    "UTCDateTime",
+    "metadata",
+]
 
 # Deterministic constraint names: SQLite batch migrations and PostgreSQL ALTERs both need them.
 NAMING_CONVENTION = {
@@ -90,3 +101,73 @@ class AuditLogRow(Base):
     action: Mapped[str] = mapped_column(sa.Text)
     target: Mapped[str] = mapped_column(sa.Text)
     detail: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+
+
+# -- identity and access (issue 3) ---------------------------------------------------------------
+
+
+class ApiKeyRow(Base):
+    """An API key made with ``portico keys create``: only the SHA-256 of the key is kept."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    """The visible key id, the ``<id>`` of ``pk_<id>_<secret>``."""
+    consumer: Mapped[str] = mapped_column(sa.Text, index=True)
+    """``tenant/consumer``."""
+    sha256: Mapped[str] = mapped_column(sa.CHAR(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    rotated_to: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    """The id of the key that replaced this one; it keeps working until ``overlap_until``."""
+    overlap_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class IdentityChangeRow(Base):
+    """One row whose ``version`` every identity write increments in its own transaction.
+
+    Gateways poll this single value and reload identity data when it moves. A counter updated in
+    place, rather than an appended sequence, cannot be missed: PostgreSQL sequence values can
+    commit out of order, so a poller could see id 5 before id 4 commits and never look again.
+    """
+
+    __tablename__ = "identity_changes"
+    __table_args__ = (sa.CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(sa.BigInteger)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class SigningKeyRow(Base):
+    """A signing key of the OAuth 2.0 authorization server (private half included)."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    algorithm: Mapped[str] = mapped_column(sa.Text)
+    private_pem: Mapped[str] = mapped_column(sa.Text)
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    activated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class RevokedTokenRow(Base):
+    """An access token revoked before its expiry (RFC 7009), kept until it would have expired."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class ClientAssertionJtiRow(Base):
+    """The ``jti`` of a ``private_key_jwt`` client assertion already used (RFC 7523 replay)."""
+
+    __tablename__ = "client_assertion_jtis"
+
+    jti: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
