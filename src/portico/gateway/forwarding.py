@@ -89,8 +89,13 @@ def upstream_headers(
     scheme: str,
     host_header: str,
     upgrade: str | None,
+    replaced: frozenset[str] = frozenset(),
 ) -> list[tuple[str, str]]:
-    """The client's fields as they go upstream (without Host, which depends on the target)."""
+    """The client's fields as they go upstream (without Host, which depends on the target).
+
+    ``replaced`` names fields the gateway sets itself (the request id, ``traceparent``): the
+    client's are left out so the upstream gets exactly one.
+    """
     out: list[tuple[str, str]] = []
     xff: str | None = None
     xfp: str | None = None
@@ -112,6 +117,8 @@ def upstream_headers(
                     xfh = value
                 elif name == "forwarded":
                     forwarded = f"{forwarded}, {value}" if forwarded else value
+            continue
+        if name in replaced:
             continue
         out.append((name, value))
     if named:

@@ -32,6 +32,11 @@ BAD_REQUEST = ProblemType("bad-request", 400, "Malformed HTTP request")
 UPGRADE_NOT_ALLOWED = ProblemType(
     "upgrade-not-allowed", 400, "This route does not accept protocol upgrades"
 )
+UNAUTHORIZED = ProblemType("unauthorized", 401, "Authentication required")
+FORBIDDEN = ProblemType("forbidden", 403, "Access to this route is not allowed")
+INSUFFICIENT_SCOPE = ProblemType(
+    "insufficient-scope", 403, "The credentials do not grant the scope this route needs"
+)
 IP_FORBIDDEN = ProblemType("ip-forbidden", 403, "Requests from this address are not allowed")
 ROUTE_NOT_FOUND = ProblemType("route-not-found", 404, "No route matches this request")
 METHOD_NOT_ALLOWED = ProblemType("method-not-allowed", 405, "Method not allowed on this route")
@@ -52,6 +57,9 @@ UPSTREAM_TIMEOUT = ProblemType(
 ALL_TYPES: tuple[ProblemType, ...] = (
     BAD_REQUEST,
     UPGRADE_NOT_ALLOWED,
+    UNAUTHORIZED,
+    FORBIDDEN,
+    INSUFFICIENT_SCOPE,
     IP_FORBIDDEN,
     ROUTE_NOT_FOUND,
     METHOD_NOT_ALLOWED,

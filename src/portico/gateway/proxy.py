@@ -266,6 +266,17 @@ class Forward:
             conn.abort()
             self._target.pool.release(conn, False)
 
+    def client_error(self) -> None:
+        """The client's request body turned out malformed while streaming: answer 400."""
+        self.cancel()
+        if self.responded and not self._pending_head:
+            self.client.abort()
+        else:
+            self._pending_head = b""
+            reply = problems.problem(problems.BAD_REQUEST, self.exchange.request_id)
+            self.client.reply(self.request, reply, self.exchange)
+        self.client.forward_finished(self)
+
     def body_too_large(self) -> None:
         """The request body passed the limit while streaming: answer 413 if still possible."""
         if self.responded:

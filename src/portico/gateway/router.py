@@ -12,8 +12,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(:path)?\}")
 _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)(?::(path))?\}$")
 
 T = TypeVar("T")
@@ -81,12 +82,17 @@ class PathTemplate:
         return {name: unquote(value) for name, value in m.groupdict().items()}
 
     def expand(self, params: dict[str, str]) -> str:
-        """Fill ``{name}`` / ``{name:path}`` placeholders (used for upstream path rewrites)."""
+        """Fill ``{name}`` / ``{name:path}`` placeholders (used for upstream path rewrites).
+
+        Values are the decoded parameters; they are percent-encoded again, so a decoded ``/``,
+        space or CR LF can neither change the path's shape nor break the request line.
+        """
 
         def fill(m: re.Match[str]) -> str:
-            return params.get(m.group(1), "")
+            value = params.get(m.group(1), "")
+            return quote(value, safe="/" if m.group(2) else "")
 
-        return re.sub(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::path)?\}", fill, self.source)
+        return _PLACEHOLDER.sub(fill, self.source)
 
 
 @dataclass(frozen=True, slots=True)

@@ -206,6 +206,7 @@ class ClientConnection(asyncio.Protocol):
         "parser",
         "peer_ip",
         "peer_trusted",
+        "replaced_fields",
         "request_id_header",
         "runtime",
         "special_names",
@@ -236,6 +237,7 @@ class ClientConnection(asyncio.Protocol):
         self.runtime: Runtime = gateway.runtime
         self.request_id_header = self.runtime.settings.request_id_header.lower()
         self.special_names = _special_names(self.request_id_header)
+        self.replaced_fields = frozenset({self.request_id_header, "traceparent"})
         self.last_activity = 0.0
 
     # -- connection lifecycle ------------------------------------------------------------------
@@ -267,7 +269,9 @@ class ClientConnection(asyncio.Protocol):
         if self._parsing is not None:
             if now - self.last_activity > settings.header_timeout:
                 if self._parsing.body.received == 0:
-                    reply = problems.problem(problems.REQUEST_TIMEOUT, new_id())
+                    request_id = new_id()
+                    reply = problems.problem(problems.REQUEST_TIMEOUT, request_id)
+                    reply.headers.set(self.request_id_header, request_id)
                     self._write_reply(reply, keep_alive=False, head_only=False)
                 self._close()
         elif now - self.last_activity > settings.keepalive_timeout:
@@ -337,12 +341,23 @@ class ClientConnection(asyncio.Protocol):
         self._queue.clear()
         self._parsing = None
         if self.active is None:
-            reply = problems.problem(problems.BAD_REQUEST, new_id())
+            request_id = new_id()
+            reply = problems.problem(problems.BAD_REQUEST, request_id)
+            reply.headers.set(self.request_id_header, request_id)
             self._write_reply(reply, keep_alive=False, head_only=False)
             self._close()
         else:
             self.pause_reading("error")
             self.active.keep_alive = False
+            if not self.active.body.complete:
+                # The body in flight is broken: the upstream will never get the rest of it.
+                forward = self.forward
+                if forward is not None:
+                    forward.client_error()
+                elif self.active.body.collecting:
+                    request, request_id = self.active, new_id()
+                    reply = problems.problem(problems.BAD_REQUEST, request_id)
+                    self._answer(request, reply, request_id=request_id)
 
     def on_message_begin(self) -> None:
         self._parsing = Request(self, self.runtime.settings.max_body_size)
@@ -419,7 +434,9 @@ class ClientConnection(asyncio.Protocol):
         elif body.collecting:
             body._waiter = None
             detail = f"the body is limited to {body.limit} bytes"
-            self._answer(request, problems.problem(problems.REQUEST_TOO_LARGE, new_id(), detail))
+            request_id = new_id()
+            reply = problems.problem(problems.REQUEST_TOO_LARGE, request_id, detail)
+            self._answer(request, reply, request_id=request_id)
 
     # -- serving -------------------------------------------------------------------------------
 
@@ -434,9 +451,10 @@ class ClientConnection(asyncio.Protocol):
             self._fail_internal(request)
 
     def _fail_internal(self, request: Request) -> None:
-        reply = problems.problem(problems.INTERNAL_ERROR, new_id())
+        request_id = new_id()
+        reply = problems.problem(problems.INTERNAL_ERROR, request_id)
         request.keep_alive = False
-        self.reply(request, reply)
+        self.reply(request, reply, request_id=request_id)
         self._done(request)
 
     def forward_finished(self, forward: Forward) -> None:
@@ -480,20 +498,37 @@ class ClientConnection(asyncio.Protocol):
         head = "".join(lines).encode("latin-1")
         self.transport.write(head if head_only else head + reply.body)
 
-    def reply(self, request: Request, reply: Reply, exchange: Exchange | None = None) -> None:
+    def reply(
+        self,
+        request: Request,
+        reply: Reply,
+        exchange: Exchange | None = None,
+        request_id: str | None = None,
+    ) -> None:
         """Answer with a response Portico made (an error, or a policy's reply)."""
         if exchange is not None:
             for name, value in exchange.response_headers:
                 reply.headers.add(name, value)
-            reply.headers.set(self.request_id_header, exchange.request_id)
+            request_id = exchange.request_id
+        if request_id is not None:
+            reply.headers.set(self.request_id_header, request_id)
         if not request.body.complete:
             # The body is still arriving and will not be read: the connection cannot be reused.
             request.keep_alive = False
         self._write_reply(reply, keep_alive=request.keep_alive, head_only=request.method == "HEAD")
 
-    def _answer(self, request: Request, reply: Reply, exchange: Exchange | None = None) -> None:
-        self.reply(request, reply, exchange)
+    def _answer(
+        self,
+        request: Request,
+        reply: Reply,
+        exchange: Exchange | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        self.reply(request, reply, exchange, request_id)
         self._done(request)
+
+    def _problem(self, request: Request, kind: problems.ProblemType, request_id: str) -> None:
+        self._answer(request, problems.problem(kind, request_id), request_id=request_id)
 
     def _route(self, request: Request) -> None:
         runtime = self.runtime
@@ -514,7 +549,11 @@ class ClientConnection(asyncio.Protocol):
             except httptools.HttpParserInvalidURLError:
                 parsed = None
             if parsed is None or not parsed.path:
-                self._answer(request, problems.problem(problems.BAD_REQUEST, request_id))
+                self._answer(
+                    request,
+                    problems.problem(problems.BAD_REQUEST, request_id),
+                    request_id=request_id,
+                )
                 return
             path = parsed.path.decode("latin-1")
             query = (parsed.query or b"").decode("latin-1")
@@ -537,7 +576,9 @@ class ClientConnection(asyncio.Protocol):
                 )
             scheme = headers.get("x-forwarded-proto") or scheme
         if runtime.ip_rules is not None and not runtime.ip_rules.permits(client_ip):
-            self._answer(request, problems.problem(problems.IP_FORBIDDEN, request_id))
+            self._answer(
+                request, problems.problem(problems.IP_FORBIDDEN, request_id), request_id=request_id
+            )
             return
 
         if runtime.endpoints is not None:
@@ -556,12 +597,16 @@ class ClientConnection(asyncio.Protocol):
         try:
             route, params = runtime.router.match(request.method, host, path, headers)
         except NoRoute:
-            self._answer(request, problems.problem(problems.ROUTE_NOT_FOUND, request_id))
+            self._answer(
+                request,
+                problems.problem(problems.ROUTE_NOT_FOUND, request_id),
+                request_id=request_id,
+            )
             return
         except MethodNotAllowed as exc:
             allow = Headers([("allow", ", ".join(exc.allowed))])
             reply = problems.problem(problems.METHOD_NOT_ALLOWED, request_id, headers=allow)
-            self._answer(request, reply)
+            self._answer(request, reply, request_id=request_id)
             return
 
         body = request.body
@@ -574,10 +619,15 @@ class ClientConnection(asyncio.Protocol):
         ):
             body.overflow = True
             detail = f"the body is limited to {body.limit} bytes on this route"
-            self._answer(request, problems.problem(problems.REQUEST_TOO_LARGE, request_id, detail))
+            reply = problems.problem(problems.REQUEST_TOO_LARGE, request_id, detail)
+            self._answer(request, reply, request_id=request_id)
             return
         if request.upgrade and (not route.websocket or request.method != "GET"):
-            self._answer(request, problems.problem(problems.UPGRADE_NOT_ALLOWED, request_id))
+            self._answer(
+                request,
+                problems.problem(problems.UPGRADE_NOT_ALLOWED, request_id),
+                request_id=request_id,
+            )
             return
 
         exchange = self._exchange(
@@ -716,6 +766,7 @@ class ClientConnection(asyncio.Protocol):
             scheme=exchange.scheme,
             host_header=host_header.replace('"', ""),
             upgrade=upgrade,
+            replaced=self.replaced_fields,
         )
         fields.append((self.request_id_header, exchange.request_id))
         fields.append(

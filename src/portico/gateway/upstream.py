@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
+"""Response fields that decide framing: a Content-Length passes through as is; a chunked body is
+de-chunked by the parser and re-framed for the client; neither means "until the upstream closes"."""
 
 
 class UpstreamError(Exception):
@@ -53,6 +55,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_last_read",
         "_loop",
         "_write_paused_at",
+        "chunked",
         "closed",
         "forward",
         "has_connection_header",
@@ -89,6 +92,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_only = False
         self._close_delimited = False
         self.has_length = False
+        self.chunked = False
         self.has_connection_header = False
         self.upgrade_leftover = b""
 
@@ -105,6 +109,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.sent = False
         self._close_delimited = False
         self.has_length = False
+        self.chunked = False
         self.has_connection_header = False
         self.target.inflight.add(self)
 
@@ -212,8 +217,10 @@ class UpstreamConnection(asyncio.Protocol):
         if key in _FRAMING:
             if key == "connection":
                 self.has_connection_header = True
-            else:
+            elif key == "content-length":
                 self.has_length = True
+            else:
+                self.chunked = True
         self.resp_headers.append((key, value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
@@ -221,13 +228,13 @@ class UpstreamConnection(asyncio.Protocol):
         if 100 <= status < 200 and status != 101:
             # An interim response (103 Early Hints, a stray 100): wait for the final one.
             self.resp_headers = []
-            self.has_length = self.has_connection_header = False
+            self.has_length = self.chunked = self.has_connection_header = False
             return
         self.status = status
         self.head_received = True
         self.keep_alive = bool(self.parser.should_keep_alive())
         no_body = self._head_only or status in (101, 204, 304)
-        self._close_delimited = not no_body and not self.has_length
+        self._close_delimited = not no_body and not self.has_length and not self.chunked
         forward = self.forward
         assert forward is not None
         forward.upstream_head(self)
