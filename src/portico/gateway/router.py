@@ -164,7 +164,7 @@ def normalize_path(path: str) -> str:
     Applied before matching, so ``/v1/orders/../admin`` cannot escape a route's prefix, and the
     normalised path is what goes upstream.
     """
-    if "." not in path and "//" not in path and "%2" not in path.lower():
+    if "." not in path and "//" not in path and "%" not in path:
         return path
     raw = path.split("/")
     out: list[str] = []

@@ -770,7 +770,14 @@ class ClientConnection(asyncio.Protocol):
         )
         fields.append((self.request_id_header, exchange.request_id))
         fields.append(
-            ("traceparent", _traceparent(special.get("traceparent"), exchange.request_id))
+            (
+                "traceparent",
+                _traceparent(
+                    special.get("traceparent"),
+                    exchange.request_id,
+                    generated_id=self.request_id_header not in special,
+                ),
+            )
         )
         identity = exchange.identity
         if identity is not None:
@@ -816,7 +823,7 @@ class ClientConnection(asyncio.Protocol):
         transport.resume_reading()
 
 
-def _traceparent(incoming: str | None, request_id: str) -> str:
+def _traceparent(incoming: str | None, request_id: str, generated_id: bool = False) -> str:
     """W3C trace context: keep the caller's trace id and flags, with Portico's own span id.
 
     A new trace reuses a generated request id (32 hex digits) as its trace id, so logs and
@@ -826,5 +833,5 @@ def _traceparent(incoming: str | None, request_id: str) -> str:
         m = _TRACEPARENT.match(incoming.strip())
         if m and m.group(1) != "0" * 32 and m.group(2) != "0" * 16:
             return f"00-{m.group(1)}-{new_id(8)}-{m.group(3)}"
-    trace_id = request_id if _TRACE_ID.match(request_id) else new_id(16)
+    trace_id = request_id if generated_id or _TRACE_ID.match(request_id) else new_id(16)
     return f"00-{trace_id}-{new_id(8)}-01"

@@ -387,7 +387,11 @@ class Service:
 
     def pick(self, exclude: tuple[Target, ...] = ()) -> Target | None:
         """Choose a target for the next attempt, skipping unavailable and already tried ones."""
-        candidates = [t for t in self.targets if t not in exclude and t.health.available()]
+        targets = self.targets
+        if len(targets) == 1:
+            only = targets[0]
+            return only if only not in exclude and only.health.available() else None
+        candidates = [t for t in targets if t not in exclude and t.health.available()]
         if not candidates:
             return None
         if len(candidates) == 1:
