@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from pathlib import Path
@@ -56,10 +55,20 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from portico.demo.run import run_demo
+    import signal
 
-    _configure_logging(args.log_level)
-    return asyncio.run(run_demo(Path(args.workdir), args.port))
+    # Until the demo's event loop takes over the signals, SIGTERM stops it as Ctrl-C does: quietly.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        import uvloop
+
+        from portico.demo.run import run_demo
+
+        _configure_logging(args.log_level)
+        # uvloop, as for `portico serve`: the demo runs the gateway exactly as serve does.
+        return uvloop.run(run_demo(Path(args.workdir), args.port))
+    except KeyboardInterrupt:
+        return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

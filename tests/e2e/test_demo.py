@@ -1,0 +1,265 @@
+"""``portico demo`` as a new user runs it: every curl line it prints works as printed, an edit of
+the written config is picked up, and Ctrl-C (or SIGTERM) stops it cleanly with status 0."""
+
+from __future__ import annotations
+
+import json
+import queue
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+STARTUP_TIMEOUT = 60.0
+END_OF_TOUR = "Stop with Ctrl-C."
+
+
+def portico_command() -> Path:
+    script = ROOT / ".venv" / "bin" / "portico"
+    return script if script.exists() else Path(sys.executable).with_name("portico")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Demo:
+    process: subprocess.Popen[str]
+    workdir: Path
+    stderr_path: Path
+    port: int
+    lines: queue.Queue[str | None] = field(default_factory=queue.Queue)
+    stdout: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def read_until(self, text: str, timeout: float) -> list[str]:
+        """Stdout lines up to and including the first one containing ``text``."""
+        deadline = time.monotonic() + timeout
+        seen: list[str] = []
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"no {text!r} within {timeout}s; stderr:\n{self.stderr()}")
+            if line is None:
+                pytest.fail(f"the demo exited before printing {text!r}; stderr:\n{self.stderr()}")
+            seen.append(line)
+            if text in line:
+                return seen
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self, sig: signal.Signals) -> int:
+        self.process.send_signal(sig)
+        return self.process.wait(timeout=30)
+
+    def output(self) -> str:
+        """Everything the demo wrote, once it has exited."""
+        if self.reader is not None:
+            self.reader.join(timeout=10)
+        return "".join(self.stdout) + self.stderr()
+
+
+def start_demo(tmp: Path) -> Demo:
+    port = free_port()
+    workdir = tmp / "demo-work"
+    stderr_path = tmp / "stderr.log"
+    with stderr_path.open("w") as stderr:
+        process = subprocess.Popen(
+            [str(portico_command()), "demo", "--workdir", str(workdir), "--port", str(port)],
+            cwd=tmp,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    demo = Demo(process, workdir, stderr_path, port)
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            demo.stdout.append(line)
+            demo.lines.put(line.rstrip("\n"))
+        demo.lines.put(None)
+
+    demo.reader = threading.Thread(target=pump, daemon=True)
+    demo.reader.start()
+    return demo
+
+
+def finish(demo: Demo) -> None:
+    if demo.process.poll() is None:
+        demo.process.kill()
+        demo.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Demo, list[str]]]:
+    running = start_demo(tmp_path_factory.mktemp("demo"))
+    try:
+        running.read_until(f"Portico gateway on {running.url}", STARTUP_TIMEOUT)
+        tour = running.read_until(END_OF_TOUR, STARTUP_TIMEOUT)
+        yield running, tour
+    finally:
+        finish(running)
+
+
+@dataclass(frozen=True)
+class CurlResult:
+    status: int
+    content_type: str
+    headers: dict[str, str]
+    body: Any
+
+
+def curl(command: str) -> CurlResult:
+    """Run a printed command line with the real curl; report the status on the side."""
+    args = shlex.split(command)
+    assert args[0] == "curl"
+    args += ["--max-time", "10", "--write-out", "%{stderr}%{http_code} %{content_type}"]
+    # Bytes, not text: universal newlines would turn the CRLFs that end the response head into LF.
+    done = subprocess.run(args, capture_output=True, timeout=30, check=False)
+    assert done.returncode == 0, f"{command}\nexit {done.returncode}: {done.stderr!r}"
+    status, _, content_type = done.stderr.decode().strip().partition(" ")
+    output = done.stdout.decode()
+    headers: dict[str, str] = {}
+    if "-i" in args:
+        head, _, output = output.partition("\r\n\r\n")
+        for line in head.split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    try:
+        body = json.loads(output)
+    except ValueError:
+        pytest.fail(f"{command}\nanswered {status} with a body that is not JSON:\n{output}")
+    return CurlResult(int(status), content_type, headers, body)
+
+
+def curl_lines(tour: list[str]) -> list[tuple[str, str]]:
+    """Each printed curl line with the comment above it."""
+    found = []
+    comment = ""
+    for line in tour:
+        text = line.strip()
+        if text.startswith("#"):
+            comment = text
+        elif text.startswith("curl "):
+            found.append((comment, text))
+    return found
+
+
+def check_answer(comment: str, command: str, result: CurlResult) -> None:
+    where = f"{command}\n-> {result.status} {result.content_type}: {result.body}"
+    if "problem+json" in comment:
+        assert result.status == 404, where
+        assert result.content_type == "application/problem+json", where
+        assert result.body["type"].startswith("https://"), where
+        assert result.body["request_id"], where
+        return
+    assert 200 <= result.status < 300, where
+    assert result.content_type == "application/json", where
+    debug = result.body["debug"]
+    assert debug["x_forwarded_for"] == "127.0.0.1", where
+    assert debug["request_id"], where
+    if "X-Request-ID: my-trace-42" in command:
+        assert debug["request_id"] == "my-trace-42", where
+        assert result.headers["x-request-id"] == "my-trace-42", where
+    if "-X POST" in command:
+        assert result.status == 201, where
+        assert result.headers["location"] == f"/orders/{result.body['id']}", where
+    path = next(urlsplit(arg).path for arg in shlex.split(command) if arg.startswith("http"))
+    if "/v2/" in path or "X-Api-Version: 2" in command:
+        assert debug["served_by"] == "orders-v2", where
+        if "data" not in result.body:
+            assert set(result.body["total"]) == {"amount", "currency"}, where
+    elif "/orders" in path:
+        assert debug["served_by"] == "orders-v1", where
+        if "orders" not in result.body:
+            assert isinstance(result.body["total"], float), where
+    elif "/crm/" in path:
+        assert debug["served_by"] in {"crm-1", "crm-2"}, where
+        assert debug["path"].startswith("/customers"), where
+
+
+def test_every_printed_curl_line_works_as_printed(demo: tuple[Demo, list[str]]) -> None:
+    running, tour = demo
+    lines = curl_lines(tour)
+    assert len(lines) >= 8, "\n".join(tour)
+    for comment, command in lines:
+        assert running.url in command
+        check_answer(comment, command, curl(command))
+
+
+def test_crm_requests_take_turns_between_the_two_instances(demo: tuple[Demo, list[str]]) -> None:
+    _, tour = demo
+    [command] = [c for _, c in curl_lines(tour) if "email=" in c]
+    served_by = {curl(command).body["debug"]["served_by"] for _ in range(2)}
+    assert served_by == {"crm-1", "crm-2"}
+
+
+def test_the_printed_check_command_accepts_the_written_config(
+    demo: tuple[Demo, list[str]],
+) -> None:
+    running, tour = demo
+    [line] = [line for line in tour if " check " in line]
+    command = shlex.split(line.partition(": ")[2])
+    done = subprocess.run(
+        command, cwd=running.workdir.parent, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "8 routes" in done.stdout
+
+
+def test_an_edit_of_the_written_config_is_reloaded(demo: tuple[Demo, list[str]]) -> None:
+    running, _ = demo
+    config = running.workdir / "portico.yaml"
+    text = config.read_text(encoding="utf-8")
+    assert "X-Demo: hello from portico.yaml" in text
+    config.write_text(text.replace("hello from portico.yaml", "edited by the test"))
+    command = f"curl -s -i {running.url}/v1/orders/1001"
+    deadline = time.monotonic() + 20
+    while (value := curl(command).headers.get("x-demo")) != "edited by the test":
+        assert time.monotonic() < deadline, f"X-Demo is still {value!r}"
+        time.sleep(0.2)
+
+
+def test_ctrl_c_stops_the_demo_cleanly(demo: tuple[Demo, list[str]]) -> None:
+    running, _ = demo
+    assert running.stop(signal.SIGINT) == 0
+    output = running.output()
+    assert "Traceback" not in output, output
+
+
+def test_sigterm_stops_the_demo_cleanly(tmp_path: Path) -> None:
+    running = start_demo(tmp_path)
+    try:
+        running.read_until(END_OF_TOUR, STARTUP_TIMEOUT)
+        assert running.stop(signal.SIGTERM) == 0
+    finally:
+        finish(running)
+    output = running.output()
+    assert "Traceback" not in output, output
+
+
+def test_the_example_config_is_the_one_the_demo_ships() -> None:
+    shipped = ROOT / "src" / "portico" / "demo" / "portico.yaml"
+    example = ROOT / "examples" / "demo" / "portico.yaml"
+    assert example.read_text(encoding="utf-8") == shipped.read_text(encoding="utf-8")
