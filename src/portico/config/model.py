@@ -341,23 +341,89 @@ class OAuthClient(Model):
     jwks_uri: str | None = None
 
 
+MIN_HMAC_SECRET_BYTES = 32
+
+
 class SignatureKey(Model):
     """A key a consumer signs requests with (HTTP Message Signatures, RFC 9421)."""
 
-    keyid: str
+    keyid: str = Field(min_length=1, max_length=256, pattern=r"^[\x20-\x7e]+$")
     algorithm: Literal["ed25519", "ecdsa-p256-sha256", "rsa-pss-sha512", "hmac-sha256"]
     public_key: str | None = None
     """PEM public key (asymmetric algorithms)."""
     secret: str | None = None
     """Shared secret (hmac-sha256; use ${VAR})."""
 
+    @model_validator(mode="after")
+    def _key_material(self) -> SignatureKey:
+        if self.algorithm == "hmac-sha256":
+            if self.secret is None or self.public_key is not None:
+                raise ValueError("hmac-sha256 takes a secret and no public_key")
+            if len(self.secret.encode()) < MIN_HMAC_SECRET_BYTES:
+                raise ValueError(
+                    f"an hmac-sha256 secret needs at least {MIN_HMAC_SECRET_BYTES} bytes"
+                )
+            return self
+        if self.public_key is None or self.secret is not None:
+            raise ValueError(f"{self.algorithm} takes a PEM public_key and no secret")
+        _check_public_key(self.algorithm, self.public_key)
+        return self
+
+
+def _check_public_key(algorithm: str, pem: str) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        key = load_pem_public_key(pem.encode())
+    except (ValueError, TypeError) as exc:
+        raise ValueError("public_key is not a PEM public key") from exc
+    if algorithm == "ed25519" and not isinstance(key, ed25519.Ed25519PublicKey):
+        raise ValueError("public_key is not an Ed25519 key")
+    if algorithm == "ecdsa-p256-sha256" and not (
+        isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)
+    ):
+        raise ValueError("public_key is not an EC P-256 key")
+    if algorithm == "rsa-pss-sha512" and not (
+        isinstance(key, rsa.RSAPublicKey) and key.key_size >= 2048
+    ):
+        raise ValueError("public_key is not an RSA key of 2048 bits or more")
+
+
+def _fingerprint(value: str | None) -> str | None:
+    # Accept the forms tools print (openssl: AB:CD:..., others: abcd...) and keep one.
+    if value is None:
+        return None
+    digest = value.replace(":", "").strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise ValueError("expected the 64 hex digits of a SHA-256 fingerprint (colons allowed)")
+    return digest
+
+
+def _rfc4514(value: str | None) -> str | None:
+    if value is not None:
+        from portico.identity.certificates import distinguished_name
+
+        try:
+            distinguished_name(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not an RFC 4514 distinguished name") from exc
+    return value
+
 
 class ClientCertificate(Model):
     """Maps a TLS client certificate to the consumer, by fingerprint or by subject."""
 
-    sha256_fingerprint: str | None = None
-    subject: str | None = None
+    sha256_fingerprint: Annotated[str | None, AfterValidator(_fingerprint)] = None
+    """SHA-256 of the certificate's DER, in hex (stored lower-case without colons)."""
+    subject: Annotated[str | None, AfterValidator(_rfc4514)] = None
     """RFC 4514 string, for example ``CN=billing,O=Acme``."""
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ClientCertificate:
+        if (self.sha256_fingerprint is None) == (self.subject is None):
+            raise ValueError("give either sha256_fingerprint or subject")
+        return self
 
 
 class Consumer(Model):
@@ -446,6 +512,36 @@ class PorticoConfig(Model):
             for j, spec in enumerate(route.policies):
                 for loc, message in policy_errors(spec):
                     errors.append((("routes", i, "policies", j, *loc), message))
+        errors.extend(self._credential_clashes())
+        return errors
+
+    def _credential_clashes(self) -> list[tuple[tuple[str | int, ...], str]]:
+        # A signature keyid or a client certificate identifies exactly one consumer.
+        from portico.identity.certificates import distinguished_name
+
+        errors: list[tuple[tuple[str | int, ...], str]] = []
+        owners: dict[object, str] = {}
+
+        def claim(ident: object, owner: str, loc: tuple[str | int, ...], what: str) -> None:
+            if ident in owners:
+                errors.append((loc, f"{what} is already used by {owners[ident]}"))
+            else:
+                owners[ident] = owner
+
+        for tenant_name, tenant in self.tenants.items():
+            for name, consumer in tenant.consumers.items():
+                owner = f"{tenant_name}/{name}"
+                base = ("tenants", tenant_name, "consumers", name)
+                for k, key in enumerate(consumer.signature_keys):
+                    loc = (*base, "signature_keys", k, "keyid")
+                    claim(("keyid", key.keyid), owner, loc, f"keyid {key.keyid!r}")
+                for c, cert in enumerate(consumer.certificates):
+                    ident: object = (
+                        ("fingerprint", cert.sha256_fingerprint)
+                        if cert.sha256_fingerprint is not None
+                        else ("subject", distinguished_name(cert.subject or ""))
+                    )
+                    claim(ident, owner, (*base, "certificates", c), "this certificate")
         return errors
 
 

@@ -52,12 +52,19 @@ def register(
 
 def _load_builtins() -> None:
     # Imported for their @register side effect; the list is the catalogue of built-in policies.
-    from portico.policies import headers  # noqa: F401
+    from portico.policies import headers, ip_rules  # noqa: F401
+
+
+_builtins_loaded = False
 
 
 def policy_types() -> dict[str, PolicyType]:
-    if not _TYPES:
+    # A flag, not "is _TYPES empty": importing one policy module directly (portico.policies.auth)
+    # registers its type, and the other built-ins must still be loaded.
+    global _builtins_loaded
+    if not _builtins_loaded:
         _load_builtins()
+        _builtins_loaded = True
     return _TYPES
 
 
