@@ -207,6 +207,7 @@ class Forward:
             policy.on_response(exchange, status, headers)
         client = self.client
         self.responded = True
+        request.status = status
         if status == 101 and request.upgrade:
             client.start_tunnel(headers, conn)
             conn.finish(False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import json
 import logging
 import re
 from collections import deque
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from portico.runtime import CompiledRoute, Runtime
 
 log = logging.getLogger("portico.gateway")
+access_log = logging.getLogger("portico.access")
 
 MAX_HEAD_BYTES = 64 * 1024
 BODY_BUFFER_HIGH = 256 * 1024
@@ -170,7 +172,10 @@ class Request:
         "headers",
         "keep_alive",
         "method",
+        "request_id",
         "special",
+        "started",
+        "status",
         "upgrade",
         "url",
         "version",
@@ -188,6 +193,9 @@ class Request:
         self.has_identity_headers = False
         self.has_body = False
         self.special: dict[str, str] = {}
+        self.started = 0.0
+        self.status = 0
+        self.request_id = ""
 
 
 class ClientConnection(asyncio.Protocol):
@@ -360,8 +368,9 @@ class ClientConnection(asyncio.Protocol):
                     self._answer(request, reply, request_id=request_id)
 
     def on_message_begin(self) -> None:
-        self._parsing = Request(self, self.runtime.settings.max_body_size)
-        self.last_activity = self._loop.time()
+        request = Request(self, self.runtime.settings.max_body_size)
+        self._parsing = request
+        self.last_activity = request.started = self._loop.time()
 
     def on_url(self, url: bytes) -> None:
         request = self._parsing
@@ -463,6 +472,8 @@ class ClientConnection(asyncio.Protocol):
     def _done(self, request: Request) -> None:
         if self.active is not request:
             return
+        if self.runtime.settings.access_log:
+            self._log_access(request)
         self.active = None
         self.forward = None
         self.background = None
@@ -484,6 +495,24 @@ class ClientConnection(asyncio.Protocol):
             if following.body.complete or following.has_body or following.upgrade:
                 self._serve(following)
             # else: its on_message_complete has not run yet and will start it.
+
+    def _log_access(self, request: Request) -> None:
+        """One JSON line per request. The path goes without its query string, which may hold
+        credentials; header values are never logged."""
+        url = request.url.partition(b"?")[0].decode("latin-1")
+        access_log.info(
+            json.dumps(
+                {
+                    "request_id": request.request_id,
+                    "client": self.peer_ip,
+                    "method": request.method,
+                    "path": url,
+                    "status": request.status,
+                    "duration_ms": round((self._loop.time() - request.started) * 1000, 3),
+                },
+                separators=(",", ":"),
+            )
+        )
 
     def _write_reply(self, reply: Reply, *, keep_alive: bool, head_only: bool) -> None:
         if self.closed or self.transport is None:
@@ -512,6 +541,7 @@ class ClientConnection(asyncio.Protocol):
             request_id = exchange.request_id
         if request_id is not None:
             reply.headers.set(self.request_id_header, request_id)
+        request.status = reply.status
         if not request.body.complete:
             # The body is still arriving and will not be read: the connection cannot be reused.
             request.keep_alive = False
@@ -537,6 +567,7 @@ class ClientConnection(asyncio.Protocol):
         request_id = special.get(self.request_id_header)
         if request_id is None or not _REQUEST_ID.match(request_id):
             request_id = new_id()
+        request.request_id = request_id
 
         url = request.url
         if url.startswith(b"/"):
