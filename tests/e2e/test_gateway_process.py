@@ -112,6 +112,41 @@ def test_edited_config_applies_without_dropping_in_flight_request(
     assert "config reloaded" in portico.log()
 
 
+def test_edited_service_moves_traffic_and_lets_the_old_target_finish(
+    upstream: Upstream, start_portico: StartPortico
+) -> None:
+    replacement = Upstream("replacement")
+    try:
+        checked: Config = {"active": {"interval": "0.1s"}}
+        before = config_with(upstream, "api")
+        before["services"]["main"]["health_check"] = checked
+        portico = start_portico(before)
+        wait_for(lambda: upstream.health_probes > 0, what="the old target to be probed")
+        in_flight = InFlight(portico, upstream, "/api/hold")
+
+        after = config_with(replacement, "api")
+        after["services"]["main"]["health_check"] = checked
+        portico.write(after)
+        with portico.client() as http:
+            wait_for(
+                lambda: http.get("/api/x").json()["upstream"] == "replacement",
+                timeout=RELOAD_TIMEOUT,
+                interval=0.1,
+                what="requests to go to the new target",
+            )
+        wait_for(lambda: replacement.health_probes > 0, what="the new target to be probed")
+        upstream.release_held()
+        response = in_flight.result()
+        assert response.json() == {"upstream": "main", "held": True}
+
+        # The old target is no longer probed once its service left the runtime.
+        probes = upstream.health_probes
+        threading.Event().wait(1.0)
+        assert upstream.health_probes <= probes + 1
+    finally:
+        replacement.close()
+
+
 def test_sighup_reloads_the_config(upstream: Upstream, start_portico: StartPortico) -> None:
     portico = start_portico(config_with(upstream, "aaa"))
     path = portico.config_path

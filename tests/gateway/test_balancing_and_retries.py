@@ -273,3 +273,20 @@ def test_idle_upstream_connections_expire(upstream: Upstream, start_gateway: Sta
         wait_for(lambda: upstream.open_connections == 0, what="the idle connection to close")
         assert http.get("/who").status_code == 200
     assert upstream.accepted == 2
+
+
+def test_slow_reading_client_is_not_mistaken_for_an_upstream_read_timeout(
+    upstream: Upstream, start_gateway: StartGateway
+) -> None:
+    gateway = start_gateway(proxy_config(upstream.url, retries=0, timeouts={"read": "0.3s"}))
+    size = 64 * 1024 * 1024
+    received = 0
+    with gateway.client() as http, http.stream("GET", f"/bytes/{size}") as response:
+        chunks = response.iter_raw(64 * 1024)
+        received += len(next(chunks))
+        # The client stops reading for longer than the read timeout; flow control stops the
+        # upstream, which is not the upstream's fault.
+        threading.Event().wait(1.5)
+        for data in chunks:
+            received += len(data)
+    assert received == size

@@ -308,3 +308,17 @@ def test_end_to_end_fields_and_their_order_are_kept(
     assert field(echo, "authorization") == "Bearer t0k3n"
     assert field(echo, "cookie") == "a=1"
     assert field(echo, "accept") == "text/plain"
+
+
+def test_repeated_response_fields_reach_the_client(
+    upstream: Upstream, start_gateway: StartGateway
+) -> None:
+    gateway = start_gateway(proxy_config(upstream.url))
+    query = "&".join(
+        "set=" + quote(s) for s in ("Set-Cookie: a=1; Path=/", "Set-Cookie: b=2", "Vary: Accept")
+    )
+    with RawConnection(gateway.port) as conn:
+        conn.send(f"GET /headers?{query} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+        response = conn.read_response()
+    assert [v for k, v in response.headers if k.lower() == "set-cookie"] == ["a=1; Path=/", "b=2"]
+    assert response.header("vary") == "Accept"

@@ -6,7 +6,7 @@ import pytest
 from tests.gateway.conftest import StartGateway
 from tests.support.gateway import RawConnection, check_raw_problem, route, service
 from tests.support.upstreams import Upstream, WebSocketEcho
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 
@@ -86,3 +86,15 @@ def test_upgrade_with_a_method_other_than_get_is_refused(
         check_raw_problem(
             conn.read_response(), 400, "https://portico.dev/problems/upgrade-not-allowed"
         )
+
+
+def test_close_from_the_upstream_reaches_the_client(
+    ws_echo: WebSocketEcho, upstream: Upstream, start_gateway: StartGateway
+) -> None:
+    gateway = start_gateway(ws_config(ws_echo.url, upstream.url))
+    with connect(f"ws://127.0.0.1:{gateway.port}/chat/", open_timeout=10) as ws:
+        ws.send("close please")
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4000, "asked to")

@@ -17,6 +17,7 @@ connections dropped mid-response. What it does depends on the request path:
 ``/drop?after=N``               announces 2N+1 bytes, sends N, then closes the connection
 ``/upload``                     reads the body on the fly; answers ``{"length", "crc32"}``
 ``/headers?set=Name:%20value``  a 200 with each ``set`` field in the response head
+``/garbage``                    a response that is not HTTP
 anything else                   echo: method, path, query, headers and body as JSON
 =============================== ==============================================================
 
@@ -308,6 +309,9 @@ class Upstream:
             after = int(query.get("after", ["100"])[0])
             conn.sendall(_head(200, 2 * after + 1, "application/octet-stream") + b"x" * after)
             return False
+        if path == "/garbage":
+            conn.sendall(b"SPDY/9 what is this\r\n\r\n")
+            return False
         if path == "/headers":
             extra = [tuple(item.split(":", 1)) for item in query.get("set", [])]
             payload = b'{"headers": true}'
@@ -423,6 +427,9 @@ class WebSocketEcho:
             self.paths.append(request.path)
             self.headers.append({k.lower(): v for k, v in request.headers.raw_items()})
         for message in connection:
+            if message == "close please":
+                connection.close(code=4000, reason="asked to")
+                return
             connection.send(message)
 
     def close(self) -> None:
