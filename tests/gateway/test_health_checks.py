@@ -204,13 +204,6 @@ def test_passive_check_counts_connection_failures(
     assert dropping.count == 2
 
 
-@pytest.mark.xfail(
-    reason="BUG: a half-open trial whose client disconnects leaves the circuit half-open with "
-    "its trial 'in flight' for ever, so the target never gets traffic again (proxy.py "
-    "Forward.cancel drops the exchange without telling TargetHealth/CircuitBreaker, whose "
-    "_trial_in_flight stays True)",
-    strict=True,
-)
 def test_half_open_trial_abandoned_by_its_client_does_not_stall_the_circuit(
     upstream: Upstream, start_gateway: StartGateway
 ) -> None:

@@ -380,11 +380,6 @@ def test_pipelined_request_after_a_failed_one_is_still_served(
         assert conn.read_response().json()["path"] == "/alive"
 
 
-@pytest.mark.xfail(
-    reason="BUG: an HTTP/1.1 request without Host, or with two, is forwarded instead of "
-    "answered 400 (RFC 9112 section 3.2); server.py _route takes the first Host or none",
-    strict=True,
-)
 @pytest.mark.parametrize(
     "hosts", [b"", b"Host: a.test\r\nHost: b.test\r\n"], ids=["missing", "twice"]
 )
@@ -406,12 +401,6 @@ def test_request_target_over_64_kib_is_400(upstream: Upstream, start_gateway: St
     assert upstream.count == 0
 
 
-@pytest.mark.xfail(
-    reason="BUG: after an upgrade request gets an ordinary (non-101) response, the client "
-    "connection is neither closed nor read again: server.py data_received paused reading for "
-    "'upgrade' on HttpParserUpgrade and nothing resumes or closes it, so the next request hangs",
-    strict=True,
-)
 def test_refused_upgrade_leaves_the_connection_usable_or_closed(
     upstream: Upstream, start_gateway: StartGateway
 ) -> None:

@@ -65,6 +65,10 @@ class CircuitBreaker:
         self._trial_in_flight = False
         self.state = CircuitState.CLOSED
 
+    def abandon(self) -> None:
+        """The request was cancelled by its client: it proves nothing either way."""
+        self._trial_in_flight = False
+
     def failure(self) -> None:
         self._trial_in_flight = False
         if self.state is CircuitState.HALF_OPEN:
@@ -120,6 +124,10 @@ class TargetHealth:
     def begin(self) -> None:
         if self.breaker is not None:
             self.breaker.begin()
+
+    def abandon(self) -> None:
+        if self.breaker is not None:
+            self.breaker.abandon()
 
     def success(self) -> None:
         self._passive_failures = 0

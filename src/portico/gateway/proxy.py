@@ -215,6 +215,10 @@ class Forward:
             client.forward_finished(self)
             return
 
+        if request.upgrade:
+            # The upstream declined the upgrade: after this response the client may still send
+            # the new protocol's bytes, which are not HTTP; the connection ends here.
+            request.keep_alive = False
         head_only = request.method == "HEAD" or status in (204, 304)
         keep_alive = request.keep_alive and not client.gateway.draining
         chunk = False
@@ -266,6 +270,8 @@ class Forward:
             conn.forward = None
             conn.abort()
             self._target.pool.release(conn, False)
+            if not self.responded:
+                self._target.health.abandon()
 
     def client_error(self) -> None:
         """The client's request body turned out malformed while streaming: answer 400."""

@@ -165,6 +165,7 @@ def _special_names(request_id_header: str) -> frozenset[str]:
 
 class Request:
     __slots__ = (
+        "bad_host",
         "body",
         "has_body",
         "has_identity_headers",
@@ -195,6 +196,7 @@ class Request:
         self.special: dict[str, str] = {}
         self.started = 0.0
         self.status = 0
+        self.bad_host = False
         self.request_id = ""
 
 
@@ -391,6 +393,8 @@ class ClientConnection(asyncio.Protocol):
             # Repeated fields keep the first value, except X-Forwarded-For which is a list.
             if key == "x-forwarded-for" and key in request.special:
                 request.special[key] += ", " + text
+            elif key == "host" and key in request.special:
+                request.bad_host = True
             else:
                 request.special.setdefault(key, text)
         elif key.startswith(IDENTITY_PREFIX):
@@ -591,6 +595,10 @@ class ClientConnection(asyncio.Protocol):
         path = normalize_path(path)
 
         host_header = special.get("host", "")
+        if request.bad_host or (not host_header and request.version == "1.1"):
+            # RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host field.
+            self._problem(request, problems.BAD_REQUEST, request_id)
+            return
         host = host_header.lower()
         host = host[1 : host.find("]")] if host.startswith("[") else host.partition(":")[0]
 
