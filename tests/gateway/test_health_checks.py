@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
-import pytest
 from tests.gateway.conftest import MakeUpstream, StartGateway
 from tests.support.gateway import RawConnection, check_problem, proxy_config, wait_for
 from tests.support.upstreams import Upstream
