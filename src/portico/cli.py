@@ -1,4 +1,4 @@
-"""The ``portico`` command: ``serve``, ``check``, ``db upgrade`` and ``demo``."""
+"""The ``portico`` command: ``serve``, ``check``, ``db upgrade``, ``keys`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 from portico.config.errors import ConfigError
 from portico.config.loader import load_config
+from portico.identity import cli as identity_cli
 
 
 def _configure_logging(level: str) -> None:
@@ -90,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("-c", "--config", default="portico.yaml")
     upgrade.add_argument("--url", help="database URL (default: database.url of the config)")
     upgrade.set_defaults(func=cmd_db_upgrade)
+
+    identity_cli.register(sub)
 
     demo = sub.add_parser("demo", help="run Portico with sample backends and a sample config")
     demo.add_argument("--workdir", default=".demo")

@@ -15,7 +15,8 @@ import uvloop
 
 from portico.config.loader import load_config
 from portico.gateway.app import Gateway
-from portico.runtime import build_runtime
+from portico.identity.state import IdentityState
+from portico.runtime import Extensions, build_runtime
 from portico.store.database import create_engine_for
 from portico.store.migrate import ensure_current
 from portico.store.repositories import ConfigRevisions
@@ -53,10 +54,20 @@ async def run(config_path: Path) -> int:
     # there are an operator's decision (`portico db upgrade`).
     ensure_current(url)
     recorder = RevisionRecorder(url)
+    # Consumers and API keys, kept current from the store by a poll of its change counter.
+    identity = IdentityState.open(config)
+
+    def config_applied(path: Path, sha256: str) -> None:
+        identity.use_config(gateway.runtime.config)
+        recorder.record(path, sha256)
+
     gateway = Gateway(
-        build_runtime(config), config_path=config_path, on_config_applied=recorder.record
+        build_runtime(config, extensions=Extensions(identity=identity)),
+        config_path=config_path,
+        on_config_applied=config_applied,
     )
     await gateway.start()
+    identity_watch = asyncio.get_running_loop().create_task(identity.watch())
     recorder.record(config_path, hashlib.sha256(raw).hexdigest())
     gateway.install_signal_handlers()
     listen = config.gateway.listen
@@ -64,6 +75,9 @@ async def run(config_path: Path) -> int:
     await gateway.wait_stopped()
     log.info("shutting down: draining in-flight requests")
     await gateway.stop()
+    identity_watch.cancel()
+    await asyncio.gather(identity_watch, return_exceptions=True)
+    identity.close()
     recorder.close()
     return 0
 

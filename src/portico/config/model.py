@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -322,13 +323,22 @@ class Database(Model):
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
+def _aware(value: datetime | None) -> datetime | None:
+    # A timestamp written without an offset is taken as UTC rather than the server's zone.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
 class ApiKeyRef(Model):
     """A key declared in the config by its hash (keys made with ``portico keys create`` live in
-    the database instead)."""
+    the database instead). ``portico keys generate`` prints a new key and this entry for it."""
 
-    id: str = Field(pattern=r"^[A-Za-z0-9_]+$")
+    id: str = Field(pattern=r"^[A-Za-z0-9]+$")
+    """The ``<id>`` of ``pk_<id>_<secret>``."""
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    expires_at: str | None = None
+    """The hex SHA-256 of the whole key."""
+    expires_at: Annotated[datetime | None, AfterValidator(_aware)] = None
 
 
 class OAuthClient(Model):

@@ -8,7 +8,15 @@ with the method's ``WWW-Authenticate`` challenge. With no credentials at all the
 the challenges of every accepted method. Responses never say whether a key or client exists.
 
 Methods are built once per snapshot by ``build_authenticator(settings, context)`` in their module;
-:data:`METHODS` maps a method name to that module, imported on first use.
+:data:`METHODS` maps a method name to that module, imported on first use. ``settings`` is a
+:class:`MethodSettings`: the method's name as the route lists it (``jwt:okta``, whose
+``provider`` is ``okta``) and the route's options for it. A module may define ``Settings``, a
+Pydantic model: the ``auth`` policy then validates the options with it when the config is checked
+and passes the model instance; without one, a route cannot give the method options.
+
+A method may also define ``identify(exchange)``: ``present`` and ``authenticate`` in one pass,
+returning ``None`` when its credentials are absent. The ``auth`` policy then calls it instead of
+the two, which saves a scan of the header fields on every request.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from portico.gateway.exchange import Exchange, Identity
@@ -53,6 +62,27 @@ class Authenticator(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class MethodSettings:
+    """What the ``auth`` policy gives a method's ``build_authenticator``."""
+
+    name: str
+    """The method as the route lists it: ``api_key``, ``jwt:okta``."""
+    options: Any = None
+    """The route's options for the method (an instance of the module's ``Settings`` model), or
+    ``None`` when the route gives none."""
+
+    @property
+    def provider(self) -> str | None:
+        """What follows the ``:`` of the name (``okta`` for ``jwt:okta``), if anything."""
+        _, sep, rest = self.name.partition(":")
+        return rest if sep else None
+
+
+class MethodUnavailable(ValueError):
+    """A route names a method that is unknown or not part of this installation."""
+
+
 AuthenticatorFactory = Callable[[Any, "BuildContext"], Authenticator]
 
 # method name (before any ":") -> module defining build_authenticator(settings, context)
@@ -65,8 +95,28 @@ METHODS: dict[str, str] = {
 }
 
 
+def method_module(method: str) -> ModuleType:
+    """The module implementing ``method``; :class:`MethodUnavailable` with a clear message when
+    the name is unknown or its module is missing."""
+    base = method.partition(":")[0]
+    name = METHODS.get(base)
+    if name is None:
+        known = ", ".join(sorted(METHODS))
+        raise MethodUnavailable(f"unknown authentication method {method!r} (known: {known})")
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not name.startswith(exc.name):
+            raise
+        raise MethodUnavailable(
+            f"authentication method {base!r} is not available in this installation"
+        ) from None
+    if not callable(getattr(module, "build_authenticator", None)):
+        raise MethodUnavailable(f"authentication method {base!r} is not available yet")
+    return module
+
+
 def factory_for(method: str) -> AuthenticatorFactory:
     """The ``build_authenticator`` of a method; ``jwt:okta`` uses the ``jwt`` module."""
-    module = METHODS[method.partition(":")[0]]
-    factory: AuthenticatorFactory = importlib.import_module(module).build_authenticator
+    factory: AuthenticatorFactory = method_module(method).build_authenticator
     return factory

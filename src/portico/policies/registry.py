@@ -52,7 +52,7 @@ def register(
 
 def _load_builtins() -> None:
     # Imported for their @register side effect; the list is the catalogue of built-in policies.
-    from portico.policies import headers, ip_rules  # noqa: F401
+    from portico.policies import auth, headers, ip_rules  # noqa: F401
 
 
 _builtins_loaded = False

@@ -1,0 +1,312 @@
+"""``portico keys``: create, list, rotate and revoke API keys in the store.
+
+The key itself is printed once, alone on standard output (so ``KEY=$(portico keys create ...)``
+works); everything else goes to standard error. Every change bumps the identity change counter
+and is appended to the audit log in the same transaction, so running gateways pick it up within
+a second and the audit log names the key id (never the key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import re
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+# The store and the config loader are imported by the commands, not here: `portico --help` and
+# every other command should not pay for SQLAlchemy and Pydantic.
+if TYPE_CHECKING:
+    from portico.config.model import PorticoConfig
+    from portico.identity.store import StoredApiKey
+    from portico.store.database import Database
+
+__all__ = ["parse_duration", "register"]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
+_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class CommandError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``15m``, ``24h``, ``30d``, ``2w`` (a bare number is seconds)."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration such as 90s, 15m, 24h, 30d or 2w"
+        )
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def register(subparsers: Any) -> None:
+    """Add ``keys`` and its subcommands to the ``portico`` command."""
+    keys = subparsers.add_parser("keys", help="create, list, rotate and revoke API keys")
+    sub = keys.add_subparsers(dest="keys_command", required=True)
+
+    def command(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> Any:
+        parser = sub.add_parser(name, help=help_text, description=help_text)
+        parser.add_argument("-c", "--config", default="portico.yaml", type=Path)
+        parser.set_defaults(func=_guarded(func))
+        return parser
+
+    create = command("create", "create an API key for a consumer and print it once", cmd_create)
+    create.add_argument("--consumer", required=True, help="TENANT/CONSUMER, as in tenants:")
+    create.add_argument("--expires", type=parse_duration, help="lifetime, for example 30d")
+
+    listing = command("list", "list the API keys (never the keys themselves)", cmd_list)
+    listing.add_argument("--consumer", help="only the keys of TENANT/CONSUMER")
+
+    rotate = command(
+        "rotate", "replace a key with a new one; both work during the overlap", cmd_rotate
+    )
+    rotate.add_argument("key_id", metavar="KEY_ID")
+    rotate.add_argument(
+        "--overlap",
+        type=parse_duration,
+        default=timedelta(hours=24),
+        help="how long the old key keeps working (default 24h)",
+    )
+    rotate.add_argument(
+        "--expires",
+        type=parse_duration,
+        help="lifetime of the new key (default: the lifetime the old key was given)",
+    )
+
+    revoke = command("revoke", "make a key stop working in every gateway now", cmd_revoke)
+    revoke.add_argument("key_id", metavar="KEY_ID")
+
+    generate = sub.add_parser(
+        "generate",
+        help="print a new key and the api_keys entry that declares it in portico.yaml",
+        description="Print a new key and its api_keys entry for portico.yaml; nothing is stored.",
+    )
+    generate.add_argument("--expires", type=parse_duration, help="lifetime, for example 30d")
+    generate.set_defaults(func=_guarded(cmd_generate))
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    from portico.identity.apikeys import generate_key
+    from portico.identity.store import ApiKeys
+    from portico.store.repositories import AuditLog
+
+    config = _config(args.config)
+    consumer = _consumer(config, args.consumer)
+    now = datetime.now(UTC)
+    expires_at = now + args.expires if args.expires is not None else None
+    new = generate_key()
+    with _database(config) as database, database.write() as session:
+        stored = ApiKeys(session).add(new.id, consumer, new.sha256, expires_at=expires_at, now=now)
+        AuditLog(session).append(
+            _actor(), "api_key.create", stored.id, {"consumer": consumer, **_times(stored)}
+        )
+    _say(f"Created API key {new.id} for {consumer}{_until(expires_at)}.")
+    _say("This is the only time the key is shown; store it now:")
+    print(new.key, flush=True)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from portico.identity.store import ApiKeys
+
+    config = _config(args.config)
+    consumer = _consumer(config, args.consumer) if args.consumer else None
+    now = datetime.now(UTC)
+    with _database(config) as database:
+        stored = ApiKeys(database).list(consumer)
+    rows = [
+        [
+            key.id,
+            key.consumer,
+            "database",
+            key.status(now),
+            _when(key.created_at),
+            _when(key.valid_until),
+            key.rotated_to or "",
+        ]
+        for key in stored
+    ]
+    for tenant_name, tenant in config.tenants.items():
+        for name, declared in tenant.consumers.items():
+            owner = f"{tenant_name}/{name}"
+            if consumer is not None and owner != consumer:
+                continue
+            for ref in declared.api_keys:
+                expired = ref.expires_at is not None and ref.expires_at <= now
+                status = "expired" if expired else "active"
+                rows.append([ref.id, owner, "config", status, "", _when(ref.expires_at), ""])
+    headers = ["KEY ID", "CONSUMER", "SOURCE", "STATUS", "CREATED", "VALID UNTIL", "ROTATED TO"]
+    if not rows:
+        _say("No API keys.")
+        return 0
+    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
+    for row in [headers, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
+    return 0
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    from portico.identity.apikeys import generate_key
+    from portico.identity.store import ApiKeys
+    from portico.store.repositories import AuditLog
+
+    config = _config(args.config)
+    _not_declared(config, args.key_id)
+    now = datetime.now(UTC)
+    new = generate_key()
+    with _database(config) as database, database.write() as session:
+        keys = ApiKeys(session)
+        old = keys.get(args.key_id)
+        if old is None:
+            raise CommandError(f"no API key {args.key_id} in the database")
+        if args.expires is not None:
+            expires_at: datetime | None = now + args.expires
+        elif old.expires_at is not None:
+            expires_at = now + (old.expires_at - old.created_at)
+        else:
+            expires_at = None
+        old, created = keys.rotate(
+            old.id,
+            new.id,
+            new.sha256,
+            overlap_until=now + args.overlap,
+            expires_at=expires_at,
+            now=now,
+        )
+        AuditLog(session).append(
+            _actor(),
+            "api_key.rotate",
+            old.id,
+            {"consumer": old.consumer, "rotated_to": created.id, **_times(old)},
+        )
+        AuditLog(session).append(
+            _actor(),
+            "api_key.create",
+            created.id,
+            {"consumer": created.consumer, "rotated_from": old.id, **_times(created)},
+        )
+    _say(f"Rotated API key {old.id} of {old.consumer}: it keeps working{_until(old.valid_until)}.")
+    _say(f"New API key {created.id}{_until(expires_at)}. This is the only time it is shown:")
+    print(new.key, flush=True)
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from portico.identity.store import ApiKeys
+    from portico.store.repositories import AuditLog
+
+    config = _config(args.config)
+    _not_declared(config, args.key_id)
+    with _database(config) as database, database.write() as session:
+        before = ApiKeys(session).get(args.key_id)
+        key = ApiKeys(session).revoke(args.key_id)
+        if before is not None and before.revoked_at is None:
+            AuditLog(session).append(
+                _actor(), "api_key.revoke", key.id, {"consumer": key.consumer, **_times(key)}
+            )
+    if before is not None and before.revoked_at is not None:
+        _say(f"API key {key.id} was already revoked at {_when(before.revoked_at)}.")
+    else:
+        _say(f"Revoked API key {key.id} of {key.consumer}; gateways refuse it within a second.")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from portico.identity.apikeys import generate_key
+
+    new = generate_key()
+    expires = ""
+    if args.expires is not None:
+        expires = f", expires_at: {_when(datetime.now(UTC) + args.expires)}"
+    _say("A new API key; it is not stored anywhere. Give the key to the consumer and add the")
+    _say("entry to tenants.<tenant>.consumers.<consumer>.api_keys in portico.yaml:")
+    _say(f"  - {{id: {new.id}, sha256: {new.sha256}{expires}}}")
+    print(new.key, flush=True)
+    return 0
+
+
+def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        from portico.config.errors import ConfigError
+        from portico.store.database import StoreError
+
+        try:
+            return func(args)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        except (CommandError, StoreError) as exc:
+            print(f"portico keys {args.keys_command}: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def _config(path: Path) -> PorticoConfig:
+    from portico.config.loader import load_config
+
+    return load_config(path)
+
+
+def _database(config: PorticoConfig) -> Database:
+    from portico.store.database import Database
+    from portico.store.migrate import ensure_current
+
+    # SQLite is migrated in place, PostgreSQL must be current: the rules of `portico serve`.
+    ensure_current(config.database.url)
+    return Database(config.database.url)
+
+
+def _consumer(config: PorticoConfig, name: str) -> str:
+    tenant_name, sep, consumer = name.partition("/")
+    tenant = config.tenants.get(tenant_name)
+    if sep and tenant is not None and consumer in tenant.consumers:
+        return name
+    known = [f"{t}/{c}" for t, spec in config.tenants.items() for c in spec.consumers]
+    listed = ", ".join(known) if known else "none"
+    raise CommandError(f"no consumer {name!r} under tenants: in the config (known: {listed})")
+
+
+def _not_declared(config: PorticoConfig, key_id: str) -> None:
+    for tenant_name, tenant in config.tenants.items():
+        for name, consumer in tenant.consumers.items():
+            if any(ref.id == key_id for ref in consumer.api_keys):
+                raise CommandError(
+                    f"API key {key_id} is declared in the config (tenants.{tenant_name}."
+                    f"consumers.{name}.api_keys): change it there"
+                )
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name in a minimal container
+        return "cli"
+
+
+def _times(key: StoredApiKey) -> dict[str, str]:
+    fields = {
+        "expires_at": key.expires_at,
+        "overlap_until": key.overlap_until,
+        "revoked_at": key.revoked_at,
+    }
+    return {name: _when(value) for name, value in fields.items() if value is not None}
+
+
+def _when(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _until(value: datetime | None) -> str:
+    return f" until {_when(value)}" if value is not None else ""
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)

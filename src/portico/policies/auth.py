@@ -1,0 +1,268 @@
+"""The ``auth`` policy: who is calling (authentication) and whether they may call this route.
+
+    policies:
+      - type: auth
+        methods: [api_key, "jwt:okta"]
+        api_key: {header: X-Partner-Key}      # options of one method (optional)
+        scopes: {all_of: [orders:read], any_of: [orders:admin, orders:support]}
+        tenants: [acme]                       # only consumers of these tenants
+
+For each request the listed methods are asked in order whether their credentials are present;
+the first one that is decides (see :mod:`portico.identity.authn`). Then, in this order:
+
+1. no credentials: 401 ``unauthorized`` with the challenge of every listed method;
+   invalid credentials: 401 ``unauthorized`` with the challenge of the method that refused them,
+   and the same body whatever the reason (unknown key, wrong secret, expired, revoked);
+2. a consumer of a tenant not listed in ``tenants``: 403 ``forbidden``;
+3. a client address denied by the consumer's ``ip_rules``: 403 ``ip-forbidden``;
+4. a missing scope: 403 ``insufficient-scope`` with
+   ``WWW-Authenticate: Bearer error="insufficient_scope", scope="..."`` (RFC 6750 §3.1).
+
+Otherwise ``exchange.identity`` is set and the gateway forwards it upstream as the
+``X-Portico-Consumer``, ``-Tenant``, ``-Scopes`` and ``-Auth-Method`` headers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from portico.gateway import problems
+from portico.gateway.exchange import Exchange, Identity, Reply
+from portico.gateway.headers import Headers
+from portico.identity.authn import (
+    Authenticator,
+    AuthResult,
+    MethodSettings,
+    MethodUnavailable,
+    Rejected,
+    method_module,
+)
+from portico.identity.state import IdentityState
+from portico.policies.registry import BuildContext, register
+
+__all__ = ["Auth", "AuthSettings", "ScopeRule"]
+
+log = logging.getLogger("portico.auth")
+
+REALM = "portico"
+
+
+def _check_method(method: str) -> str:
+    base, sep, provider = method.partition(":")
+    if sep and not provider:
+        raise ValueError(f"{method!r} needs a name after the colon, for example jwt:okta")
+    if provider and base != "jwt":
+        raise ValueError(f"only jwt takes a provider name ({method!r})")
+    if base == "jwt" and not provider:
+        raise ValueError("jwt needs the identity provider's name: jwt:<provider>")
+    method_module(method)  # MethodUnavailable (a ValueError) for unknown or missing methods
+    return method
+
+
+MethodName = Annotated[str, AfterValidator(_check_method)]
+TenantName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+def _scope_list(value: Any) -> Any:
+    # `scopes: [a, b]` is short for `scopes: {all_of: [a, b]}`.
+    return {"all_of": value} if isinstance(value, list | tuple) else value
+
+
+class ScopeRule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    all_of: tuple[str, ...] = ()
+    """Every one of these scopes is needed."""
+    any_of: tuple[str, ...] = ()
+    """At least one of these scopes is needed."""
+
+
+class AuthSettings(BaseModel):
+    """Settings of the ``auth`` policy. Keys other than these are options of one listed method
+    (``api_key: {header: X-Partner-Key}``), validated by that method."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    methods: tuple[MethodName, ...] = Field(min_length=1)
+    scopes: Annotated[ScopeRule, BeforeValidator(_scope_list)] = ScopeRule()
+    tenants: tuple[TenantName, ...] = ()
+    """When given, only consumers of these tenants may use the route."""
+
+    @model_validator(mode="after")
+    def _methods_and_options(self) -> AuthSettings:
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError("a method is listed twice in methods")
+        errors = []
+        for name in self.model_extra or {}:
+            try:
+                self.options_for(name)
+            except ValueError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    def options_for(self, method: str) -> Any:
+        """The validated options of ``method`` (by its listed name, or the part before ``:``),
+        ``None`` when the route gives none."""
+        extra = self.model_extra or {}
+        names = [n for n in (method, method.partition(":")[0]) if n in extra]
+        if not names:
+            return None
+        key = names[0]
+        if key not in self.methods and not any(m.partition(":")[0] == key for m in self.methods):
+            listed = ", ".join(self.methods)
+            raise ValueError(f"{key!r} is neither a setting of auth nor a listed method ({listed})")
+        model = getattr(method_module(key), "Settings", None)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise ValueError(f"method {key!r} takes no options")
+        try:
+            return model.model_validate(extra[key])
+        except ValidationError as exc:
+            messages = [
+                f"{'.'.join(str(part) for part in (key, *error['loc']))}: {error['msg']}"
+                for error in exc.errors()
+            ]
+            raise ValueError("; ".join(messages)) from None
+
+
+class Auth:
+    """Authenticates with the first method whose credentials are present, then authorizes."""
+
+    __slots__ = (
+        "_all_of",
+        "_any_of",
+        "_insufficient",
+        "_missing",
+        "_scope_detail",
+        "_state",
+        "_steps",
+        "_tenants",
+    )
+
+    def __init__(
+        self,
+        authenticators: tuple[Authenticator, ...],
+        scopes: ScopeRule,
+        tenants: tuple[str, ...],
+        state: IdentityState,
+    ) -> None:
+        self._steps = tuple((_identify_of(a), a) for a in authenticators)
+        self._all_of = frozenset(scopes.all_of) if scopes.all_of else None
+        self._any_of = frozenset(scopes.any_of) if scopes.any_of else None
+        self._tenants = frozenset(tenants) if tenants else None
+        self._state = state
+        self._missing = Headers([("www-authenticate", a.challenge()) for a in authenticators])
+        required = " ".join(dict.fromkeys((*scopes.all_of, *scopes.any_of)))
+        self._insufficient = Headers(
+            [
+                (
+                    "www-authenticate",
+                    f'Bearer realm="{REALM}", error="insufficient_scope", scope="{required}"',
+                )
+            ]
+        )
+        needs = []
+        if scopes.all_of:
+            needs.append("all of: " + ", ".join(scopes.all_of))
+        if scopes.any_of:
+            needs.append("one of: " + ", ".join(scopes.any_of))
+        self._scope_detail = "This route needs the scopes " + "; and ".join(needs) + "."
+
+    def on_request(self, exchange: Exchange) -> Reply | Awaitable[Reply | None] | None:
+        for identify, authenticator in self._steps:
+            if identify is not None:
+                # One pass instead of present() then authenticate(), for methods that offer it.
+                result = identify(exchange)
+                if result is None:
+                    continue
+            elif authenticator.present(exchange):
+                result = authenticator.authenticate(exchange)
+            else:
+                continue
+            if isinstance(result, Identity | Rejected):
+                return self._decide(exchange, result)
+            return self._decide_later(exchange, result)
+        return problems.problem(
+            problems.UNAUTHORIZED,
+            exchange.request_id,
+            "This route needs credentials.",
+            headers=self._missing,
+        )
+
+    async def _decide_later(
+        self, exchange: Exchange, pending: Awaitable[AuthResult]
+    ) -> Reply | None:
+        return self._decide(exchange, await pending)
+
+    def _decide(self, exchange: Exchange, result: AuthResult) -> Reply | None:
+        if isinstance(result, Rejected):
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("request %s: credentials refused: %s", exchange.request_id, result.reason)
+            return problems.problem(
+                problems.UNAUTHORIZED,
+                exchange.request_id,
+                "The credentials presented are not valid.",
+                headers=Headers([("www-authenticate", result.challenge)]),
+            )
+        exchange.identity = result
+        if self._tenants is not None and result.tenant not in self._tenants:
+            return problems.problem(
+                problems.FORBIDDEN,
+                exchange.request_id,
+                "This route is not available to your tenant.",
+            )
+        ip_rules = self._state.directory.ip_rules
+        if ip_rules:
+            rules = ip_rules.get(result.consumer)
+            if rules is not None and not rules.permits(exchange.client_ip):
+                return problems.problem(problems.IP_FORBIDDEN, exchange.request_id)
+        granted = result.scopes
+        if (self._all_of is not None and not self._all_of <= granted) or (
+            self._any_of is not None and self._any_of.isdisjoint(granted)
+        ):
+            return problems.problem(
+                problems.INSUFFICIENT_SCOPE,
+                exchange.request_id,
+                self._scope_detail,
+                headers=self._insufficient,
+            )
+        return None
+
+
+def _identify_of(
+    authenticator: Authenticator,
+) -> Callable[[Exchange], AuthResult | Awaitable[AuthResult] | None] | None:
+    identify = getattr(authenticator, "identify", None)
+    return identify if callable(identify) else None
+
+
+@register("auth", AuthSettings)
+def build(settings: AuthSettings, context: BuildContext) -> Auth:
+    state = context.extensions.identity
+    if not isinstance(state, IdentityState):
+        # A runtime built outside `portico serve` (tests, tools): the config's identities only.
+        state = IdentityState.for_config(context.config)
+        context = dataclasses.replace(
+            context, extensions=dataclasses.replace(context.extensions, identity=state)
+        )
+    authenticators = []
+    for method in settings.methods:
+        try:
+            factory = method_module(method).build_authenticator
+        except MethodUnavailable as exc:
+            raise ValueError(f"route {context.route_name!r}: {exc}") from None
+        options = MethodSettings(method, settings.options_for(method))
+        authenticators.append(factory(options, context))
+    return Auth(tuple(authenticators), settings.scopes, settings.tenants, state)

@@ -1,0 +1,379 @@
+"""The ``auth`` policy with API keys, through a real gateway and a real upstream over sockets.
+
+Keys are declared in the config by hash here; keys in the database (created, rotated, revoked
+with ``portico keys``) are exercised with ``portico serve`` processes in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.support.gateway import RunningGateway, check_problem, route, running_gateway
+from tests.support.upstreams import Upstream
+
+from portico.config.errors import ConfigError
+from portico.config.loader import load_config_text
+from portico.identity import authn
+from portico.identity.apikeys import NewApiKey, generate_key
+
+KEYS: dict[str, NewApiKey] = {
+    name: generate_key() for name in ("billing", "support", "shop", "office", "expired")
+}
+PROBLEMS = "https://portico.dev/problems/"
+
+
+def key_entry(name: str, **extra: Any) -> dict[str, Any]:
+    return {"id": KEYS[name].id, "sha256": KEYS[name].sha256, **extra}
+
+
+def auth(methods: list[str] | None = None, **settings: Any) -> list[dict[str, Any]]:
+    return [{"type": "auth", "methods": methods or ["api_key"], **settings}]
+
+
+def gateway_config(upstream: Upstream) -> dict[str, Any]:
+    return {
+        "services": {"main": {"targets": [upstream.url], "retries": 0}},
+        "tenants": {
+            "acme": {
+                "consumers": {
+                    "billing": {"scopes": ["orders:read"], "api_keys": [key_entry("billing")]},
+                    "support": {
+                        "scopes": ["orders:read", "orders:refund"],
+                        "api_keys": [key_entry("support")],
+                    },
+                    "office": {
+                        "scopes": ["orders:read"],
+                        "ip_rules": {"allow": ["10.0.0.0/8"]},
+                        "api_keys": [key_entry("office")],
+                    },
+                    "former": {
+                        "scopes": ["orders:read"],
+                        "api_keys": [key_entry("expired", expires_at="2020-01-01T00:00:00Z")],
+                    },
+                }
+            },
+            "globex": {
+                "consumers": {
+                    "shop": {
+                        "scopes": ["orders:read", "orders:admin"],
+                        "api_keys": [key_entry("shop")],
+                    }
+                }
+            },
+        },
+        "routes": [
+            route("orders", "/orders", policies=auth(scopes={"all_of": ["orders:read"]})),
+            route(
+                "refunds",
+                "/refunds",
+                policies=auth(scopes={"all_of": ["orders:read", "orders:refund"]}),
+            ),
+            route(
+                "admin", "/admin", policies=auth(scopes={"any_of": ["orders:admin", "orders:root"]})
+            ),
+            route("acme-only", "/acme", policies=auth(tenants=["acme"])),
+            route(
+                "partner",
+                "/partner",
+                policies=auth(api_key={"header": "X-Partner-Key", "authorization": False}),
+            ),
+            route("multi", "/multi", policies=auth(["api_key", "signature"])),
+            route("public", "/public"),
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[Upstream]:
+    server = Upstream("orders")
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, upstream: Upstream
+) -> Iterator[RunningGateway]:
+    with running_gateway(tmp_path_factory.mktemp("gateway"), gateway_config(upstream)) as running:
+        yield running
+
+
+@pytest.fixture
+def http(gateway: RunningGateway) -> Iterator[httpx.Client]:
+    with gateway.client() as client:
+        yield client
+
+
+def with_key(name: str) -> dict[str, str]:
+    return {"X-API-Key": KEYS[name].key}
+
+
+def upstream_headers(response: httpx.Response) -> list[tuple[str, str]]:
+    assert response.status_code == 200, response.text
+    return [(k.lower(), v) for k, v in response.json()["headers"]]
+
+
+def upstream_header(response: httpx.Response, name: str) -> list[str]:
+    return [v for k, v in upstream_headers(response) if k == name]
+
+
+def without_request_id(response: httpx.Response) -> dict[str, Any]:
+    body = dict(json.loads(response.content))
+    body.pop("request_id")
+    return body
+
+
+def test_a_valid_key_reaches_the_upstream_with_the_identity_headers(http: httpx.Client) -> None:
+    response = http.get("/orders", headers=with_key("billing"))
+
+    assert upstream_header(response, "x-portico-consumer") == ["acme/billing"]
+    assert upstream_header(response, "x-portico-tenant") == ["acme"]
+    assert upstream_header(response, "x-portico-scopes") == ["orders:read"]
+    assert upstream_header(response, "x-portico-auth-method") == ["api_key"]
+
+
+def test_the_key_is_not_passed_on_to_the_upstream(http: httpx.Client) -> None:
+    response = http.get("/orders", headers=with_key("billing"))
+
+    sent = json.dumps(upstream_headers(response))
+    assert "x-api-key" not in sent
+    assert KEYS["billing"].key not in sent
+
+
+def test_every_field_carrying_a_key_is_removed_before_forwarding(http: httpx.Client) -> None:
+    response = http.get(
+        "/orders",
+        headers=[
+            ("Authorization", f"ApiKey {KEYS['support'].key}"),
+            ("X-API-Key", KEYS["billing"].key),
+            ("X-Api-Key", KEYS["shop"].key),
+        ],
+    )
+
+    sent = json.dumps(upstream_headers(response))
+    assert upstream_header(response, "x-portico-consumer") == ["acme/billing"]  # the header wins
+    assert "x-api-key" not in sent and "ApiKey" not in sent
+    assert all(KEYS[name].key not in sent for name in ("billing", "support", "shop"))
+
+
+def test_a_key_is_accepted_in_the_authorization_header(http: httpx.Client) -> None:
+    response = http.get("/orders", headers={"Authorization": f"ApiKey {KEYS['billing'].key}"})
+
+    assert upstream_header(response, "x-portico-consumer") == ["acme/billing"]
+    assert upstream_header(response, "authorization") == []
+
+
+def test_a_route_may_take_the_key_from_another_header(http: httpx.Client) -> None:
+    accepted = http.get("/partner", headers={"X-Partner-Key": KEYS["billing"].key})
+    default_header = http.get("/partner", headers=with_key("billing"))
+    authorization = http.get("/partner", headers={"Authorization": f"ApiKey {KEYS['billing'].key}"})
+
+    assert upstream_header(accepted, "x-portico-consumer") == ["acme/billing"]
+    check_problem(default_header, 401, PROBLEMS + "unauthorized")
+    check_problem(authorization, 401, PROBLEMS + "unauthorized")
+
+
+def test_no_credentials_get_401_with_the_challenge_of_every_accepted_method(
+    http: httpx.Client,
+) -> None:
+    response = http.get("/multi")
+
+    problem = check_problem(response, 401, PROBLEMS + "unauthorized")
+    assert response.headers.get_list("www-authenticate") == [
+        'ApiKey realm="portico"',
+        'Signature realm="portico"',
+    ]
+    assert problem["detail"] == "This route needs credentials."
+
+
+def test_invalid_credentials_get_the_challenge_of_the_method_that_refused_them(
+    http: httpx.Client,
+) -> None:
+    response = http.get("/multi", headers={"X-API-Key": KEYS["billing"].key + "x"})
+
+    check_problem(response, 401, PROBLEMS + "unauthorized")
+    assert response.headers.get_list("www-authenticate") == [
+        'ApiKey realm="portico", error="invalid_key"'
+    ]
+
+
+def tampered(key: str) -> str:
+    last = key[-1]
+    return key[:-1] + ("A" if last != "A" else "B")
+
+
+@pytest.mark.parametrize(
+    "presented",
+    [
+        pytest.param(lambda: tampered(KEYS["billing"].key), id="wrong-secret"),
+        pytest.param(
+            lambda: "pk_nosuchkey0_" + KEYS["billing"].key.split("_", 2)[2], id="unknown-id"
+        ),
+        pytest.param(lambda: KEYS["expired"].key, id="expired"),
+        pytest.param(lambda: "not-a-key-at-all", id="malformed"),
+        pytest.param(lambda: KEYS["billing"].key.upper(), id="wrong-case"),
+    ],
+)
+def test_every_invalid_key_gets_the_same_answer(
+    http: httpx.Client, presented: Callable[[], str]
+) -> None:
+    reference = http.get("/orders", headers={"X-API-Key": "pk_aaaaaaaaaa_" + "A" * 43})
+    response = http.get("/orders", headers={"X-API-Key": presented()})
+
+    assert response.status_code == reference.status_code == 401
+    assert without_request_id(response) == without_request_id(reference)
+    assert response.headers["www-authenticate"] == reference.headers["www-authenticate"]
+    assert sorted(response.headers.keys()) == sorted(reference.headers.keys())
+
+
+def test_a_missing_scope_gets_403_insufficient_scope_with_a_bearer_challenge(
+    http: httpx.Client,
+) -> None:
+    denied = http.get("/refunds", headers=with_key("billing"))
+    allowed = http.get("/refunds", headers=with_key("support"))
+
+    check_problem(denied, 403, PROBLEMS + "insufficient-scope")
+    assert denied.headers["www-authenticate"] == (
+        'Bearer realm="portico", error="insufficient_scope", scope="orders:read orders:refund"'
+    )
+    assert upstream_header(allowed, "x-portico-consumer") == ["acme/support"]
+
+
+def test_any_of_needs_only_one_of_the_scopes(http: httpx.Client) -> None:
+    denied = http.get("/admin", headers=with_key("billing"))
+    allowed = http.get("/admin", headers=with_key("shop"))
+
+    check_problem(denied, 403, PROBLEMS + "insufficient-scope")
+    assert 'scope="orders:admin orders:root"' in denied.headers["www-authenticate"]
+    assert upstream_header(allowed, "x-portico-scopes") == ["orders:admin orders:read"]
+
+
+def test_a_consumer_of_another_tenant_never_reaches_a_tenant_route(http: httpx.Client) -> None:
+    plain = http.get("/acme", headers=with_key("shop"))
+    spoofed = http.get(
+        "/acme",
+        headers={
+            **with_key("shop"),
+            "X-Portico-Tenant": "acme",
+            "X-Portico-Consumer": "acme/billing",
+        },
+    )
+    own_tenant = http.get("/acme", headers=with_key("billing"))
+
+    check_problem(plain, 403, PROBLEMS + "forbidden")
+    check_problem(spoofed, 403, PROBLEMS + "forbidden")
+    assert upstream_header(own_tenant, "x-portico-tenant") == ["acme"]
+
+
+def test_identity_headers_sent_by_the_client_are_replaced(http: httpx.Client) -> None:
+    response = http.get(
+        "/orders",
+        headers={
+            **with_key("billing"),
+            "X-Portico-Consumer": "globex/shop",
+            "X-Portico-Tenant": "globex",
+            "X-Portico-Scopes": "orders:admin",
+            "X-Portico-Auth-Method": "mtls",
+        },
+    )
+
+    assert upstream_header(response, "x-portico-consumer") == ["acme/billing"]
+    assert upstream_header(response, "x-portico-tenant") == ["acme"]
+    assert upstream_header(response, "x-portico-scopes") == ["orders:read"]
+    assert upstream_header(response, "x-portico-auth-method") == ["api_key"]
+
+
+def test_identity_headers_are_stripped_on_routes_without_auth(http: httpx.Client) -> None:
+    response = http.get("/public", headers={"X-Portico-Consumer": "acme/billing"})
+
+    assert [k for k, _ in upstream_headers(response) if k.startswith("x-portico-")] == []
+
+
+def test_the_consumer_ip_rules_use_the_real_client_address(http: httpx.Client) -> None:
+    direct = http.get("/orders", headers=with_key("office"))
+    spoofed = http.get("/orders", headers={**with_key("office"), "X-Forwarded-For": "10.1.2.3"})
+
+    check_problem(direct, 403, PROBLEMS + "ip-forbidden")
+    check_problem(spoofed, 403, PROBLEMS + "ip-forbidden")
+
+
+def test_the_secret_is_compared_in_constant_time(
+    http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, str]] = []
+    compare = hmac.compare_digest
+
+    def recording(a: Any, b: Any) -> bool:
+        calls.append((a, b))
+        return compare(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", recording)
+    valid = http.get("/orders", headers=with_key("billing"))
+    wrong = http.get("/orders", headers={"X-API-Key": tampered(KEYS["billing"].key)})
+    unknown = http.get("/orders", headers={"X-API-Key": "pk_nosuchkey0_secret"})
+
+    assert [valid.status_code, wrong.status_code, unknown.status_code] == [200, 401, 401]
+    assert len(calls) == 3
+    assert calls[0][1] == calls[1][1] == KEYS["billing"].sha256
+    assert all(len(presented) == 64 for presented, _ in calls)
+
+
+def test_a_method_that_is_not_installed_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(authn.METHODS, "carrier_pigeon", "portico.identity.carrier_pigeon")
+    text = """
+services: {main: {targets: ["http://127.0.0.1:9"]}}
+routes:
+  - name: r
+    match: {path: /r}
+    service: main
+    policies:
+      - type: auth
+        methods: [api_key, carrier_pigeon, telepathy]
+"""
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text, "portico.yaml")
+
+    message = str(caught.value)
+    assert (
+        "portico.yaml:9:28: routes[0].policies[0].methods[1]: authentication method "
+        "'carrier_pigeon' is not available in this installation" in message
+    )
+    assert "methods[2]: unknown authentication method 'telepathy'" in message
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"methods": []}, "methods: tuple should have at least 1 item"),
+        ({"methods": ["api_key", "api_key"]}, "a method is listed twice"),
+        ({"methods": ["jwt"]}, "jwt needs the identity provider's name"),
+        ({"methods": ["api_key"], "api_key": {"hedaer": "X"}}, "api_key.hedaer: Extra inputs"),
+        ({"methods": ["api_key"], "oauth": {}}, "'oauth' is neither a setting of auth"),
+        (
+            {"methods": ["api_key"], "scopes": {"one_of": ["a"]}},
+            "scopes.one_of: unknown key 'one_of'",
+        ),
+    ],
+)
+def test_invalid_auth_settings_are_reported_by_check(
+    settings: dict[str, Any], expected: str, tmp_path: Path
+) -> None:
+    policy = json.dumps({"type": "auth", **settings})
+    text = f"""
+services: {{main: {{targets: ["http://127.0.0.1:9"]}}}}
+routes:
+  - name: r
+    match: {{path: /r}}
+    service: main
+    policies: [{policy}]
+"""
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text, "portico.yaml")
+
+    assert expected in str(caught.value)
