@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", default=".demo")
     demo.add_argument("--port", type=int, default=8080)
     demo.set_defaults(func=cmd_demo)
+
+    from portico.identity.oauth.cli import register as register_oauth
+
+    register_oauth(sub)
     return parser
 
 

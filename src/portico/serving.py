@@ -15,9 +15,11 @@ import uvloop
 
 from portico.config.loader import load_config
 from portico.gateway.app import Gateway
+from portico.identity.oauth.server import oauth_endpoints
+from portico.identity.oauth.state import OAuthState
 from portico.identity.state import IdentityState
 from portico.runtime import Extensions, build_runtime
-from portico.store.database import create_engine_for
+from portico.store.database import Database, create_engine_for
 from portico.store.migrate import ensure_current
 from portico.store.repositories import ConfigRevisions
 
@@ -56,18 +58,27 @@ async def run(config_path: Path) -> int:
     recorder = RevisionRecorder(url)
     # Consumers and API keys, kept current from the store by a poll of its change counter.
     identity = IdentityState.open(config)
+    # The OAuth server's signing keys and revoked tokens, kept current the same way.
+    oauth = OAuthState(Database(url))
+    oauth.load()
 
     def config_applied(path: Path, sha256: str) -> None:
         identity.use_config(gateway.runtime.config)
         recorder.record(path, sha256)
 
     gateway = Gateway(
-        build_runtime(config, extensions=Extensions(identity=identity)),
+        build_runtime(
+            config,
+            extensions=Extensions(
+                identity=identity, oauth=oauth, endpoint_factories=(oauth_endpoints,)
+            ),
+        ),
         config_path=config_path,
         on_config_applied=config_applied,
     )
     await gateway.start()
     identity_watch = asyncio.get_running_loop().create_task(identity.watch())
+    oauth_watch = asyncio.get_running_loop().create_task(oauth.run())
     recorder.record(config_path, hashlib.sha256(raw).hexdigest())
     gateway.install_signal_handlers()
     listen = config.gateway.listen
@@ -76,8 +87,10 @@ async def run(config_path: Path) -> int:
     log.info("shutting down: draining in-flight requests")
     await gateway.stop()
     identity_watch.cancel()
-    await asyncio.gather(identity_watch, return_exceptions=True)
+    oauth_watch.cancel()
+    await asyncio.gather(identity_watch, oauth_watch, return_exceptions=True)
     identity.close()
+    oauth.close()
     recorder.close()
     return 0
 

@@ -350,6 +350,32 @@ class OAuthClient(Model):
     """Public keys for ``private_key_jwt`` client authentication (RFC 7523)."""
     jwks_uri: str | None = None
 
+    @model_validator(mode="after")
+    def _credentials(self) -> OAuthClient:
+        if self.client_secret is not None and self.client_secret_sha256 is not None:
+            raise ValueError("give client_secret or client_secret_sha256, not both")
+        if self.jwks is not None and self.jwks_uri is not None:
+            raise ValueError("give jwks or jwks_uri, not both")
+        if (self.client_secret, self.client_secret_sha256, self.jwks, self.jwks_uri) == (None,) * 4:
+            raise ValueError(
+                "a client needs a client_secret (or client_secret_sha256), or public keys for "
+                "private_key_jwt (jwks or jwks_uri)"
+            )
+        if self.jwks is not None:
+            from portico.identity.jwks import usable_key_count
+
+            if usable_key_count(self.jwks) == 0:
+                raise ValueError("jwks holds no usable public signing key (RSA, EC or OKP)")
+        if self.jwks_uri is not None:
+            _check_http_url(self.jwks_uri, "jwks_uri")
+        return self
+
+
+def _check_http_url(value: str, what: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
+        raise ValueError(f"{what} must be an http:// or https:// URL with a host")
+
 
 MIN_HMAC_SECRET_BYTES = 32
 
@@ -470,6 +496,19 @@ class IdentityProvider(Model):
     jwks_cache_ttl: Duration = 300.0
     jwks_min_refresh_interval: Duration = 10.0
 
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from portico.identity.jwks import ASYMMETRIC_ALGORITHMS
+
+        refused = [name for name in value if name not in ASYMMETRIC_ALGORITHMS]
+        if refused:
+            raise ValueError(
+                f"{refused[0]!r} is not accepted: a JWKS holds public keys, so only asymmetric "
+                f"algorithms can be verified ({', '.join(sorted(ASYMMETRIC_ALGORITHMS))})"
+            )
+        return value
+
 
 class OAuthServer(Model):
     """Portico's own OAuth 2.0 authorization server (client credentials grant)."""
@@ -477,9 +516,33 @@ class OAuthServer(Model):
     issuer: str
     """The ``iss`` of issued tokens and the base of the metadata document."""
     audience: str | None = None
+    """The ``aud`` of issued tokens; the issuer when not given."""
     token_ttl: Duration = 3600.0
     signing_algorithm: Literal["EdDSA", "RS256"] = "EdDSA"
     path_prefix: str = "/oauth2"
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_url(cls, value: str) -> str:
+        # RFC 8414 §2: a URL with a scheme and host, and no query or fragment.
+        _check_http_url(value, "issuer")
+        if urlsplit(value).query:
+            raise ValueError("issuer cannot have a query")
+        return value
+
+    @field_validator("token_ttl")
+    @classmethod
+    def _positive_ttl(cls, value: float) -> float:
+        if value < 1:
+            raise ValueError("token_ttl must be at least 1s")
+        return value
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)*/?", value):
+            raise ValueError("path_prefix is a plain path such as /oauth2 (no parameters)")
+        return value
 
 
 class Identity(Model):
@@ -500,6 +563,7 @@ class PorticoConfig(Model):
 
         Returned as ``(location, message)`` so the loader can point at the file line of each.
         """
+        from portico.identity.bearer import config_errors as bearer_config_errors
         from portico.policies.registry import policy_errors
 
         errors: list[tuple[tuple[str | int, ...], str]] = []
@@ -523,6 +587,7 @@ class PorticoConfig(Model):
                 for loc, message in policy_errors(spec):
                     errors.append((("routes", i, "policies", j, *loc), message))
         errors.extend(self._credential_clashes())
+        errors.extend(bearer_config_errors(self))
         return errors
 
     def _credential_clashes(self) -> list[tuple[tuple[str | int, ...], str]]:

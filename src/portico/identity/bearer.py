@@ -1,0 +1,102 @@
+"""Bearer tokens in requests (RFC 6750 §2.1), shared by the ``oauth`` and ``jwt:*`` methods.
+
+Several methods accept ``Authorization: Bearer``. When a route accepts more than one, each
+method claims only tokens it could have issued: :func:`peek_issuer` reads the ``iss`` of a JWT
+without verifying anything, so the method of the right issuer answers. A token whose issuer cannot
+be read is claimed by every bearer method, and rejected by the first one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from portico.config.model import PorticoConfig
+
+REALM = "portico"
+CHALLENGE = f'Bearer realm="{REALM}"'
+INVALID_TOKEN = f'Bearer realm="{REALM}", error="invalid_token"'
+
+
+class BearerSettings(BaseModel):
+    """Per-route options of the ``oauth`` and ``jwt:<provider>`` methods:
+    ``oauth: {hide_credentials: false}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    hide_credentials: bool = True
+    """Remove the ``Authorization`` field from the request sent upstream once the token is
+    verified (the upstream gets the identity headers). ``false`` passes the token on, for an
+    upstream that verifies it again or relays it."""
+
+
+def find_bearer(items: list[tuple[str, str]]) -> tuple[int, str] | None:
+    """The position of the ``Authorization: Bearer`` field in the request's fields, and its
+    token; ``None`` when there is none."""
+    for index, (name, value) in enumerate(items):
+        if name == "authorization" and value[:7].lower() == "bearer ":
+            token = value[7:].strip()
+            return (index, token) if token else None
+    return None
+
+
+def peek_issuer(token: str) -> str | None:
+    """The ``iss`` claim of a JWT, unverified: only to choose which method verifies it."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    segment = parts[1]
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    issuer = payload.get("iss") if isinstance(payload, dict) else None
+    return issuer if isinstance(issuer, str) else None
+
+
+def config_errors(config: PorticoConfig) -> list[tuple[tuple[str | int, ...], str]]:
+    """What ``portico check`` reports about bearer-token settings that span sections: a client
+    id used twice, a route accepting ``oauth`` without ``identity.oauth``, a ``jwt:<provider>``
+    naming no provider."""
+    errors: list[tuple[tuple[str | int, ...], str]] = []
+    owners: dict[str, str] = {}
+    for tenant_name, tenant in config.tenants.items():
+        for name, consumer in tenant.consumers.items():
+            if consumer.oauth is None:
+                continue
+            client_id = consumer.oauth.client_id
+            loc: tuple[str | int, ...] = (
+                "tenants",
+                tenant_name,
+                "consumers",
+                name,
+                "oauth",
+                "client_id",
+            )
+            if client_id in owners:
+                errors.append(
+                    (loc, f"client_id {client_id!r} is already used by {owners[client_id]}")
+                )
+            else:
+                owners[client_id] = f"{tenant_name}/{name}"
+    providers = config.identity.providers
+    for i, route in enumerate(config.routes):
+        for j, spec in enumerate(route.policies):
+            methods = (spec.model_extra or {}).get("methods") if spec.type == "auth" else None
+            if not isinstance(methods, list | tuple):
+                continue
+            for k, method in enumerate(methods):
+                loc = ("routes", i, "policies", j, "methods", k)
+                if method == "oauth" and config.identity.oauth is None:
+                    errors.append((loc, "the oauth method needs identity.oauth to be configured"))
+                base, _, provider = str(method).partition(":")
+                if base == "jwt" and provider and provider not in providers:
+                    known = ", ".join(sorted(providers)) or "none configured"
+                    errors.append(
+                        (loc, f"no identity provider {provider!r} in identity.providers ({known})")
+                    )
+    return errors

@@ -1,0 +1,157 @@
+"""The ``oauth`` method: access tokens issued by Portico's own authorization server.
+
+A request presents ``Authorization: Bearer <jwt>``. The token must carry ``typ: at+jwt``, be
+signed by a published key of the server (current or retired; the key ring is in memory), name
+the configured issuer and audience, be within its ``exp`` and ``iat`` (with a small leeway), and
+its ``jti`` must not be revoked. A token that passed is remembered by hash until it expires, so
+the following requests with it cost a hash and two dictionary lookups (the cache, the revoked
+ids). Its claims become the identity: consumer ``sub``, ``tenant``, scopes from ``scope``. The
+``Authorization`` field is then removed from the request unless the route sets
+``oauth: {hide_credentials: false}``.
+
+When the consumer disappears from the identity directory (removed from the config), its tokens
+stop working at once, without waiting for them to expire.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from portico.config.model import OAuthServer
+from portico.gateway.exchange import Exchange
+from portico.identity.authn import AuthResult, Rejected
+from portico.identity.bearer import (
+    CHALLENGE,
+    INVALID_TOKEN,
+    BearerSettings,
+    find_bearer,
+    peek_issuer,
+)
+from portico.identity.oauth.state import OAuthState
+from portico.identity.oauth.tokens import InvalidAccessToken, TokenPolicy, token_policy
+from portico.identity.tokencache import VerifiedToken, VerifiedTokenCache, token_digest
+
+if TYPE_CHECKING:
+    from portico.identity.state import IdentityState
+    from portico.policies.registry import BuildContext
+
+__all__ = ["OAuthAuthenticator", "Settings", "build_authenticator"]
+
+METHOD = "oauth"
+Settings = BearerSettings
+"""The route options of the method (``oauth: {hide_credentials: false}``)."""
+
+
+class OAuthAuthenticator:
+    __slots__ = ("_cache", "_directory", "_hide", "_issuer", "_policy", "_state", "method")
+
+    def __init__(
+        self,
+        state: OAuthState,
+        policy: TokenPolicy,
+        cache: VerifiedTokenCache,
+        directory: IdentityState | None = None,
+        settings: BearerSettings | None = None,
+    ) -> None:
+        self.method = METHOD
+        self._hide = (settings or BearerSettings()).hide_credentials
+        self._state = state
+        self._policy = policy
+        self._issuer = policy.issuer
+        self._cache = cache
+        self._directory = directory
+
+    def challenge(self) -> str:
+        return CHALLENGE
+
+    def present(self, exchange: Exchange) -> bool:
+        found = find_bearer(exchange.headers.items)
+        return found is not None and self._claims(found[1], token_digest(found[1])) is not False
+
+    def authenticate(self, exchange: Exchange) -> AuthResult:
+        found = find_bearer(exchange.headers.items)
+        if found is None:
+            return Rejected(INVALID_TOKEN, "no bearer token")
+        index, token = found
+        digest = token_digest(token)
+        return self._check(exchange, index, token, digest, self._cache.get(digest, time.time()))
+
+    def identify(self, exchange: Exchange) -> AuthResult | None:
+        """``present`` and ``authenticate`` in one pass (the ``auth`` policy prefers it):
+        ``None`` when the request has no bearer token this server could have issued."""
+        found = find_bearer(exchange.headers.items)
+        if found is None:
+            return None
+        index, token = found
+        digest = token_digest(token)
+        claimed = self._claims(token, digest)
+        if claimed is False:
+            return None
+        return self._check(exchange, index, token, digest, claimed)
+
+    def _claims(self, token: str, digest: bytes) -> VerifiedToken | bool:
+        """The cached entry of a token verified before; else whether the token names this
+        issuer (or no readable issuer at all)."""
+        known = self._cache.get(digest, time.time())
+        if known is not None:
+            return known
+        issuer = peek_issuer(token)
+        return issuer is None or issuer == self._issuer
+
+    def _check(
+        self,
+        exchange: Exchange,
+        index: int,
+        token: str,
+        digest: bytes,
+        verified: VerifiedToken | bool | None,
+    ) -> AuthResult:
+        if not isinstance(verified, VerifiedToken):
+            try:
+                claims = self._policy.verify(token, self._state.keyring)
+            except InvalidAccessToken as exc:
+                return Rejected(INVALID_TOKEN, str(exc))
+            verified = _verified(claims, self._policy.leeway)
+            self._cache.put(digest, verified)
+        if verified.jti is not None and verified.jti in self._state.revoked:
+            return Rejected(INVALID_TOKEN, f"token {verified.jti} is revoked")
+        directory = self._directory
+        if directory is not None and verified.consumer not in directory.directory.consumers:
+            return Rejected(INVALID_TOKEN, f"consumer {verified.consumer!r} no longer exists")
+        if self._hide:
+            del exchange.headers.items[index]
+        return verified.identity()
+
+
+def _verified(claims: dict[str, Any], leeway: float) -> VerifiedToken:
+    return VerifiedToken(
+        consumer=claims["sub"],
+        tenant=claims.get("tenant"),
+        scopes=frozenset(claims.get("scope", "").split()),
+        method=METHOD,
+        claims=claims,
+        valid_until=float(claims["exp"]) + leeway,
+        jti=claims["jti"],
+    )
+
+
+def build_authenticator(settings: Any, context: BuildContext) -> OAuthAuthenticator:
+    from portico.identity.state import IdentityState
+
+    server: OAuthServer | None = context.config.identity.oauth
+    if server is None:
+        raise ValueError("the oauth method needs identity.oauth (Portico's authorization server)")
+    state = context.extensions.oauth
+    if not isinstance(state, OAuthState):
+        raise ValueError("the oauth method needs the OAuth state that `portico serve` provides")
+    policy = token_policy(server)
+    directory = context.extensions.identity
+    options = getattr(settings, "options", None)
+    return OAuthAuthenticator(
+        state,
+        policy,
+        state.cache_for(("oauth", policy.issuer, policy.audience)),
+        directory if isinstance(directory, IdentityState) else None,
+        options if isinstance(options, BearerSettings) else None,
+    )

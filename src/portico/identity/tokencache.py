@@ -1,0 +1,89 @@
+"""Verified bearer tokens, remembered by hash until they expire.
+
+Verifying a JWT signature costs tens of microseconds; a client sends the same token with every
+request until it expires. The first request verifies it, the following ones find it here with one
+SHA-256 and one dict lookup. Only tokens that verified are remembered, under the SHA-256 of the
+token (the token itself is never kept), and the cache is bounded: when it is full, expired
+entries go first, then the oldest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from portico.gateway.exchange import Identity
+
+DEFAULT_MAX_ENTRIES = 100_000
+_SWEEP_INTERVAL = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    """What a verified token grants, and until when."""
+
+    consumer: str
+    tenant: str | None
+    scopes: frozenset[str]
+    method: str
+    claims: dict[str, Any]
+    valid_until: float
+    """Epoch seconds after which the token is no longer accepted (its ``exp`` plus the leeway)."""
+    jti: str | None = None
+
+    def identity(self) -> Identity:
+        # A fresh Identity per request: policies may annotate it, the cached entry stays as is.
+        return Identity(self.consumer, self.tenant, self.scopes, self.method, dict(self.claims))
+
+
+def token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("latin-1", "replace")).digest()
+
+
+class VerifiedTokenCache:
+    __slots__ = ("_clock", "_entries", "_max_entries", "_next_sweep")
+
+    def __init__(
+        self, max_entries: int = DEFAULT_MAX_ENTRIES, clock: Callable[[], float] = time.time
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self._entries: dict[bytes, VerifiedToken] = {}
+        self._max_entries = max_entries
+        self._clock = clock
+        self._next_sweep = 0.0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, digest: bytes, now: float) -> VerifiedToken | None:
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        if now >= entry.valid_until:
+            del self._entries[digest]
+            return None
+        return entry
+
+    def put(self, digest: bytes, entry: VerifiedToken) -> None:
+        entries = self._entries
+        if digest not in entries and len(entries) >= self._max_entries:
+            now = self._clock()
+            if now >= self._next_sweep:
+                # At most one full scan per interval, so a flood of new tokens stays O(1) each.
+                self._next_sweep = now + _SWEEP_INTERVAL
+                for key in [k for k, v in entries.items() if now >= v.valid_until]:
+                    del entries[key]
+            if len(entries) >= self._max_entries:
+                del entries[next(iter(entries))]
+        entries[digest] = entry
+
+    def discard_where(self, predicate: Callable[[VerifiedToken], bool]) -> None:
+        for key in [k for k, v in self._entries.items() if predicate(v)]:
+            del self._entries[key]
+
+    def clear(self) -> None:
+        self._entries.clear()
