@@ -20,7 +20,6 @@ import httpx
 import pytest
 from tests.support.gateway import RunningGateway, check_problem, running_gateway
 from tests.support.signing import (
-    AUTH_READING_BODY,
     SHA512Digest,
     Signer,
     consumer_config,
@@ -89,7 +88,7 @@ def start_signed(tmp_path: Path) -> Iterator[StartSigned]:
             count += 1
             upstream = Upstream("signed")
             stack.callback(upstream.close)
-            policy: dict[str, Any] = {"type": AUTH_READING_BODY, "methods": ["signature"]}
+            policy: dict[str, Any] = {"type": "auth", "methods": ["signature"]}
             if options:
                 policy["signature"] = options
             config = {
@@ -590,6 +589,10 @@ def test_unsigned_request_is_challenged_to_sign(start_signed: StartSigned, ed255
 
     check_problem(response, 401, UNAUTHORIZED)
     assert response.headers.get_list("www-authenticate") == ['Signature realm="portico"']
+    # RFC 9421 §5.1: the challenge also says what to sign.
+    assert response.headers["accept-signature"].startswith(
+        'sig1=("@method" "@authority" "@path"'
+    )
 
 
 def test_refusal_proposes_the_components_to_sign_in_accept_signature(

@@ -3,10 +3,6 @@
 :class:`Signer` holds a key of one RFC 9421 algorithm, the ``signature_keys`` entry a consumer
 declares for it, and signs ``httpx.Request`` objects in place with the library's
 ``HTTPMessageSigner`` (Content-Digest included when the request has content).
-
-:data:`AUTH_READING_BODY` names a policy type registered here for tests: the real ``auth`` policy
-with ``needs_body = True``, so a route reads whole bodies for the ``signature`` method until the
-``auth`` policy declares that itself when one of its methods needs the body.
 """
 
 from __future__ import annotations
@@ -28,12 +24,6 @@ from http_message_signatures import (
     algorithms,
 )
 
-from portico.gateway.exchange import Exchange
-from portico.policies.auth import AuthSettings
-from portico.policies.auth import build as build_auth
-from portico.policies.base import Outcome, Policy
-from portico.policies.registry import BuildContext, register
-
 ALGORITHMS: dict[str, type[algorithms.HTTPSignatureAlgorithm]] = {
     "ed25519": algorithms.ED25519,
     "ecdsa-p256-sha256": algorithms.ECDSA_P256_SHA256,
@@ -41,25 +31,6 @@ ALGORITHMS: dict[str, type[algorithms.HTTPSignatureAlgorithm]] = {
     "hmac-sha256": algorithms.HMAC_SHA256,
 }
 TARGET = ("@method", "@authority", "@path")
-
-AUTH_READING_BODY = "test-auth-reading-body"
-
-
-class _AuthReadingBody:
-    needs_body = True
-
-    def __init__(self, inner: Policy) -> None:
-        self._inner = inner
-
-    def on_request(self, exchange: Exchange) -> Outcome:
-        return self._inner.on_request(exchange)
-
-
-def _build_auth_reading_body(settings: AuthSettings, context: BuildContext) -> _AuthReadingBody:
-    return _AuthReadingBody(build_auth(settings, context))
-
-
-register(AUTH_READING_BODY, AuthSettings)(_build_auth_reading_body)
 
 
 class SHA512Digest(ContentDigest):

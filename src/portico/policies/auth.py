@@ -149,6 +149,7 @@ class Auth:
         "_state",
         "_steps",
         "_tenants",
+        "needs_body",
     )
 
     def __init__(
@@ -163,7 +164,16 @@ class Auth:
         self._any_of = frozenset(scopes.any_of) if scopes.any_of else None
         self._tenants = frozenset(tenants) if tenants else None
         self._state = state
-        self._missing = Headers([("www-authenticate", a.challenge()) for a in authenticators])
+        # A method that checks the body (Content-Digest of a signed request) makes the route
+        # read it whole before the pipeline runs.
+        self.needs_body = any(getattr(a, "needs_body", False) for a in authenticators)
+        missing = [("www-authenticate", a.challenge()) for a in authenticators]
+        missing += [
+            ("accept-signature", str(a.accept_signature))
+            for a in authenticators
+            if getattr(a, "accept_signature", None)
+        ]
+        self._missing = Headers(missing)
         required = " ".join(dict.fromkeys((*scopes.all_of, *scopes.any_of)))
         self._insufficient = Headers(
             [
