@@ -186,7 +186,11 @@ def check_answer(comment: str, command: str, result: CurlResult) -> None:
         assert result.status == 201, where
         assert result.headers["location"] == f"/orders/{result.body['id']}", where
     path = next(urlsplit(arg).path for arg in shlex.split(command) if arg.startswith("http"))
-    if "/v2/" in path or "X-Api-Version: 2" in command:
+    if path.startswith("/partner/"):
+        # The key printed by the demo identifies consumer demo/shop to the backend.
+        assert debug["served_by"] == "orders-v2", where
+        assert debug["consumer"] == "demo/shop", where
+    elif "/v2/" in path or "X-Api-Version: 2" in command:
         assert debug["served_by"] == "orders-v2", where
         if "data" not in result.body:
             assert set(result.body["total"]) == {"amount", "currency"}, where
@@ -225,7 +229,7 @@ def test_the_printed_check_command_accepts_the_written_config(
         command, cwd=running.workdir.parent, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "8 routes" in done.stdout
+    assert "10 routes" in done.stdout
 
 
 def test_an_edit_of_the_written_config_is_reloaded(demo: tuple[Demo, list[str]]) -> None:

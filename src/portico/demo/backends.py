@@ -93,6 +93,7 @@ def debug_info(name: str, request: Request) -> dict[str, str | None]:
         "path": request.path,
         "request_id": request.headers.get("x-request-id"),
         "x_forwarded_for": request.headers.get("x-forwarded-for"),
+        "consumer": request.headers.get("x-portico-consumer"),
     }
 
 

@@ -23,9 +23,10 @@ from pathlib import Path
 from portico import serving
 from portico.config.errors import ConfigError
 from portico.demo.backends import DEFAULT_PORTS, Backends, start_backends
+from portico.identity.apikeys import NewApiKey, generate_key
 from portico.store.database import StoreError
 
-__all__ = ["render_config", "run_demo", "sample_config", "tour", "write_config"]
+__all__ = ["render_config", "run_demo", "sample_config", "tour", "with_demo_key", "write_config"]
 
 HOST = "127.0.0.1"
 TEMPLATE_GATEWAY_PORT = 8080
@@ -58,7 +59,22 @@ def render_config(
     return text.replace(TEMPLATE_DATABASE_URL, f"sqlite:///{database}")
 
 
-def write_config(workdir: Path, port: int, backend_ports: Mapping[str, int]) -> Path:
+_SHOP = 'shop: {scopes: ["orders:read"]}'
+
+
+def with_demo_key(text: str, key: NewApiKey) -> str:
+    """The config with ``key`` declared (by its hash) for the demo's ``shop`` consumer."""
+    if _SHOP not in text:
+        raise ValueError("the demo config no longer declares the shop consumer the demo keys")
+    declared = (
+        f'shop: {{scopes: ["orders:read"], api_keys: [{{id: {key.id}, sha256: {key.sha256}}}]}}'
+    )
+    return text.replace(_SHOP, declared, 1)
+
+
+def write_config(
+    workdir: Path, port: int, backend_ports: Mapping[str, int], key: NewApiKey
+) -> Path:
     """Write this run's config to ``workdir/portico.yaml`` (replacing an older one); its path."""
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -69,11 +85,12 @@ def write_config(workdir: Path, port: int, backend_ports: Mapping[str, int]) -> 
     text = render_config(
         sample_config(), port=port, backend_ports=backend_ports, database=workdir / "portico.db"
     )
+    text = with_demo_key(text, key)
     path.write_text(text, encoding="utf-8")
     return path
 
 
-def tour(gateway_url: str, config_path: Path, backends: Backends) -> str:
+def tour(gateway_url: str, config_path: Path, backends: Backends, key: NewApiKey) -> str:
     """What to try, printed once the gateway answers. Every curl line works as printed."""
     u = gateway_url
     new_order = '{"customer_id": "c-101", "items": [{"sku": "GR-BRASS", "quantity": 2}]}'
@@ -105,6 +122,10 @@ Try it from another terminal:
   # Two CRM instances take turns: run it twice and watch debug.served_by
   curl -s '{u}/crm/customers?email=ada@example.com'
 
+  # A partner route needs an API key (this one was made for consumer demo/shop at start);
+  # the backend learns who called: see debug.consumer
+  curl -s -H 'X-API-Key: {key.key}' {u}/partner/orders
+
   # Portico's own errors are application/problem+json, here a 404 (no route for /v3)
   curl -s -i {u}/v3/orders
 
@@ -131,13 +152,16 @@ async def run_demo(workdir: Path, port: int) -> int:
         return 1
     backends = await start_backends(HOST)
     try:
-        config_path = write_config(workdir, port, backends.ports)
-        return await _serve(config_path, port, backends, stop)
+        key = generate_key()
+        config_path = write_config(workdir, port, backends.ports, key)
+        return await _serve(config_path, port, backends, stop, key)
     finally:
         await backends.close()
 
 
-async def _serve(config_path: Path, port: int, backends: Backends, stop: asyncio.Event) -> int:
+async def _serve(
+    config_path: Path, port: int, backends: Backends, stop: asyncio.Event, key: NewApiKey
+) -> int:
     loop = asyncio.get_running_loop()
     gateway = loop.create_task(serving.run(config_path))
     listening = loop.create_task(_wait_listening(HOST, port))
@@ -145,7 +169,7 @@ async def _serve(config_path: Path, port: int, backends: Backends, stop: asyncio
     try:
         await asyncio.wait({gateway, listening, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if not gateway.done() and listening.done():
-            print(tour(f"http://{HOST}:{port}", config_path, backends), flush=True)
+            print(tour(f"http://{HOST}:{port}", config_path, backends, key), flush=True)
             await asyncio.wait({gateway, stopped}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         listening.cancel()

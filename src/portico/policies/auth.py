@@ -168,11 +168,10 @@ class Auth:
         # read it whole before the pipeline runs.
         self.needs_body = any(getattr(a, "needs_body", False) for a in authenticators)
         missing = [("www-authenticate", a.challenge()) for a in authenticators]
-        missing += [
-            ("accept-signature", str(a.accept_signature))
-            for a in authenticators
-            if getattr(a, "accept_signature", None)
-        ]
+        for authenticator in authenticators:
+            proposal = getattr(authenticator, "accept_signature", None)
+            if proposal:
+                missing.append(("accept-signature", str(proposal)))
         self._missing = Headers(missing)
         required = " ".join(dict.fromkeys((*scopes.all_of, *scopes.any_of)))
         self._insufficient = Headers(
