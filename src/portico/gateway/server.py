@@ -158,6 +158,12 @@ _SPECIAL = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=4096)
+def _scope_text(scopes: frozenset[str]) -> str:
+    """The X-Portico-Scopes value: consumers share a few scope sets, so it is built once each."""
+    return " ".join(sorted(scopes))
+
+
 @functools.cache
 def _special_names(request_id_header: str) -> frozenset[str]:
     return _SPECIAL | {request_id_header}
@@ -823,7 +829,7 @@ class ClientConnection(asyncio.Protocol):
             fields.append(("x-portico-consumer", identity.consumer))
             if identity.tenant:
                 fields.append(("x-portico-tenant", identity.tenant))
-            fields.append(("x-portico-scopes", " ".join(sorted(identity.scopes))))
+            fields.append(("x-portico-scopes", _scope_text(identity.scopes)))
             fields.append(("x-portico-auth-method", identity.method))
         if chunked:
             fields.append(("transfer-encoding", "chunked"))

@@ -21,7 +21,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from portico.store.database import StoreError
+from portico.store.database import Database, StoreError
 from portico.store.repositories import _Repository
 from portico.store.tables import ApiKeyRow, IdentityChangeRow, utc_now
 
@@ -70,15 +70,23 @@ class StoredApiKey:
         return "rotated" if self.rotated_to is not None else "active"
 
 
+_VERSION = sa.select(IdentityChangeRow.version).where(IdentityChangeRow.id == 1)
+
+
 class IdentityChanges(_Repository):
     """The single counter that says "identity data changed"."""
 
     def version(self) -> int:
-        with self._transaction(write=False) as session:
-            value = session.scalar(
-                sa.select(IdentityChangeRow.version).where(IdentityChangeRow.id == 1)
-            )
-            return int(value or 0)
+        binding = self._binding
+        if isinstance(binding, Session):
+            value = binding.scalar(_VERSION)
+        else:
+            # Every gateway polls this several times a second from a thread that shares the
+            # GIL with the event loop: a plain pooled connection, no ORM session.
+            engine = binding.engine if isinstance(binding, Database) else binding
+            with engine.connect() as connection:
+                value = connection.scalar(_VERSION)
+        return int(value or 0)
 
     def bump(self) -> int:
         """Increment the counter in the current transaction; returns the new version.
