@@ -13,16 +13,17 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portico.config.errors import ConfigError
 from portico.config.loader import load_config
-from portico.config.model import PorticoConfig
-from portico.identity.oauth.keys import SigningKey
-from portico.identity.oauth.repository import SigningKeys
-from portico.identity.oauth.state import retired_key_lifetime
-from portico.store.database import Database, StoreError
-from portico.store.migrate import ensure_current
+
+if TYPE_CHECKING:
+    from portico.config.model import PorticoConfig
+    from portico.identity.oauth.keys import SigningKey
+
+# The store (SQLAlchemy, Alembic) is imported inside the commands: registering them runs on
+# every `portico` invocation, and `portico --help` should not pay for a database layer.
 
 
 def _load(args: argparse.Namespace) -> PorticoConfig | None:
@@ -45,6 +46,11 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
     if settings is None:
         print(f"{args.config}: identity.oauth is not configured", file=sys.stderr)
         return 1
+    from portico.identity.oauth.repository import SigningKeys
+    from portico.identity.oauth.state import retired_key_lifetime
+    from portico.store.database import Database, StoreError
+    from portico.store.migrate import ensure_current
+
     try:
         ensure_current(config.database.url)
         with Database(config.database.url) as database:
@@ -72,6 +78,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
         return 1
+    from portico.identity.oauth.repository import SigningKeys
+    from portico.store.database import Database, StoreError
+    from portico.store.migrate import ensure_current
+
     try:
         ensure_current(config.database.url)
         with Database(config.database.url) as database:
