@@ -33,11 +33,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from portico.serving import serve
+    from portico.store.database import StoreError
 
     _configure_logging(args.log_level)
     try:
         return serve(Path(args.config))
-    except ConfigError as exc:
+    except (ConfigError, StoreError) as exc:
         print(exc, file=sys.stderr)
         return 1
 
