@@ -590,9 +590,7 @@ def test_unsigned_request_is_challenged_to_sign(start_signed: StartSigned, ed255
     check_problem(response, 401, UNAUTHORIZED)
     assert response.headers.get_list("www-authenticate") == ['Signature realm="portico"']
     # RFC 9421 §5.1: the challenge also says what to sign.
-    assert response.headers["accept-signature"].startswith(
-        'sig1=("@method" "@authority" "@path"'
-    )
+    assert response.headers["accept-signature"].startswith('sig1=("@method" "@authority" "@path"')
 
 
 def test_refusal_proposes_the_components_to_sign_in_accept_signature(
