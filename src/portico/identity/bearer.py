@@ -11,9 +11,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
+
+from portico.gateway.exchange import Exchange
+from portico.identity.authn import AuthResult, Rejected
+from portico.identity.tokencache import VerifiedToken, VerifiedTokenCache, token_digest
 
 if TYPE_CHECKING:
     from portico.config.model import PorticoConfig
@@ -32,6 +38,69 @@ class BearerSettings(BaseModel):
     """Remove the ``Authorization`` field from the request sent upstream once the token is
     verified (the upstream gets the identity headers). ``false`` passes the token on, for an
     upstream that verifies it again or relays it."""
+
+
+class BearerAuthenticator:
+    """What the bearer methods share: finding the token, claiming it by issuer, the cache.
+
+    A subclass sets ``method``, ``_issuer``, ``_cache`` and ``_hide``, and implements
+    :meth:`_check` with its own verification; ``known`` is the cached verification of the token,
+    or whether the token names this issuer when it is not cached.
+    """
+
+    __slots__ = ("_cache", "_hide", "_issuer", "method")
+
+    method: str
+    _issuer: str
+    _cache: VerifiedTokenCache
+    _hide: bool
+
+    def challenge(self) -> str:
+        return CHALLENGE
+
+    def present(self, exchange: Exchange) -> bool:
+        found = find_bearer(exchange.headers.items)
+        return found is not None and self._claims(found[1], token_digest(found[1])) is not False
+
+    def authenticate(self, exchange: Exchange) -> AuthResult | Awaitable[AuthResult]:
+        found = find_bearer(exchange.headers.items)
+        if found is None:
+            return Rejected(INVALID_TOKEN, "no bearer token")
+        index, token = found
+        digest = token_digest(token)
+        return self._check(exchange, index, token, digest, self._cache.get(digest, time.time()))
+
+    def identify(self, exchange: Exchange) -> AuthResult | Awaitable[AuthResult] | None:
+        """``present`` and ``authenticate`` in one pass (the ``auth`` policy prefers it):
+        ``None`` when the request has no bearer token this method's issuer could have made."""
+        found = find_bearer(exchange.headers.items)
+        if found is None:
+            return None
+        index, token = found
+        digest = token_digest(token)
+        claimed = self._claims(token, digest)
+        if claimed is False:
+            return None
+        return self._check(exchange, index, token, digest, claimed)
+
+    def _claims(self, token: str, digest: bytes) -> VerifiedToken | bool:
+        """The cached entry of a token verified before; else whether the token names this
+        issuer (or no readable issuer at all)."""
+        known = self._cache.get(digest, time.time())
+        if known is not None:
+            return known
+        issuer = peek_issuer(token)
+        return issuer is None or issuer == self._issuer
+
+    def _check(
+        self,
+        exchange: Exchange,
+        index: int,
+        token: str,
+        digest: bytes,
+        known: VerifiedToken | bool | None,
+    ) -> AuthResult | Awaitable[AuthResult]:
+        raise NotImplementedError
 
 
 def find_bearer(items: list[tuple[str, str]]) -> tuple[int, str] | None:

@@ -15,7 +15,6 @@ the verified-token cache. Only a JWKS fetch (first use, TTL expired, unknown ``k
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -25,15 +24,9 @@ from jwt import PyJWK
 from portico.config.model import ClaimMapping, IdentityProvider
 from portico.gateway.exchange import Exchange
 from portico.identity.authn import AuthResult, MethodSettings, Rejected
-from portico.identity.bearer import (
-    CHALLENGE,
-    INVALID_TOKEN,
-    BearerSettings,
-    find_bearer,
-    peek_issuer,
-)
+from portico.identity.bearer import INVALID_TOKEN, BearerAuthenticator, BearerSettings
 from portico.identity.jwks import ASYMMETRIC_ALGORITHMS, RemoteKeySet, RemoteKeySets
-from portico.identity.tokencache import VerifiedToken, VerifiedTokenCache, token_digest
+from portico.identity.tokencache import VerifiedToken, VerifiedTokenCache
 
 if TYPE_CHECKING:
     from portico.policies.registry import BuildContext
@@ -81,10 +74,10 @@ def claims_to_identity(
     return consumer, tenant or None, scopes
 
 
-class ProviderAuthenticator:
+class ProviderAuthenticator(BearerAuthenticator):
     """Verifies bearer JWTs of one external issuer."""
 
-    __slots__ = ("_algorithms", "_cache", "_hide", "_keys", "_settings", "method")
+    __slots__ = ("_algorithms", "_keys", "_settings")
 
     def __init__(
         self,
@@ -102,47 +95,11 @@ class ProviderAuthenticator:
             )
         self.method = f"jwt:{name}"
         self._settings = settings
+        self._issuer = settings.issuer
         self._algorithms = frozenset(settings.algorithms)
         self._keys = keys
         self._cache = cache if cache is not None else VerifiedTokenCache()
         self._hide = (options or BearerSettings()).hide_credentials
-
-    def challenge(self) -> str:
-        return CHALLENGE
-
-    def present(self, exchange: Exchange) -> bool:
-        found = find_bearer(exchange.headers.items)
-        return found is not None and self._claims(found[1], token_digest(found[1])) is not False
-
-    def authenticate(self, exchange: Exchange) -> AuthResult | Awaitable[AuthResult]:
-        found = find_bearer(exchange.headers.items)
-        if found is None:
-            return Rejected(INVALID_TOKEN, "no bearer token")
-        index, token = found
-        digest = token_digest(token)
-        return self._check(exchange, index, token, digest, self._cache.get(digest, time.time()))
-
-    def identify(self, exchange: Exchange) -> AuthResult | Awaitable[AuthResult] | None:
-        """``present`` and ``authenticate`` in one pass (the ``auth`` policy prefers it):
-        ``None`` when the request has no bearer token this provider could have issued."""
-        found = find_bearer(exchange.headers.items)
-        if found is None:
-            return None
-        index, token = found
-        digest = token_digest(token)
-        claimed = self._claims(token, digest)
-        if claimed is False:
-            return None
-        return self._check(exchange, index, token, digest, claimed)
-
-    def _claims(self, token: str, digest: bytes) -> VerifiedToken | bool:
-        """The cached entry of a token verified before; else whether the token names this
-        provider's issuer (or no readable issuer at all)."""
-        known = self._cache.get(digest, time.time())
-        if known is not None:
-            return known
-        issuer = peek_issuer(token)
-        return issuer is None or issuer == self._settings.issuer
 
     def _check(
         self,

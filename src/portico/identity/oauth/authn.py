@@ -15,22 +15,15 @@ stop working at once, without waiting for them to expire.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from portico.config.model import OAuthServer
 from portico.gateway.exchange import Exchange
 from portico.identity.authn import AuthResult, Rejected
-from portico.identity.bearer import (
-    CHALLENGE,
-    INVALID_TOKEN,
-    BearerSettings,
-    find_bearer,
-    peek_issuer,
-)
+from portico.identity.bearer import INVALID_TOKEN, BearerAuthenticator, BearerSettings
 from portico.identity.oauth.state import OAuthState
 from portico.identity.oauth.tokens import InvalidAccessToken, TokenPolicy, token_policy
-from portico.identity.tokencache import VerifiedToken, VerifiedTokenCache, token_digest
+from portico.identity.tokencache import VerifiedToken, VerifiedTokenCache
 
 if TYPE_CHECKING:
     from portico.identity.state import IdentityState
@@ -43,8 +36,10 @@ Settings = BearerSettings
 """The route options of the method (``oauth: {hide_credentials: false}``)."""
 
 
-class OAuthAuthenticator:
-    __slots__ = ("_cache", "_directory", "_hide", "_issuer", "_policy", "_state", "method")
+class OAuthAuthenticator(BearerAuthenticator):
+    """Verifies access tokens Portico's own authorization server issued."""
+
+    __slots__ = ("_directory", "_policy", "_state")
 
     def __init__(
         self,
@@ -61,43 +56,6 @@ class OAuthAuthenticator:
         self._issuer = policy.issuer
         self._cache = cache
         self._directory = directory
-
-    def challenge(self) -> str:
-        return CHALLENGE
-
-    def present(self, exchange: Exchange) -> bool:
-        found = find_bearer(exchange.headers.items)
-        return found is not None and self._claims(found[1], token_digest(found[1])) is not False
-
-    def authenticate(self, exchange: Exchange) -> AuthResult:
-        found = find_bearer(exchange.headers.items)
-        if found is None:
-            return Rejected(INVALID_TOKEN, "no bearer token")
-        index, token = found
-        digest = token_digest(token)
-        return self._check(exchange, index, token, digest, self._cache.get(digest, time.time()))
-
-    def identify(self, exchange: Exchange) -> AuthResult | None:
-        """``present`` and ``authenticate`` in one pass (the ``auth`` policy prefers it):
-        ``None`` when the request has no bearer token this server could have issued."""
-        found = find_bearer(exchange.headers.items)
-        if found is None:
-            return None
-        index, token = found
-        digest = token_digest(token)
-        claimed = self._claims(token, digest)
-        if claimed is False:
-            return None
-        return self._check(exchange, index, token, digest, claimed)
-
-    def _claims(self, token: str, digest: bytes) -> VerifiedToken | bool:
-        """The cached entry of a token verified before; else whether the token names this
-        issuer (or no readable issuer at all)."""
-        known = self._cache.get(digest, time.time())
-        if known is not None:
-            return known
-        issuer = peek_issuer(token)
-        return issuer is None or issuer == self._issuer
 
     def _check(
         self,
