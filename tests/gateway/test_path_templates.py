@@ -114,3 +114,10 @@ def test_method_mismatch_reports_allowed_methods_and_no_match_is_no_route() -> N
 )
 def test_dot_segments_are_removed_before_matching(raw: str, normal: str) -> None:
     assert normalize_path(raw) == normal
+
+
+def test_find_returns_none_instead_of_raising_on_a_miss() -> None:
+    router = Router([matcher("/oauth2/token", "token", methods=["POST"])])
+    assert router.find("POST", "h", "/oauth2/token", Headers()) == ("token", {})
+    assert router.find("GET", "h", "/oauth2/token", Headers()) is None
+    assert router.find("GET", "h", "/orders", Headers()) is None

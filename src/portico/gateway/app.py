@@ -54,7 +54,6 @@ class Gateway:
         self.config_path = config_path
         self.connections: set[ClientConnection] = set()
         self.draining = False
-        self.reloads = 0
         self._server: asyncio.Server | None = None
         self._tls_server: asyncio.Server | None = None
         self._checks: dict[int, asyncio.Task[None]] = {}
@@ -111,9 +110,6 @@ class Gateway:
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
-    def request_stop(self) -> None:
-        self._stopped.set()
-
     # -- reload --------------------------------------------------------------------------------
 
     def reload(self) -> bool:
@@ -142,7 +138,6 @@ class Gateway:
 
     def apply(self, runtime: Runtime) -> None:
         old, self.runtime = self.runtime, runtime
-        self.reloads += 1
         for service in retired_services(old, runtime):
             service.retire()
             self._retired.append(service)

@@ -37,7 +37,6 @@ class Forward:
         "_error",
         "_head",
         "_pending_head",
-        "_reused",
         "_target",
         "_tried",
         "_write",
@@ -72,7 +71,6 @@ class Forward:
         self._error: UpstreamError | None = None
         self._attempts_left = 1 + route.service.spec.retries
         self._target: Target | None = None
-        self._reused = False
         self._chunk_to_client = False
         self._write: Callable[[bytes], None] | None = None
         self._pending_head = b""
@@ -109,7 +107,7 @@ class Forward:
             task = asyncio.get_running_loop().create_task(self._connect(target))
             self.client.background = task
         else:
-            self._send(target, conn, reused=True)
+            self._send(target, conn)
 
     async def _connect(self, target: Target) -> None:
         try:
@@ -131,11 +129,10 @@ class Forward:
             conn.abort()
             self.client.forward_finished(self)
             return
-        self._send(target, conn, reused=False)
+        self._send(target, conn)
 
-    def _send(self, target: Target, conn: UpstreamConnection, *, reused: bool) -> None:
+    def _send(self, target: Target, conn: UpstreamConnection) -> None:
         self._target = target
-        self._reused = reused
         target.pool.active += 1
         target.health.begin()
         self.conn = conn
@@ -256,12 +253,6 @@ class Forward:
         transport = self.client.transport
         if data and transport is not None:
             transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
-
-    def _flush_head(self) -> None:
-        head, self._pending_head = self._pending_head, b""
-        transport = self.client.transport
-        if transport is not None and not self.client.closed:
-            transport.write(head)
 
     def cancel(self) -> None:
         """The client went away: drop the upstream exchange without judging the target."""

@@ -140,6 +140,24 @@ class Router(Generic[T]):
     def match(
         self, method: str, host: str, path: str, headers: HeaderLookup
     ) -> tuple[T, dict[str, str]]:
+        """The most specific match; raises :class:`NoRoute` or :class:`MethodNotAllowed`."""
+        found, allowed = self._scan(method, host, path, headers)
+        if found is not None:
+            return found
+        if allowed:
+            raise MethodNotAllowed(sorted(allowed))
+        raise NoRoute()
+
+    def find(
+        self, method: str, host: str, path: str, headers: HeaderLookup
+    ) -> tuple[T, dict[str, str]] | None:
+        """Like :meth:`match`, with ``None`` for no match: for a router consulted before another
+        on every request (the built-in endpoints), where a miss is the common case."""
+        return self._scan(method, host, path, headers)[0]
+
+    def _scan(
+        self, method: str, host: str, path: str, headers: HeaderLookup
+    ) -> tuple[tuple[T, dict[str, str]] | None, set[str]]:
         allowed: set[str] = set()
         for m in self._matchers:
             if m.hosts and host not in m.hosts:
@@ -152,10 +170,8 @@ class Router(Generic[T]):
             if m.methods and method not in m.methods:
                 allowed.update(m.methods)
                 continue
-            return m.target, params
-        if allowed:
-            raise MethodNotAllowed(sorted(allowed))
-        raise NoRoute()
+            return (m.target, params), allowed
+        return None, allowed
 
 
 def normalize_path(path: str) -> str:

@@ -247,6 +247,8 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel: asyncio.Transport | None = None
         self._leftover = b""
         self.closed = False
+        # The event loop keeps only weak references to tasks: the one running for the current
+        # request (a policy's I/O, opening an upstream connection) is held here until it ends.
         self.background: asyncio.Task[None] | None = None
         self.peer_ip = "127.0.0.1"
         self.peer_trusted = False
@@ -590,11 +592,7 @@ class ClientConnection(asyncio.Protocol):
             except httptools.HttpParserInvalidURLError:
                 parsed = None
             if parsed is None or not parsed.path:
-                self._answer(
-                    request,
-                    problems.problem(problems.BAD_REQUEST, request_id),
-                    request_id=request_id,
-                )
+                self._problem(request, problems.BAD_REQUEST, request_id)
                 return
             path = parsed.path.decode("latin-1")
             query = (parsed.query or b"").decode("latin-1")
@@ -621,32 +619,27 @@ class ClientConnection(asyncio.Protocol):
                 )
             scheme = headers.get("x-forwarded-proto") or scheme
         if runtime.ip_rules is not None and not runtime.ip_rules.permits(client_ip):
-            self._answer(
-                request, problems.problem(problems.IP_FORBIDDEN, request_id), request_id=request_id
-            )
+            self._problem(request, problems.IP_FORBIDDEN, request_id)
             return
 
-        if runtime.endpoints is not None:
-            try:
-                builtin, params = runtime.endpoints.match(request.method, host, path, headers)
-            except (NoRoute, MethodNotAllowed):
-                pass
-            else:
-                exchange = self._exchange(
-                    request, headers, path, query, host, scheme, client_ip, request_id, None, params
-                )
-                request.body.limit = builtin.max_body_size
-                request.body.collect(lambda: self._call_endpoint(request, exchange, builtin))
-                return
+        found = (
+            runtime.endpoints.find(request.method, host, path, headers)
+            if runtime.endpoints is not None
+            else None
+        )
+        if found is not None:
+            builtin, params = found
+            exchange = self._exchange(
+                request, headers, path, query, host, scheme, client_ip, request_id, None, params
+            )
+            request.body.limit = builtin.max_body_size
+            request.body.collect(lambda: self._call_endpoint(request, exchange, builtin))
+            return
 
         try:
             route, params = runtime.router.match(request.method, host, path, headers)
         except NoRoute:
-            self._answer(
-                request,
-                problems.problem(problems.ROUTE_NOT_FOUND, request_id),
-                request_id=request_id,
-            )
+            self._problem(request, problems.ROUTE_NOT_FOUND, request_id)
             return
         except MethodNotAllowed as exc:
             allow = Headers([("allow", ", ".join(exc.allowed))])
@@ -668,11 +661,7 @@ class ClientConnection(asyncio.Protocol):
             self._answer(request, reply, request_id=request_id)
             return
         if request.upgrade and (not route.websocket or request.method != "GET"):
-            self._answer(
-                request,
-                problems.problem(problems.UPGRADE_NOT_ALLOWED, request_id),
-                request_id=request_id,
-            )
+            self._problem(request, problems.UPGRADE_NOT_ALLOWED, request_id)
             return
 
         exchange = self._exchange(

@@ -137,10 +137,6 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    @property
-    def paused_by_client(self) -> bool:
-        return self.forward is not None and self.forward.client_is_slow()
-
     def check_timeouts(self, now: float) -> None:
         """Called by the gateway's ticker for connections with a request in flight."""
         forward = self.forward

@@ -22,7 +22,7 @@ the two, which saves a scan of the header fields on every request.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from portico.gateway.exchange import Exchange, Identity
 
 if TYPE_CHECKING:
-    from portico.policies.registry import BuildContext
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +83,6 @@ class MethodUnavailable(ValueError):
     """A route names a method that is unknown or not part of this installation."""
 
 
-AuthenticatorFactory = Callable[[Any, "BuildContext"], Authenticator]
-
 # method name (before any ":") -> module defining build_authenticator(settings, context)
 METHODS: dict[str, str] = {
     "api_key": "portico.identity.apikeys",
@@ -114,9 +112,3 @@ def method_module(method: str) -> ModuleType:
     if not callable(getattr(module, "build_authenticator", None)):
         raise MethodUnavailable(f"authentication method {base!r} is not available yet")
     return module
-
-
-def factory_for(method: str) -> AuthenticatorFactory:
-    """The ``build_authenticator`` of a method; ``jwt:okta`` uses the ``jwt`` module."""
-    factory: AuthenticatorFactory = method_module(method).build_authenticator
-    return factory

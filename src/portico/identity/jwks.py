@@ -119,7 +119,6 @@ class RemoteKeySet:
         self.ttl = ttl
         self.min_refresh_interval = min_refresh_interval
         self.keys: KeySet | None = None
-        self.fetches = 0
         self._clock = clock
         self._transport = transport
         self._fetched_at = 0.0
@@ -164,7 +163,6 @@ class RemoteKeySet:
             self._inflight = None
 
     async def _fetch(self) -> None:
-        self.fetches += 1
         try:
             async with httpx.AsyncClient(
                 timeout=FETCH_TIMEOUT, transport=self._transport, follow_redirects=False

@@ -81,9 +81,5 @@ class VerifiedTokenCache:
                 del entries[next(iter(entries))]
         entries[digest] = entry
 
-    def discard_where(self, predicate: Callable[[VerifiedToken], bool]) -> None:
-        for key in [k for k, v in self._entries.items() if predicate(v)]:
-            del self._entries[key]
-
     def clear(self) -> None:
         self._entries.clear()
