@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -101,28 +99,6 @@ def check(port: int, path: str, headers: dict[str, str]) -> None:
         connection.close()
     if response.status != 200:
         raise RuntimeError(f"{path} answered {response.status}: {body!r}")
-
-
-def run_wrk(url: str, headers: dict[str, str], *, connections: int, seconds: float) -> Throughput:
-    argv = [harness.WRK, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
-    argv += ["--timeout", "5s", "--latency"]
-    for name, value in headers.items():
-        argv += ["-H", f"{name}: {value}"]
-    completed = subprocess.run(
-        [*argv, url], capture_output=True, text=True, timeout=seconds + 60, check=False
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stderr}")
-    result = harness.parse_wrk(completed.stdout)
-    if result.errors:
-        progress(f"  {result.errors} errors (non-2xx or socket) from {url}")
-    return result
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time a process used so far, from ``/proc/<pid>/stat``."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def policy_cost(key: NewApiKey, config_text: str, count: int = 20000) -> float:
@@ -208,15 +184,16 @@ def main(argv: list[str] | None = None) -> int:
             for name in ROUTES if number % 2 else ROUTES[::-1]:
                 url = f"{base}/{name}/"
                 progress(f"[round {number}/{args.rounds}] wrk -> {name}")
-                if args.warmup > 0:
-                    run_wrk(url, headers[name], connections=args.connections, seconds=args.warmup)
-                cpu_before = cpu_seconds(portico.process.pid)
-                result = run_wrk(
-                    url, headers[name], connections=args.connections, seconds=args.duration
+                result, cpu = harness.measure_with_cpu(
+                    url,
+                    portico.process.pid,
+                    headers=headers[name],
+                    connections=args.connections,
+                    seconds=args.duration,
+                    warmup=args.warmup,
                 )
-                cpu = cpu_seconds(portico.process.pid) - cpu_before
                 runs[name].append(result)
-                cpu_us[name].append(cpu / max(1, result.requests) * 1e6)
+                cpu_us[name].append(cpu)
         if portico.process.poll() is not None:
             raise RuntimeError(f"portico exited during the run:\n{portico.log_tail()}")
     progress("measuring the policy alone, in this process")

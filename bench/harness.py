@@ -352,7 +352,14 @@ def parse_wrk(output: str) -> Throughput:
     )
 
 
-def run_wrk(url: str, *, connections: int, seconds: float, threads: int = 1) -> Throughput:
+def run_wrk(
+    url: str,
+    *,
+    connections: int,
+    seconds: float,
+    threads: int = 1,
+    headers: dict[str, str] | None = None,
+) -> Throughput:
     argv = [
         WRK,
         f"-t{threads}",
@@ -361,8 +368,10 @@ def run_wrk(url: str, *, connections: int, seconds: float, threads: int = 1) -> 
         "--timeout",
         "5s",
         "--latency",
-        url,
     ]
+    for name, value in (headers or {}).items():
+        argv += ["-H", f"{name}: {value}"]
+    argv.append(url)
     completed = subprocess.run(
         argv, capture_output=True, text=True, timeout=seconds + 60, check=False
     )
@@ -372,6 +381,31 @@ def run_wrk(url: str, *, connections: int, seconds: float, threads: int = 1) -> 
     if result.errors:
         progress(f"  {result.errors} errors from {url}:\n{_error_lines(completed.stdout, url)}")
     return result
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far (Linux ``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_with_cpu(
+    url: str,
+    pid: int,
+    *,
+    headers: dict[str, str] | None,
+    connections: int,
+    seconds: float,
+    warmup: float,
+) -> tuple[Throughput, float]:
+    """One wrk run (after an unrecorded warm-up) and the CPU µs per request process ``pid`` spent:
+    steadier than requests/s when other work shares the machine."""
+    if warmup > 0:
+        run_wrk(url, connections=connections, seconds=warmup, headers=headers)
+    before = cpu_seconds(pid)
+    result = run_wrk(url, connections=connections, seconds=seconds, headers=headers)
+    used = cpu_seconds(pid) - before
+    return result, used / max(1, result.requests) * 1e6
 
 
 def _error_lines(output: str, url: str) -> str:

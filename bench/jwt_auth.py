@@ -28,9 +28,7 @@ import argparse
 import base64
 import http.client
 import json
-import os
 import statistics
-import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -150,28 +148,6 @@ def check(port: int, path: str, token: str | None) -> None:
     status, body = request(port, "GET", path, headers)
     if status != 200:
         raise RuntimeError(f"{path} answered {status}: {body!r}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time a process has used (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def run_wrk(url: str, token: str | None, *, connections: int, seconds: float) -> Throughput:
-    argv = [harness.WRK, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
-    argv += ["--timeout", "5s", "--latency"]
-    if token is not None:
-        argv += ["-H", f"Authorization: Bearer {token}"]
-    completed = subprocess.run(
-        [*argv, url], capture_output=True, text=True, timeout=seconds + 60, check=False
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stderr}")
-    result = harness.parse_wrk(completed.stdout)
-    if result.errors:
-        progress(f"  {result.errors} errors from {url}")
-    return result
 
 
 def verification_cost(algorithm: Literal["EdDSA", "RS256"], count: int = 2000) -> float:
@@ -319,15 +295,17 @@ def main(argv: list[str] | None = None) -> int:
             for name in ROUTES[shift:] + ROUTES[:shift]:
                 url = f"{base}/{name}/"
                 progress(f"[round {number}/{args.rounds}] wrk -> {name}")
-                if args.warmup > 0:
-                    run_wrk(url, tokens[name], connections=args.connections, seconds=args.warmup)
-                before = cpu_seconds(portico.process.pid)
-                run = run_wrk(
-                    url, tokens[name], connections=args.connections, seconds=args.duration
+                bearer = tokens[name]
+                run, cpu = harness.measure_with_cpu(
+                    url,
+                    portico.process.pid,
+                    headers=None if bearer is None else {"Authorization": f"Bearer {bearer}"},
+                    connections=args.connections,
+                    seconds=args.duration,
+                    warmup=args.warmup,
                 )
-                used = cpu_seconds(portico.process.pid) - before
                 runs[name].append(run)
-                cpu_per_request[name].append(used / max(1, run.requests) * 1e6)
+                cpu_per_request[name].append(cpu)
         if portico.process.poll() is not None:
             raise RuntimeError(f"portico exited during the run:\n{portico.log_tail()}")
         progress("measuring the policy in this process")
