@@ -95,15 +95,28 @@ class PathTemplate:
         return _PLACEHOLDER.sub(fill, self.source)
 
 
-@dataclass(frozen=True, slots=True)
 class RouteMatcher(Generic[T]):
-    """The match part of one route; ``target`` is what the router returns for it."""
+    """The match part of one route; ``target`` is what the router returns for it.
 
-    template: PathTemplate
-    methods: frozenset[str]
-    hosts: frozenset[str]
-    headers: tuple[tuple[str, str], ...]
-    target: T
+    A plain class rather than a generic dataclass: mypyc compiles this module, and it cannot
+    build a generic slotted dataclass.
+    """
+
+    __slots__ = ("headers", "hosts", "methods", "target", "template")
+
+    def __init__(
+        self,
+        template: PathTemplate,
+        methods: frozenset[str],
+        hosts: frozenset[str],
+        headers: tuple[tuple[str, str], ...],
+        target: T,
+    ) -> None:
+        self.template = template
+        self.methods = methods
+        self.hosts = hosts
+        self.headers = headers
+        self.target = target
 
     def specificity(self) -> tuple[int, ...]:
         t = self.template
