@@ -7,7 +7,6 @@ early with a :class:`Reply` instead of letting the request through.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from portico.gateway.headers import Headers
@@ -16,56 +15,156 @@ if TYPE_CHECKING:
     from portico.runtime import CompiledRoute
 
 
-@dataclass(slots=True)
+# Plain classes with written-out constructors rather than dataclasses: this module is compiled
+# with mypyc, which leaves a dataclass's generated ``__init__`` interpreted (an Exchange is built
+# for every request).
+
+
 class Identity:
     """Who is calling, set by an authentication policy and forwarded to the upstream."""
 
-    consumer: str
-    tenant: str | None = None
-    scopes: frozenset[str] = frozenset()
-    method: str = ""
-    claims: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("claims", "consumer", "method", "scopes", "tenant")
+
+    def __init__(
+        self,
+        consumer: str,
+        tenant: str | None = None,
+        scopes: frozenset[str] = frozenset(),
+        method: str = "",
+        claims: dict[str, Any] | None = None,
+    ) -> None:
+        self.consumer = consumer
+        self.tenant = tenant
+        self.scopes = scopes
+        self.method = method
+        self.claims: dict[str, Any] = {} if claims is None else claims
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Identity):
+            return NotImplemented
+        return (self.consumer, self.tenant, self.scopes, self.method, self.claims) == (
+            other.consumer,
+            other.tenant,
+            other.scopes,
+            other.method,
+            other.claims,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Identity(consumer={self.consumer!r}, tenant={self.tenant!r}, "
+            f"scopes={sorted(self.scopes)!r}, method={self.method!r})"
+        )
 
 
-@dataclass(slots=True)
 class Exchange:
-    method: str
-    path: str
-    """The request path as received, percent-encoding intact, without the query."""
-    query: str
-    """The raw query string without ``?``; empty when there is none."""
-    headers: Headers
-    http_version: str
-    scheme: str
-    """``http`` or ``https``: how the client reached Portico (or the trusted proxy in front)."""
-    host: str
-    """The Host the client asked for, lower-cased, without the port."""
-    client_ip: str
-    """The client address, resolved through the trusted-proxies list."""
-    peer_ip: str
-    """The address of the TCP peer (the client, or the last proxy)."""
-    request_id: str
-    route: CompiledRoute | None
-    """The matched route; ``None`` only for Portico's built-in endpoints."""
-    path_params: dict[str, str]
-    upstream_path: str
-    """The path (and query) that will be sent upstream; policies may rewrite it."""
-    identity: Identity | None = None
-    tls: Any = None
-    """The ``ssl.SSLObject`` for HTTPS connections, giving access to the client certificate."""
-    body: bytes | None = None
-    """The whole request body, read before the pipeline runs, when a policy of the route has
-    ``needs_body = True`` (signature digests, for example). ``None`` when the body streams."""
-    response_headers: Headers = field(default_factory=Headers)
-    """Extra fields added to the response the client gets (rate-limit headers, for example)."""
-    state: dict[str, Any] = field(default_factory=dict)
-    """Scratch space shared by the policies of one request."""
+    __slots__ = (
+        "_response_headers",
+        "_state",
+        "body",
+        "client_ip",
+        "headers",
+        "host",
+        "http_version",
+        "identity",
+        "method",
+        "path",
+        "path_params",
+        "peer_ip",
+        "query",
+        "request_id",
+        "route",
+        "scheme",
+        "tls",
+        "upstream_path",
+    )
+
+    def __init__(
+        self,
+        *,
+        method: str,
+        path: str,
+        query: str,
+        headers: Headers,
+        http_version: str,
+        scheme: str,
+        host: str,
+        client_ip: str,
+        peer_ip: str,
+        request_id: str,
+        route: CompiledRoute | None,
+        path_params: dict[str, str],
+        upstream_path: str,
+        identity: Identity | None = None,
+        tls: Any = None,
+        body: bytes | None = None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        """The request path as received, percent-encoding intact, without the query."""
+        self.query = query
+        """The raw query string without ``?``; empty when there is none."""
+        self.headers = headers
+        self.http_version = http_version
+        self.scheme = scheme
+        """``http`` or ``https``: how the client reached Portico (or the trusted proxy in front)."""
+        self.host = host
+        """The Host the client asked for, lower-cased, without the port."""
+        self.client_ip = client_ip
+        """The client address, resolved through the trusted-proxies list."""
+        self.peer_ip = peer_ip
+        """The address of the TCP peer (the client, or the last proxy)."""
+        self.request_id = request_id
+        self.route = route
+        """The matched route; ``None`` only for Portico's built-in endpoints."""
+        self.path_params = path_params
+        self.upstream_path = upstream_path
+        """The path (and query) that will be sent upstream; policies may rewrite it."""
+        self.identity = identity
+        self.tls = tls
+        """The ``ssl.SSLObject`` for HTTPS connections, giving access to the client certificate."""
+        self.body = body
+        """The whole request body, read before the pipeline runs, when a policy of the route has
+        ``needs_body = True`` (signature digests, for example). ``None`` when the body streams."""
+        self._response_headers: Headers | None = None
+        self._state: dict[str, Any] | None = None
+
+    @property
+    def response_headers(self) -> Headers:
+        """Extra fields added to the response the client gets (rate-limit headers, for example).
+
+        Made on first use: most requests add none."""
+        headers = self._response_headers
+        if headers is None:
+            headers = self._response_headers = Headers()
+        return headers
+
+    @property
+    def extra_response_headers(self) -> list[tuple[str, str]]:
+        """The fields added so far, without making an empty list for a request that has none."""
+        headers = self._response_headers
+        return headers.items if headers is not None else []
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """Scratch space shared by the policies of one request."""
+        state = self._state
+        if state is None:
+            state = self._state = {}
+        return state
 
 
-@dataclass(slots=True)
 class Reply:
     """A complete response produced by Portico itself (a policy or the gateway)."""
 
-    status: int
-    headers: Headers
-    body: bytes = b""
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: Headers, body: bytes = b"") -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"Reply(status={self.status}, headers={self.headers!r}, body={self.body!r})"

@@ -31,17 +31,6 @@ HOP_BY_HOP = frozenset(
 FORWARDING = frozenset(
     {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "forwarded"}
 )
-RESPONSE_HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 IDENTITY_PREFIX = "x-portico-"
 
 

@@ -2,14 +2,48 @@
 
 from __future__ import annotations
 
+import os
 import random
 from http import HTTPStatus
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _STATUS_LINES: dict[int, str] = {}
-# Request and span ids need to be unique, not secret: a PRNG is enough and much cheaper than
-# os.urandom on the per-request path. SystemRandom seeds it from the OS.
-_random = random.Random(random.SystemRandom().getrandbits(128))
+_STATUS_LINE_BYTES: dict[int, bytes] = {}
+
+
+class _Ids:
+    """Random hex digits for request, trace and span ids, drawn a few kilobytes at a time.
+
+    Ids need to be unique, not secret: a PRNG seeded from the OS is enough, and taking a slice
+    of a pre-drawn string costs far less per request than drawing and formatting each id.
+    """
+
+    __slots__ = ("_digits", "_position", "_random")
+
+    def __init__(self) -> None:
+        self._random = random.Random()
+        self._digits = ""
+        self._position = 0
+        self.reseed()
+
+    def reseed(self) -> None:
+        # Also after a fork: a child must not repeat its parent's ids.
+        self._random.seed(os.urandom(32))
+        self._digits = ""
+        self._position = 0
+
+    def take(self, count: int) -> str:
+        start = self._position
+        end = start + count
+        if end > len(self._digits):
+            self._digits = self._random.randbytes(max(2048, count)).hex()
+            start, end = 0, count
+        self._position = end
+        return self._digits[start:end]
+
+
+_ids = _Ids()
+os.register_at_fork(after_in_child=_ids.reseed)
 
 
 def status_line(status: int) -> str:
@@ -20,5 +54,13 @@ def status_line(status: int) -> str:
     return line
 
 
+def status_line_bytes(status: int) -> bytes:
+    line = _STATUS_LINE_BYTES.get(status)
+    if line is None:
+        line = _STATUS_LINE_BYTES[status] = status_line(status).encode("latin-1")
+    return line
+
+
 def new_id(nbytes: int = 16) -> str:
-    return f"{_random.getrandbits(nbytes * 8):0{nbytes * 2}x}"
+    """``nbytes`` random bytes as lower-case hex (32 digits by default)."""
+    return _ids.take(nbytes * 2)

@@ -16,10 +16,14 @@ from typing import TYPE_CHECKING
 
 from portico.gateway import problems
 from portico.gateway.exchange import Exchange
-from portico.gateway.forwarding import RESPONSE_HOP_BY_HOP, connection_tokens
-from portico.gateway.headers import Headers
-from portico.gateway.http import status_line
-from portico.gateway.upstream import Target, UpstreamConnection, UpstreamError, UpstreamTimeout
+from portico.gateway.http import status_line_bytes
+from portico.gateway.upstream import (
+    Target,
+    UpstreamConnection,
+    UpstreamError,
+    UpstreamTimeout,
+    connection_tokens,
+)
 
 if TYPE_CHECKING:
     from portico.gateway.server import ClientConnection, Request
@@ -28,6 +32,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("portico.gateway")
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+RESPONSE_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+"""Response fields a proxy does not relay (RFC 9110 §7.6.1); framing is Portico's own."""
+_DROP = RESPONSE_HOP_BY_HOP
 
 
 class Forward:
@@ -35,7 +52,7 @@ class Forward:
         "_attempts_left",
         "_chunk_to_client",
         "_error",
-        "_head",
+        "_fields",
         "_pending_head",
         "_target",
         "_tried",
@@ -66,7 +83,7 @@ class Forward:
         self.route = route
         self.request_chunked = chunked
         self.has_body = has_body
-        self._head = self._head_template(fields)
+        self._fields = self._render_fields(fields)
         self._tried: tuple[Target, ...] = ()
         self._error: UpstreamError | None = None
         self._attempts_left = 1 + route.service.spec.retries
@@ -77,14 +94,17 @@ class Forward:
         self.responded = False
         self.conn: UpstreamConnection | None = None
 
-    def _head_template(self, fields: list[tuple[str, str]]) -> tuple[str, str]:
-        """The request head around the Host field, which depends on the target."""
-        exchange = self.exchange
-        path = exchange.upstream_path
-        if exchange.query:
-            path += "?" + exchange.query
-        tail = "".join([f"{name}: {value}\r\n" for name, value in fields]) + "\r\n"
-        return f"{self.request.method} {{base}}{path} HTTP/1.1\r\nhost: ", "\r\n" + tail
+    @staticmethod
+    def _render_fields(fields: list[tuple[str, str]]) -> str:
+        """The request's fields after Host (which depends on the target) and the blank line."""
+        parts: list[str] = []
+        for name, value in fields:
+            parts.append(name)
+            parts.append(": ")
+            parts.append(value)
+            parts.append("\r\n")
+        parts.append("\r\n")
+        return "".join(parts)
 
     def client_is_slow(self) -> bool:
         return self.client.upstream_paused_by_client
@@ -137,13 +157,24 @@ class Forward:
         target.health.begin()
         self.conn = conn
         conn.begin(self, self.request.method == "HEAD")
-        before, after = self._head
+        exchange = self.exchange
         host = self.request.special.get("host") if self.route.preserve_host else None
-        conn.write(
+        query = exchange.query
+        head = "".join(
             (
-                before.replace("{base}", target.base_path, 1) + (host or target.host_header) + after
-            ).encode("latin-1")
+                self.request.method,
+                " ",
+                target.base_path,
+                exchange.upstream_path,
+                "?" if query else "",
+                query,
+                " HTTP/1.1\r\nhost: ",
+                host or target.host_header,
+                "\r\n",
+                self._fields,
+            )
         )
+        conn.write(head.encode("latin-1"))
         if self.has_body and conn.transport is not None:
             self.request.body.attach(conn.transport, self.request_chunked)
 
@@ -199,14 +230,24 @@ class Forward:
             target.health.success()
         exchange = self.exchange
         request = self.request
-        headers = Headers(conn.resp_headers)
-        for policy in self.route.response_pipeline:
-            policy.on_response(exchange, status, headers)
+        fields = conn.resp_headers
+        drop = RESPONSE_HOP_BY_HOP | conn.connection_tokens if conn.connection_tokens else _DROP
+        pipeline = self.route.response_pipeline
+        if pipeline:
+            # Policies work on text fields; without any, the raw fields are relayed as they came.
+            headers = conn.headers()
+            for policy in pipeline:
+                policy.on_response(exchange, status, headers)
+            fields = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items]
+            tokens = frozenset(
+                token for k, v in fields if k == b"connection" for token in connection_tokens(v)
+            )
+            drop = RESPONSE_HOP_BY_HOP | tokens if tokens else _DROP
         client = self.client
         self.responded = True
         request.status = status
         if status == 101 and request.upgrade:
-            client.start_tunnel(headers, conn)
+            client.start_tunnel(conn.headers() if not pipeline else headers, conn)
             conn.finish(False)
             target.pool.active -= 1
             client.forward_finished(self)
@@ -227,26 +268,28 @@ class Forward:
         request.keep_alive = keep_alive
         self._chunk_to_client = chunk
 
-        lines = [status_line(status)]
-        drop = RESPONSE_HOP_BY_HOP
-        if conn.has_connection_header:
-            drop = drop | connection_tokens(headers.get("connection"))
-        for name, value in headers.items:
+        parts = [status_line_bytes(status)]
+        for name, value in fields:
             if name not in drop:
-                lines.append(f"{name}: {value}\r\n")
-        for name, value in exchange.response_headers:
-            lines.append(f"{name}: {value}\r\n")
-        lines.append(f"{client.request_id_header}: {exchange.request_id}\r\n")
+                parts.append(name)
+                parts.append(b": ")
+                parts.append(value)
+                parts.append(b"\r\n")
+        for text_name, text_value in exchange.extra_response_headers:
+            parts.append(f"{text_name}: {text_value}\r\n".encode("latin-1"))
+        parts.append(client.request_id_field)
+        parts.append(exchange.request_id.encode("latin-1"))
+        parts.append(b"\r\n")
         if chunk:
-            lines.append("transfer-encoding: chunked\r\n")
+            parts.append(b"transfer-encoding: chunked\r\n")
         if not keep_alive:
-            lines.append("connection: close\r\n")
-        lines.append("\r\n")
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
         transport = client.transport
         if client.closed or transport is None:
             return
         # The head waits for the first body chunk so both leave in one write (one syscall).
-        self._pending_head = "".join(lines).encode("latin-1")
+        self._pending_head = b"".join(parts)
         self._write = self._write_chunk if chunk else transport.write
 
     def _write_chunk(self, data: bytes) -> None:

@@ -79,7 +79,9 @@ class PathTemplate:
         m = self.regex.match(path)
         if m is None:
             return None
-        return {name: unquote(value) for name, value in m.groupdict().items()}
+        return {
+            name: unquote(value) if "%" in value else value for name, value in m.groupdict().items()
+        }
 
     def expand(self, params: dict[str, str]) -> str:
         """Fill ``{name}`` / ``{name:path}`` placeholders (used for upstream path rewrites).

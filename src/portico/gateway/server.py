@@ -154,8 +154,22 @@ class RequestBody:
 
 # Fields the gateway itself needs, picked out while parsing so nothing scans the list again.
 _SPECIAL = frozenset(
-    {"host", "content-length", "transfer-encoding", "expect", "traceparent", "x-forwarded-for"}
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "expect",
+        "traceparent",
+        "x-forwarded-for",
+        "upgrade",
+    }
 )
+
+
+_METHODS = {
+    m.encode("ascii"): m
+    for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
+}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -223,6 +237,7 @@ class ClientConnection(asyncio.Protocol):
         "peer_ip",
         "peer_trusted",
         "replaced_fields",
+        "request_id_field",
         "request_id_header",
         "runtime",
         "special_names",
@@ -254,6 +269,7 @@ class ClientConnection(asyncio.Protocol):
         self.peer_trusted = False
         self.runtime: Runtime = gateway.runtime
         self.request_id_header = self.runtime.settings.request_id_header.lower()
+        self.request_id_field = self.request_id_header.encode("latin-1") + b": "
         self.special_names = _special_names(self.request_id_header)
         self.replaced_fields = frozenset({self.request_id_header, "traceparent"})
         self.last_activity = 0.0
@@ -416,10 +432,15 @@ class ClientConnection(asyncio.Protocol):
         request = self._parsing
         assert request is not None
         parser = self.parser
-        request.method = parser.get_method().decode("ascii")
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method)
+        request.method = method if method is not None else raw_method.decode("ascii")
         request.version = parser.get_http_version()
         request.keep_alive = bool(parser.should_keep_alive())
-        request.upgrade = bool(parser.should_upgrade())
+        # Only an Upgrade field or CONNECT can make the parser stop at the head.
+        request.upgrade = ("upgrade" in request.special or request.method == "CONNECT") and bool(
+            parser.should_upgrade()
+        )
         if self.active is None:
             self.active = request
             if request.has_body or request.upgrade:
@@ -548,7 +569,7 @@ class ClientConnection(asyncio.Protocol):
     ) -> None:
         """Answer with a response Portico made (an error, or a policy's reply)."""
         if exchange is not None:
-            for name, value in exchange.response_headers:
+            for name, value in exchange.extra_response_headers:
                 reply.headers.add(name, value)
             request_id = exchange.request_id
         if request_id is not None:
@@ -868,4 +889,4 @@ def _traceparent(incoming: str | None, request_id: str, generated_id: bool = Fal
         if m and m.group(1) != "0" * 32 and m.group(2) != "0" * 16:
             return f"00-{m.group(1)}-{new_id(8)}-{m.group(3)}"
     trace_id = request_id if generated_id or _TRACE_ID.match(request_id) else new_id(16)
-    return f"00-{trace_id}-{new_id(8)}-01"
+    return "00-" + trace_id + "-" + new_id(8) + "-01"

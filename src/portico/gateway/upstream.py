@@ -16,15 +16,34 @@ from urllib.parse import urlsplit
 import httptools
 
 from portico.config import model
+from portico.gateway.headers import Headers
 from portico.gateway.health import TargetHealth
 
 if TYPE_CHECKING:
     from portico.gateway.proxy import Forward
 
 
-_FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 """Response fields that decide framing: a Content-Length passes through as is; a chunked body is
 de-chunked by the parser and re-framed for the client; neither means "until the upstream closes"."""
+
+
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
+
+
+def connection_tokens(value: bytes) -> frozenset[bytes]:
+    """The field names a ``Connection`` header lists (RFC 9110 §7.6.1), lower-cased."""
+    lowered = value.lower()
+    if lowered in _PLAIN_CONNECTION:
+        return _NO_TOKENS if lowered == b"close" else _KEEP_ALIVE
+    return frozenset(t.strip() for t in lowered.split(b",") if t.strip())
+
+
+_NO_TOKENS: frozenset[bytes] = frozenset()
+_LOWER_NAMES: dict[bytes, bytes] = {}
+"""Field names as servers spell them, lower-cased: a lookup costs less than ``bytes.lower``, and a
+server sends the same few names over and over."""
+_KEEP_ALIVE = frozenset({b"keep-alive"})
 
 
 class UpstreamError(Exception):
@@ -57,8 +76,8 @@ class UpstreamConnection(asyncio.Protocol):
         "_write_paused_at",
         "chunked",
         "closed",
+        "connection_tokens",
         "forward",
-        "has_connection_header",
         "has_length",
         "head_received",
         "idle_since",
@@ -86,14 +105,16 @@ class UpstreamConnection(asyncio.Protocol):
         self._write_paused_at = 0.0
         self.head_received = False
         self.status = 0
-        self.resp_headers: list[tuple[str, str]] = []
+        self.resp_headers: list[tuple[bytes, bytes]] = []
+        """The response's fields as received: lower-cased names, raw values."""
         self.keep_alive = False
         self.sent = False
         self._head_only = False
         self._close_delimited = False
         self.has_length = False
         self.chunked = False
-        self.has_connection_header = False
+        self.connection_tokens: frozenset[bytes] = frozenset()
+        """Fields the response's ``Connection`` header names (hop-by-hop, not relayed)."""
         self.upgrade_leftover = b""
 
     # -- driving a request ---------------------------------------------------------------------
@@ -110,7 +131,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._close_delimited = False
         self.has_length = False
         self.chunked = False
-        self.has_connection_header = False
+        self.connection_tokens = _NO_TOKENS
         self.target.inflight.add(self)
 
     def write(self, data: bytes) -> None:
@@ -209,22 +230,31 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks -------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.decode("latin-1").lower()
+        key = _LOWER_NAMES.get(name)
+        if key is None:
+            key = name.lower()
+            if len(_LOWER_NAMES) < 1024:
+                _LOWER_NAMES[name] = key
         if key in _FRAMING:
-            if key == "connection":
-                self.has_connection_header = True
-            elif key == "content-length":
+            if key == b"connection":
+                self.connection_tokens = self.connection_tokens | connection_tokens(value)
+            elif key == b"content-length":
                 self.has_length = True
             else:
                 self.chunked = True
-        self.resp_headers.append((key, value.decode("latin-1")))
+        self.resp_headers.append((key, value))
+
+    def headers(self) -> Headers:
+        """The response's fields as text, for response policies and the 101 answer."""
+        return Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.resp_headers])
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             # An interim response (103 Early Hints, a stray 100): wait for the final one.
             self.resp_headers = []
-            self.has_length = self.chunked = self.has_connection_header = False
+            self.has_length = self.chunked = False
+            self.connection_tokens = _NO_TOKENS
             return
         self.status = status
         self.head_received = True
