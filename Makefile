@@ -5,10 +5,21 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed
+# The gateway's hot modules compiled with mypyc, listed under [tool.portico.native] in
+# pyproject.toml. The manifest is the build's target: make rebuilds when a listed source, the list
+# or the build script is newer. PORTICO_NATIVE=0 skips the build (and, at run time, the compiled
+# modules). A failed or impossible build says so in one line and Portico runs as pure Python.
+NATIVE_MANIFEST := src/portico/_native.json
+NATIVE_SOURCES := $(shell $(PYTHON) scripts/build_native.py --sources)
+ifeq ($(PORTICO_NATIVE),0)
+NATIVE :=
+else
+NATIVE := $(NATIVE_MANIFEST)
+endif
 
 .PHONY: install demo test lint bench lock clean
 
-install: $(STAMP)
+install: $(STAMP) $(NATIVE)
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,10 +28,13 @@ $(STAMP): requirements.lock pyproject.toml
 	$(UV) pip install --quiet --python $(PY) --no-deps -e .
 	@touch $(STAMP)
 
-demo: $(STAMP)
+$(NATIVE_MANIFEST): $(STAMP) $(NATIVE_SOURCES) pyproject.toml scripts/build_native.py
+	@$(PY) scripts/build_native.py || true
+
+demo: install
 	$(VENV)/bin/portico demo
 
-test: $(STAMP)
+test: install
 	bash scripts/ensure-system-packages.sh test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -29,7 +43,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+bench: install
 	bash scripts/ensure-system-packages.sh bench
 	$(PY) bench/gateway.py
 
@@ -37,4 +51,5 @@ lock:
 	$(UV) pip compile --quiet pyproject.toml --extra dev -o requirements.lock
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build $(NATIVE_MANIFEST)
+	find src -name '*.so' -delete

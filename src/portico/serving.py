@@ -13,6 +13,7 @@ from pathlib import Path
 
 import uvloop
 
+from portico import _native
 from portico.config.loader import load_config
 from portico.gateway.app import Gateway
 from portico.identity.oauth.server import oauth_endpoints
@@ -49,6 +50,7 @@ def _log_failure(future: asyncio.Future[int]) -> None:
 
 
 async def run(config_path: Path) -> int:
+    log.info("gateway code: %s", _native.status())
     config = load_config(config_path)
     raw = config_path.read_bytes()  # noqa: ASYNC240  (once, before serving starts)
     url = config.database.url
