@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 from pathlib import Path
 
 import harness
@@ -32,7 +33,9 @@ from harness import (
 
 ROOT = Path(__file__).resolve().parent.parent
 PORTICO = ROOT / ".venv" / "bin" / "portico"
-TARGETS = ("direct", "nginx", "portico")
+TARGETS = ("direct", "nginx", "portico", "portico-py")
+DEFAULT_TARGETS = ("direct", "nginx", "portico")
+"""``portico-py`` is the same Portico with ``PORTICO_NATIVE=0``: its code interpreted."""
 
 PORTICO_CONFIG = """\
 gateway:
@@ -51,7 +54,9 @@ routes:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     harness.add_load_options(parser)
-    parser.add_argument("--only", default=",".join(TARGETS), help=f"subset of {','.join(TARGETS)}")
+    parser.add_argument(
+        "--only", default=",".join(DEFAULT_TARGETS), help=f"subset of {','.join(TARGETS)}"
+    )
     parser.add_argument("--portico", type=Path, default=PORTICO, help="the portico executable")
     args = parser.parse_args(argv)
     args.only = harness.parse_only(parser, args, TARGETS)
@@ -59,18 +64,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def start_portico(
-    stack: contextlib.ExitStack, workdir: Path, upstream: Server, executable: Path
+    stack: contextlib.ExitStack,
+    workdir: Path,
+    upstream: Server,
+    executable: Path,
+    *,
+    name: str = "portico",
+    compiled: bool = True,
 ) -> Server:
-    """``portico serve`` is one process; its SQLite file lands in the temp dir (the cwd)."""
+    """``portico serve`` is one process; its SQLite file lands in the temp dir (the cwd).
+    ``compiled=False`` runs it with ``PORTICO_NATIVE=0`` (the hot path interpreted)."""
     if not executable.exists():
         raise SystemExit(f"{executable} not found: run `make install` first")
     port = harness.free_port()
-    config = workdir / "portico.yaml"
+    config = workdir / f"{name}.yaml"
     config.write_text(
         PORTICO_CONFIG.format(host=harness.HOST, port=port, upstream_port=upstream.port)
     )
     argv = [str(executable), "serve", "-c", str(config)]
-    return harness.start_server(stack, "portico", argv, port, workdir)
+    env = None if compiled else {**os.environ, "PORTICO_NATIVE": "0"}
+    return harness.start_server(stack, name, argv, port, workdir, env=env)
 
 
 def throughput_table(results: Results) -> str:
@@ -128,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
             elif name == "nginx":
                 servers[name] = harness.start_nginx_proxy(stack, workdir, upstream)
             else:
-                servers[name] = start_portico(stack, workdir, upstream, args.portico)
+                servers[name] = start_portico(
+                    stack, workdir, upstream, args.portico, name=name, compiled=name == "portico"
+                )
         results = harness.measure(servers, args, workdir)
 
     rounds = f", median of {args.rounds} rounds (min-max)" if args.rounds > 1 else ""

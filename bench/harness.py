@@ -661,7 +661,23 @@ def revision(root: Path) -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return f"{head} (src/ has uncommitted changes)" if dirty else head
+    described = f"{head} (src/ has uncommitted changes)" if dirty else head
+    return f"{described}, gateway code {native_status(root)}"
+
+
+def native_status(root: Path) -> str:
+    """Whether the Portico measured runs its compiled hot path (``portico._native.status()``)."""
+    python = root / ".venv" / "bin" / "python"
+    try:
+        return subprocess.run(
+            [str(python), "-c", "import portico._native as n; print(n.status())"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 def machine_summary() -> str:
