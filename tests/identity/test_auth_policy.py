@@ -23,7 +23,7 @@ from portico.identity import authn
 from portico.identity.apikeys import NewApiKey, generate_key
 
 KEYS: dict[str, NewApiKey] = {
-    name: generate_key() for name in ("billing", "support", "shop", "office", "expired")
+    name: generate_key() for name in ("billing", "support", "shop", "office", "expired", "timing")
 }
 PROBLEMS = "https://portico.dev/problems/"
 
@@ -42,7 +42,10 @@ def gateway_config(upstream: Upstream) -> dict[str, Any]:
         "tenants": {
             "acme": {
                 "consumers": {
-                    "billing": {"scopes": ["orders:read"], "api_keys": [key_entry("billing")]},
+                    "billing": {
+                        "scopes": ["orders:read"],
+                        "api_keys": [key_entry("billing"), key_entry("timing")],
+                    },
                     "support": {
                         "scopes": ["orders:read", "orders:refund"],
                         "api_keys": [key_entry("support")],
@@ -314,13 +317,15 @@ def test_the_secret_is_compared_in_constant_time(
         return compare(a, b)
 
     monkeypatch.setattr(hmac, "compare_digest", recording)
-    valid = http.get("/orders", headers=with_key("billing"))
-    wrong = http.get("/orders", headers={"X-API-Key": tampered(KEYS["billing"].key)})
+    first = http.get("/orders", headers=with_key("timing"))  # a key this gateway has not seen
+    again = http.get("/orders", headers=with_key("timing"))  # remembered: no hash, no compare
+    wrong = http.get("/orders", headers={"X-API-Key": tampered(KEYS["timing"].key)})
     unknown = http.get("/orders", headers={"X-API-Key": "pk_nosuchkey0_secret"})
 
-    assert [valid.status_code, wrong.status_code, unknown.status_code] == [200, 401, 401]
-    assert len(calls) == 3
-    assert calls[0][1] == calls[1][1] == KEYS["billing"].sha256
+    statuses = [r.status_code for r in (first, again, wrong, unknown)]
+    assert statuses == [200, 200, 401, 401]
+    assert len(calls) == 3  # every key that is not a remembered valid one is hashed and compared
+    assert calls[0][1] == calls[1][1] == KEYS["timing"].sha256
     assert all(len(presented) == 64 for presented, _ in calls)
 
 

@@ -15,8 +15,6 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict
-
 from portico.gateway.exchange import Exchange
 from portico.identity.authn import AuthResult, Rejected
 from portico.identity.tokencache import VerifiedToken, VerifiedTokenCache, token_digest
@@ -27,17 +25,6 @@ if TYPE_CHECKING:
 REALM = "portico"
 CHALLENGE = f'Bearer realm="{REALM}"'
 INVALID_TOKEN = f'Bearer realm="{REALM}", error="invalid_token"'
-
-
-class BearerSettings(BaseModel):
-    """Per-route options of the ``oauth`` and ``jwt:<provider>`` methods:
-    ``oauth: {hide_credentials: false}``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    hide_credentials: bool = True
-    """Remove the ``Authorization`` field from the request sent upstream once the token is
-    verified (the upstream gets the identity headers). ``false`` passes the token on, for an
-    upstream that verifies it again or relays it."""
 
 
 class BearerAuthenticator:

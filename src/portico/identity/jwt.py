@@ -24,8 +24,9 @@ from jwt import PyJWK
 from portico.config.model import ClaimMapping, IdentityProvider
 from portico.gateway.exchange import Exchange
 from portico.identity.authn import AuthResult, MethodSettings, Rejected
-from portico.identity.bearer import INVALID_TOKEN, BearerAuthenticator, BearerSettings
+from portico.identity.bearer import INVALID_TOKEN, BearerAuthenticator
 from portico.identity.jwks import ASYMMETRIC_ALGORITHMS, RemoteKeySet, RemoteKeySets
+from portico.identity.method_settings import BearerSettings
 from portico.identity.tokencache import VerifiedToken, VerifiedTokenCache
 
 if TYPE_CHECKING:

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from portico.config.model import OAuthServer
 from portico.gateway.exchange import Exchange
 from portico.identity.authn import AuthResult, Rejected
-from portico.identity.bearer import INVALID_TOKEN, BearerAuthenticator, BearerSettings
+from portico.identity.bearer import INVALID_TOKEN, BearerAuthenticator
+from portico.identity.method_settings import BearerSettings
 from portico.identity.oauth.state import OAuthState
 from portico.identity.oauth.tokens import InvalidAccessToken, TokenPolicy, token_policy
 from portico.identity.tokencache import VerifiedToken, VerifiedTokenCache
