@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from portico.identity.tokencache import VerifiedToken, VerifiedTokenCache, token_digest
+from portico.identity.tokencache import (
+    MAX_RECENT,
+    VerifiedToken,
+    VerifiedTokenCache,
+    token_digest,
+)
 
 
 class Clock:
@@ -56,3 +61,31 @@ def test_a_cache_full_of_live_entries_drops_the_oldest() -> None:
     assert len(cache) == 2
     assert cache.get(token_digest("first"), now=1.0) is None
     assert cache.get(token_digest("third"), now=1.0) is not None
+
+
+def test_a_recent_token_is_found_by_itself_until_it_expires() -> None:
+    cache = VerifiedTokenCache()
+    cache.remember("token-a", entry("a", valid_until=100.0))
+    found = cache.recent("token-a", now=99.0)
+    assert found is not None and found.consumer == "a"
+    assert cache.recent("token-b", now=99.0) is None
+    assert cache.recent("token-a", now=100.0) is None
+    assert cache.recent("token-a", now=50.0) is None  # expired entries are gone, not hidden
+
+
+def test_clearing_the_cache_forgets_recent_tokens_too() -> None:
+    cache = VerifiedTokenCache()
+    cache.put(token_digest("token-a"), entry("a", valid_until=100.0))
+    cache.remember("token-a", entry("a", valid_until=100.0))
+    cache.clear()
+    assert cache.recent("token-a", now=1.0) is None
+    assert cache.get(token_digest("token-a"), now=1.0) is None
+
+
+def test_the_recent_table_is_bounded() -> None:
+    cache = VerifiedTokenCache()
+    for number in range(MAX_RECENT + 10):
+        cache.remember(f"token-{number}", entry(str(number), valid_until=100.0))
+    remembered = [n for n in range(MAX_RECENT + 10) if cache.recent(f"token-{n}", 1.0) is not None]
+    assert 0 < len(remembered) <= MAX_RECENT
+    assert cache.recent(f"token-{MAX_RECENT + 9}", 1.0) is not None  # the newest is kept

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from portico.config.model import PorticoConfig
 
 REALM = "portico"
+_UNUSED_DIGEST = b""
+"""Passed to ``_check`` with a token already verified: only an unverified token's digest is used
+(to cache it once verified)."""
 CHALLENGE = f'Bearer realm="{REALM}"'
 INVALID_TOKEN = f'Bearer realm="{REALM}", error="invalid_token"'
 
@@ -54,8 +57,15 @@ class BearerAuthenticator:
         if found is None:
             return Rejected(INVALID_TOKEN, "no bearer token")
         index, token = found
+        now = time.time()
+        recent = self._cache.recent(token, now)
+        if recent is not None:
+            return self._check(exchange, index, token, _UNUSED_DIGEST, recent)
         digest = token_digest(token)
-        return self._check(exchange, index, token, digest, self._cache.get(digest, time.time()))
+        known = self._cache.get(digest, now)
+        if known is not None:
+            self._cache.remember(token, known)
+        return self._check(exchange, index, token, digest, known)
 
     def identify(self, exchange: Exchange) -> AuthResult | Awaitable[AuthResult] | None:
         """``present`` and ``authenticate`` in one pass (the ``auth`` policy prefers it):
@@ -64,10 +74,15 @@ class BearerAuthenticator:
         if found is None:
             return None
         index, token = found
+        recent = self._cache.recent(token, time.time())
+        if recent is not None:
+            return self._check(exchange, index, token, _UNUSED_DIGEST, recent)
         digest = token_digest(token)
         claimed = self._claims(token, digest)
         if claimed is False:
             return None
+        if isinstance(claimed, VerifiedToken):
+            self._cache.remember(token, claimed)
         return self._check(exchange, index, token, digest, claimed)
 
     def _claims(self, token: str, digest: bytes) -> VerifiedToken | bool:
@@ -87,6 +102,8 @@ class BearerAuthenticator:
         digest: bytes,
         known: VerifiedToken | bool | None,
     ) -> AuthResult | Awaitable[AuthResult]:
+        """Verify (or accept the already verified ``known``). ``digest`` is the token's SHA-256,
+        to cache it once verified; it is empty when ``known`` is a :class:`VerifiedToken`."""
         raise NotImplementedError
 
 
