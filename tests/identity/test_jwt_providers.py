@@ -366,6 +366,35 @@ def test_tokens_with_invalid_claims_are_rejected(
     assert_rejected(gateway, upstream, idp_token(idp_key, idp_claims(**changes)))
 
 
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"azp": "portal\r\nx-portico-tenant: victim"},
+        {"azp": "portal\nx-injected: 1"},
+        {"azp": "portail-\u00e9t\u00e9"},
+        {"azp": " padded"},
+        {"org": {"id": "co\r\nx-injected: 1"}},
+        {"scp": ["orders:read", "orders:write\r\nx-injected: 1"]},
+        {"scp": ["orders read"]},
+    ],
+    ids=[
+        "crlf-in-consumer",
+        "lf-in-consumer",
+        "non-ascii-consumer",
+        "padded-consumer",
+        "crlf-in-tenant",
+        "crlf-in-scope",
+        "space-in-scope",
+    ],
+)
+def test_claims_that_cannot_go_upstream_as_fields_refuse_the_token(
+    start: Start, idp_key: KeyPair, upstream: Upstream, changes: dict[str, Any]
+) -> None:
+    # The IdP signed them, but its users may shape these values: they must not reach the head.
+    gateway = start()
+    assert_rejected(gateway, upstream, idp_token(idp_key, idp_claims(**changes)))
+
+
 def test_clock_skew_is_tolerated(start: Start, idp_key: KeyPair) -> None:
     gateway = start(clock_skew="30s")
     now = int(time.time())

@@ -15,6 +15,7 @@ the verified-token cache. Only a JWKS fetch (first use, TTL expired, unknown ``k
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,12 @@ Settings = BearerSettings
 """The route options of the method (``jwt: {hide_credentials: false}``)."""
 
 
+_FIELD_VALUE = re.compile(r"^[\x21-\x7e](?:[\x20-\x7e]{0,1022}[\x21-\x7e])?\Z")
+"""Printable ASCII, inner spaces allowed, at most 1,024 characters."""
+_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,256}\Z")
+"""RFC 6749 §3.3 scope-token."""
+
+
 class ClaimError(ValueError):
     """The token verified, but its claims do not say who the caller is."""
 
@@ -56,22 +63,35 @@ def _claim(claims: Mapping[str, Any], name: str) -> Any:
 def claims_to_identity(
     claims: Mapping[str, Any], mapping: ClaimMapping
 ) -> tuple[str, str | None, frozenset[str]]:
-    """``(consumer, tenant, scopes)`` from verified claims."""
+    """``(consumer, tenant, scopes)`` from verified claims.
+
+    These values go upstream as ``X-Portico-*`` fields, and the identity provider may let its
+    users shape them (a name, an e-mail, a custom attribute): a value that is not a plain
+    printable ASCII field value, or a scope that is not an RFC 6749 scope token, refuses the
+    token rather than reach the request head (CR LF there would inject fields).
+    """
     consumer = _claim(claims, mapping.consumer)
     if not isinstance(consumer, str) or not consumer:
         raise ClaimError(f"claim {mapping.consumer!r} is missing or not a string")
+    if not _FIELD_VALUE.match(consumer):
+        raise ClaimError(f"claim {mapping.consumer!r} holds characters a header cannot carry")
     tenant = _claim(claims, mapping.tenant) if mapping.tenant else None
     if tenant is not None and not isinstance(tenant, str):
         raise ClaimError(f"claim {mapping.tenant!r} is not a string")
+    if tenant and not _FIELD_VALUE.match(tenant):
+        raise ClaimError(f"claim {mapping.tenant!r} holds characters a header cannot carry")
     raw = _claim(claims, mapping.scopes)
     if raw is None:
         scopes: frozenset[str] = frozenset()
     elif isinstance(raw, str):
-        scopes = frozenset(raw.split())
+        scopes = frozenset(raw.split(" "))
     elif isinstance(raw, list) and all(isinstance(s, str) for s in raw):
         scopes = frozenset(raw)
     else:
         raise ClaimError(f"claim {mapping.scopes!r} is neither a string nor a list of strings")
+    scopes = scopes - {""}
+    if not all(_SCOPE_TOKEN.match(scope) for scope in scopes):
+        raise ClaimError(f"claim {mapping.scopes!r} holds a scope that is not a scope token")
     return consumer, tenant or None, scopes
 
 
