@@ -458,3 +458,33 @@ def test_upstream_connection_announced_as_closing_is_not_reused(
         conn.send(get("/x"))
         assert conn.read_response().status == 200
     assert upstream.accepted == 2
+
+
+def test_a_fragment_in_the_request_target_does_not_go_upstream(
+    upstream: Upstream, start_gateway: StartGateway
+) -> None:
+    gateway = start_gateway(proxy_config(upstream.url))
+    with RawConnection(gateway.port) as conn:
+        conn.send(get("/path?q=1#section"))
+        echo = conn.read_response().json()
+        conn.send(get("/other#only-a-fragment"))
+        other = conn.read_response().json()
+    assert echo["target"] == "/path?q=1"
+    assert other["target"] == "/other"
+
+
+def test_options_asterisk_is_answered_by_portico(
+    upstream: Upstream, start_gateway: StartGateway
+) -> None:
+    gateway = start_gateway(proxy_config(upstream.url))
+    before = upstream.count
+    with RawConnection(gateway.port) as conn:
+        conn.send(b"OPTIONS * HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        response = conn.read_response()
+        conn.send(b"GET * HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        refused = conn.read_response()
+    assert response.status == 200
+    assert response.header("allow") == "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+    assert response.body == b""
+    check_raw_problem(refused, 400, BAD_REQUEST)
+    assert upstream.count == before

@@ -49,6 +49,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,200}$")
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _TRACE_ID = re.compile(r"^(?!0{32})[0-9a-f]{32}$")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_ALLOW_ANY = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 _LAST_CHUNK = (b"0\r\n\r\n",)
 
 
@@ -603,6 +604,12 @@ class ClientConnection(asyncio.Protocol):
         request.request_id = request_id
 
         url = request.url
+        if b"#" in url:
+            # A fragment is the client's own business (RFC 9110 §4.2.5); it never goes upstream.
+            url = url.partition(b"#")[0]
+        if url == b"*":
+            self._asterisk(request, request_id)
+            return
         if url.startswith(b"/"):
             raw_path, _, raw_query = url.partition(b"?")
             path = raw_path.decode("latin-1")
@@ -692,6 +699,15 @@ class ClientConnection(asyncio.Protocol):
             body.collect(lambda: self._with_body(request, exchange))
             return
         self._run_pipeline(request, exchange, 0)
+
+    def _asterisk(self, request: Request, request_id: str) -> None:
+        """``OPTIONS *`` asks about the server itself (RFC 9110 §9.3.7): Portico answers what it
+        relays. The asterisk form is valid for nothing else (RFC 9112 §3.2.4)."""
+        if request.method != "OPTIONS":
+            self._problem(request, problems.BAD_REQUEST, request_id)
+            return
+        reply = Reply(200, Headers([("allow", _ALLOW_ANY)]))
+        self._answer(request, reply, request_id=request_id)
 
     def _exchange(
         self,
