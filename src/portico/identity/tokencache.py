@@ -18,9 +18,11 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from portico.gateway.exchange import Identity
+
+K = TypeVar("K", bytes, str)
 
 DEFAULT_MAX_ENTRIES = 100_000
 MAX_RECENT = 1024
@@ -67,13 +69,7 @@ class VerifiedTokenCache:
         return len(self._entries)
 
     def get(self, digest: bytes, now: float) -> VerifiedToken | None:
-        entry = self._entries.get(digest)
-        if entry is None:
-            return None
-        if now >= entry.valid_until:
-            del self._entries[digest]
-            return None
-        return entry
+        return _live(self._entries, digest, now)
 
     def put(self, digest: bytes, entry: VerifiedToken) -> None:
         entries = self._entries
@@ -90,13 +86,7 @@ class VerifiedTokenCache:
 
     def recent(self, token: str, now: float) -> VerifiedToken | None:
         """The entry of a token found in the cache lately, looked up by the token itself."""
-        entry = self._recent.get(token)
-        if entry is None:
-            return None
-        if now >= entry.valid_until:
-            del self._recent[token]
-            return None
-        return entry
+        return _live(self._recent, token, now)
 
     def remember(self, token: str, entry: VerifiedToken) -> None:
         recent = self._recent
@@ -107,3 +97,14 @@ class VerifiedTokenCache:
     def clear(self) -> None:
         self._entries.clear()
         self._recent.clear()
+
+
+def _live(table: dict[K, VerifiedToken], key: K, now: float) -> VerifiedToken | None:
+    """``table[key]`` while it is valid; an expired entry is removed on the way."""
+    entry = table.get(key)
+    if entry is None:
+        return None
+    if now >= entry.valid_until:
+        del table[key]
+        return None
+    return entry
