@@ -349,6 +349,10 @@ class OAuthClient(Model):
     jwks: dict[str, Any] | None = None
     """Public keys for ``private_key_jwt`` client authentication (RFC 7523)."""
     jwks_uri: str | None = None
+    introspect_any: bool = False
+    """May introspect (RFC 7662) the tokens of every client, not only its own: for a resource
+    server that checks the tokens other clients present to it. Any other token is
+    ``{"active": false}`` to a client."""
 
     @model_validator(mode="after")
     def _credentials(self) -> OAuthClient:

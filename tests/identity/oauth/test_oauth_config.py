@@ -91,6 +91,26 @@ def test_client_credentials_are_checked(
     assert message in check(tmp_path, edit)
 
 
+def test_introspect_any_must_be_a_boolean(tmp_path: Path) -> None:
+    def edit(config: dict[str, Any]) -> None:
+        config["tenants"]["acme"]["consumers"]["billing"]["oauth"]["introspect_any"] = "maybe"
+
+    message = check(tmp_path, edit)
+    assert "portico.yaml:" in message
+    assert "tenants.acme.consumers.billing.oauth.introspect_any" in message
+
+
+def test_introspect_any_is_off_unless_given(tmp_path: Path) -> None:
+    config = copy.deepcopy(BASE)
+    config["tenants"]["acme"]["consumers"]["warehouse"]["oauth"]["introspect_any"] = True
+    loaded = load_config(write_config(tmp_path / "portico.yaml", config))
+    consumers = loaded.tenants["acme"].consumers
+    assert [(name, c.oauth.introspect_any) for name, c in consumers.items() if c.oauth] == [
+        ("billing", False),
+        ("warehouse", True),
+    ]
+
+
 @pytest.mark.parametrize(
     ("server", "message"),
     [

@@ -36,7 +36,7 @@ def call(gateway: ServingGateway, token: str) -> int:
 
 def test_introspection_describes_an_active_token(gateway: ServingGateway) -> None:
     token = token_for(gateway, "billing-app", BILLING_SECRET, scope="orders:read")
-    response = introspect(gateway, token, ("reports-app", REPORTS_SECRET))
+    response = introspect(gateway, token, ("billing-app", BILLING_SECRET))
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-store"
     body = response.json()

@@ -8,6 +8,11 @@
 ``GET /.well-known/oauth-authorization-server``         server metadata (RFC 8414)
 ======================================================  ==========================================
 
+A client introspects and revokes only the tokens issued to itself (their ``client_id``); any other
+token is ``{"active": false}`` to it and is left alone by its revocation, so one client learns
+nothing about another's tokens (RFC 7662 §4, RFC 7009 §2.1). A client whose config says
+``introspect_any: true`` (a resource server checking other clients' tokens) introspects every token.
+
 Errors of the OAuth endpoints are the JSON objects of RFC 6749 §5.2 (``error``,
 ``error_description``), which OAuth clients expect, rather than problem+json. Every answer that
 carries a token or a token's details is ``Cache-Control: no-store``.
@@ -101,9 +106,17 @@ def parse_form(exchange: Exchange, body: bytes) -> dict[str, str]:
 class AuthorizationServer:
     """The endpoints of one configuration of the server, over the process's live state."""
 
-    def __init__(self, settings: OAuthServer, clients: Mapping[str, Client], state: OAuthState):
+    def __init__(
+        self,
+        settings: OAuthServer,
+        clients: Mapping[str, Client],
+        state: OAuthState,
+        introspect_any: frozenset[str] = frozenset(),
+    ):
         self.settings = settings
         self.state = state
+        self.introspect_any = introspect_any
+        """Ids of the clients that may introspect the tokens of every client."""
         self.policy: TokenPolicy = token_policy(settings)
         issuer = urlsplit(settings.issuer)
         origin = f"{issuer.scheme}://{issuer.netloc}"
@@ -258,7 +271,10 @@ class AuthorizationServer:
 
     def _introspection(self, client: Client, form: Mapping[str, str]) -> Reply:
         claims = self._verified(form)
-        if claims is None:
+        # RFC 7662 §2.2 lets the server call a token inactive to a client that may not see it,
+        # and §4 asks it to resist token scanning: another client's token answers exactly as an
+        # unknown one does.
+        if claims is None or not self._may_introspect(client, claims):
             return _json(200, {"active": False})
         answer = {"active": True, "token_type": "Bearer"}
         answer.update(
@@ -267,6 +283,9 @@ class AuthorizationServer:
             if name in claims
         )
         return _json(200, answer)
+
+    def _may_introspect(self, client: Client, claims: Mapping[str, Any]) -> bool:
+        return claims["client_id"] == client.client_id or client.client_id in self.introspect_any
 
     def _revocation(self, client: Client, form: Mapping[str, str]) -> Reply | Awaitable[Reply]:
         claims = self._verified(form)
@@ -318,4 +337,10 @@ def oauth_endpoints(config: PorticoConfig, extensions: Extensions) -> Sequence[B
     if signing is None or signing.algorithm != settings.signing_algorithm:
         state.ensure_signing_key(settings)
     clients = clients_from_config(config, state.remote_key_sets)
-    return AuthorizationServer(settings, clients, state).endpoints()
+    introspect_any = frozenset(
+        consumer.oauth.client_id
+        for tenant in config.tenants.values()
+        for consumer in tenant.consumers.values()
+        if consumer.oauth is not None and consumer.oauth.introspect_any
+    )
+    return AuthorizationServer(settings, clients, state, introspect_any).endpoints()
