@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 
 from tests.gateway.conftest import StartGateway
+from tests.support.upstreams import refused_url
 
 
 class Capture(logging.Handler):
@@ -18,20 +18,14 @@ class Capture(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_each_request_is_one_json_line_without_query_or_headers(
     start_gateway: StartGateway,
 ) -> None:
-    refused = free_port()  # nothing listens there: the route answers 502
+    refused = refused_url()  # nothing listens there: the route answers 502
     gateway = start_gateway(
         {
             "gateway": {"access_log": True},
-            "services": {"gone": {"targets": [f"http://127.0.0.1:{refused}"], "retries": 0}},
+            "services": {"gone": {"targets": [refused], "retries": 0}},
             "routes": [{"name": "gone", "match": {"path": "/gone/{rest:path}"}, "service": "gone"}],
         }
     )

@@ -437,12 +437,18 @@ class WebSocketEcho:
         self._thread.join(timeout=5)
 
 
+_HELD: list[socket.socket] = []
+
+
 def refused_url() -> str:
-    """The URL of a local port nothing listens on (connections to it are refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    """The URL of a local port nothing listens on (connections to it are refused).
+
+    The port stays bound, without listening, for the rest of the test session: a port that was
+    merely free a moment ago could be taken by another process before the test connects."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _HELD.append(sock)
+    return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 class Blackhole:
