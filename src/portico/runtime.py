@@ -51,6 +51,8 @@ class CompiledRoute:
     strip_prefix: str | None
     rewrite: PathTemplate | None
     preserve_host: bool
+    rewrite_location: bool
+    """Map a ``Location`` from the upstream to the client's view (off for path rewrites)."""
     websocket: bool
     max_body_size: int
     needs_body: bool
@@ -102,6 +104,7 @@ def build_runtime(
             strip_prefix=route.strip_prefix.rstrip("/") if route.strip_prefix else None,
             rewrite=PathTemplate.parse(route.upstream_path) if route.upstream_path else None,
             preserve_host=route.preserve_host,
+            rewrite_location=route.rewrite_location and not route.upstream_path,
             websocket=route.websocket,
             max_body_size=(
                 route.max_body_size

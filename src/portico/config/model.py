@@ -294,6 +294,8 @@ class Route(Model):
     upstream_path: str | None = None
     """Rewrite the upstream path with a template using the route's parameters: /orders/{id}."""
     preserve_host: bool = False
+    rewrite_location: bool = True
+    """Map a ``Location`` the upstream sends back to the gateway's address and path."""
     websocket: bool = True
     max_body_size: Size | None = None
     policies: tuple[PolicySpec, ...] = ()

@@ -113,7 +113,7 @@ Try it from another terminal:
   # Version in a header: the same path, sent to v2 when asked for
   curl -s -H 'X-Api-Version: 2' {u}/orders/1002
 
-  # Create an order: 201 with a Location header; v2 sees it too
+  # Create an order: 201 with a Location the gateway maps to /v1/orders/<id>; v2 sees it too
   curl -s -i -X POST {u}/v1/orders -H 'Content-Type: application/json' -d '{new_order}'
 
   # Your request id goes upstream and comes back (see the X-Request-ID header and "debug")

@@ -121,3 +121,32 @@ def upstream_headers(
         out.append(("connection", "upgrade"))
         out.append(("upgrade", upgrade))
     return out
+
+
+def client_location(
+    location: str, *, target_origin: str, base_path: str, prefix: str, client_origin: str
+) -> str | None:
+    """A ``Location`` the upstream sent, as the client must follow it through the gateway, or
+    ``None`` to relay it as it is (as nginx's ``proxy_redirect default`` does, and more).
+
+    An absolute URL on the target's own origin gets the client's origin instead; that URL and a
+    path-absolute reference (``/orders/42``) get the path mapped back: the target's base path
+    removed, the route's ``strip_prefix`` put back. Anything else (another host, a relative
+    reference, a path outside the target's base path) is left alone.
+    """
+    if location.startswith("/") and not location.startswith("//"):
+        rest, origin = location, ""
+    elif location[: len(target_origin)].lower() == target_origin:
+        rest, origin = location[len(target_origin) :], client_origin
+        if rest and rest[0] not in "/?#":
+            return None  # another port that merely starts with the same digits
+        if not rest.startswith("/"):
+            rest = "/" + rest
+    else:
+        return None
+    if base_path:
+        after = rest[len(base_path) :]
+        if not rest.startswith(base_path) or (after and after[0] not in "/?#"):
+            return None
+        rest = after if after.startswith("/") else "/" + after
+    return origin + prefix + rest

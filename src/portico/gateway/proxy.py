@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from portico.gateway import problems
 from portico.gateway.exchange import Exchange
+from portico.gateway.forwarding import client_location
 from portico.gateway.http import status_line_bytes
 from portico.gateway.upstream import (
     Target,
@@ -243,6 +244,8 @@ class Forward:
                 token for k, v in fields if k == b"connection" for token in connection_tokens(v)
             )
             drop = RESPONSE_HOP_BY_HOP | tokens if tokens else _DROP
+        if conn.has_location and self.route.rewrite_location:
+            fields = self._client_locations(fields, target)
         client = self.client
         self.responded = True
         request.status = status
@@ -291,6 +294,28 @@ class Forward:
         # The head waits for the first body chunk so both leave in one write (one syscall).
         self._pending_head = b"".join(parts)
         self._write = self._write_chunk if chunk else transport.write
+
+    def _client_locations(
+        self, fields: list[tuple[bytes, bytes]], target: Target
+    ) -> list[tuple[bytes, bytes]]:
+        """The response's fields with each ``Location`` as the client must follow it."""
+        host = self.request.special.get("host") or target.host_header
+        client_origin = self.exchange.scheme + "://" + host
+        prefix = self.route.strip_prefix or ""
+        out: list[tuple[bytes, bytes]] = []
+        for name, value in fields:
+            if name == b"location":
+                mapped = client_location(
+                    value.decode("latin-1"),
+                    target_origin=target.origin,
+                    base_path=target.base_path,
+                    prefix=prefix,
+                    client_origin=client_origin,
+                )
+                if mapped is not None:
+                    value = mapped.encode("latin-1")
+            out.append((name, value))
+        return out
 
     def _write_chunk(self, data: bytes) -> None:
         transport = self.client.transport

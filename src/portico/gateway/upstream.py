@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from portico.gateway.proxy import Forward
 
 
-_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+_NOTED = frozenset({b"content-length", b"transfer-encoding", b"connection", b"location"})
 """Response fields that decide framing: a Content-Length passes through as is; a chunked body is
 de-chunked by the parser and re-framed for the client; neither means "until the upstream closes"."""
 
@@ -79,6 +79,7 @@ class UpstreamConnection(asyncio.Protocol):
         "connection_tokens",
         "forward",
         "has_length",
+        "has_location",
         "head_received",
         "idle_since",
         "keep_alive",
@@ -112,6 +113,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_only = False
         self._close_delimited = False
         self.has_length = False
+        self.has_location = False
         self.chunked = False
         self.connection_tokens: frozenset[bytes] = frozenset()
         """Fields the response's ``Connection`` header names (hop-by-hop, not relayed)."""
@@ -130,6 +132,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.sent = False
         self._close_delimited = False
         self.has_length = False
+        self.has_location = False
         self.chunked = False
         self.connection_tokens = _NO_TOKENS
         self.target.inflight.add(self)
@@ -235,11 +238,13 @@ class UpstreamConnection(asyncio.Protocol):
             key = name.lower()
             if len(_LOWER_NAMES) < 1024:
                 _LOWER_NAMES[name] = key
-        if key in _FRAMING:
+        if key in _NOTED:
             if key == b"connection":
                 self.connection_tokens = self.connection_tokens | connection_tokens(value)
             elif key == b"content-length":
                 self.has_length = True
+            elif key == b"location":
+                self.has_location = True
             else:
                 self.chunked = True
         self.resp_headers.append((key, value))
@@ -253,7 +258,7 @@ class UpstreamConnection(asyncio.Protocol):
         if 100 <= status < 200 and status != 101:
             # An interim response (103 Early Hints, a stray 100): wait for the final one.
             self.resp_headers = []
-            self.has_length = self.chunked = False
+            self.has_length = self.chunked = self.has_location = False
             self.connection_tokens = _NO_TOKENS
             return
         self.status = status
@@ -375,6 +380,7 @@ class Target:
         "host",
         "host_header",
         "inflight",
+        "origin",
         "pool",
         "port",
         "retired",
@@ -392,6 +398,7 @@ class Target:
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.host_header = parts.netloc
+        self.origin = f"{parts.scheme}://{parts.netloc}".lower()
         self.base_path = parts.path.rstrip("/")
         self.ssl_context = ssl.create_default_context() if parts.scheme == "https" else None
         self.timeouts = service.timeouts
