@@ -32,10 +32,11 @@ _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
 
 
 def connection_tokens(value: bytes) -> frozenset[bytes]:
-    """The field names a ``Connection`` header lists (RFC 9110 §7.6.1), lower-cased."""
+    """The field names a ``Connection`` header lists (RFC 9110 §7.6.1), lower-cased, besides
+    ``keep-alive``, which is never relayed anyway."""
     lowered = value.lower()
     if lowered in _PLAIN_CONNECTION:
-        return _NO_TOKENS if lowered == b"close" else _KEEP_ALIVE
+        return _NO_TOKENS  # the usual case: nothing to add to the hop-by-hop set
     return frozenset(t.strip() for t in lowered.split(b",") if t.strip())
 
 
@@ -43,7 +44,6 @@ _NO_TOKENS: frozenset[bytes] = frozenset()
 _LOWER_NAMES: dict[bytes, bytes] = {}
 """Field names as servers spell them, lower-cased: a lookup costs less than ``bytes.lower``, and a
 server sends the same few names over and over."""
-_KEEP_ALIVE = frozenset({b"keep-alive"})
 
 
 class UpstreamError(Exception):
