@@ -45,7 +45,6 @@ RESPONSE_HOP_BY_HOP = frozenset(
     }
 )
 """Response fields a proxy does not relay (RFC 9110 §7.6.1); framing is Portico's own."""
-_DROP = RESPONSE_HOP_BY_HOP
 
 
 class Forward:
@@ -232,7 +231,7 @@ class Forward:
         exchange = self.exchange
         request = self.request
         fields = conn.resp_headers
-        drop = RESPONSE_HOP_BY_HOP | conn.connection_tokens if conn.connection_tokens else _DROP
+        tokens = conn.connection_tokens
         pipeline = self.route.response_pipeline
         if pipeline:
             # Policies work on text fields; without any, the raw fields are relayed as they came.
@@ -243,7 +242,7 @@ class Forward:
             tokens = frozenset(
                 token for k, v in fields if k == b"connection" for token in connection_tokens(v)
             )
-            drop = RESPONSE_HOP_BY_HOP | tokens if tokens else _DROP
+        drop = RESPONSE_HOP_BY_HOP | tokens if tokens else RESPONSE_HOP_BY_HOP
         if conn.has_location and self.route.rewrite_location:
             fields = self._client_locations(fields, target)
         client = self.client

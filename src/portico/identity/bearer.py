@@ -17,15 +17,12 @@ from typing import TYPE_CHECKING
 
 from portico.gateway.exchange import Exchange
 from portico.identity.authn import AuthResult, Rejected
-from portico.identity.tokencache import VerifiedToken, VerifiedTokenCache, token_digest
+from portico.identity.tokencache import VerifiedToken, VerifiedTokenCache
 
 if TYPE_CHECKING:
     from portico.config.model import PorticoConfig
 
 REALM = "portico"
-_UNUSED_DIGEST = b""
-"""Passed to ``_check`` with a token already verified: only an unverified token's digest is used
-(to cache it once verified)."""
 CHALLENGE = f'Bearer realm="{REALM}"'
 INVALID_TOKEN = f'Bearer realm="{REALM}", error="invalid_token"'
 
@@ -50,21 +47,17 @@ class BearerAuthenticator:
 
     def present(self, exchange: Exchange) -> bool:
         found = find_bearer(exchange.headers.items)
-        return found is not None and self._claims(found[1], token_digest(found[1])) is not False
+        if found is None:
+            return False
+        known, _ = self._cache.find(found[1], time.time())
+        return known is not None or self._names_issuer(found[1])
 
     def authenticate(self, exchange: Exchange) -> AuthResult | Awaitable[AuthResult]:
         found = find_bearer(exchange.headers.items)
         if found is None:
             return Rejected(INVALID_TOKEN, "no bearer token")
         index, token = found
-        now = time.time()
-        recent = self._cache.recent(token, now)
-        if recent is not None:
-            return self._check(exchange, index, token, _UNUSED_DIGEST, recent)
-        digest = token_digest(token)
-        known = self._cache.get(digest, now)
-        if known is not None:
-            self._cache.remember(token, known)
+        known, digest = self._cache.find(token, time.time())
         return self._check(exchange, index, token, digest, known)
 
     def identify(self, exchange: Exchange) -> AuthResult | Awaitable[AuthResult] | None:
@@ -74,23 +67,13 @@ class BearerAuthenticator:
         if found is None:
             return None
         index, token = found
-        recent = self._cache.recent(token, time.time())
-        if recent is not None:
-            return self._check(exchange, index, token, _UNUSED_DIGEST, recent)
-        digest = token_digest(token)
-        claimed = self._claims(token, digest)
-        if claimed is False:
+        known, digest = self._cache.find(token, time.time())
+        if known is None and not self._names_issuer(token):
             return None
-        if isinstance(claimed, VerifiedToken):
-            self._cache.remember(token, claimed)
-        return self._check(exchange, index, token, digest, claimed)
+        return self._check(exchange, index, token, digest, known if known is not None else True)
 
-    def _claims(self, token: str, digest: bytes) -> VerifiedToken | bool:
-        """The cached entry of a token verified before; else whether the token names this
-        issuer (or no readable issuer at all)."""
-        known = self._cache.get(digest, time.time())
-        if known is not None:
-            return known
+    def _names_issuer(self, token: str) -> bool:
+        """Whether a token not verified before names this issuer (or no readable issuer)."""
         issuer = peek_issuer(token)
         return issuer is None or issuer == self._issuer
 

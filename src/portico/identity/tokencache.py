@@ -68,6 +68,19 @@ class VerifiedTokenCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def find(self, token: str, now: float) -> tuple[VerifiedToken | None, bytes]:
+        """The entry of ``token`` if it verified before, and the token's digest: by the token
+        itself when it was found lately (the digest is then not computed, and empty), else by
+        its SHA-256 (and then remembered by the token for the next time)."""
+        entry = self.recent(token, now)
+        if entry is not None:
+            return entry, b""
+        digest = token_digest(token)
+        entry = self.get(digest, now)
+        if entry is not None:
+            self.remember(token, entry)
+        return entry, digest
+
     def get(self, digest: bytes, now: float) -> VerifiedToken | None:
         return _live(self._entries, digest, now)
 
