@@ -72,6 +72,14 @@ class BearerAuthenticator:
             return None
         return self._check(exchange, index, token, digest, known if known is not None else True)
 
+    def _accept(self, exchange: Exchange, index: int, verified: VerifiedToken) -> AuthResult:
+        """The identity of a verified token, its field removed first unless the route keeps it."""
+        if self._hide:
+            # Nothing else touches the request's fields while its auth policy runs, awaited or
+            # not, so the position found at the start is still the token's.
+            del exchange.headers.items[index]
+        return verified.identity()
+
     def _names_issuer(self, token: str) -> bool:
         """Whether a token not verified before names this issuer (or no readable issuer)."""
         issuer = peek_issuer(token)

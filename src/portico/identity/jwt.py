@@ -147,13 +147,6 @@ class ProviderAuthenticator(BearerAuthenticator):
             return self._after_refresh(exchange, index, token, digest, kid, algorithm)
         return self._verify(exchange, index, token, digest, candidates)
 
-    def _accept(self, exchange: Exchange, index: int, verified: VerifiedToken) -> AuthResult:
-        if self._hide:
-            # Nothing else touches the request's fields while its auth policy runs, awaited or
-            # not, so the position found at the start is still the token's.
-            del exchange.headers.items[index]
-        return verified.identity()
-
     async def _after_refresh(
         self,
         exchange: Exchange,

@@ -78,9 +78,7 @@ class OAuthAuthenticator(BearerAuthenticator):
         directory = self._directory
         if directory is not None and verified.consumer not in directory.directory.consumers:
             return Rejected(INVALID_TOKEN, f"consumer {verified.consumer!r} no longer exists")
-        if self._hide:
-            del exchange.headers.items[index]
-        return verified.identity()
+        return self._accept(exchange, index, verified)
 
 
 def _verified(claims: dict[str, Any], leeway: float) -> VerifiedToken:
