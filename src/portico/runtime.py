@@ -18,6 +18,7 @@ from portico.gateway.endpoints import BuiltinEndpoint
 from portico.gateway.iprules import CompiledIPRules
 from portico.gateway.router import PathTemplate, RouteMatcher, Router
 from portico.gateway.upstream import Service
+from portico.gateway.uri import encode_path
 from portico.policies.base import Policy, ResponsePolicy
 from portico.policies.registry import BuildContext, build_policy
 
@@ -58,14 +59,17 @@ class CompiledRoute:
     needs_body: bool
     """A policy reads the whole body (``exchange.body``) before the request goes upstream."""
 
-    def upstream_path(self, path: str, params: dict[str, str]) -> str:
+    def upstream_path(self, path: str, params: dict[str, str], encode: bool) -> str:
+        """The path sent upstream, from the decoded ``path`` the route matched. ``encode``: the
+        client's path had percent-encodings, so the decoded path is encoded again canonically
+        (a path without any goes as it is)."""
         if self.rewrite is not None:
-            path = self.rewrite.expand(params)
-        elif self.strip_prefix:
+            return self.rewrite.expand(params)
+        if self.strip_prefix:
             path = path[len(self.strip_prefix) :]
             if not path.startswith("/"):
                 path = "/" + path
-        return path
+        return encode_path(path) if encode else path
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +120,7 @@ def build_runtime(
         matchers.append(
             RouteMatcher(
                 template=PathTemplate.parse(route.match.path),
-                methods=frozenset(route.match.methods),
+                methods=_methods(route.match.methods),
                 hosts=frozenset(route.match.hosts),
                 headers=tuple((k.lower(), v) for k, v in route.match.headers.items()),
                 target=compiled,
@@ -128,7 +132,7 @@ def build_runtime(
             [
                 RouteMatcher(
                     template=PathTemplate.parse(e.path),
-                    methods=e.methods,
+                    methods=_methods(e.methods),
                     hosts=frozenset(),
                     headers=(),
                     target=e,
@@ -151,6 +155,13 @@ def build_runtime(
         ip_rules=CompiledIPRules.compile(config.gateway.ip_rules),
         extensions=extensions,
     )
+
+
+def _methods(methods: Sequence[str] | frozenset[str]) -> frozenset[str]:
+    """A route that takes GET takes HEAD too (RFC 9110 §9.3.2): the same route, the same
+    policies, never another route's."""
+    out = frozenset(methods)
+    return out | {"HEAD"} if "GET" in out else out
 
 
 def retired_services(old: Runtime, new: Runtime) -> list[Service]:

@@ -393,11 +393,11 @@ def test_request_without_exactly_one_host_is_400(
     assert upstream.count == 0
 
 
-def test_request_target_over_64_kib_is_400(upstream: Upstream, start_gateway: StartGateway) -> None:
+def test_request_target_over_64_kib_is_414(upstream: Upstream, start_gateway: StartGateway) -> None:
     gateway = start_gateway(proxy_config(upstream.url))
     with RawConnection(gateway.port) as conn:
         conn.send(b"GET /" + b"u" * 70_000 + b" HTTP/1.1\r\nHost: a\r\n\r\n")
-        check_raw_problem(conn.read_response(), 400, BAD_REQUEST)
+        check_raw_problem(conn.read_response(), 414, "https://portico.dev/problems/uri-too-long")
     assert upstream.count == 0
 
 

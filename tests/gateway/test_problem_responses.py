@@ -149,7 +149,7 @@ class Case:
 
 CASES = {
     "bad-request": Case(provoke_bad_request, 400, "bad-request"),
-    "oversized-head": Case(provoke_oversized_head, 400, "bad-request"),
+    "oversized-head": Case(provoke_oversized_head, 431, "request-header-fields-too-large"),
     "upgrade-not-allowed": Case(provoke_upgrade_not_allowed, 400, "upgrade-not-allowed"),
     "route-not-found": Case(provoke_not_found, 404, "route-not-found"),
     "method-not-allowed": Case(provoke_method_not_allowed, 405, "method-not-allowed"),

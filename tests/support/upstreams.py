@@ -10,8 +10,9 @@ connections dropped mid-response. What it does depends on the request path:
 ``/slow?head=S&body=S``         waits ``head`` seconds before the head and ``body`` seconds
                                 between the two halves of the body
 ``/bytes/{n}?framing=F``        ``n`` bytes of :func:`pattern` data, generated on the fly;
-                                ``F`` is ``length`` (default), ``chunked`` or ``close``
-                                (an HTTP/1.0 response delimited by closing the connection)
+                                ``F`` is ``length`` (default), ``chunked``, ``close``
+                                (an HTTP/1.0 response delimited by closing the connection) or
+                                ``coded`` (``Transfer-Encoding: gzip``, until the close)
 ``/hold``                        answers only once :meth:`Upstream.release_held` is called
 ``/no-read``                    like ``/hold``, without reading the request body first
 ``/drop?after=N``               announces 2N+1 bytes, sends N, then closes the connection
@@ -282,6 +283,17 @@ class Upstream:
             framing = query.get("framing", ["length"])[0]
             if framing == "close":
                 conn.sendall(b"HTTP/1.0 200 OK\r\ncontent-type: application/octet-stream\r\n\r\n")
+                if not head_only:
+                    for block in pattern(size):
+                        conn.sendall(block)
+                return False
+            if framing == "coded":
+                # A transfer coding other than chunked: the body runs until the connection closes
+                # (RFC 9112 §6.3); the bytes are relayed as sent, the coding kept.
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n"
+                    b"transfer-encoding: gzip\r\nconnection: close\r\n\r\n"
+                )
                 if not head_only:
                     for block in pattern(size):
                         conn.sendall(block)

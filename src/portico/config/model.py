@@ -152,6 +152,13 @@ class GatewaySettings(Model):
     """How long an idle client connection stays open."""
     header_timeout: Duration = 30.0
     """How long a client has to send a complete request head."""
+    body_timeout: Duration = 60.0
+    """Longest pause between two reads of a request body (as nginx's ``client_body_timeout``):
+    a client that stalls longer gets 408, and the upstream is not blamed."""
+    tunnel_idle_timeout: Duration = 300.0
+    """How long an upgraded connection (WebSocket) may carry nothing either way."""
+    max_header_fields: int = Field(100, ge=1, le=10_000)
+    """Most header fields in one request head; more is answered 431."""
     drain_timeout: Duration = 30.0
     """On shutdown, how long in-flight requests get to finish."""
     access_log: bool = False
@@ -271,7 +278,8 @@ class Match(Model):
     @field_validator("hosts")
     @classmethod
     def _hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(h.lower() for h in value)
+        # Host names compare without case and without a trailing dot, as requests' are.
+        return tuple(h.lower().rstrip(".") for h in value)
 
 
 class PolicySpec(Model):

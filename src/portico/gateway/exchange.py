@@ -74,6 +74,7 @@ class Exchange:
         "path_params",
         "peer_ip",
         "query",
+        "raw_path",
         "request_id",
         "route",
         "scheme",
@@ -100,10 +101,15 @@ class Exchange:
         identity: Identity | None = None,
         tls: Any = None,
         body: bytes | None = None,
+        raw_path: str | None = None,
     ) -> None:
         self.method = method
         self.path = path
-        """The request path as received, percent-encoding intact, without the query."""
+        """The path routes matched: decoded once, dot segments removed, without the query (see
+        ``docs/security.md``). Compare paths with this one, never with ``raw_path``."""
+        self.raw_path = path if raw_path is None else raw_path
+        """The path exactly as the client sent it, for what must check the client's own bytes
+        (an HTTP message signature's ``@path``)."""
         self.query = query
         """The raw query string without ``?``; empty when there is none."""
         self.headers = headers

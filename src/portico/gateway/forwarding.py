@@ -1,6 +1,7 @@
 """The header fields a proxy must remove, add or rewrite on the way upstream.
 
-- Hop-by-hop fields (RFC 9110 §7.6.1) are removed, with any field the ``Connection`` header names.
+- Hop-by-hop fields (RFC 9110 §7.6.1) are removed. (The fields the client's ``Connection`` names
+  were removed before the policies ran, so none that a policy sets can be removed that way.)
 - ``X-Forwarded-For/Proto/Host`` and ``Forwarded`` (RFC 7239) are set. Incoming ones are kept only
   when the TCP peer is a trusted proxy; otherwise a client could forge its address.
 - ``X-Portico-*`` fields are Portico's own (trusted identity); a client's are always dropped.
@@ -90,11 +91,8 @@ def upstream_headers(
     xfp: str | None = None
     xfh: str | None = None
     forwarded: str | None = None
-    named: frozenset[str] = frozenset()
     for name, value in items:
         if name in HOP_BY_HOP:
-            if name == "connection":
-                named = connection_tokens(value)
             continue
         if name in FORWARDING:
             if peer_trusted:
@@ -110,8 +108,6 @@ def upstream_headers(
         if name in replaced:
             continue
         out.append((name, value))
-    if named:
-        out = [(n, v) for n, v in out if n not in named]
     out.append(("x-forwarded-for", f"{xff}, {peer_ip}" if xff else peer_ip))
     out.append(("x-forwarded-proto", xfp or scheme))
     out.append(("x-forwarded-host", xfh or host_header))

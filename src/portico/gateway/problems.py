@@ -42,16 +42,23 @@ ROUTE_NOT_FOUND = ProblemType("route-not-found", 404, "No route matches this req
 METHOD_NOT_ALLOWED = ProblemType("method-not-allowed", 405, "Method not allowed on this route")
 REQUEST_TIMEOUT = ProblemType("request-timeout", 408, "The request was not received in time")
 REQUEST_TOO_LARGE = ProblemType("request-too-large", 413, "Request body too large")
+URI_TOO_LONG = ProblemType("uri-too-long", 414, "The request target is too long")
 HEADERS_TOO_LARGE = ProblemType(
     "request-header-fields-too-large", 431, "Request header fields too large"
 )
 INTERNAL_ERROR = ProblemType("internal-error", 500, "Internal gateway error")
+NOT_IMPLEMENTED = ProblemType(
+    "transfer-coding-not-implemented", 501, "The request uses a transfer coding Portico cannot read"
+)
 UPSTREAM_UNAVAILABLE = ProblemType("upstream-unavailable", 502, "The upstream service failed")
 NO_HEALTHY_UPSTREAM = ProblemType(
     "no-healthy-upstream", 503, "No healthy upstream target is available"
 )
 UPSTREAM_TIMEOUT = ProblemType(
     "upstream-timeout", 504, "The upstream service did not answer in time"
+)
+VERSION_NOT_SUPPORTED = ProblemType(
+    "http-version-not-supported", 505, "Only HTTP/1.0 and HTTP/1.1 are served on this listener"
 )
 
 ALL_TYPES: tuple[ProblemType, ...] = (
@@ -65,11 +72,14 @@ ALL_TYPES: tuple[ProblemType, ...] = (
     METHOD_NOT_ALLOWED,
     REQUEST_TIMEOUT,
     REQUEST_TOO_LARGE,
+    URI_TOO_LONG,
     HEADERS_TOO_LARGE,
     INTERNAL_ERROR,
+    NOT_IMPLEMENTED,
     UPSTREAM_UNAVAILABLE,
     NO_HEALTHY_UPSTREAM,
     UPSTREAM_TIMEOUT,
+    VERSION_NOT_SUPPORTED,
 )
 
 

@@ -262,7 +262,16 @@ class Forward:
         head_only = request.method == "HEAD" or status in (204, 304)
         keep_alive = request.keep_alive and not client.gateway.draining
         chunk = False
-        if not head_only and not conn.has_length:
+        codings = conn.transfer_codings
+        if codings and not head_only:
+            if request.version != "1.1":
+                # HTTP/1.0 knows no transfer codings: the body cannot be relayed as it is.
+                self.responded = False
+                reason = "a transfer coding an HTTP/1.0 client cannot receive"
+                self.upstream_failed(conn, UpstreamError(reason, sent=True))
+                return
+            chunk = True  # the codings are kept, chunked last (RFC 9112 §6.1)
+        elif not head_only and not conn.has_length:
             if request.version == "1.1":
                 chunk = True
             else:
@@ -283,7 +292,10 @@ class Forward:
         parts.append(exchange.request_id.encode("latin-1"))
         parts.append(b"\r\n")
         if chunk:
-            parts.append(b"transfer-encoding: chunked\r\n")
+            if codings:
+                parts.append(b"transfer-encoding: " + codings + b", chunked\r\n")
+            else:
+                parts.append(b"transfer-encoding: chunked\r\n")
         if not keep_alive:
             parts.append(b"connection: close\r\n")
         parts.append(b"\r\n")
@@ -331,14 +343,16 @@ class Forward:
             if not self.responded:
                 self._target.health.abandon()
 
-    def client_error(self) -> None:
-        """The client's request body turned out malformed while streaming: answer 400."""
+    def client_failed(self, kind: problems.ProblemType) -> None:
+        """The client broke its request body (400) or stopped sending it (408): the upstream
+        exchange is dropped without judging the target, and the client gets ``kind`` if no
+        response has reached it yet."""
         self.cancel()
         if self.responded and not self._pending_head:
             self.client.abort()
         else:
             self._pending_head = b""
-            reply = problems.problem(problems.BAD_REQUEST, self.exchange.request_id)
+            reply = problems.problem(kind, self.exchange.request_id)
             self.client.reply(self.request, reply, self.exchange)
         self.client.forward_finished(self)
 

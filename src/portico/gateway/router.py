@@ -2,8 +2,17 @@
 
 A path template is made of ``/``-separated segments; a segment is a literal, ``{name}`` (exactly
 one non-empty segment) or, as the last segment only, ``{name:path}`` (the rest of the path, which
-may be empty or contain slashes). The most specific route wins: more literal segments first, then
-fewer catch-alls, then routes that also constrain host, headers or methods.
+may be empty or contain slashes; ``/v1/{rest:path}`` takes ``/v1`` too). Templates match the
+decoded, canonical path (:func:`portico.gateway.uri.canonical_path`), and one trailing ``/`` is
+insignificant:
+``/partner/orders`` also matches ``/partner/orders/``, which most backends serve alike.
+
+The most specific route wins: more literal segments first, then fewer catch-alls, then routes that
+also constrain host or headers. Methods are part of a route's identity, not a way to choose
+between routes: once the most specific route matches path, host and headers, only routes with
+that same path shape, hosts and header conditions may serve the request, and if none accepts its
+method the answer is 405. A request never falls through to a less specific route (a catch-all,
+or one without the host condition) because of its method.
 """
 
 from __future__ import annotations
@@ -12,7 +21,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(:path)?\}")
 _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)(?::(path))?\}$")
@@ -37,13 +46,16 @@ class PathTemplate:
     def parse(cls, template: str) -> PathTemplate:
         if not template.startswith("/"):
             raise ValueError("a path template must start with /")
-        segments = template[1:].split("/")
+        # One trailing slash is insignificant (see the module docstring).
+        body = template[1:-1] if len(template) > 1 and template.endswith("/") else template[1:]
+        segments = body.split("/")
         pattern = ["^"]
         names: list[str] = []
         literal_segments = literal_chars = 0
         catch_all = False
         for index, segment in enumerate(segments):
-            pattern.append("/")
+            if not segment.endswith(":path}"):
+                pattern.append("/")
             if "{" in segment or "}" in segment:
                 m = _PARAM.match(segment)
                 if m is None:
@@ -58,13 +70,16 @@ class PathTemplate:
                     if index != len(segments) - 1:
                         raise ValueError(f"{{{name}:path}} must be the last segment")
                     catch_all = True
-                    pattern.append(f"(?P<{name}>.*)")
+                    # /v1/{rest:path} also takes /v1 (rest empty): the slash is insignificant.
+                    pattern.append(f"(?:/(?P<{name}>.*))?")
                 else:
                     pattern.append(f"(?P<{name}>[^/]+)")
             else:
                 literal_segments += 1 if segment else 0
                 literal_chars += len(segment)
                 pattern.append(re.escape(segment))
+        if not catch_all and body:
+            pattern.append("/?")
         pattern.append("$")
         return cls(
             template,
@@ -75,13 +90,20 @@ class PathTemplate:
             catch_all,
         )
 
+    @property
+    def shape(self) -> str:
+        """The template with its parameter names left out: two routes of one shape match the
+        same paths."""
+        return _PLACEHOLDER.sub(lambda m: "{:path}" if m.group(2) else "{}", self.source).rstrip(
+            "/"
+        )
+
     def match(self, path: str) -> dict[str, str] | None:
+        """The parameters, as decoded as the path is (never decoded a second time)."""
         m = self.regex.match(path)
         if m is None:
             return None
-        return {
-            name: unquote(value) if "%" in value else value for name, value in m.groupdict().items()
-        }
+        return m.groupdict("")
 
     def expand(self, params: dict[str, str]) -> str:
         """Fill ``{name}`` / ``{name:path}`` placeholders (used for upstream path rewrites).
@@ -146,11 +168,21 @@ class MethodNotAllowed(Exception):
 
 
 class Router(Generic[T]):
-    __slots__ = ("_matchers",)
+    __slots__ = ("_matchers", "_same_path")
 
     def __init__(self, matchers: Sequence[RouteMatcher[T]]) -> None:
         # Python's sort is stable: equally specific routes keep the order they were written in.
-        self._matchers = tuple(sorted(matchers, key=RouteMatcher.specificity, reverse=True))
+        ordered = tuple(sorted(matchers, key=RouteMatcher.specificity, reverse=True))
+        self._matchers = ordered
+        # For each matcher, the matchers of the same path shape, hosts and header conditions
+        # (itself included): the only routes that may serve a request it matched first.
+        groups: dict[
+            tuple[str, frozenset[str], frozenset[tuple[str, str]]], list[RouteMatcher[T]]
+        ] = {}
+        keys = [(m.template.shape, m.hosts, frozenset(m.headers)) for m in ordered]
+        for key, m in zip(keys, ordered, strict=True):
+            groups.setdefault(key, []).append(m)
+        self._same_path = tuple(tuple(groups[key]) for key in keys)
 
     def match(
         self, method: str, host: str, path: str, headers: HeaderLookup
@@ -167,14 +199,19 @@ class Router(Generic[T]):
         self, method: str, host: str, path: str, headers: HeaderLookup
     ) -> tuple[T, dict[str, str]] | None:
         """Like :meth:`match`, with ``None`` for no match: for a router consulted before another
-        on every request (the built-in endpoints), where a miss is the common case."""
-        return self._scan(method, host, path, headers)[0]
+        on every request (the built-in endpoints), where a miss is the common case. A path that
+        matches with another method is not a miss: it raises :class:`MethodNotAllowed`."""
+        found, allowed = self._scan(method, host, path, headers)
+        if found is None and allowed:
+            raise MethodNotAllowed(sorted(allowed))
+        return found
 
     def _scan(
         self, method: str, host: str, path: str, headers: HeaderLookup
     ) -> tuple[tuple[T, dict[str, str]] | None, set[str]]:
-        allowed: set[str] = set()
-        for m in self._matchers:
+        matchers = self._matchers
+        for index in range(len(matchers)):
+            m = matchers[index]
             if m.hosts and host not in m.hosts:
                 continue
             params = m.template.match(path)
@@ -182,31 +219,20 @@ class Router(Generic[T]):
                 continue
             if m.headers and any(headers.get(k) != v for k, v in m.headers):
                 continue
-            if m.methods and method not in m.methods:
-                allowed.update(m.methods)
-                continue
-            return (m.target, params), allowed
+            if not m.methods or method in m.methods:
+                return (m.target, params), set()
+            return self._same_path_methods(index, method, host, path, headers)
+        return None, set()
+
+    def _same_path_methods(
+        self, index: int, method: str, host: str, path: str, headers: HeaderLookup
+    ) -> tuple[tuple[T, dict[str, str]] | None, set[str]]:
+        """The route that matched does not take ``method``: another of its kind may."""
+        allowed: set[str] = set()
+        for m in self._same_path[index]:
+            if not m.methods or method in m.methods:
+                params = m.template.match(path)
+                assert params is not None  # the same shape matches the same paths
+                return (m.target, params), set()
+            allowed.update(m.methods)
         return None, allowed
-
-
-def normalize_path(path: str) -> str:
-    """Remove dot segments (RFC 3986 §5.2.4), including percent-encoded dots, and empty segments.
-
-    Applied before matching, so ``/v1/orders/../admin`` cannot escape a route's prefix, and the
-    normalised path is what goes upstream.
-    """
-    if "." not in path and "//" not in path and "%" not in path:
-        return path
-    raw = path.split("/")
-    out: list[str] = []
-    for segment in raw[1:]:
-        decoded = segment.replace("%2e", ".").replace("%2E", ".")
-        if decoded == "..":
-            if out:
-                out.pop()
-        elif decoded in (".", ""):
-            continue
-        else:
-            out.append(segment)
-    trailing = "/" if raw[-1] in ("", ".", "..") and out else ""
-    return "/" + "/".join(out) + trailing

@@ -26,24 +26,27 @@ from portico.gateway.exchange import Exchange, Reply
 from portico.gateway.forwarding import (
     IDENTITY_PREFIX,
     client_ip_from_chain,
+    connection_tokens,
     is_trusted,
     upstream_headers,
 )
 from portico.gateway.headers import Headers
 from portico.gateway.http import new_id, status_line
 from portico.gateway.proxy import Forward
-from portico.gateway.router import MethodNotAllowed, NoRoute, normalize_path
+from portico.gateway.router import MethodNotAllowed, NoRoute
 from portico.gateway.upstream import UpstreamConnection
+from portico.gateway.uri import BadTarget, canonical_path, host_name, split_absolute
 
 if TYPE_CHECKING:
     from portico.gateway.app import Gateway
     from portico.gateway.endpoints import BuiltinEndpoint
-    from portico.runtime import CompiledRoute, Runtime
+    from portico.runtime import Runtime
 
 log = logging.getLogger("portico.gateway")
 access_log = logging.getLogger("portico.access")
 
 MAX_HEAD_BYTES = 64 * 1024
+"""The request line and header fields, as sent (names, values, separators and line ends)."""
 BODY_BUFFER_HIGH = 256 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,200}$")
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
@@ -64,7 +67,9 @@ class RequestBody:
         "_discard",
         "_transport",
         "_waiter",
+        "broken",
         "complete",
+        "ended_at",
         "limit",
         "overflow",
         "received",
@@ -80,6 +85,11 @@ class RequestBody:
         self._waiter: Callable[[], None] | None = None
         self.received = 0
         self.complete = False
+        self.ended_at = 0.0
+        """When the last byte arrived (the loop's clock): the upstream's read timeout counts from
+        then, never while the client is still sending."""
+        self.broken = False
+        """The client's framing of this body turned out malformed: it will never complete."""
         self.overflow = False
         self.limit = limit
 
@@ -157,6 +167,8 @@ class RequestBody:
 _SPECIAL = frozenset(
     {
         "host",
+        "authorization",
+        "connection",
         "content-length",
         "transfer-encoding",
         "expect",
@@ -165,6 +177,16 @@ _SPECIAL = frozenset(
         "upgrade",
     }
 )
+
+
+_LISTS = frozenset({"x-forwarded-for", "transfer-encoding", "connection"})
+"""Special fields whose repetitions are one list (RFC 9110 §5.3)."""
+_SINGLETONS = frozenset({"host", "authorization"})
+"""Special fields that must not be repeated: which one would count is ambiguous (400)."""
+_UNNAMEABLE = frozenset({"host", "content-length", "transfer-encoding"})
+"""Fields a client cannot make hop-by-hop by naming them in ``Connection``: they frame the
+request or address it."""
+_SUPPORTED_CODINGS = ("chunked",)
 
 
 _METHODS = {
@@ -186,15 +208,19 @@ def _special_names(request_id_header: str) -> frozenset[str]:
 
 class Request:
     __slots__ = (
-        "bad_host",
         "body",
+        "fields",
         "has_body",
         "has_identity_headers",
         "head_bytes",
         "headers",
         "keep_alive",
+        "log_path",
+        "malformed",
         "method",
+        "refusal",
         "request_id",
+        "serving",
         "special",
         "started",
         "status",
@@ -217,7 +243,13 @@ class Request:
         self.special: dict[str, str] = {}
         self.started = 0.0
         self.status = 0
-        self.bad_host = False
+        self.fields = 0
+        self.malformed = ""
+        """Why the head is unusable although it parsed (a repeated Host), or empty."""
+        self.refusal: problems.ProblemType | None = None
+        """Why the parser was stopped, when it is not plain malformed syntax (431, 501, 505)."""
+        self.serving = False
+        self.log_path = ""
         self.request_id = ""
 
 
@@ -230,10 +262,12 @@ class ClientConnection(asyncio.Protocol):
         "_queue",
         "active",
         "background",
+        "body_activity",
         "closed",
         "forward",
         "gateway",
         "last_activity",
+        "max_fields",
         "parser",
         "peer_ip",
         "peer_trusted",
@@ -273,7 +307,10 @@ class ClientConnection(asyncio.Protocol):
         self.request_id_field = self.request_id_header.encode("latin-1") + b": "
         self.special_names = _special_names(self.request_id_header)
         self.replaced_fields = frozenset({self.request_id_header, "traceparent"})
+        self.max_fields = self.runtime.settings.max_header_fields
         self.last_activity = 0.0
+        self.body_activity = 0.0
+        """When the current request's body last moved (or its reading was last resumed)."""
 
     # -- connection lifecycle ------------------------------------------------------------------
 
@@ -298,9 +335,26 @@ class ClientConnection(asyncio.Protocol):
 
     def check_idle(self, now: float) -> None:
         """Called by the gateway's ticker: close connections idle too long or slow to send."""
-        if self.closed or self.tunnel is not None or self.active is not None or self._queue:
+        if self.closed:
             return
         settings = self.runtime.settings
+        if self.tunnel is not None:
+            if now - self.last_activity > settings.tunnel_idle_timeout:
+                self._close()  # connection_lost closes the upstream side
+            return
+        active = self.active
+        if active is not None:
+            # A body that stops arriving is the client's doing, unless Portico paused reading
+            # (the upstream is slow to take it): then the upstream's write timeout applies.
+            if (
+                not active.body.complete
+                and not self._paused
+                and now - self.body_activity > settings.body_timeout
+            ):
+                self._body_timeout(active)
+            return
+        if self._queue:
+            return
         if self._parsing is not None:
             if now - self.last_activity > settings.header_timeout:
                 if self._parsing.body.received == 0:
@@ -338,6 +392,7 @@ class ClientConnection(asyncio.Protocol):
             self._paused.discard(reason)
             if not self._paused and self.transport is not None and not self.closed:
                 self.transport.resume_reading()
+                self.body_activity = self._loop.time()
 
     def _peer_transport(self) -> asyncio.Transport | None:
         if self.tunnel is not None:
@@ -361,6 +416,7 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
+            self.last_activity = self._loop.time()
             self.tunnel.write(data)
             return
         try:
@@ -372,27 +428,49 @@ class ClientConnection(asyncio.Protocol):
             self._protocol_error()
 
     def _protocol_error(self) -> None:
+        parsing = self._parsing
+        kind = problems.BAD_REQUEST
+        if parsing is not None and parsing.refusal is not None:
+            kind = parsing.refusal
         # Whatever is in flight finishes writing first; nothing after this point is trusted.
         self._queue.clear()
         self._parsing = None
-        if self.active is None:
+        active = self.active
+        if active is None:
             request_id = new_id()
-            reply = problems.problem(problems.BAD_REQUEST, request_id)
+            reply = problems.problem(kind, request_id)
             reply.headers.set(self.request_id_header, request_id)
             self._write_reply(reply, keep_alive=False, head_only=False)
             self._close()
+            return
+        self.pause_reading("error")
+        active.keep_alive = False
+        body = active.body
+        if body.complete:
+            return
+        # The body in flight is broken: the upstream will never get the rest of it, and the
+        # client, not the upstream, is to blame.
+        body.broken = True
+        forward = self.forward
+        if forward is not None:
+            forward.client_failed(problems.BAD_REQUEST)
+        elif body.collecting or not active.serving:
+            body._waiter = None
+            self._problem(active, problems.BAD_REQUEST, new_id())
+        # else a policy is still deciding: _forward refuses the broken body when it is done.
+
+    def _body_timeout(self, request: Request) -> None:
+        """The client stopped sending its body: 408, and the upstream is not blamed."""
+        log.info("request body timed out after %.0fs", self.runtime.settings.body_timeout)
+        request.keep_alive = False
+        forward = self.forward
+        if forward is not None:
+            forward.client_failed(problems.REQUEST_TIMEOUT)
         else:
-            self.pause_reading("error")
-            self.active.keep_alive = False
-            if not self.active.body.complete:
-                # The body in flight is broken: the upstream will never get the rest of it.
-                forward = self.forward
-                if forward is not None:
-                    forward.client_error()
-                elif self.active.body.collecting:
-                    request, request_id = self.active, new_id()
-                    reply = problems.problem(problems.BAD_REQUEST, request_id)
-                    self._answer(request, reply, request_id=request_id)
+            request.body._waiter = None
+            request_id = request.request_id or new_id()
+            self._problem(request, problems.REQUEST_TIMEOUT, request_id)
+        self._close()
 
     def on_message_begin(self) -> None:
         request = Request(self, self.runtime.settings.max_body_size)
@@ -403,31 +481,39 @@ class ClientConnection(asyncio.Protocol):
         request = self._parsing
         assert request is not None
         request.url = request.url + url if request.url else url
-        request.head_bytes += len(url)
+        request.head_bytes += len(url) + 16  # the method, version, spaces and line end
         if request.head_bytes > MAX_HEAD_BYTES:
-            raise httptools.HttpParserError("request head too large")
+            request.refusal = problems.URI_TOO_LONG
+            raise httptools.HttpParserError("request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         request = self._parsing
         assert request is not None
+        request.head_bytes += len(name) + len(value) + 4  # ": " and CR LF
+        request.fields += 1
+        if request.head_bytes > MAX_HEAD_BYTES or request.fields > self.max_fields:
+            request.refusal = problems.HEADERS_TOO_LARGE
+            raise httptools.HttpParserError("request head too large")
         key = name.decode("latin-1").lower()
+        if "_" in key:
+            # CGI and WSGI servers read X_Portico_Consumer as HTTP_X_PORTICO_CONSUMER, the
+            # variable of X-Portico-Consumer: such fields are dropped, as nginx does by default.
+            return
         text = value.decode("latin-1")
         if key in self.special_names:
+            special = request.special
+            if key not in special:
+                special[key] = text
+            elif key in _LISTS:
+                special[key] += ", " + text
+            elif key in _SINGLETONS:
+                request.malformed = f"the request has more than one {key} field"
+            # Other repeated fields keep their first value.
             if key == "content-length" or key == "transfer-encoding":
                 request.has_body = True
-            # Repeated fields keep the first value, except X-Forwarded-For which is a list.
-            if key == "x-forwarded-for" and key in request.special:
-                request.special[key] += ", " + text
-            elif key == "host" and key in request.special:
-                request.bad_host = True
-            else:
-                request.special.setdefault(key, text)
         elif key.startswith(IDENTITY_PREFIX):
             request.has_identity_headers = True
         request.headers.append((key, text))
-        request.head_bytes += len(name) + len(value)
-        if request.head_bytes > MAX_HEAD_BYTES:
-            raise httptools.HttpParserError("request head too large")
 
     def on_headers_complete(self) -> None:
         request = self._parsing
@@ -436,7 +522,17 @@ class ClientConnection(asyncio.Protocol):
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method)
         request.method = method if method is not None else raw_method.decode("ascii")
-        request.version = parser.get_http_version()
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            request.refusal = problems.VERSION_NOT_SUPPORTED
+            raise httptools.HttpParserError("unsupported HTTP version")
+        request.version = version
+        codings = request.special.get("transfer-encoding")
+        if codings is not None:
+            refusal = _transfer_coding_refusal(codings, version)
+            if refusal is not None:
+                request.refusal = refusal
+                raise httptools.HttpParserError("unusable Transfer-Encoding")
         request.keep_alive = bool(parser.should_keep_alive())
         # Only an Upgrade field or CONNECT can make the parser stop at the head.
         request.upgrade = ("upgrade" in request.special or request.method == "CONNECT") and bool(
@@ -456,12 +552,14 @@ class ClientConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         request = self._parsing
         assert request is not None
+        self.body_activity = self._loop.time()
         request.body.feed(body)
 
     def on_message_complete(self) -> None:
         request = self._parsing
         assert request is not None
         self._parsing = None
+        request.body.ended_at = self._loop.time()
         request.body.end()
         if self.active is request and not request.has_body and not request.upgrade:
             self._serve(request)
@@ -484,9 +582,12 @@ class ClientConnection(asyncio.Protocol):
     # -- serving -------------------------------------------------------------------------------
 
     def _serve(self, request: Request) -> None:
-        if self.closed:
+        if self.closed or request.serving:
             return
-        self.runtime = self.gateway.runtime
+        request.serving = True
+        self.body_activity = self._loop.time()
+        runtime = self.runtime = self.gateway.runtime
+        self.max_fields = runtime.settings.max_header_fields
         try:
             self._route(request)
         except Exception:
@@ -518,7 +619,8 @@ class ClientConnection(asyncio.Protocol):
             request.body.detach()
             self._close()  # the rest of the body will not be read: the stream is out of sync
             return
-        if not request.keep_alive or self.gateway.draining:
+        if not request.keep_alive or self.gateway.draining or request.upgrade:
+            # (An upgrade that was not switched: the client may go on in the new protocol.)
             self._close()
             return
         if self._queue:
@@ -533,14 +635,13 @@ class ClientConnection(asyncio.Protocol):
     def _log_access(self, request: Request) -> None:
         """One JSON line per request. The path goes without its query string, which may hold
         credentials; header values are never logged."""
-        url = request.url.partition(b"?")[0].decode("latin-1")
         access_log.info(
             json.dumps(
                 {
                     "request_id": request.request_id,
                     "client": self.peer_ip,
                     "method": request.method,
-                    "path": url,
+                    "path": request.log_path or "-",
                     "status": request.status,
                     "duration_ms": round((self._loop.time() - request.started) * 1000, 3),
                 },
@@ -576,8 +677,9 @@ class ClientConnection(asyncio.Protocol):
         if request_id is not None:
             reply.headers.set(self.request_id_header, request_id)
         request.status = reply.status
-        if not request.body.complete:
-            # The body is still arriving and will not be read: the connection cannot be reused.
+        if not request.body.complete or request.upgrade:
+            # The body is still arriving and will not be read, or the client asked to switch
+            # protocols and was refused: the connection cannot be reused.
             request.keep_alive = False
         self._write_reply(reply, keep_alive=request.keep_alive, head_only=request.method == "HEAD")
 
@@ -591,8 +693,14 @@ class ClientConnection(asyncio.Protocol):
         self.reply(request, reply, exchange, request_id)
         self._done(request)
 
-    def _problem(self, request: Request, kind: problems.ProblemType, request_id: str) -> None:
-        self._answer(request, problems.problem(kind, request_id), request_id=request_id)
+    def _problem(
+        self,
+        request: Request,
+        kind: problems.ProblemType,
+        request_id: str,
+        detail: str | None = None,
+    ) -> None:
+        self._answer(request, problems.problem(kind, request_id, detail), request_id=request_id)
 
     def _route(self, request: Request) -> None:
         runtime = self.runtime
@@ -605,40 +713,61 @@ class ClientConnection(asyncio.Protocol):
 
         url = request.url
         if url == b"*":
+            request.log_path = "*"
             self._asterisk(request, request_id)
             return
-        if url.startswith(b"/"):
-            raw_path, _, raw_query = url.partition(b"?")
-            path = raw_path.decode("latin-1")
-            query = raw_query.decode("latin-1")
-            # A fragment is the client's own business (RFC 9110 §4.2.5); it never goes upstream.
-            # (Tested on the decoded text: `in` on str costs a fraction of `in` on bytes.)
-            if "#" in path:
-                path, query = path.partition("#")[0], ""
-            elif "#" in query:
-                query = query.partition("#")[0]
-        else:
-            try:
-                parsed = httptools.parse_url(url)
-            except httptools.HttpParserInvalidURLError:
-                parsed = None
-            if parsed is None or not parsed.path:
-                self._problem(request, problems.BAD_REQUEST, request_id)
-                return
-            path = parsed.path.decode("latin-1")
-            query = (parsed.query or b"").decode("latin-1")
-        path = normalize_path(path)
-
-        host_header = special.get("host", "")
-        if request.bad_host or (not host_header and request.version == "1.1"):
-            # RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host field.
-            self._problem(request, problems.BAD_REQUEST, request_id)
+        authority: str | None = None
+        try:
+            if url.startswith(b"/"):
+                raw_path, _, raw_query = url.partition(b"?")
+                raw = raw_path.decode("latin-1")
+                query = raw_query.decode("latin-1")
+                # A fragment is the client's own business (RFC 9110 §4.2.5); it never goes
+                # upstream. (Tested on text: `in` on str costs a fraction of `in` on bytes.)
+                if "#" in raw:
+                    raw, query = raw.partition("#")[0], ""
+                elif "#" in query:
+                    query = query.partition("#")[0]
+            else:
+                authority, raw, query = split_absolute(url.decode("latin-1"))
+            request.log_path = raw
+            path = canonical_path(raw)
+        except BadTarget as bad:
+            # (Not `exc`: mypyc types a name by its first binding, and _route binds it again.)
+            self._problem(request, problems.BAD_REQUEST, request_id, bad.reason)
             return
-        host = host_header.lower()
-        host = host[1 : host.find("]")] if host.startswith("[") else host.partition(":")[0]
+
+        if request.malformed:
+            self._problem(request, problems.BAD_REQUEST, request_id, request.malformed)
+            return
+        host_header = special.get("host", "")
+        if not host_header and request.version == "1.1":
+            # RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host field.
+            self._problem(request, problems.BAD_REQUEST, request_id, "the request has no Host")
+            return
+        if authority is not None:
+            # RFC 9112 §3.2.2: the target's authority wins over Host, and replaces it upstream.
+            host_header = special["host"] = authority
+            headers.set("host", authority)
+        if host_header:
+            found_host = host_name(host_header)
+            if found_host is None:
+                detail = "the Host is not a valid host name"
+                self._problem(request, problems.BAD_REQUEST, request_id, detail)
+                return
+            host = found_host
+        else:
+            host = ""
 
         if request.has_identity_headers:
             headers.items = [(k, v) for k, v in headers.items if not k.startswith(IDENTITY_PREFIX)]
+        connection = special.get("connection")
+        if connection is not None:
+            # The fields the client names in Connection are hop-by-hop: they go before any policy
+            # runs, so a field a policy sets can never be removed by the client.
+            hop = connection_tokens(connection) - _UNNAMEABLE
+            if hop:
+                headers.items = [(k, v) for k, v in headers.items if k not in hop]
 
         scheme = "https" if self.tls else "http"
         client_ip = self.peer_ip
@@ -653,21 +782,21 @@ class ClientConnection(asyncio.Protocol):
             self._problem(request, problems.IP_FORBIDDEN, request_id)
             return
 
-        found = (
-            runtime.endpoints.find(request.method, host, path, headers)
-            if runtime.endpoints is not None
-            else None
-        )
-        if found is not None:
-            builtin, params = found
-            exchange = self._exchange(
-                request, headers, path, query, host, scheme, client_ip, request_id, None, params
-            )
-            request.body.limit = builtin.max_body_size
-            request.body.collect(lambda: self._call_endpoint(request, exchange, builtin))
-            return
-
         try:
+            found = (
+                runtime.endpoints.find(request.method, host, path, headers)
+                if runtime.endpoints is not None
+                else None
+            )
+            if found is not None:
+                builtin, params = found
+                exchange = self._exchange(
+                    request, headers, raw, path, query, host, scheme, client_ip, request_id
+                )
+                exchange.path_params = params
+                request.body.limit = builtin.max_body_size
+                request.body.collect(lambda: self._call_endpoint(request, exchange, builtin))
+                return
             route, params = runtime.router.match(request.method, host, path, headers)
         except NoRoute:
             self._problem(request, problems.ROUTE_NOT_FOUND, request_id)
@@ -691,13 +820,22 @@ class ClientConnection(asyncio.Protocol):
             reply = problems.problem(problems.REQUEST_TOO_LARGE, request_id, detail)
             self._answer(request, reply, request_id=request_id)
             return
-        if request.upgrade and (not route.websocket or request.method != "GET"):
+        if request.upgrade and (
+            not route.websocket
+            or request.method != "GET"
+            or special.get("upgrade", "").strip().lower() != "websocket"
+        ):
+            # Only WebSocket is relayed: h2c and other protocols would reach the upstream past
+            # every policy of the routes behind this one.
             self._problem(request, problems.UPGRADE_NOT_ALLOWED, request_id)
             return
 
         exchange = self._exchange(
-            request, headers, path, query, host, scheme, client_ip, request_id, route, params
+            request, headers, raw, path, query, host, scheme, client_ip, request_id
         )
+        exchange.route = route
+        exchange.path_params = params
+        exchange.upstream_path = route.upstream_path(path, params, "%" in raw)
         if route.needs_body:
             body.collect(lambda: self._with_body(request, exchange))
             return
@@ -716,19 +854,20 @@ class ClientConnection(asyncio.Protocol):
         self,
         request: Request,
         headers: Headers,
+        raw_path: str,
         path: str,
         query: str,
         host: str,
         scheme: str,
         client_ip: str,
         request_id: str,
-        route: CompiledRoute | None,
-        params: dict[str, str],
     ) -> Exchange:
+        """The exchange policies see, without a route yet (set once the route is known)."""
         transport = self.transport
         return Exchange(
             method=request.method,
             path=path,
+            raw_path=raw_path,
             query=query,
             headers=headers,
             http_version=request.version,
@@ -737,9 +876,9 @@ class ClientConnection(asyncio.Protocol):
             client_ip=client_ip,
             peer_ip=self.peer_ip,
             request_id=request_id,
-            route=route,
-            path_params=params,
-            upstream_path=route.upstream_path(path, params) if route is not None else path,
+            route=None,
+            path_params=_NO_PARAMS,
+            upstream_path=path,
             tls=transport.get_extra_info("ssl_object") if self.tls and transport else None,
         )
 
@@ -824,21 +963,24 @@ class ClientConnection(asyncio.Protocol):
             self._fail_internal(request)
 
     def _forward(self, request: Request, exchange: Exchange) -> None:
+        if request.body.broken:
+            self._problem(request, problems.BAD_REQUEST, exchange.request_id)
+            return
         headers = exchange.headers
         special = request.special
-        chunked = "chunked" in special.get("transfer-encoding", "").lower()
+        # Any Transfer-Encoding that got this far is exactly "chunked" (see on_headers_complete).
+        chunked = "transfer-encoding" in special
         if exchange.body is not None and chunked:
             # Read whole already: send it with a length instead of re-chunking.
             chunked = False
             headers.set("content-length", str(len(exchange.body)))
-        upgrade = (headers.get("upgrade") or "websocket") if request.upgrade else None
-        host_header = special.get("host", "")
+        upgrade = "websocket" if request.upgrade else None
         fields = upstream_headers(
             headers.items,
             peer_ip=self.peer_ip,
             peer_trusted=self.peer_trusted,
             scheme=exchange.scheme,
-            host_header=host_header.replace('"', ""),
+            host_header=special.get("host", ""),  # validated: no quote or backslash
             upgrade=upgrade,
             replaced=self.replaced_fields,
         )
@@ -887,7 +1029,9 @@ class ClientConnection(asyncio.Protocol):
         transport.write("".join(lines).encode("latin-1"))
         leftover = conn.upgrade_leftover
         conn.tunnel = transport
+        conn.tunnel_client = self
         self.tunnel = upstream_transport
+        self.last_activity = self._loop.time()
         if leftover:
             transport.write(leftover)
         if self._leftover:
@@ -895,6 +1039,22 @@ class ClientConnection(asyncio.Protocol):
             self._leftover = b""
         self._paused.clear()
         transport.resume_reading()
+
+
+_NO_PARAMS: dict[str, str] = {}
+
+
+def _transfer_coding_refusal(codings: str, version: str) -> problems.ProblemType | None:
+    """Why a request's Transfer-Encoding cannot be served (RFC 9112 §6.1), or ``None`` when it is
+    exactly ``chunked``. The message framing is unknowable, so the connection closes after."""
+    if version == "1.0":
+        return problems.BAD_REQUEST  # HTTP/1.0 has no transfer codings: the framing is faulty
+    names = [name.strip().lower() for name in codings.split(",")]
+    if names[-1] != "chunked" or names.count("chunked") > 1:
+        return problems.BAD_REQUEST  # a request's final coding must be chunked, once
+    if len(names) > 1:
+        return problems.NOT_IMPLEMENTED  # gzip, deflate, ... before chunked: not decoded here
+    return None
 
 
 def _traceparent(incoming: str | None, request_id: str, generated_id: bool = False) -> str:

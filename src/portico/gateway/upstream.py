@@ -21,6 +21,7 @@ from portico.gateway.health import TargetHealth
 
 if TYPE_CHECKING:
     from portico.gateway.proxy import Forward
+    from portico.gateway.server import ClientConnection
 
 
 _NOTED = frozenset({b"content-length", b"transfer-encoding", b"connection", b"location"})
@@ -33,14 +34,16 @@ _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
 
 def connection_tokens(value: bytes) -> frozenset[bytes]:
     """The field names a ``Connection`` header lists (RFC 9110 §7.6.1), lower-cased, besides
-    ``keep-alive``, which is never relayed anyway."""
+    ``keep-alive``, which is never relayed anyway, and ``content-length``, which frames the
+    response the client gets and is never removed."""
     lowered = value.lower()
     if lowered in _PLAIN_CONNECTION:
         return _NO_TOKENS  # the usual case: nothing to add to the hop-by-hop set
-    return frozenset(t.strip() for t in lowered.split(b",") if t.strip())
+    return frozenset(t.strip() for t in lowered.split(b",") if t.strip()) - _FRAMING
 
 
 _NO_TOKENS: frozenset[bytes] = frozenset()
+_FRAMING = frozenset({b"content-length"})
 _LOWER_NAMES: dict[bytes, bytes] = {}
 """Field names as servers spell them, lower-cased: a lookup costs less than ``bytes.lower``, and a
 server sends the same few names over and over."""
@@ -88,8 +91,10 @@ class UpstreamConnection(asyncio.Protocol):
         "sent",
         "status",
         "target",
+        "transfer_codings",
         "transport",
         "tunnel",
+        "tunnel_client",
         "upgrade_leftover",
     )
 
@@ -101,6 +106,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.tunnel: asyncio.Transport | None = None
+        self.tunnel_client: ClientConnection | None = None
+        """The client connection of a tunnel: bytes either way keep it from timing out idle."""
         self.forward: Forward | None = None
         self._last_read = 0.0
         self._write_paused_at = 0.0
@@ -115,6 +122,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.has_length = False
         self.has_location = False
         self.chunked = False
+        self.transfer_codings = b""
+        """The response's transfer codings other than a final ``chunked`` (``gzip``), as received:
+        the body is relayed with those codings kept and re-chunked for the client."""
         self.connection_tokens: frozenset[bytes] = frozenset()
         """Fields the response's ``Connection`` header names (hop-by-hop, not relayed)."""
         self.upgrade_leftover = b""
@@ -134,6 +144,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.has_length = False
         self.has_location = False
         self.chunked = False
+        self.transfer_codings = b""
         self.connection_tokens = _NO_TOKENS
         self.target.inflight.add(self)
 
@@ -169,7 +180,14 @@ class UpstreamConnection(asyncio.Protocol):
         timeouts = self.target.timeouts
         if self._write_paused_at and now - self._write_paused_at > timeouts.write:
             self._fail(UpstreamTimeout("upstream write timeout", sent=True))
-        elif now - self._last_read > timeouts.read and not forward.client_is_slow():
+            return
+        body = forward.request.body
+        if not body.complete:
+            # The client is still sending: the upstream owes nothing until it has the whole
+            # request (a slow upload is the client's business, timed by body_timeout).
+            return
+        since = self._last_read if self._last_read > body.ended_at else body.ended_at
+        if now - since > timeouts.read and not forward.client_is_slow():
             self._fail(UpstreamTimeout("upstream read timeout", sent=self.sent))
 
     # -- asyncio protocol ----------------------------------------------------------------------
@@ -180,6 +198,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
+            client = self.tunnel_client
+            if client is not None:
+                client.last_activity = self._loop.time()
             self.tunnel.write(data)
             return
         if self.forward is None:
@@ -246,8 +267,18 @@ class UpstreamConnection(asyncio.Protocol):
             elif key == b"location":
                 self.has_location = True
             else:
-                self.chunked = True
+                self._transfer_encoding(value)
         self.resp_headers.append((key, value))
+
+    def _transfer_encoding(self, value: bytes) -> None:
+        codings = self.transfer_codings + b", " + value if self.transfer_codings else value
+        if self.chunked:
+            codings += b", chunked"
+        names = [name.strip().lower() for name in codings.split(b",")]
+        # RFC 9112 §6.3: chunked last means chunked framing; any other last coding means the body
+        # runs until the connection closes.
+        self.chunked = names[-1] == b"chunked"
+        self.transfer_codings = b", ".join(names[:-1] if self.chunked else names)
 
     def headers(self) -> Headers:
         """The response's fields as text, for response policies and the 101 answer."""
@@ -259,6 +290,7 @@ class UpstreamConnection(asyncio.Protocol):
             # An interim response (103 Early Hints, a stray 100): wait for the final one.
             self.resp_headers = []
             self.has_length = self.chunked = self.has_location = False
+            self.transfer_codings = b""
             self.connection_tokens = _NO_TOKENS
             return
         self.status = status

@@ -368,7 +368,7 @@ class SignatureAuthenticator:
         if not authority or any(c in authority for c in "@/?# \t\\"):
             raise _Refused("no usable Host for @authority")
         query = f"?{exchange.query}" if exchange.query else ""
-        url = f"{exchange.scheme}://{authority}{exchange.path}{query}"
+        url = f"{exchange.scheme}://{authority}{exchange.raw_path}{query}"
         return _SignedRequest(exchange.method, url, _FieldLines(exchange.headers.items))
 
     def _uncovered(self, covered: Mapping[str, str], has_query: bool) -> list[str]:
