@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a purpose needs, only when missing.
-#   test  -> PostgreSQL server binaries (the store tests start a throwaway cluster)
+#   test  -> PostgreSQL server binaries (the store tests start a throwaway cluster) and nginx
+#            (the reference proxy of tests/gateway/test_conformance_nginx.py)
 #   bench -> nginx, wrk and h2load (the reference proxy, the closed-loop and the fixed-rate load
 #            generators)
 set -euo pipefail
 purpose=${1:-test}
 need=()
 case "$purpose" in
-  test)  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql) ;;
+  test)  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+         [ -x /usr/sbin/nginx ] || need+=(nginx-light) ;;
   bench) command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
          command -v wrk >/dev/null || need+=(wrk)
          command -v h2load >/dev/null || need+=(nghttp2-client) ;;
@@ -20,5 +22,10 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # Debian starts services on install; Portico's scripts start their own throwaway instances.
-if [ "$purpose" = test ]; then $SUDO service postgresql stop >/dev/null 2>&1 || true; fi
+# Only what was just installed is stopped: a service the machine already ran stays up.
+installed() { [[ " ${need[*]} " == *" $1 "* ]]; }
+if [ "$purpose" = test ]; then
+  if installed postgresql; then $SUDO service postgresql stop >/dev/null 2>&1 || true; fi
+  if installed nginx-light; then $SUDO service nginx stop >/dev/null 2>&1 || true; fi
+fi
 if [ "$purpose" = bench ]; then $SUDO service nginx stop >/dev/null 2>&1 || true; fi
