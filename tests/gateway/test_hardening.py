@@ -209,6 +209,28 @@ def test_header_names_with_underscores_never_reach_the_upstream(
     assert received.header("x-forwarded-for") == "127.0.0.1"
 
 
+def test_method_and_url_override_fields_never_reach_the_upstream(
+    upstream: Upstream, start_gateway: StartGateway
+) -> None:
+    gateway = start_gateway(proxy_config(upstream.url))
+    with RawConnection(gateway.port) as conn:
+        conn.send(
+            b"GET /x HTTP/1.1\r\nHost: a\r\nX-HTTP-Method-Override: DELETE\r\n"
+            b"X-HTTP-Method: DELETE\r\nX-Method-Override: PUT\r\nX-Original-URL: /admin\r\n"
+            b"X-Rewrite-URL: /admin\r\n\r\n"
+        )
+        assert conn.read_response().status == 200
+    (received,) = upstream.received
+    names = {name.lower() for name, _ in received.headers}
+    assert not names & {
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-original-url",
+        "x-rewrite-url",
+    }
+
+
 def test_a_second_authorization_field_is_400(
     upstream: Upstream, start_gateway: StartGateway
 ) -> None:

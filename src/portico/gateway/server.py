@@ -179,6 +179,18 @@ _SPECIAL = frozenset(
 )
 
 
+_OVERRIDES = frozenset(
+    {
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-original-url",
+        "x-rewrite-url",
+    }
+)
+"""Fields with which frameworks let a request say it is another method (Rails, Express, ASP.NET)
+or another path (Symfony, IIS): the route and its policies were chosen by the real ones, so these
+never reach the upstream."""
 _LISTS = frozenset({"x-forwarded-for", "transfer-encoding", "connection"})
 """Special fields whose repetitions are one list (RFC 9110 §5.3)."""
 _SINGLETONS = frozenset({"host", "authorization"})
@@ -203,7 +215,7 @@ def _scope_text(scopes: frozenset[str]) -> str:
 
 @functools.cache
 def _special_names(request_id_header: str) -> frozenset[str]:
-    return _SPECIAL | {request_id_header}
+    return _SPECIAL | _OVERRIDES | {request_id_header}
 
 
 class Request:
@@ -501,6 +513,8 @@ class ClientConnection(asyncio.Protocol):
             return
         text = value.decode("latin-1")
         if key in self.special_names:
+            if key in _OVERRIDES:
+                return
             special = request.special
             if key not in special:
                 special[key] = text
