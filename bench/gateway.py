@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import sys
 from pathlib import Path
 
 import harness
@@ -33,9 +34,11 @@ from harness import (
 
 ROOT = Path(__file__).resolve().parent.parent
 PORTICO = ROOT / ".venv" / "bin" / "portico"
-TARGETS = ("direct", "nginx", "portico", "portico-py")
+TARGETS = ("direct", "nginx", "portico", "portico-base", "portico-py")
 DEFAULT_TARGETS = ("direct", "nginx", "portico")
-"""``portico-py`` is the same Portico with ``PORTICO_NATIVE=0``: its code interpreted."""
+"""``portico-py`` is the same Portico with ``PORTICO_NATIVE=0``: its code interpreted.
+``portico-base`` is another commit (``--baseline``, prepared by ``bench/baseline.py``): an A/B run
+of two commits in one run, under the same load."""
 
 PORTICO_CONFIG = """\
 gateway:
@@ -58,8 +61,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only", default=",".join(DEFAULT_TARGETS), help=f"subset of {','.join(TARGETS)}"
     )
     parser.add_argument("--portico", type=Path, default=PORTICO, help="the portico executable")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a portico executable of another commit (bench/baseline.py), measured as portico-base",
+    )
     args = parser.parse_args(argv)
+    if args.baseline is not None and "--only" not in (argv or sys.argv[1:]):
+        args.only += ",portico-base"
     args.only = harness.parse_only(parser, args, TARGETS)
+    if "portico-base" in args.only and args.baseline is None:
+        parser.error("portico-base needs --baseline")
     return args
 
 
@@ -141,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
             elif name == "nginx":
                 servers[name] = harness.start_nginx_proxy(stack, workdir, upstream)
             else:
+                executable = args.baseline if name == "portico-base" else args.portico
                 servers[name] = start_portico(
-                    stack, workdir, upstream, args.portico, name=name, compiled=name == "portico"
+                    stack, workdir, upstream, executable, name=name, compiled=name != "portico-py"
                 )
         results = harness.measure(servers, args, workdir)
 

@@ -35,16 +35,14 @@ def fragile_service_config(*urls: str) -> dict[str, object]:
     return config
 
 
-def stalled_upload(port: int) -> tuple[float, int, bytes]:
-    """A POST that announces 1,000 bytes, sends 10 and stalls: (seconds to answer, status,
-    body)."""
-    started = time.monotonic()
+def stalled_upload(port: int) -> tuple[int, bytes]:
+    """A POST that announces 1,000 bytes, sends 10 and stalls: (status, body)."""
     with RawConnection(port, timeout=20) as conn:
         conn.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
         response = conn.read_response()
         closed = conn.is_closed(timeout=3)
     assert closed, "a connection whose body was abandoned cannot be reused"
-    return time.monotonic() - started, response.status, response.body
+    return response.status, response.body
 
 
 def test_stalled_uploads_get_408_and_never_open_the_breaker(
@@ -52,7 +50,7 @@ def test_stalled_uploads_get_408_and_never_open_the_breaker(
 ) -> None:
     a, b = make_upstream("a"), make_upstream("b")
     gateway = start_gateway(fragile_service_config(a.url, b.url))
-    results: list[tuple[float, int, bytes]] = []
+    results: list[tuple[int, bytes]] = []
     threads = [
         threading.Thread(target=lambda: results.append(stalled_upload(gateway.port)))
         for _ in range(6)
@@ -62,9 +60,7 @@ def test_stalled_uploads_get_408_and_never_open_the_breaker(
     for thread in threads:
         thread.join(timeout=30)
     assert len(results) == 6
-    for seconds, status, _ in results:
-        assert status == 408
-        assert seconds < 10
+    assert [status for status, _ in results] == [408] * 6
     # Both targets are still in rotation: a normal request on each gets through.
     with gateway.client() as http:
         for _ in range(4):
@@ -134,7 +130,8 @@ def test_a_malformed_chunked_body_is_400_at_once_and_never_blames_the_target(
     head = b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
     for split in (False, True):
         for _ in range(3):
-            started = time.monotonic()
+            # 400, not the 504 that the upstream's 1 s read timeout would give if Portico waited
+            # for the rest of the body.
             with RawConnection(gateway.port, timeout=20) as conn:
                 if split:
                     # The head first (the request is on its way upstream), the broken chunk next.
@@ -145,7 +142,6 @@ def test_a_malformed_chunked_body_is_400_at_once_and_never_blames_the_target(
                     conn.send(head + b"zz\r\nhello\r\n0\r\n\r\n")
                 check_raw_problem(conn.read_response(), 400, PROBLEMS + "bad-request")
                 assert conn.is_closed(timeout=3)
-            assert time.monotonic() - started < 1.0  # the read timeout (1 s) never ran out
     with gateway.client() as http:
         for _ in range(4):
             assert http.get("/after").status_code == 200
@@ -163,14 +159,12 @@ def test_a_body_held_open_to_a_builtin_endpoint_is_408(tmp_path: Path, upstream:
                 b"Content-Type: application/x-www-form-urlencoded\r\n"
                 b"Content-Length: 200\r\n\r\ngrant_type=client_cre"
             )
-            started = time.monotonic()
             data = b""
             while b"\r\n\r\n" not in data:
                 chunk = sock.recv(65536)
                 assert chunk, "closed without an answer"
                 data += chunk
             assert data.startswith(b"HTTP/1.1 408 "), data
-            assert time.monotonic() - started < 10
             sock.settimeout(3)
             while True:
                 chunk = sock.recv(65536)
@@ -183,9 +177,26 @@ def test_upstream_read_timeout_still_applies_once_the_body_is_sent(
 ) -> None:
     gateway = start_gateway(fragile_service_config(upstream.url))
     with gateway.client() as http:
-        started = time.monotonic()
         response = http.post("/slow?head=5", content=b"x" * 100)
-    assert response.status_code == 504
-    assert time.monotonic() - started < 4.5
+    assert response.status_code == 504  # the upstream answers after 5 s; the timeout is 1 s
     with httpx.Client(base_url=gateway.url, trust_env=False, timeout=10) as http:
         wait_for(lambda: http.get("/ok").status_code == 200, what="the target to answer again")
+
+
+def test_a_client_waiting_for_100_continue_is_told_to_send_to_a_builtin_endpoint(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    config = oauth_config(free_port(), upstream, ed25519_key())
+    with serving_gateway(tmp_path, config) as gateway, RawConnection(gateway.port) as conn:
+        form = b"grant_type=client_credentials&client_id=nobody&client_secret=wrong"
+        conn.send(
+            b"POST /oauth2/token HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(form)
+        )
+        status, _ = conn.read_interim()
+        assert status == 100
+        conn.send(form)
+        response = conn.read_response()
+    assert response.status == 401
+    assert response.json()["error"] == "invalid_client"

@@ -19,6 +19,7 @@ from tests.support.gateway import (
     wait_for,
 )
 from tests.support.upstreams import Upstream, WebSocketEcho, pattern_crc32
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 PROBLEMS = "https://portico.dev/problems/"
@@ -53,9 +54,7 @@ def test_a_refused_upgrade_closes_the_connection_at_once(
             response = conn.read_response()
             assert response.status == 400, response
             assert response.header("connection") == "close"
-            started = time.monotonic()
-            assert conn.is_closed(timeout=5)
-            assert time.monotonic() - started < 2  # not the 75 s keep-alive timeout
+            assert conn.is_closed(timeout=5)  # not after the 75 s keep-alive timeout
     assert ws_echo.paths == []
     assert all(r.header("upgrade") is None for r in upstream.received)
 
@@ -91,11 +90,9 @@ def test_an_idle_tunnel_is_closed_after_the_tunnel_idle_timeout(
             ws.send("ping")
             assert ws.recv(timeout=5) == "ping"
             time.sleep(0.8)
-        # ...silence closes it.
-        started = time.monotonic()
-        with pytest.raises(Exception):  # noqa: B017 - ConnectionClosed or a reset, either way
+        # ...silence closes it (without the timeout, recv would time out instead).
+        with pytest.raises(ConnectionClosed):
             ws.recv(timeout=10)
-        assert time.monotonic() - started < 6
 
 
 def test_a_response_with_another_transfer_coding_is_relayed_whole_with_its_coding(

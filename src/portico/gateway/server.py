@@ -809,7 +809,7 @@ class ClientConnection(asyncio.Protocol):
                 )
                 exchange.path_params = params
                 request.body.limit = builtin.max_body_size
-                request.body.collect(lambda: self._call_endpoint(request, exchange, builtin))
+                self._collect(request, lambda: self._call_endpoint(request, exchange, builtin))
                 return
             route, params = runtime.router.match(request.method, host, path, headers)
         except NoRoute:
@@ -851,9 +851,18 @@ class ClientConnection(asyncio.Protocol):
         exchange.path_params = params
         exchange.upstream_path = route.upstream_path(path, params, "%" in raw)
         if route.needs_body:
-            body.collect(lambda: self._with_body(request, exchange))
+            self._collect(request, lambda: self._with_body(request, exchange))
             return
         self._run_pipeline(request, exchange, 0)
+
+    def _collect(self, request: Request, then: Callable[[], None]) -> None:
+        """Read the whole body, then call ``then``; a client waiting for ``100 Continue`` is told
+        to send it (else it would wait, and then be timed out)."""
+        body = request.body
+        expect = request.special.get("expect", "").lower() == "100-continue"
+        if expect and not body.complete and body.received == 0 and self.transport is not None:
+            self.transport.write(_CONTINUE)
+        body.collect(then)
 
     def _asterisk(self, request: Request, request_id: str) -> None:
         """``OPTIONS *`` asks about the server itself (RFC 9110 §9.3.7): Portico answers what it
