@@ -113,3 +113,16 @@ def test_absolute_targets_give_authority_path_and_query() -> None:
     for bad in ("http://user:pw@x/a", "ftp://x/a", "x:443", "http:///a", "//x/a"):
         with pytest.raises(BadTarget):
             split_absolute(bad)
+
+
+def test_encoding_matches_urllib_quote_with_the_pchar_set() -> None:
+    from urllib.parse import quote
+
+    samples = [
+        "/caf\u00e9 x/\u65e5\u672c",
+        '/a%b?c#d[e]{f}|g^h`i\\j"k<l>m',
+        "/~user/x:y@z!$&'()*+,=",
+        "/\u00a0;",
+    ]
+    for sample in samples:
+        assert encode_path(sample) == quote(sample, safe="/:@!$&'()*+,=-._~")

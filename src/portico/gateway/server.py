@@ -573,7 +573,9 @@ class ClientConnection(asyncio.Protocol):
         request = self._parsing
         assert request is not None
         self._parsing = None
-        request.body.ended_at = self._loop.time()
+        if request.has_body:
+            # (Without a body, the upstream's read timeout counts from sending the head.)
+            request.body.ended_at = self._loop.time()
         request.body.end()
         if self.active is request and not request.has_body and not request.upgrade:
             self._serve(request)
@@ -599,9 +601,12 @@ class ClientConnection(asyncio.Protocol):
         if self.closed or request.serving:
             return
         request.serving = True
-        self.body_activity = self._loop.time()
-        runtime = self.runtime = self.gateway.runtime
-        self.max_fields = runtime.settings.max_header_fields
+        if not request.body.complete:
+            self.body_activity = self._loop.time()
+        runtime = self.gateway.runtime
+        if runtime is not self.runtime:
+            self.runtime = runtime
+            self.max_fields = runtime.settings.max_header_fields
         try:
             self._route(request)
         except Exception:

@@ -1,0 +1,169 @@
+"""Instructions per request on the gateway's request path, counted by callgrind: an A/B that the
+machine's load cannot blur.
+
+Timings on a shared machine move by 10% from one minute to the next; instruction counts do not.
+This feeds requests and responses straight into a ``ClientConnection`` and a pooled
+``UpstreamConnection`` with in-memory transports (no sockets, no event loop wake-ups): the
+routing, policies, head building and relaying Portico does per request, and nothing else. Each
+count is run twice under ``valgrind --tool=callgrind`` with a different number of requests, so
+the import and start-up cost cancels out::
+
+    .venv/bin/python bench/instructions.py                          # this tree
+    .venv/bin/python bench/instructions.py --baseline /tmp/portico-baseline-757cdb0
+
+``--baseline`` is a checkout prepared by ``bench/baseline.py`` (its ``src`` goes first on the
+path, with its own compiled modules). Paths: ``/items/42`` (the common case: nothing to decode)
+and ``/items/caf%C3%A9%20x`` (percent-decoding and canonical re-encoding).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = """\
+gateway: {listen: "127.0.0.1:0"}
+services:
+  backend: {targets: ["http://127.0.0.1:9"], retries: 0}
+routes:
+  - name: items
+    match: {path: "/items/{id}", methods: [GET]}
+    service: backend
+  - name: all
+    match: {path: "/{rest:path}"}
+    service: backend
+"""
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 13\r\n"
+    b"date: Wed, 02 Dec 2026 07:00:00 GMT\r\n\r\n{\"ok\": true}\n"
+)
+
+
+class Sink:
+    """A transport that keeps nothing: what the gateway writes costs only the call."""
+
+    def __init__(self, peer: tuple[str, int]) -> None:
+        self._peer = peer
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def writelines(self, data: Any) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._peer if name == "peername" else default
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+async def serve(requests: int, path: str) -> None:
+    from portico.config.loader import load_config
+    from portico.gateway.app import Gateway
+    from portico.gateway.server import ClientConnection
+    from portico.gateway.upstream import UpstreamConnection
+    from portico.runtime import build_runtime
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "portico.yaml"
+        config.write_text(CONFIG)
+        runtime = build_runtime(load_config(config))
+    gateway = Gateway(runtime)
+    loop = asyncio.get_running_loop()
+    target = runtime.services["backend"].targets[0]
+    upstream = UpstreamConnection(target, loop)
+    upstream.connection_made(Sink(("127.0.0.1", 9)))  # type: ignore[arg-type]
+    target.pool._loop = loop
+    target.pool.active = 1
+    target.pool.release(upstream, True)
+    client = ClientConnection(gateway)
+    client.connection_made(Sink(("127.0.0.1", 40000)))  # type: ignore[arg-type]
+    request = f"GET {path} HTTP/1.1\r\nHost: api.example\r\nAccept: */*\r\n\r\n".encode()
+    for _ in range(requests):
+        client.data_received(request)
+        upstream.data_received(RESPONSE)
+    if upstream.target.pool.take_idle() is not upstream:
+        raise SystemExit("the upstream connection was not reused: the loop measured an error")
+
+
+def count(requests: int, path: str, baseline: Path | None) -> int:
+    """Instructions callgrind counts for a whole run of ``requests`` requests."""
+    env = dict(os.environ)
+    if baseline is not None:
+        env["PYTHONPATH"] = str(baseline / "src")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                __file__,
+                "--inner",
+                str(requests),
+                "--path",
+                path,
+            ],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for line in out.read_text().splitlines():
+            if line.startswith("summary:") or line.startswith("totals:"):
+                return int(line.split()[1])
+    raise SystemExit("callgrind wrote no total")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", type=Path, help="a checkout from bench/baseline.py")
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--inner", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--path", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.inner is not None:
+        uvloop.run(serve(args.inner, args.path))  # the loop `portico serve` runs on
+        return 0
+    trees = [("this tree", None)]
+    if args.baseline is not None:
+        trees.append((f"baseline {args.baseline.name}", args.baseline))
+    print(f"instructions per request (callgrind; {args.requests} requests less 1,000)\n")
+    print("| path | " + " | ".join(name for name, _ in trees) + " |")
+    print("| --- |" + " --- |" * len(trees))
+    for path in ("/items/42", "/items/caf%C3%A9%20x"):
+        cells = []
+        for _, tree in trees:
+            per = (count(args.requests, path, tree) - count(1000, path, tree)) / (
+                args.requests - 1000
+            )
+            cells.append(f"{per:,.0f}")
+        print(f"| `{path}` | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
