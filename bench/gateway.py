@@ -34,16 +34,17 @@ from harness import (
 
 ROOT = Path(__file__).resolve().parent.parent
 PORTICO = ROOT / ".venv" / "bin" / "portico"
-TARGETS = ("direct", "nginx", "portico", "portico-base", "portico-py")
+TARGETS = ("direct", "nginx", "portico", "portico-nometrics", "portico-base", "portico-py")
 DEFAULT_TARGETS = ("direct", "nginx", "portico")
 """``portico-py`` is the same Portico with ``PORTICO_NATIVE=0``: its code interpreted.
 ``portico-base`` is another commit (``--baseline``, prepared by ``bench/baseline.py``): an A/B run
-of two commits in one run, under the same load."""
+of two commits in one run, under the same load. ``portico-nometrics`` is this tree with
+``operations.metrics: false``: what counting for /metrics costs."""
 
 PORTICO_CONFIG = """\
 gateway:
   listen: {host}:{port}
-services:
+{operations}services:
   backend:
     targets: [http://{host}:{upstream_port}]
     retries: 0
@@ -83,6 +84,7 @@ def start_portico(
     *,
     name: str = "portico",
     compiled: bool = True,
+    metrics: bool = True,
 ) -> Server:
     """``portico serve`` is one process; its SQLite file lands in the temp dir (the cwd).
     ``compiled=False`` runs it with ``PORTICO_NATIVE=0`` (the hot path interpreted)."""
@@ -91,7 +93,16 @@ def start_portico(
     port = harness.free_port()
     config = workdir / f"{name}.yaml"
     config.write_text(
-        PORTICO_CONFIG.format(host=harness.HOST, port=port, upstream_port=upstream.port)
+        PORTICO_CONFIG.format(
+            host=harness.HOST,
+            port=port,
+            upstream_port=upstream.port,
+            # The counting stays on unless told; the listener is off (one port per process).
+            # A baseline older than the operations listener knows no such section.
+            operations=""
+            if name == "portico-base"
+            else f"operations: {{enabled: false, metrics: {'true' if metrics else 'false'}}}\n",
+        )
     )
     argv = [str(executable), "serve", "-c", str(config)]
     env = None if compiled else {**os.environ, "PORTICO_NATIVE": "0"}
@@ -155,7 +166,13 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 executable = args.baseline if name == "portico-base" else args.portico
                 servers[name] = start_portico(
-                    stack, workdir, upstream, executable, name=name, compiled=name != "portico-py"
+                    stack,
+                    workdir,
+                    upstream,
+                    executable,
+                    name=name,
+                    compiled=name != "portico-py",
+                    metrics=name != "portico-nometrics",
                 )
         results = harness.measure(servers, args, workdir)
 

@@ -32,7 +32,7 @@ import uvloop
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = """\
 gateway: {listen: "127.0.0.1:0"}
-services:
+%(operations)sservices:
   backend: {targets: ["http://127.0.0.1:9"], retries: 0}
 routes:
   - name: items
@@ -44,7 +44,7 @@ routes:
 """
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 13\r\n"
-    b"date: Wed, 02 Dec 2026 07:00:00 GMT\r\n\r\n{\"ok\": true}\n"
+    b'date: Wed, 02 Dec 2026 07:00:00 GMT\r\n\r\n{"ok": true}\n'
 )
 
 
@@ -79,7 +79,14 @@ class Sink:
         pass
 
 
-async def serve(requests: int, path: str) -> None:
+OPERATIONS = {
+    "on": "operations: {enabled: false, metrics: true}\n",
+    "off": "operations: {enabled: false, metrics: false}\n",
+    "absent": "",  # a commit older than the operations listener
+}
+
+
+async def serve(requests: int, path: str, metrics: str) -> None:
     from portico.config.loader import load_config
     from portico.gateway.app import Gateway
     from portico.gateway.server import ClientConnection
@@ -88,7 +95,7 @@ async def serve(requests: int, path: str) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "portico.yaml"
-        config.write_text(CONFIG)
+        config.write_text(CONFIG % {"operations": OPERATIONS[metrics]})
         runtime = build_runtime(load_config(config))
     gateway = Gateway(runtime)
     loop = asyncio.get_running_loop()
@@ -108,7 +115,7 @@ async def serve(requests: int, path: str) -> None:
         raise SystemExit("the upstream connection was not reused: the loop measured an error")
 
 
-def count(requests: int, path: str, baseline: Path | None) -> int:
+def count(requests: int, path: str, baseline: Path | None, metrics: str) -> int:
     """Instructions callgrind counts for a whole run of ``requests`` requests."""
     env = dict(os.environ)
     if baseline is not None:
@@ -126,6 +133,8 @@ def count(requests: int, path: str, baseline: Path | None) -> int:
                 str(requests),
                 "--path",
                 path,
+                "--metrics",
+                metrics,
             ],
             check=True,
             env=env,
@@ -141,23 +150,35 @@ def count(requests: int, path: str, baseline: Path | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", type=Path, help="a checkout from bench/baseline.py")
+    parser.add_argument(
+        "--baseline-metrics",
+        default="absent",
+        choices=sorted(OPERATIONS),
+        help="the baseline's operations section: absent for commits before the listener",
+    )
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--inner", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--path", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--metrics", default="on", choices=sorted(OPERATIONS), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.inner is not None:
-        uvloop.run(serve(args.inner, args.path))  # the loop `portico serve` runs on
+        uvloop.run(serve(args.inner, args.path, args.metrics))  # the loop `portico serve` runs on
         return 0
-    trees = [("this tree", None)]
+    trees: list[tuple[str, Path | None, str]] = [
+        ("this tree", None, "on"),
+        ("this tree, metrics off", None, "off"),
+    ]
     if args.baseline is not None:
-        trees.append((f"baseline {args.baseline.name}", args.baseline))
+        trees.append((f"baseline {args.baseline.name}", args.baseline, args.baseline_metrics))
     print(f"instructions per request (callgrind; {args.requests} requests less 1,000)\n")
-    print("| path | " + " | ".join(name for name, _ in trees) + " |")
+    print("| path | " + " | ".join(name for name, _, _ in trees) + " |")
     print("| --- |" + " --- |" * len(trees))
     for path in ("/items/42", "/items/caf%C3%A9%20x"):
         cells = []
-        for _, tree in trees:
-            per = (count(args.requests, path, tree) - count(1000, path, tree)) / (
+        for _, tree, metrics in trees:
+            per = (count(args.requests, path, tree, metrics) - count(1000, path, tree, metrics)) / (
                 args.requests - 1000
             )
             cells.append(f"{per:,.0f}")

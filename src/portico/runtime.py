@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from portico.config.model import GatewaySettings, PorticoConfig
 from portico.gateway.endpoints import BuiltinEndpoint
 from portico.gateway.iprules import CompiledIPRules
 from portico.gateway.router import PathTemplate, RouteMatcher, Router
+from portico.gateway.stats import GatewayStats, RouteStats
 from portico.gateway.upstream import Service
 from portico.gateway.uri import encode_path
 from portico.policies.base import Policy, ResponsePolicy
@@ -39,6 +40,8 @@ class Extensions:
     oauth: Any = None
     """``portico.identity.oauth`` live state: signing keys and revoked tokens from the store."""
     endpoint_factories: tuple[EndpointFactory, ...] = ()
+    stats: GatewayStats = field(default_factory=GatewayStats)
+    """The data plane's counters (read by the operations listener), for the life of the process."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,8 @@ class CompiledRoute:
     max_body_size: int
     needs_body: bool
     """A policy reads the whole body (``exchange.body``) before the request goes upstream."""
+    stats: RouteStats | None
+    """This route's request counters; ``None`` when ``operations.metrics`` is off."""
 
     def upstream_path(self, path: str, params: dict[str, str], encode: bool) -> str:
         """The path sent upstream, from the decoded ``path`` the route matched. ``encode``: the
@@ -94,7 +99,12 @@ def build_runtime(
     services: dict[str, Service] = {}
     for name, spec in config.services.items():
         old = previous.services.get(name) if previous else None
-        services[name] = old if old is not None and old.spec == spec else Service(name, spec)
+        services[name] = (
+            old
+            if old is not None and old.spec == spec
+            else Service(name, spec, extensions.stats.service(name))
+        )
+    extensions.stats.enabled = config.operations.metrics
 
     matchers: list[RouteMatcher[CompiledRoute]] = []
     for route in config.routes:
@@ -116,6 +126,7 @@ def build_runtime(
                 else config.gateway.max_body_size
             ),
             needs_body=any(getattr(p, "needs_body", False) for p in policies),
+            stats=extensions.stats.route(route.name, route.service),
         )
         matchers.append(
             RouteMatcher(

@@ -11,6 +11,7 @@ import hashlib
 import logging
 from pathlib import Path
 
+import sqlalchemy as sa
 import uvloop
 
 from portico import _native
@@ -19,6 +20,8 @@ from portico.gateway.app import Gateway
 from portico.identity.oauth.server import oauth_endpoints
 from portico.identity.oauth.state import OAuthState
 from portico.identity.state import IdentityState
+from portico.operations.listener import Operations, ReadinessCheck
+from portico.operations.metrics import registry
 from portico.runtime import Extensions, build_runtime
 from portico.store.database import Database, create_engine_for
 from portico.store.migrate import ensure_current
@@ -36,6 +39,18 @@ class RevisionRecorder:
 
     def close(self) -> None:
         self._engine.dispose()
+
+    def readiness(self) -> ReadinessCheck:
+        """``/readyz``'s store check: the database answers a query (off the event loop)."""
+
+        async def check() -> None:
+            await asyncio.get_running_loop().run_in_executor(None, self._ping)
+
+        return ReadinessCheck("store", check)
+
+    def _ping(self) -> None:
+        with self._engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
 
     def record(self, path: Path, sha256: str) -> None:
         body = path.read_text(encoding="utf-8")
@@ -79,14 +94,26 @@ async def run(config_path: Path) -> int:
         on_config_applied=config_applied,
     )
     await gateway.start()
+    operations: Operations | None = None
+    if config.operations.enabled:
+        operations = Operations(registry(gateway), (recorder.readiness(),))
+        await operations.start(config.operations.listen.host, config.operations.listen.port)
     identity_watch = asyncio.get_running_loop().create_task(identity.watch())
     oauth_watch = asyncio.get_running_loop().create_task(oauth.run())
     recorder.record(config_path, hashlib.sha256(raw).hexdigest())
     gateway.install_signal_handlers()
     listen = config.gateway.listen
     print(f"Portico gateway on http://{listen.host}:{gateway.port}", flush=True)
+    if operations is not None:
+        host = config.operations.listen.host
+        print(
+            f"Portico operations on http://{host}:{operations.port} (/healthz, /readyz, /metrics)",
+            flush=True,
+        )
     await gateway.wait_stopped()
     log.info("shutting down: draining in-flight requests")
+    if operations is not None:
+        await operations.stop()
     await gateway.stop()
     identity_watch.cancel()
     oauth_watch.cancel()

@@ -146,6 +146,8 @@ def curl(command: str) -> CurlResult:
         for line in head.split("\r\n")[1:]:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
+    if content_type.startswith("text/plain"):
+        return CurlResult(int(status), content_type, headers, output)  # /metrics
     try:
         body = json.loads(output)
     except ValueError:
@@ -167,7 +169,26 @@ def curl_lines(tour: list[str]) -> list[tuple[str, str]]:
 
 
 def check_answer(comment: str, command: str, result: CurlResult) -> None:
-    where = f"{command}\n-> {result.status} {result.content_type}: {result.body}"
+    where = f"{command}\n-> {result.status} {result.content_type}: {str(result.body)[:2000]}"
+    if command.endswith("/readyz"):
+        assert result.status == 200, where
+        assert result.body == {"status": "ready", "checks": {"store": "ok"}}, where
+        return
+    if command.endswith("/metrics"):
+        assert result.status == 200, where
+        assert result.content_type.startswith("text/plain"), where
+        # The tour's requests so far are counted, by route and status class.
+        lines = result.body.splitlines()
+        assert any(
+            line.startswith("portico_requests_total{") and 'route="orders-v1"' in line
+            for line in lines
+        ), where
+        assert any(
+            line.startswith("portico_request_duration_seconds_bucket{")
+            and 'route="order-v2"' in line
+            for line in lines
+        ), where
+        return
     if "problem+json" in comment:
         assert result.status == 404, where
         assert result.content_type == "application/problem+json", where
@@ -208,8 +229,9 @@ def test_every_printed_curl_line_works_as_printed(demo: tuple[Demo, list[str]]) 
     running, tour = demo
     lines = curl_lines(tour)
     assert len(lines) >= 8, "\n".join(tour)
+    [operations] = [line.split()[1] for line in tour if line.strip().startswith("operations ")]
     for comment, command in lines:
-        assert running.url in command
+        assert running.url in command or operations in command
         check_answer(comment, command, curl(command))
 
 

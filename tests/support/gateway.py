@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 Config = dict[str, Any]
 TEST_GATEWAY_DEFAULTS: Config = {"listen": "127.0.0.1:0", "drain_timeout": "5s"}
+TEST_OPERATIONS_DEFAULTS: Config = {"listen": "127.0.0.1:0"}
 
 
 def with_defaults(config: Config) -> Config:
@@ -46,6 +47,9 @@ def with_defaults(config: Config) -> Config:
     gateway = out.setdefault("gateway", {})
     for key, value in TEST_GATEWAY_DEFAULTS.items():
         gateway.setdefault(key, value)
+    operations = out.setdefault("operations", {})
+    for key, value in TEST_OPERATIONS_DEFAULTS.items():
+        operations.setdefault(key, value)
     return out
 
 
@@ -137,6 +141,7 @@ class PorticoProcess:
 
     STARTUP_TIMEOUT = 60.0
     BANNER = "Portico gateway on http://"
+    OPERATIONS_BANNER = "Portico operations on http://"
 
     def __init__(self, tmp_path: Path, config: Config) -> None:
         self.tmp_path = tmp_path
@@ -157,6 +162,7 @@ class PorticoProcess:
         )
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read_stdout, name="portico-stdout", daemon=True).start()
+        self.operations_port: int | None = None
         self.port = self._wait_for_banner()
 
     def write(self, config: Config) -> None:
@@ -179,8 +185,14 @@ class PorticoProcess:
     def client(self, **kwargs: Any) -> httpx.Client:
         return client(self.url, **kwargs)
 
+    @property
+    def operations_url(self) -> str:
+        assert self.operations_port is not None, "the operations listener is off"
+        return f"http://127.0.0.1:{self.operations_port}"
+
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def signal(self, sig: signal.Signals) -> None:
@@ -220,7 +232,20 @@ class PorticoProcess:
                 self.stop()
                 raise AssertionError(f"portico serve did not start:\n{self.log()}")
             if self.BANNER in line:
-                return int(line.strip().rsplit(":", 1)[1])
+                port = int(line.strip().rsplit(":", 1)[1])
+                self._read_operations_banner()
+                return port
+
+    def _read_operations_banner(self) -> None:
+        """The operations listener's line follows the gateway's at once, when it is on."""
+        try:
+            line = self._lines.get(timeout=2)
+        except queue.Empty:
+            return
+        if line is not None and self.OPERATIONS_BANNER in line:
+            self.operations_port = int(
+                line.split(self.OPERATIONS_BANNER, 1)[1].split()[0].split(":")[1]
+            )
 
 
 def _portico_command() -> str:

@@ -174,6 +174,17 @@ class GatewaySettings(Model):
         return value
 
 
+class OperationsSettings(Model):
+    """The operations listener: /healthz, /readyz and /metrics (docs/metrics.md)."""
+
+    enabled: bool = True
+    listen: Listen = Listen(port=9180)
+    """Off the data plane's port, and on 127.0.0.1 unless told otherwise: metrics name routes,
+    services and targets."""
+    metrics: bool = True
+    """Count requests for /metrics (false: the data plane skips per-request counting)."""
+
+
 class Target(Model):
     url: str
     weight: int = Field(1, ge=1, le=1000)
@@ -566,6 +577,7 @@ class Identity(Model):
 
 class PorticoConfig(Model):
     gateway: GatewaySettings = GatewaySettings()
+    operations: OperationsSettings = OperationsSettings()
     database: Database = Database()
     services: dict[Name, Service] = {}
     routes: tuple[Route, ...] = ()

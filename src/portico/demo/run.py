@@ -30,6 +30,7 @@ __all__ = ["render_config", "run_demo", "sample_config", "tour", "with_demo_key"
 
 HOST = "127.0.0.1"
 TEMPLATE_GATEWAY_PORT = 8080
+TEMPLATE_OPERATIONS_PORT = 9180
 TEMPLATE_DATABASE_URL = "sqlite:///portico-demo.db"
 _ADDRESS = re.compile(r"\b127\.0\.0\.1:(\d+)\b")
 
@@ -42,10 +43,15 @@ def sample_config() -> str:
 
 
 def render_config(
-    template: str, *, port: int, backend_ports: Mapping[str, int], database: Path
+    template: str,
+    *,
+    port: int,
+    backend_ports: Mapping[str, int],
+    database: Path,
+    operations_port: int = TEMPLATE_OPERATIONS_PORT,
 ) -> str:
     """The sample config with the gateway port, backend ports and database file of this run."""
-    ports = {str(TEMPLATE_GATEWAY_PORT): port}
+    ports = {str(TEMPLATE_GATEWAY_PORT): port, str(TEMPLATE_OPERATIONS_PORT): operations_port}
     ports.update({str(DEFAULT_PORTS[name]): actual for name, actual in backend_ports.items()})
     found: set[str] = set()
 
@@ -73,7 +79,11 @@ def with_demo_key(text: str, key: NewApiKey) -> str:
 
 
 def write_config(
-    workdir: Path, port: int, backend_ports: Mapping[str, int], key: NewApiKey
+    workdir: Path,
+    port: int,
+    backend_ports: Mapping[str, int],
+    key: NewApiKey,
+    operations_port: int = TEMPLATE_OPERATIONS_PORT,
 ) -> Path:
     """Write this run's config to ``workdir/portico.yaml`` (replacing an older one); its path."""
     workdir = workdir.resolve()
@@ -83,25 +93,37 @@ def write_config(
         ignore.write_text("# Written by `portico demo`.\n*\n", encoding="utf-8")
     path = workdir / "portico.yaml"
     text = render_config(
-        sample_config(), port=port, backend_ports=backend_ports, database=workdir / "portico.db"
+        sample_config(),
+        port=port,
+        backend_ports=backend_ports,
+        database=workdir / "portico.db",
+        operations_port=operations_port,
     )
     text = with_demo_key(text, key)
     path.write_text(text, encoding="utf-8")
     return path
 
 
-def tour(gateway_url: str, config_path: Path, backends: Backends, key: NewApiKey) -> str:
+def tour(
+    gateway_url: str,
+    config_path: Path,
+    backends: Backends,
+    key: NewApiKey,
+    operations_url: str = f"http://{HOST}:{TEMPLATE_OPERATIONS_PORT}",
+) -> str:
     """What to try, printed once the gateway answers. Every curl line works as printed."""
     u = gateway_url
+    ops = operations_url
     new_order = '{"customer_id": "c-101", "items": [{"sku": "GR-BRASS", "quantity": 2}]}'
     config = _shown(config_path)
     addresses = ", ".join(f"{name} :{port}" for name, port in backends.ports.items())
     return f"""
 Portico demo is running.
 
-  gateway   {u}
-  config    {config}   (edit it while the demo runs: it is reloaded)
-  backends  {addresses}
+  gateway     {u}
+  operations  {ops}   (/healthz, /readyz, /metrics)
+  config      {config}   (edit it while the demo runs: it is reloaded)
+  backends    {addresses}
 
 Try it from another terminal:
 
@@ -129,6 +151,11 @@ Try it from another terminal:
   # Portico's own errors are application/problem+json, here a 404 (no route for /v3)
   curl -s -i {u}/v3/orders
 
+  # Operations: is it ready (the store answers)? Then the Prometheus metrics of the above:
+  # portico_requests_total, portico_request_duration_seconds, portico_auth_failures_total...
+  curl -s {ops}/readyz
+  curl -s {ops}/metrics
+
 Hot reload: change the X-Demo value in {config}, save, then curl -i any line above.
 Check an edited file without applying it: {shlex.quote(_portico_command())} check {config}
 Stop with Ctrl-C.
@@ -150,17 +177,25 @@ async def run_demo(workdir: Path, port: int) -> int:
         print(f"portico demo: port {port} on {HOST} is in use.", file=sys.stderr)
         print(f"Choose another one: {_portico_command()} demo --port {port + 1}", file=sys.stderr)
         return 1
+    operations_port = (
+        TEMPLATE_OPERATIONS_PORT if _port_is_free(TEMPLATE_OPERATIONS_PORT) else _free_port()
+    )
     backends = await start_backends(HOST)
     try:
         key = generate_key()
-        config_path = write_config(workdir, port, backends.ports, key)
-        return await _serve(config_path, port, backends, stop, key)
+        config_path = write_config(workdir, port, backends.ports, key, operations_port)
+        return await _serve(config_path, port, backends, stop, key, operations_port)
     finally:
         await backends.close()
 
 
 async def _serve(
-    config_path: Path, port: int, backends: Backends, stop: asyncio.Event, key: NewApiKey
+    config_path: Path,
+    port: int,
+    backends: Backends,
+    stop: asyncio.Event,
+    key: NewApiKey,
+    operations_port: int,
 ) -> int:
     loop = asyncio.get_running_loop()
     gateway = loop.create_task(serving.run(config_path))
@@ -169,7 +204,8 @@ async def _serve(
     try:
         await asyncio.wait({gateway, listening, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if not gateway.done() and listening.done():
-            print(tour(f"http://{HOST}:{port}", config_path, backends, key), flush=True)
+            ops = f"http://{HOST}:{operations_port}"
+            print(tour(f"http://{HOST}:{port}", config_path, backends, key, ops), flush=True)
             await asyncio.wait({gateway, stopped}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         listening.cancel()

@@ -21,6 +21,7 @@ from portico.config.loader import load_config
 from portico.config.model import TLSListener
 from portico.gateway.health import run_active_checks
 from portico.gateway.server import ClientConnection
+from portico.gateway.stats import GatewayStats
 from portico.gateway.upstream import Service, Target
 from portico.runtime import Runtime, build_runtime, retired_services
 
@@ -62,6 +63,11 @@ class Gateway:
         self._stamp = FileStamp.of(config_path) if config_path else None
         self._on_config_applied = on_config_applied
         self._stopped = asyncio.Event()
+
+    @property
+    def stats(self) -> GatewayStats:
+        """The data plane's counters, the same object across reloads."""
+        return self.runtime.extensions.stats
 
     @property
     def tls_port(self) -> int:
@@ -122,15 +128,18 @@ class Gateway:
             runtime = build_runtime(config, previous=self.runtime)
         except ConfigError as exc:
             log.error("config reload refused; the previous config keeps serving:\n%s", exc)
+            self.stats.reloaded(False)
             return False
         except Exception:
             log.exception("config reload failed; the previous config keeps serving")
+            self.stats.reloaded(False)
             return False
         if runtime.settings.listen != self.runtime.settings.listen:
             log.warning("gateway.listen changed: it takes effect on restart")
         if runtime.settings.tls != self.runtime.settings.tls:
             log.warning("gateway.tls changed: it takes effect on restart")
         self.apply(runtime)
+        self.stats.reloaded(True)
         if self._on_config_applied is not None:
             self._on_config_applied(self.config_path, _sha256(self.config_path))
         log.info("config reloaded (%d routes)", len(runtime.config.routes))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,7 @@ class Forward:
         "_error",
         "_fields",
         "_pending_head",
+        "_sent_at",
         "_target",
         "_tried",
         "_write",
@@ -65,6 +67,7 @@ class Forward:
         "request_chunked",
         "responded",
         "route",
+        "upstream_seconds",
     )
 
     def __init__(
@@ -93,6 +96,9 @@ class Forward:
         self._pending_head = b""
         self.responded = False
         self.conn: UpstreamConnection | None = None
+        self._sent_at = 0.0
+        self.upstream_seconds = -1.0
+        """From sending the head of the last attempt to its response head; -1 without one."""
 
     @staticmethod
     def _render_fields(fields: list[tuple[str, str]]) -> str:
@@ -121,6 +127,8 @@ class Forward:
             self._give_up()
             return
         self._attempts_left -= 1
+        if self._tried:
+            service.stats.retries += 1
         self._tried += (target,)
         conn = target.pool.take_idle()
         if conn is None:
@@ -134,6 +142,7 @@ class Forward:
             conn = await target.pool.connect(target.timeouts.connect)
         except UpstreamError as exc:
             target.health.failure()
+            self.route.service.stats.error(exc.kind)
             self._error = exc
             if not self.client.closed:
                 self._attempt()
@@ -142,7 +151,7 @@ class Forward:
             return
         except Exception:
             log.exception("unexpected error connecting upstream")
-            self._error = UpstreamError("connect failed", sent=False)
+            self._error = UpstreamError("connect failed", sent=False, kind="connect")
             self._give_up()
             return
         if self.client.closed:
@@ -157,6 +166,8 @@ class Forward:
         target.health.begin()
         self.conn = conn
         conn.begin(self, self.request.method == "HEAD")
+        if self.route.stats is not None:
+            self._sent_at = time.perf_counter()
         exchange = self.exchange
         host = self.request.special.get("host") if self.route.preserve_host else None
         query = exchange.query
@@ -200,6 +211,7 @@ class Forward:
         target = self._target
         assert target is not None
         target.health.failure()
+        self.route.service.stats.error(error.kind)
         target.pool.release(conn, conn.finish(False))
         self.conn = None
         if self._pending_head:
@@ -221,6 +233,8 @@ class Forward:
             self._give_up()
 
     def upstream_head(self, conn: UpstreamConnection) -> None:
+        if self._sent_at:
+            self.upstream_seconds = time.perf_counter() - self._sent_at
         target = self._target
         assert target is not None
         status = conn.status
@@ -268,7 +282,7 @@ class Forward:
                 # HTTP/1.0 knows no transfer codings: the body cannot be relayed as it is.
                 self.responded = False
                 reason = "a transfer coding an HTTP/1.0 client cannot receive"
-                self.upstream_failed(conn, UpstreamError(reason, sent=True))
+                self.upstream_failed(conn, UpstreamError(reason, sent=True, kind="invalid"))
                 return
             chunk = True  # the codings are kept, chunked last (RFC 9112 §6.1)
         elif not head_only and not conn.has_length:

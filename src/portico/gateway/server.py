@@ -15,6 +15,7 @@ import inspect
 import json
 import logging
 import re
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, cast
@@ -34,6 +35,7 @@ from portico.gateway.headers import Headers
 from portico.gateway.http import new_id, status_line
 from portico.gateway.proxy import Forward
 from portico.gateway.router import MethodNotAllowed, NoRoute
+from portico.gateway.stats import RouteStats
 from portico.gateway.upstream import UpstreamConnection
 from portico.gateway.uri import BadTarget, canonical_path, host_name, split_absolute
 
@@ -232,10 +234,12 @@ class Request:
         "method",
         "refusal",
         "request_id",
+        "route_stats",
         "serving",
         "special",
         "started",
         "status",
+        "t0",
         "upgrade",
         "url",
         "version",
@@ -263,6 +267,10 @@ class Request:
         self.serving = False
         self.log_path = ""
         self.request_id = ""
+        self.t0 = 0.0
+        """``time.perf_counter()`` at the first byte of the head: the loop's clock is cached
+        per iteration (milliseconds under uvloop), too coarse for latency histograms."""
+        self.route_stats: RouteStats | None = None
 
 
 class ClientConnection(asyncio.Protocol):
@@ -276,6 +284,7 @@ class ClientConnection(asyncio.Protocol):
         "background",
         "body_activity",
         "closed",
+        "counting",
         "forward",
         "gateway",
         "last_activity",
@@ -320,6 +329,8 @@ class ClientConnection(asyncio.Protocol):
         self.special_names = _special_names(self.request_id_header)
         self.replaced_fields = frozenset({self.request_id_header, "traceparent"})
         self.max_fields = self.runtime.settings.max_header_fields
+        self.counting = self.runtime.extensions.stats.enabled
+        """Whether requests are timed and counted for /metrics (``operations.metrics``)."""
         self.last_activity = 0.0
         self.body_activity = 0.0
         """When the current request's body last moved (or its reading was last resumed)."""
@@ -488,6 +499,8 @@ class ClientConnection(asyncio.Protocol):
         request = Request(self, self.runtime.settings.max_body_size)
         self._parsing = request
         self.last_activity = request.started = self._loop.time()
+        if self.counting:
+            request.t0 = time.perf_counter()
 
     def on_url(self, url: bytes) -> None:
         request = self._parsing
@@ -607,6 +620,7 @@ class ClientConnection(asyncio.Protocol):
         if runtime is not self.runtime:
             self.runtime = runtime
             self.max_fields = runtime.settings.max_header_fields
+            self.counting = runtime.extensions.stats.enabled
         try:
             self._route(request)
         except Exception:
@@ -626,6 +640,17 @@ class ClientConnection(asyncio.Protocol):
     def _done(self, request: Request) -> None:
         if self.active is not request:
             return
+        stats = request.route_stats
+        if stats is None and self.counting:
+            stats = self.runtime.extensions.stats.unrouted
+        if stats is not None and request.t0:
+            forward = self.forward
+            stats.record(
+                request.method,
+                request.status,
+                time.perf_counter() - request.t0,
+                forward.upstream_seconds if forward is not None else -1.0,
+            )
         if self.runtime.settings.access_log:
             self._log_access(request)
         self.active = None
@@ -826,6 +851,7 @@ class ClientConnection(asyncio.Protocol):
             self._answer(request, reply, request_id=request_id)
             return
 
+        request.route_stats = route.stats
         body = request.body
         body.limit = route.max_body_size
         declared = special.get("content-length")

@@ -18,6 +18,7 @@ import httptools
 from portico.config import model
 from portico.gateway.headers import Headers
 from portico.gateway.health import TargetHealth
+from portico.gateway.stats import ServiceStats
 
 if TYPE_CHECKING:
     from portico.gateway.proxy import Forward
@@ -52,15 +53,18 @@ server sends the same few names over and over."""
 class UpstreamError(Exception):
     """The upstream failed before a complete response head arrived."""
 
-    def __init__(self, reason: str, *, sent: bool) -> None:
+    def __init__(self, reason: str, *, sent: bool, kind: str = "closed") -> None:
         super().__init__(reason)
         self.reason = reason
         self.sent = sent
         """Whether request bytes may have reached the upstream (decides if a retry is safe)."""
+        self.kind = kind
+        """For the metrics: ``connect``, ``timeout``, ``closed`` or ``invalid``."""
 
 
 class UpstreamTimeout(UpstreamError):
-    pass
+    def __init__(self, reason: str, *, sent: bool) -> None:
+        super().__init__(reason, sent=sent, kind="timeout")
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -213,7 +217,7 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade as exc:
             self.upgrade_leftover = data[exc.args[0] :]
         except httptools.HttpParserError:
-            self._fail(UpstreamError("invalid response from upstream", sent=True))
+            self._fail(UpstreamError("invalid response from upstream", sent=True, kind="invalid"))
 
     def eof_received(self) -> bool | None:
         if self.tunnel is not None:
@@ -369,7 +373,7 @@ class Pool:
         except TimeoutError as exc:
             raise UpstreamTimeout("upstream connect timeout", sent=False) from exc
         except OSError as exc:
-            raise UpstreamError("upstream connection failed", sent=False) from exc
+            raise UpstreamError("upstream connection failed", sent=False, kind="connect") from exc
         return conn
 
     def release(self, conn: UpstreamConnection, reusable: bool) -> None:
@@ -443,12 +447,14 @@ class Target:
 class Service:
     """The live side of a configured service: targets with pools and health, and the balancer."""
 
-    __slots__ = ("name", "spec", "targets")
+    __slots__ = ("name", "spec", "stats", "targets")
 
-    def __init__(self, name: str, spec: model.Service) -> None:
+    def __init__(self, name: str, spec: model.Service, stats: ServiceStats | None = None) -> None:
         self.name = name
         self.spec = spec
         self.targets = tuple(Target(t, spec) for t in spec.targets)
+        self.stats = stats if stats is not None else ServiceStats(name)
+        """Failures and retries, kept by name across reloads (see GatewayStats)."""
 
     def pick(self, exclude: tuple[Target, ...] = ()) -> Target | None:
         """Choose a target for the next attempt, skipping unavailable and already tried ones."""

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from portico.gateway import problems
 from portico.gateway.exchange import Exchange, Identity, Reply
 from portico.gateway.headers import Headers
+from portico.gateway.stats import GatewayStats
 from portico.identity.authn import (
     Authenticator,
     AuthResult,
@@ -60,8 +61,10 @@ class Auth:
         "_any_of",
         "_insufficient",
         "_missing",
+        "_route",
         "_scope_detail",
         "_state",
+        "_stats",
         "_steps",
         "_tenants",
         "needs_body",
@@ -73,7 +76,12 @@ class Auth:
         scopes: ScopeRule,
         tenants: tuple[str, ...],
         state: IdentityState,
+        stats: GatewayStats | None = None,
+        route: str = "",
     ) -> None:
+        self._stats = stats
+        """Where refusals are counted (portico_auth_failures_total); ``None``: not counted."""
+        self._route = route
         self._steps = tuple((_identify_of(a), a) for a in authenticators)
         self._all_of = frozenset(scopes.all_of) if scopes.all_of else None
         self._any_of = frozenset(scopes.any_of) if scopes.any_of else None
@@ -116,8 +124,9 @@ class Auth:
             else:
                 continue
             if isinstance(result, _DECIDED):
-                return self._decide(exchange, result)
-            return self._decide_later(exchange, result)
+                return self._decide(exchange, result, authenticator.method)
+            return self._decide_later(exchange, result, authenticator.method)
+        self._count("none", "missing")
         return problems.problem(
             problems.UNAUTHORIZED,
             exchange.request_id,
@@ -126,12 +135,18 @@ class Auth:
         )
 
     async def _decide_later(
-        self, exchange: Exchange, pending: Awaitable[AuthResult]
+        self, exchange: Exchange, pending: Awaitable[AuthResult], method: str
     ) -> Reply | None:
-        return self._decide(exchange, await pending)
+        return self._decide(exchange, await pending, method)
 
-    def _decide(self, exchange: Exchange, result: AuthResult) -> Reply | None:
+    def _count(self, method: str, reason: str) -> None:
+        stats = self._stats
+        if stats is not None:
+            stats.auth_failure(self._route, method, reason)
+
+    def _decide(self, exchange: Exchange, result: AuthResult, method: str) -> Reply | None:
         if isinstance(result, Rejected):
+            self._count(method, "invalid")
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("request %s: credentials refused: %s", exchange.request_id, result.reason)
             return problems.problem(
@@ -142,6 +157,7 @@ class Auth:
             )
         exchange.identity = result
         if self._tenants is not None and result.tenant not in self._tenants:
+            self._count(method, "tenant")
             return problems.problem(
                 problems.FORBIDDEN,
                 exchange.request_id,
@@ -151,11 +167,13 @@ class Auth:
         if ip_rules:
             rules = ip_rules.get(result.consumer)
             if rules is not None and not rules.permits(exchange.client_ip):
+                self._count(method, "ip")
                 return problems.problem(problems.IP_FORBIDDEN, exchange.request_id)
         granted = result.scopes
         if (self._all_of is not None and not self._all_of <= granted) or (
             self._any_of is not None and self._any_of.isdisjoint(granted)
         ):
+            self._count(method, "scope")
             return problems.problem(
                 problems.INSUFFICIENT_SCOPE,
                 exchange.request_id,
@@ -189,4 +207,12 @@ def build(settings: AuthSettings, context: BuildContext) -> Auth:
             raise ValueError(f"route {context.route_name!r}: {exc}") from None
         options = MethodSettings(method, settings.options_for(method))
         authenticators.append(factory(options, context))
-    return Auth(tuple(authenticators), settings.scopes, settings.tenants, state)
+    stats = context.extensions.stats
+    return Auth(
+        tuple(authenticators),
+        settings.scopes,
+        settings.tenants,
+        state,
+        stats if stats.enabled else None,
+        context.route_name,
+    )

@@ -1,0 +1,1 @@
+"""The operations listener: health, readiness and Prometheus metrics, off the data plane's port."""
