@@ -44,7 +44,7 @@ routes:
 """
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 13\r\n"
-    b"date: Wed, 02 Dec 2026 07:00:00 GMT\r\n\r\n{\"ok\": true}\n"
+    b'date: Wed, 02 Dec 2026 07:00:00 GMT\r\n\r\n{"ok": true}\n'
 )
 
 
@@ -80,11 +80,10 @@ class Sink:
 
 
 async def serve(requests: int, path: str) -> None:
-    from portico.config.loader import load_config
+    from portico.assembly import build_runtime, load_config
     from portico.gateway.app import Gateway
     from portico.gateway.server import ClientConnection
     from portico.gateway.upstream import UpstreamConnection
-    from portico.runtime import build_runtime
 
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "portico.yaml"

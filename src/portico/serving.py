@@ -14,12 +14,12 @@ from pathlib import Path
 import uvloop
 
 from portico import _native
-from portico.config.loader import load_config
+from portico.assembly import build_runtime, load_config, runtime_builder
 from portico.gateway.app import Gateway
+from portico.identity.context import Extensions
 from portico.identity.oauth.server import oauth_endpoints
 from portico.identity.oauth.state import OAuthState
 from portico.identity.state import IdentityState
-from portico.runtime import Extensions, build_runtime
 from portico.store.database import Database, create_engine_for
 from portico.store.migrate import ensure_current
 from portico.store.repositories import ConfigRevisions
@@ -68,14 +68,11 @@ async def run(config_path: Path) -> int:
         identity.use_config(gateway.runtime.config)
         recorder.record(path, sha256)
 
+    extensions = Extensions(identity=identity, oauth=oauth, endpoint_factories=(oauth_endpoints,))
     gateway = Gateway(
-        build_runtime(
-            config,
-            extensions=Extensions(
-                identity=identity, oauth=oauth, endpoint_factories=(oauth_endpoints,)
-            ),
-        ),
+        build_runtime(config, extensions=extensions),
         config_path=config_path,
+        rebuild=runtime_builder(extensions),
         on_config_applied=config_applied,
     )
     await gateway.start()

@@ -22,9 +22,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from portico.config.checks import NO_CHECKS, Checks, Location
 from portico.config.errors import ConfigError, ConfigIssue
 from portico.config.model import PorticoConfig
-from portico.policies.registry import policy_types
 
 __all__ = ["load_config", "load_config_text"]
 
@@ -44,13 +44,14 @@ _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _NAME_PATTERN = "^[A-Za-z0-9_.-]+$"
 _INVALID = object()
 
-Location = tuple[str | int, ...]
 
-
-def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> PorticoConfig:
+def load_config(
+    path: str | Path, env: Mapping[str, str] | None = None, checks: Checks = NO_CHECKS
+) -> PorticoConfig:
     """Read, interpolate and validate a config file; raise :class:`ConfigError` listing every issue.
 
-    ``env`` supplies the ``${VAR}`` values and defaults to ``os.environ``.
+    ``env`` supplies the ``${VAR}`` values and defaults to ``os.environ``; ``checks`` are the
+    capabilities' own (the composition root's :func:`portico.assembly.load_config` gives them all).
     """
     filename = os.fspath(path)
     try:
@@ -70,11 +71,11 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Porti
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         issue = ConfigIssue(filename, line, column, "", "the file is not valid UTF-8 text")
         raise ConfigError([issue]) from None
-    return load_config_text(text, filename, env)
+    return load_config_text(text, filename, env, checks)
 
 
 def load_config_text(
-    text: str, filename: str, env: Mapping[str, str] | None = None
+    text: str, filename: str, env: Mapping[str, str] | None = None, checks: Checks = NO_CHECKS
 ) -> PorticoConfig:
     """Like :func:`load_config`, for text already read; issues name ``filename``."""
     reader = _Reader(filename, os.environ if env is None else env)
@@ -97,8 +98,8 @@ def load_config_text(
         if issue is not None:
             issues.append(issue)
     if config is not None:
-        for loc, message in config.semantic_errors():
-            issue = _semantic_issue(filename, root, config, loc, message)
+        for loc, message in [*config.semantic_errors(), *checks.findings(config)]:
+            issue = _semantic_issue(filename, root, config, checks, loc, message)
             if issue is not None:
                 issues.append(issue)
 
@@ -464,7 +465,12 @@ def _validation_issue(filename: str, root: _Located, error: ErrorDetails) -> Con
 
 
 def _semantic_issue(
-    filename: str, root: _Located, config: PorticoConfig, loc: Location, message: str
+    filename: str,
+    root: _Located,
+    config: PorticoConfig,
+    checks: Checks,
+    loc: Location,
+    message: str,
 ) -> ConfigIssue | None:
     # Policy settings are validated by the policy's own model; its raw messages arrive here.
     missing = message == "Field required"
@@ -472,7 +478,7 @@ def _semantic_issue(
     if missing:
         message = "missing required key"
     elif unknown:
-        settings = _policy_settings(config, loc)
+        settings = _policy_settings(config, checks, loc)
         known = _fields_at(settings, loc[4:-1]) if settings is not None else []
         message = _unknown_key(loc[-1], known)
     else:
@@ -480,11 +486,12 @@ def _semantic_issue(
     return _locate(root, loc, missing=missing, at_key=unknown, filename=filename, message=message)
 
 
-def _policy_settings(config: PorticoConfig, loc: Location) -> type[BaseModel] | None:
+def _policy_settings(
+    config: PorticoConfig, checks: Checks, loc: Location
+) -> type[BaseModel] | None:
     match loc:
-        case ("routes", int(i), "policies", int(j), *_):
-            kind = policy_types().get(config.routes[i].policies[j].type)
-            return kind.settings if kind is not None else None
+        case ("routes", int(i), "policies", int(j), *_) if checks.policy_settings is not None:
+            return checks.policy_settings(config.routes[i].policies[j].type)
     return None
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
+from portico.core.http import HTTP_METHODS
 from portico.gateway import problems
 from portico.gateway.exchange import Exchange, Reply
 from portico.gateway.forwarding import (
@@ -40,7 +41,7 @@ from portico.gateway.uri import BadTarget, canonical_path, host_name, split_abso
 if TYPE_CHECKING:
     from portico.gateway.app import Gateway
     from portico.gateway.endpoints import BuiltinEndpoint
-    from portico.runtime import Runtime
+    from portico.gateway.snapshot import Runtime
 
 log = logging.getLogger("portico.gateway")
 access_log = logging.getLogger("portico.access")
@@ -201,10 +202,7 @@ request or address it."""
 _SUPPORTED_CODINGS = ("chunked",)
 
 
-_METHODS = {
-    m.encode("ascii"): m
-    for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
-}
+_METHODS = {m.encode("ascii"): m for m in HTTP_METHODS}
 
 
 @functools.lru_cache(maxsize=4096)

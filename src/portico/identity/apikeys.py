@@ -34,13 +34,14 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from portico.core.http import REALM
 from portico.gateway.exchange import Exchange, Identity
 from portico.identity.authn import AuthResult, MethodSettings, Rejected
 from portico.identity.method_settings import ApiKeySettings
 
 if TYPE_CHECKING:
+    from portico.identity.context import BuildContext
     from portico.identity.state import ConsumerEntry, Directory, IdentityState, KeyEntry
-    from portico.policies.registry import BuildContext
 
 __all__ = [
     "KEY_PREFIX",
@@ -62,7 +63,6 @@ SECRET_BYTES = 32
 MAX_KEY_LENGTH = 256
 """Longer values are not keys of ours; they are refused before hashing."""
 
-REALM = "portico"
 CHALLENGE = f'ApiKey realm="{REALM}"'
 INVALID_KEY = f'ApiKey realm="{REALM}", error="invalid_key"'
 _AUTHORIZATION_SCHEME = "apikey"
@@ -225,7 +225,7 @@ def build_authenticator(settings: MethodSettings, context: BuildContext) -> ApiK
     from portico.identity.state import IdentityState
 
     state = context.extensions.identity
-    if not isinstance(state, IdentityState):
+    if state is None:
         # No live state (a runtime built outside `portico serve`): keys declared in the config.
         state = IdentityState.for_config(context.config)
     options = settings.options

@@ -49,13 +49,14 @@ from http_message_signatures import (
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from portico.config.model import Duration, HeaderName, PorticoConfig, SignatureKey
+from portico.core.http import REALM
 from portico.gateway.exchange import Exchange, Identity
 from portico.identity.authn import AuthResult, Rejected
 
 if TYPE_CHECKING:
     from portico.identity.authn import MethodSettings
+    from portico.identity.context import BuildContext
     from portico.identity.state import IdentityState
-    from portico.policies.registry import BuildContext
 
 __all__ = [
     "DEFAULT_NONCE_CAPACITY",
@@ -71,7 +72,6 @@ __all__ = [
 
 log = logging.getLogger("portico.auth.signature")
 
-REALM = "portico"
 CHALLENGE = f'Signature realm="{REALM}"'
 INVALID_SIGNATURE = f'Signature realm="{REALM}", error="invalid_signature"'
 LABEL = "sig1"
@@ -445,7 +445,7 @@ def build_authenticator(settings: MethodSettings, context: BuildContext) -> Sign
     from portico.identity.state import IdentityState
 
     state = context.extensions.identity
-    if not isinstance(state, IdentityState):
+    if state is None:
         # No live state (a runtime built outside `portico serve`): the config's consumers.
         state = IdentityState.for_config(context.config)
     options = settings.options

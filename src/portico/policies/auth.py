@@ -28,6 +28,7 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 
+from portico.core.http import REALM
 from portico.gateway import problems
 from portico.gateway.exchange import Exchange, Identity, Reply
 from portico.gateway.headers import Headers
@@ -40,14 +41,13 @@ from portico.identity.authn import (
     method_module,
 )
 from portico.identity.state import IdentityState
-from portico.policies.auth_settings import AuthSettings, ScopeRule
+from portico.policies.auth_settings import AuthSettings, ScopeRule, config_errors
 from portico.policies.registry import BuildContext, register
 
 __all__ = ["Auth", "AuthSettings", "ScopeRule"]
 
 log = logging.getLogger("portico.auth")
 
-REALM = "portico"
 _DECIDED = (Identity, Rejected)
 """Results that decide at once (a tuple: ``Identity | Rejected`` would build a union per call)."""
 
@@ -172,10 +172,10 @@ def _identify_of(
     return identify if callable(identify) else None
 
 
-@register("auth", AuthSettings)
+@register("auth", AuthSettings, checks=config_errors)
 def build(settings: AuthSettings, context: BuildContext) -> Auth:
     state = context.extensions.identity
-    if not isinstance(state, IdentityState):
+    if state is None:
         # A runtime built outside `portico serve` (tests, tools): the config's identities only.
         state = IdentityState.for_config(context.config)
         context = dataclasses.replace(

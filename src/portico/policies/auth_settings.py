@@ -1,4 +1,5 @@
-"""The settings of the ``auth`` policy, validated when the config is loaded.
+"""The settings of the ``auth`` policy, validated when the config is loaded, and its checks of the
+sections its methods need (:func:`config_errors`).
 
 See :mod:`portico.policies.auth` for the policy itself. The two live apart because the policy's
 request-time code is compiled with mypyc, which cannot compile pydantic models.
@@ -18,9 +19,12 @@ from pydantic import (
     model_validator,
 )
 
+from portico.config.checks import Finding
+from portico.config.model import PorticoConfig
 from portico.identity.authn import method_module
+from portico.identity.mtls import NEEDS_CLIENT_CERTIFICATES
 
-__all__ = ["AuthSettings", "ScopeRule"]
+__all__ = ["AuthSettings", "ScopeRule", "config_errors"]
 
 
 def _check_method(method: str) -> str:
@@ -98,3 +102,25 @@ class AuthSettings(BaseModel):
                 for error in exc.errors()
             ]
             raise ValueError("; ".join(messages)) from None
+
+
+def config_errors(settings: AuthSettings, config: PorticoConfig) -> list[Finding]:
+    """What a route's ``auth`` needs from other sections, located relative to the policy entry:
+    ``oauth`` needs ``identity.oauth``, ``jwt:<provider>`` a provider of that name, ``mtls`` an
+    HTTPS listener that asks for client certificates. ``serve`` and a reload refuse the same."""
+    errors: list[Finding] = []
+    providers = config.identity.providers
+    tls = config.gateway.tls
+    for k, method in enumerate(settings.methods):
+        loc = ("methods", k)
+        base, _, provider = method.partition(":")
+        if base == "oauth" and config.identity.oauth is None:
+            errors.append((loc, "the oauth method needs identity.oauth to be configured"))
+        elif base == "jwt" and provider not in providers:
+            known = ", ".join(sorted(providers)) or "none configured"
+            errors.append(
+                (loc, f"no identity provider {provider!r} in identity.providers ({known})")
+            )
+        elif base == "mtls" and (tls is None or tls.client_certificate == "none"):
+            errors.append((loc, NEEDS_CLIENT_CERTIFICATES))
+    return errors
