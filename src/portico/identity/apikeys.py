@@ -129,6 +129,14 @@ class ApiKeyAuthenticator:
         self._verified: dict[str, tuple[KeyEntry, ConsumerEntry]] = {}
         self._verified_for: Directory | None = None
 
+    @property
+    def needs_body(self) -> bool:
+        return False
+
+    @property
+    def accept_signature(self) -> str | None:
+        return None
+
     def challenge(self) -> str:
         return CHALLENGE
 
@@ -140,7 +148,7 @@ class ApiKeyAuthenticator:
 
     def identify(self, exchange: Exchange) -> AuthResult | None:
         """``present`` and ``authenticate`` in one pass over the fields; ``None`` when the
-        request carries no key. The ``auth`` policy calls this when a method has it."""
+        request carries no key. The ``auth`` policy calls this."""
         items = exchange.headers.items
         key, index, more = self._find(items)
         if key is None:

@@ -14,9 +14,11 @@ Methods are built once per snapshot by ``build_authenticator(settings, context)`
 Pydantic model: the ``auth`` policy then validates the options with it when the config is checked
 and passes the model instance; without one, a route cannot give the method options.
 
-A method may also define ``identify(exchange)``: ``present`` and ``authenticate`` in one pass,
-returning ``None`` when its credentials are absent. The ``auth`` policy then calls it instead of
-the two, which saves a scan of the header fields on every request.
+Every method also has ``identify(exchange)``: ``present`` and ``authenticate`` in one pass,
+returning ``None`` when its credentials are absent; the ``auth`` policy calls only that, and a
+method that can saves a scan of the header fields on every request. ``needs_body`` and
+``accept_signature`` are the hooks of a method that verifies the body (signed requests); the
+others answer ``False`` and ``None``.
 """
 
 from __future__ import annotations
@@ -25,12 +27,9 @@ import importlib
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from portico.gateway.exchange import Exchange, Identity
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +48,18 @@ AuthResult = Identity | Rejected
 class Authenticator(Protocol):
     method: str
 
+    @property
+    def needs_body(self) -> bool:
+        """Whether the method reads the whole request body (a signed ``Content-Digest``): the
+        route then reads it before its pipeline runs."""
+        ...
+
+    @property
+    def accept_signature(self) -> str | None:
+        """An ``Accept-Signature`` (RFC 9421 §5.1) to send with the 401 for a request without
+        credentials, or ``None``."""
+        ...
+
     def challenge(self) -> str:
         """The ``WWW-Authenticate`` challenge sent when no credentials were presented."""
         ...
@@ -59,6 +70,11 @@ class Authenticator(Protocol):
 
     def authenticate(self, exchange: Exchange) -> AuthResult | Awaitable[AuthResult]:
         """Verify the credentials; return an awaitable only when I/O is unavoidable."""
+        ...
+
+    def identify(self, exchange: Exchange) -> AuthResult | Awaitable[AuthResult] | None:
+        """``present`` and ``authenticate`` in one pass: ``None`` when the request carries no
+        credentials of this method."""
         ...
 
 

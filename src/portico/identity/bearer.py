@@ -38,6 +38,14 @@ class BearerAuthenticator:
     _cache: VerifiedTokenCache
     _hide: bool
 
+    @property
+    def needs_body(self) -> bool:
+        return False
+
+    @property
+    def accept_signature(self) -> str | None:
+        return None
+
     def challenge(self) -> str:
         return CHALLENGE
 

@@ -115,11 +115,22 @@ class MutualTLSAuthenticator:
         self._state = state
         self._certificates = certificates
 
+    @property
+    def needs_body(self) -> bool:
+        return False
+
+    @property
+    def accept_signature(self) -> str | None:
+        return None
+
     def challenge(self) -> str:
         return CHALLENGE
 
     def present(self, exchange: Exchange) -> bool:
         return peer_certificate(exchange) is not None
+
+    def identify(self, exchange: Exchange) -> AuthResult | None:
+        return self.authenticate(exchange) if self.present(exchange) else None
 
     def authenticate(self, exchange: Exchange) -> AuthResult:
         der = peer_certificate(exchange)

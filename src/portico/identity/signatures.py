@@ -261,6 +261,9 @@ class SignatureAuthenticator:
         headers = exchange.headers
         return "signature-input" in headers or "signature" in headers
 
+    def identify(self, exchange: Exchange) -> AuthResult | None:
+        return self.authenticate(exchange) if self.present(exchange) else None
+
     def authenticate(self, exchange: Exchange) -> AuthResult:
         try:
             return self._verify(exchange)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 
 from portico.core.http import REALM
 from portico.gateway import problems
@@ -74,17 +74,17 @@ class Auth:
         tenants: tuple[str, ...],
         state: IdentityState,
     ) -> None:
-        self._steps = tuple((_identify_of(a), a) for a in authenticators)
+        self._steps = authenticators
         self._all_of = frozenset(scopes.all_of) if scopes.all_of else None
         self._any_of = frozenset(scopes.any_of) if scopes.any_of else None
         self._tenants = frozenset(tenants) if tenants else None
         self._state = state
         # A method that checks the body (Content-Digest of a signed request) makes the route
         # read it whole before the pipeline runs.
-        self.needs_body = any(getattr(a, "needs_body", False) for a in authenticators)
+        self.needs_body = any(a.needs_body for a in authenticators)
         missing = [("www-authenticate", a.challenge()) for a in authenticators]
         for authenticator in authenticators:
-            proposal = getattr(authenticator, "accept_signature", None)
+            proposal = authenticator.accept_signature
             if proposal:
                 missing.append(("accept-signature", str(proposal)))
         self._missing = Headers(missing)
@@ -105,15 +105,9 @@ class Auth:
         self._scope_detail = "This route needs the scopes " + "; and ".join(needs) + "."
 
     def on_request(self, exchange: Exchange) -> Reply | Awaitable[Reply | None] | None:
-        for identify, authenticator in self._steps:
-            if identify is not None:
-                # One pass instead of present() then authenticate(), for methods that offer it.
-                result = identify(exchange)
-                if result is None:
-                    continue
-            elif authenticator.present(exchange):
-                result = authenticator.authenticate(exchange)
-            else:
+        for authenticator in self._steps:
+            result = authenticator.identify(exchange)
+            if result is None:
                 continue
             if isinstance(result, _DECIDED):
                 return self._decide(exchange, result)
@@ -163,13 +157,6 @@ class Auth:
                 headers=self._insufficient,
             )
         return None
-
-
-def _identify_of(
-    authenticator: Authenticator,
-) -> Callable[[Exchange], AuthResult | Awaitable[AuthResult] | None] | None:
-    identify = getattr(authenticator, "identify", None)
-    return identify if callable(identify) else None
 
 
 @register("auth", AuthSettings, checks=config_errors)
