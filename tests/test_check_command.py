@@ -96,3 +96,36 @@ def test_reload_refuses_mtls_without_a_tls_listener_and_keeps_serving(tmp_path: 
         assert portico.process.poll() is None
     finally:
         portico.stop()
+
+
+def test_check_reports_every_error_in_one_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = {
+        "services": {
+            "main": service("http://127.0.0.1:9"),
+            "broken": {"targets": []},
+        },
+        "routes": [
+            route("typo", "/typo", timeout="1s"),
+            route("ghost", "/ghost", service="nowhere"),
+            route("orders", "/orders", policies=[{"type": "auth", "methods": ["mtls"]}]),
+            route("uses-broken", "/broken", service="broken"),
+            route("cached", "/cached", policies=[{"type": "cache"}]),
+        ],
+    }
+    path = write_config(tmp_path / "portico.yaml", config)
+
+    assert main(["check", str(path)]) == 1
+
+    err = capsys.readouterr().err
+    # Errors in the entries themselves...
+    assert "routes[0].timeout: unknown key 'timeout'" in err
+    assert "services.broken.targets: expected at least 1 item" in err
+    # ...do not hide the checks that span sections, run on the other entries...
+    assert "routes[1].service: unknown service 'nowhere'" in err
+    assert "routes[2].policies[0].methods[0]: mtls is accepted" in err
+    assert "routes[4].policies[0].type: unknown policy type 'cache'" in err
+    # ...but what only follows from an invalid entry is not reported as another error.
+    assert "unknown service 'broken'" not in err
+    assert "5 error(s)" in err
