@@ -129,3 +129,39 @@ def test_check_reports_every_error_in_one_run(
     # ...but what only follows from an invalid entry is not reported as another error.
     assert "unknown service 'broken'" not in err
     assert "5 error(s)" in err
+
+
+def test_check_and_serve_refuse_a_tls_certificate_that_cannot_be_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = {
+        "gateway": {
+            "tls": {
+                "listen": "127.0.0.1:0",
+                "certificate": str(tmp_path / "server.pem"),
+                "private_key": str(tmp_path / "server.key"),
+            }
+        },
+        "services": {"main": service("http://127.0.0.1:9")},
+        "routes": [route("open", "/open")],
+    }
+    path = write_config(tmp_path / "portico.yaml", with_defaults(config))
+    line = line_of(path, "certificate:")
+    expected = f"gateway.tls.certificate: cannot read '{tmp_path / 'server.pem'}'"
+
+    assert main(["check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:{line}:" in err
+    assert expected in err
+
+    served = subprocess.run(
+        [_portico_command(), "serve", "-c", str(path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert served.returncode == 1
+    assert expected in served.stderr
+    assert "Traceback" not in served.stderr

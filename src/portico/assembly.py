@@ -3,7 +3,8 @@
 - :data:`CHECKS`: the capabilities' own config checks (the policy catalogue validates each
   policy entry, identity its credentials), handed to the config loader. :func:`load_config` is
   the loader with all of them: what ``portico check`` reports is what ``serve`` and a reload
-  refuse.
+  refuse. :func:`load_config_to_serve` adds the checks of starting to serve (the HTTPS
+  listener's files), for ``check`` and ``serve``.
 - :func:`build_runtime` compiles a validated config into the gateway's immutable
   :class:`~portico.gateway.snapshot.Runtime`: the router, each route's policy pipeline from the
   catalogue, and the live services (carried over from the previous snapshot when unchanged).
@@ -23,6 +24,7 @@ from portico.config.checks import Checks
 from portico.config.model import PorticoConfig
 from portico.core.net import parse_network
 from portico.core.paths import PathTemplate
+from portico.gateway import checks as gateway_checks
 from portico.gateway.iprules import CompiledIPRules
 from portico.gateway.policy import ResponsePolicy
 from portico.gateway.router import RouteMatcher, Router
@@ -32,7 +34,15 @@ from portico.identity import checks as identity_checks
 from portico.identity.context import BuildContext, Extensions
 from portico.policies import catalogue, registry
 
-__all__ = ["CHECKS", "build_runtime", "load_config", "load_config_text", "runtime_builder"]
+__all__ = [
+    "CHECKS",
+    "SERVE_CHECKS",
+    "build_runtime",
+    "load_config",
+    "load_config_text",
+    "load_config_to_serve",
+    "runtime_builder",
+]
 
 POLICY_TYPES = catalogue.catalogue()
 """The built-in policy types, registered when the catalogue was imported."""
@@ -41,11 +51,21 @@ CHECKS = Checks(
     checks=(registry.config_errors, identity_checks.config_errors),
     policy_settings=registry.settings_model,
 )
+SERVE_CHECKS = Checks(
+    checks=(*CHECKS.checks, gateway_checks.listener_errors),
+    policy_settings=registry.settings_model,
+)
+"""Also what only starting to serve needs: the HTTPS listener's files."""
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> PorticoConfig:
     """:func:`portico.config.loader.load_config` with every capability's checks."""
     return loader.load_config(path, env, CHECKS)
+
+
+def load_config_to_serve(path: str | Path, env: Mapping[str, str] | None = None) -> PorticoConfig:
+    """:func:`load_config`, and what ``serve`` would refuse when it starts (``portico check``)."""
+    return loader.load_config(path, env, SERVE_CHECKS)
 
 
 def load_config_text(

@@ -29,8 +29,10 @@ def load_config(path: str | Path) -> PorticoConfig:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from portico.assembly import load_config_to_serve
+
     try:
-        config = load_config(args.config)
+        config = load_config_to_serve(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         print(f"{len(exc.issues)} error(s) in {args.config}", file=sys.stderr)

@@ -14,7 +14,7 @@ from pathlib import Path
 import uvloop
 
 from portico import _native
-from portico.assembly import build_runtime, load_config, runtime_builder
+from portico.assembly import build_runtime, load_config_to_serve, runtime_builder
 from portico.gateway.app import Gateway
 from portico.identity.context import Extensions
 from portico.identity.oauth.server import oauth_endpoints
@@ -51,7 +51,7 @@ def _log_failure(future: asyncio.Future[int]) -> None:
 
 async def run(config_path: Path) -> int:
     log.info("gateway code: %s", _native.status())
-    config = load_config(config_path)
+    config = load_config_to_serve(config_path)
     raw = config_path.read_bytes()  # noqa: ASYNC240  (once, before serving starts)
     url = config.database.url
     # SQLite: migrate in place. PostgreSQL: refuse to start on an old schema, since migrations
