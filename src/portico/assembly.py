@@ -48,7 +48,7 @@ POLICY_TYPES = catalogue.catalogue()
 """The built-in policy types, registered when the catalogue was imported."""
 
 CHECKS = Checks(
-    checks=(registry.config_errors, identity_checks.config_errors),
+    checks=(registry.route_policy_errors, identity_checks.identity_errors),
     policy_settings=registry.settings_model,
 )
 SERVE_CHECKS = Checks(

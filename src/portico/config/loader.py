@@ -27,7 +27,7 @@ from pydantic_core import ErrorDetails
 
 from portico.config.checks import NO_CHECKS, Checks, Finding, Location
 from portico.config.errors import ConfigError, ConfigIssue
-from portico.config.model import PorticoConfig
+from portico.config.model import NAME_PATTERN, PorticoConfig
 
 __all__ = ["load_config", "load_config_text"]
 
@@ -44,7 +44,6 @@ _REFERENCE = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
 _VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 _REDACTED = "***"
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_NAME_PATTERN = "^[A-Za-z0-9_.-]+$"
 _INVALID = object()
 _MAX_PRUNING_ROUNDS = 10
 
@@ -453,7 +452,7 @@ def _validation_issue(filename: str, root: _Located, error: ErrorDetails) -> Con
     elif kind == "too_short":
         count = ctx.get("min_length", 1)
         message = f"expected at least {count} item{'' if count == 1 else 's'}"
-    elif kind == "string_pattern_mismatch" and ctx.get("pattern") == _NAME_PATTERN:
+    elif kind == "string_pattern_mismatch" and ctx.get("pattern") == NAME_PATTERN:
         message = "a name may only contain letters, digits, '_', '.' and '-'"
     else:
         message = _clean(error["msg"])

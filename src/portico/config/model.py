@@ -44,6 +44,8 @@ _SIZE_UNITS = {
     "GB": 1000**3,
     "GiB": 1024**3,
 }
+NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+"""What a name (of a route, service, tenant, consumer, provider) may be made of."""
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
@@ -297,7 +299,7 @@ class PolicySpec(Model):
 
 
 class Route(Model):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=NAME_PATTERN)
     match: Match
     service: str
     strip_prefix: str | None = None
@@ -331,7 +333,7 @@ class Database(Model):
     url: str = "sqlite:///portico.db"
 
 
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
 def _aware(value: datetime | None) -> datetime | None:

@@ -11,10 +11,10 @@ from portico.config.model import PorticoConfig
 from portico.identity.certificates import distinguished_name
 from portico.identity.jwks import ASYMMETRIC_ALGORITHMS, usable_key_count
 
-__all__ = ["config_errors"]
+__all__ = ["identity_errors"]
 
 
-def config_errors(config: PorticoConfig) -> list[Finding]:
+def identity_errors(config: PorticoConfig) -> list[Finding]:
     return [
         *_certificate_subjects(config),
         *_client_keys(config),

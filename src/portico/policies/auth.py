@@ -41,7 +41,7 @@ from portico.identity.authn import (
     method_module,
 )
 from portico.identity.state import IdentityState
-from portico.policies.auth_settings import AuthSettings, ScopeRule, config_errors
+from portico.policies.auth_settings import AuthSettings, ScopeRule, auth_errors
 from portico.policies.registry import BuildContext, register
 
 __all__ = ["Auth", "AuthSettings", "ScopeRule"]
@@ -159,7 +159,7 @@ class Auth:
         return None
 
 
-@register("auth", AuthSettings, checks=config_errors)
+@register("auth", AuthSettings, checks=auth_errors)
 def build(settings: AuthSettings, context: BuildContext) -> Auth:
     state = context.extensions.identity
     if state is None:

@@ -1,5 +1,5 @@
 """The settings of the ``auth`` policy, validated when the config is loaded, and its checks of the
-sections its methods need (:func:`config_errors`).
+sections its methods need (:func:`auth_errors`).
 
 See :mod:`portico.policies.auth` for the policy itself. The two live apart because the policy's
 request-time code is compiled with mypyc, which cannot compile pydantic models.
@@ -20,11 +20,11 @@ from pydantic import (
 )
 
 from portico.config.checks import Finding
-from portico.config.model import PorticoConfig
+from portico.config.model import NAME_PATTERN, PorticoConfig
 from portico.identity.authn import method_module
 from portico.identity.mtls import NEEDS_CLIENT_CERTIFICATES
 
-__all__ = ["AuthSettings", "ScopeRule", "config_errors"]
+__all__ = ["AuthSettings", "ScopeRule", "auth_errors"]
 
 
 def _check_method(method: str) -> str:
@@ -40,7 +40,7 @@ def _check_method(method: str) -> str:
 
 
 MethodName = Annotated[str, AfterValidator(_check_method)]
-TenantName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+TenantName = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
 def _scope_list(value: Any) -> Any:
@@ -104,7 +104,7 @@ class AuthSettings(BaseModel):
             raise ValueError("; ".join(messages)) from None
 
 
-def config_errors(settings: AuthSettings, config: PorticoConfig) -> list[Finding]:
+def auth_errors(settings: AuthSettings, config: PorticoConfig) -> list[Finding]:
     """What a route's ``auth`` needs from other sections, located relative to the policy entry:
     ``oauth`` needs ``identity.oauth``, ``jwt:<provider>`` a provider of that name, ``mtls`` an
     HTTPS listener that asks for client certificates. ``serve`` and a reload refuse the same."""

@@ -4,8 +4,8 @@ Each type has a Pydantic model for its settings (validated by ``portico check`` 
 errors), a ``build`` function that turns validated settings into a policy object once, when the
 runtime snapshot is built, and optionally ``checks``: its cross-section checks (a setting that
 needs another section of the config). ``config/`` keeps a policy entry opaque; the composition
-root hands :func:`config_errors` and :func:`settings_model` to the loader. The built-in types are
-listed in :mod:`portico.policies.catalogue`; this module imports none of them.
+root hands :func:`route_policy_errors` and :func:`settings_model` to the loader. The built-in
+types are listed in :mod:`portico.policies.catalogue`; this module imports none of them.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ __all__ = [
     "BuildContext",
     "PolicyType",
     "build_policy",
-    "config_errors",
+    "entry_errors",
     "policy_types",
     "register",
+    "route_policy_errors",
     "settings_model",
 ]
 
@@ -67,7 +68,7 @@ def _settings_of(spec: PolicySpec) -> dict[str, Any]:
     return dict(spec.model_extra or {})
 
 
-def policy_errors(spec: PolicySpec, config: PorticoConfig) -> list[Finding]:
+def entry_errors(spec: PolicySpec, config: PorticoConfig) -> list[Finding]:
     """Validation errors of one policy entry, and its cross-section checks, located relative to
     the entry."""
     kind = _TYPES.get(spec.type)
@@ -81,13 +82,13 @@ def policy_errors(spec: PolicySpec, config: PorticoConfig) -> list[Finding]:
     return list(kind.checks(settings, config)) if kind.checks is not None else []
 
 
-def config_errors(config: PorticoConfig) -> list[Finding]:
+def route_policy_errors(config: PorticoConfig) -> list[Finding]:
     """Every route's policy entries checked by their own types (a check of the config loader)."""
     errors: list[Finding] = []
     for i, route in enumerate(config.routes):
         for j, spec in enumerate(route.policies):
             base: Location = ("routes", i, "policies", j)
-            errors.extend(((*base, *loc), message) for loc, message in policy_errors(spec, config))
+            errors.extend(((*base, *loc), message) for loc, message in entry_errors(spec, config))
     return errors
 
 
