@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from portico.core.http import REALM
 from portico.gateway.exchange import Exchange, Identity
-from portico.identity.authn import AuthResult, MethodSettings, Rejected
+from portico.identity.authn import AuthMethod, AuthResult, MethodSettings, Rejected, register_method
 from portico.identity.method_settings import ApiKeySettings
 
 if TYPE_CHECKING:
@@ -240,3 +240,6 @@ def build_authenticator(settings: MethodSettings, context: BuildContext) -> ApiK
     return ApiKeyAuthenticator(
         state, options if isinstance(options, ApiKeySettings) else ApiKeySettings()
     )
+
+
+register_method("api_key", AuthMethod(build_authenticator, ApiKeySettings))

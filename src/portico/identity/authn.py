@@ -7,10 +7,11 @@ an :class:`~portico.gateway.exchange.Identity` lets the request in, a :class:`Re
 with the method's ``WWW-Authenticate`` challenge. With no credentials at all the answer is 401 with
 the challenges of every accepted method. Responses never say whether a key or client exists.
 
-Methods are built once per snapshot by ``build_authenticator(settings, context)`` in their module;
-:data:`METHODS` maps a method name to that module, imported on first use. ``settings`` is a
+Methods are built once per snapshot by ``build_authenticator(settings, context)`` in their module,
+which registers it with :func:`register_method` as an :class:`AuthMethod`; :data:`METHODS` maps a
+method name to that module, imported on first use (:func:`auth_method`). ``settings`` is a
 :class:`MethodSettings`: the method's name as the route lists it (``jwt:okta``, whose
-``provider`` is ``okta``) and the route's options for it. A module may define ``Settings``, a
+``provider`` is ``okta``) and the route's options for it. A method may register ``options``, a
 Pydantic model: the ``auth`` policy then validates the options with it when the config is checked
 and passes the model instance; without one, a route cannot give the method options.
 
@@ -24,12 +25,16 @@ others answer ``False`` and ``None``.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from portico.gateway.exchange import Exchange, Identity
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from portico.identity.context import BuildContext
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +104,25 @@ class MethodUnavailable(ValueError):
     """A route names a method that is unknown or not part of this installation."""
 
 
-# method name (before any ":") -> module defining build_authenticator(settings, context)
+@dataclass(frozen=True, slots=True)
+class AuthMethod:
+    """How the ``auth`` policy builds a method and validates a route's options for it."""
+
+    build: Callable[[MethodSettings, BuildContext], Authenticator]
+    """Called once per route and snapshot."""
+    options: type[BaseModel] | None = None
+    """The model of the route's options for the method; ``None``: it takes none."""
+
+
+_REGISTERED: dict[str, AuthMethod] = {}
+
+
+def register_method(name: str, method: AuthMethod) -> None:
+    """Called by a method's module when it is imported."""
+    _REGISTERED[name] = method
+
+
+# method name (before any ":") -> module that registers it
 METHODS: dict[str, str] = {
     "api_key": "portico.identity.apikeys",
     "oauth": "portico.identity.oauth.authn",
@@ -109,22 +132,23 @@ METHODS: dict[str, str] = {
 }
 
 
-def method_module(method: str) -> ModuleType:
-    """The module implementing ``method``; :class:`MethodUnavailable` with a clear message when
-    the name is unknown or its module is missing."""
+def auth_method(method: str) -> AuthMethod:
+    """The registered ``method`` (its module imported on first use); :class:`MethodUnavailable`
+    with a clear message when the name is unknown or its module is missing."""
     base = method.partition(":")[0]
     name = METHODS.get(base)
     if name is None:
         known = ", ".join(sorted(METHODS))
         raise MethodUnavailable(f"unknown authentication method {method!r} (known: {known})")
     try:
-        module = importlib.import_module(name)
+        importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name is None or not name.startswith(exc.name):
             raise
         raise MethodUnavailable(
             f"authentication method {base!r} is not available in this installation"
         ) from None
-    if not callable(getattr(module, "build_authenticator", None)):
+    registered = _REGISTERED.get(base)
+    if registered is None:
         raise MethodUnavailable(f"authentication method {base!r} is not available yet")
-    return module
+    return registered

@@ -24,7 +24,7 @@ from jwt import PyJWK
 
 from portico.config.model import ClaimMapping, IdentityProvider
 from portico.gateway.exchange import Exchange
-from portico.identity.authn import AuthResult, MethodSettings, Rejected
+from portico.identity.authn import AuthMethod, AuthResult, MethodSettings, Rejected, register_method
 from portico.identity.bearer import INVALID_TOKEN, BearerAuthenticator
 from portico.identity.jwks import ASYMMETRIC_ALGORITHMS, RemoteKeySet, RemoteKeySets
 from portico.identity.method_settings import BearerSettings
@@ -236,3 +236,6 @@ def build_authenticator(settings: MethodSettings, context: BuildContext) -> Prov
     return ProviderAuthenticator(
         name, provider, keys, cache, options if isinstance(options, BearerSettings) else None
     )
+
+
+register_method("jwt", AuthMethod(build_authenticator, BearerSettings))

@@ -27,7 +27,7 @@ from cryptography import x509
 from portico.config.model import PorticoConfig
 from portico.core.http import REALM
 from portico.gateway.exchange import Exchange, Identity
-from portico.identity.authn import AuthResult, Rejected
+from portico.identity.authn import AuthMethod, AuthResult, Rejected, register_method
 from portico.identity.certificates import distinguished_name
 
 if TYPE_CHECKING:
@@ -167,3 +167,6 @@ def build_authenticator(settings: MethodSettings, context: BuildContext) -> Mutu
         # No live state (a runtime built outside `portico serve`): the config's consumers.
         state = IdentityState.for_config(context.config)
     return MutualTLSAuthenticator(state, CertificateMap.from_config(context.config))
+
+
+register_method("mtls", AuthMethod(build_authenticator))

@@ -51,7 +51,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict
 from portico.config.model import Duration, HeaderName, PorticoConfig, SignatureKey
 from portico.core.http import REALM
 from portico.gateway.exchange import Exchange, Identity
-from portico.identity.authn import AuthResult, Rejected
+from portico.identity.authn import AuthMethod, AuthResult, Rejected, register_method
 
 if TYPE_CHECKING:
     from portico.identity.authn import MethodSettings
@@ -455,3 +455,6 @@ def build_authenticator(settings: MethodSettings, context: BuildContext) -> Sign
     route_settings = options if isinstance(options, SignatureSettings) else SignatureSettings()
     keys = signer_keys(context.config, route_settings.clock_skew)
     return SignatureAuthenticator(state, keys, route_settings)
+
+
+register_method("signature", AuthMethod(build_authenticator, SignatureSettings))

@@ -38,7 +38,7 @@ from portico.identity.authn import (
     MethodSettings,
     MethodUnavailable,
     Rejected,
-    method_module,
+    auth_method,
 )
 from portico.identity.state import IdentityState
 from portico.policies.auth_settings import AuthSettings, ScopeRule, auth_errors
@@ -171,7 +171,7 @@ def build(settings: AuthSettings, context: BuildContext) -> Auth:
     authenticators = []
     for method in settings.methods:
         try:
-            factory = method_module(method).build_authenticator
+            factory = auth_method(method).build
         except MethodUnavailable as exc:
             raise ValueError(f"route {context.route_name!r}: {exc}") from None
         options = MethodSettings(method, settings.options_for(method))

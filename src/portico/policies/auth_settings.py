@@ -21,7 +21,7 @@ from pydantic import (
 
 from portico.config.checks import Finding
 from portico.config.model import NAME_PATTERN, PorticoConfig
-from portico.identity.authn import method_module
+from portico.identity.authn import auth_method
 from portico.identity.mtls import NEEDS_CLIENT_CERTIFICATES
 
 __all__ = ["AuthSettings", "ScopeRule", "auth_errors"]
@@ -35,7 +35,7 @@ def _check_method(method: str) -> str:
         raise ValueError(f"only jwt takes a provider name ({method!r})")
     if base == "jwt" and not provider:
         raise ValueError("jwt needs the identity provider's name: jwt:<provider>")
-    method_module(method)  # MethodUnavailable (a ValueError) for unknown or missing methods
+    auth_method(method)  # MethodUnavailable (a ValueError) for unknown or missing methods
     return method
 
 
@@ -91,8 +91,8 @@ class AuthSettings(BaseModel):
         if key not in self.methods and not any(m.partition(":")[0] == key for m in self.methods):
             listed = ", ".join(self.methods)
             raise ValueError(f"{key!r} is neither a setting of auth nor a listed method ({listed})")
-        model = getattr(method_module(key), "Settings", None)
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        model = auth_method(key).options
+        if model is None:
             raise ValueError(f"method {key!r} takes no options")
         try:
             return model.model_validate(extra[key])

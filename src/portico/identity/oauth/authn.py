@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from portico.config.model import OAuthServer
 from portico.gateway.exchange import Exchange
-from portico.identity.authn import AuthResult, MethodSettings, Rejected
+from portico.identity.authn import AuthMethod, AuthResult, MethodSettings, Rejected, register_method
 from portico.identity.bearer import INVALID_TOKEN, BearerAuthenticator
 from portico.identity.method_settings import BearerSettings
 from portico.identity.oauth.state import OAuthState
@@ -110,3 +110,6 @@ def build_authenticator(settings: MethodSettings, context: BuildContext) -> OAut
         directory,
         options if isinstance(options, BearerSettings) else None,
     )
+
+
+register_method("oauth", AuthMethod(build_authenticator, BearerSettings))
