@@ -105,10 +105,9 @@ def policy_cost(key: NewApiKey, config_text: str, count: int = 20000) -> float:
     """Microseconds the ``auth`` policy adds to one request, measured in this process (best of
     seven batches, less the cost of building the request's exchange): a figure the noise of a
     shared machine disturbs far less than end-to-end throughput."""
-    from portico.config.loader import load_config_text
+    from portico.assembly import build_runtime, load_config_text
     from portico.gateway.exchange import Exchange
     from portico.gateway.headers import Headers
-    from portico.runtime import build_runtime
 
     runtime = build_runtime(load_config_text(config_text, "portico.yaml"))
     route, _ = runtime.router.match("GET", harness.HOST, "/apikey/", Headers())

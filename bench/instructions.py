@@ -87,11 +87,15 @@ OPERATIONS = {
 
 
 async def serve(requests: int, path: str, metrics: str) -> None:
-    from portico.config.loader import load_config
+    try:
+        from portico.assembly import build_runtime, load_config
+    except ImportError:  # a baseline from before the composition root (757cdb0 and older)
+        from portico.runtime import build_runtime  # type: ignore[no-redef]
+
+        from portico.config.loader import load_config  # type: ignore[no-redef]
     from portico.gateway.app import Gateway
     from portico.gateway.server import ClientConnection
     from portico.gateway.upstream import UpstreamConnection
-    from portico.runtime import build_runtime
 
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "portico.yaml"

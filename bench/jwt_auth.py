@@ -183,13 +183,13 @@ def policy_costs(config: Path, token: str, count: int = 20000) -> dict[str, floa
     machine disturbs far less than end-to-end throughput."""
     import asyncio
 
-    from portico.config.loader import load_config
+    from portico.assembly import build_runtime, load_config
     from portico.gateway.exchange import Exchange, Reply
     from portico.gateway.headers import Headers
+    from portico.identity.context import Extensions
     from portico.identity.oauth.server import oauth_endpoints
     from portico.identity.oauth.state import OAuthState
     from portico.identity.state import IdentityState
-    from portico.runtime import Extensions, build_runtime
     from portico.store.database import Database
 
     loaded = load_config(config)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from portico.config.errors import ConfigError
-from portico.config.loader import load_config
+from portico.config.model import PorticoConfig
 from portico.identity import cli as identity_cli
 
 
@@ -20,9 +20,19 @@ def _configure_logging(level: str) -> None:
     )
 
 
+def load_config(path: str | Path) -> PorticoConfig:
+    """The config with every capability's checks: what ``check`` reports, ``serve`` refuses."""
+    # Imported here: every capability comes with it, and `portico --help` should not pay for them.
+    from portico.assembly import load_config as load_checked
+
+    return load_checked(path)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    from portico.assembly import load_config_to_serve
+
     try:
-        config = load_config(args.config)
+        config = load_config_to_serve(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         print(f"{len(exc.issues)} error(s) in {args.config}", file=sys.stderr)
@@ -93,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("--url", help="database URL (default: database.url of the config)")
     upgrade.set_defaults(func=cmd_db_upgrade)
 
-    identity_cli.register(sub)
+    identity_cli.register(sub, load_config)
 
     demo = sub.add_parser("demo", help="run Portico with sample backends and a sample config")
     demo.add_argument("--workdir", default=".demo")
@@ -102,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from portico.identity.oauth.cli import register as register_oauth
 
-    register_oauth(sub)
+    register_oauth(sub, load_config)
     return parser
 
 

@@ -15,14 +15,14 @@ import sqlalchemy as sa
 import uvloop
 
 from portico import _native
-from portico.config.loader import load_config
+from portico.assembly import build_runtime, load_config_to_serve, runtime_builder
 from portico.gateway.app import Gateway
+from portico.identity.context import Extensions
 from portico.identity.oauth.server import oauth_endpoints
 from portico.identity.oauth.state import OAuthState
 from portico.identity.state import IdentityState
 from portico.operations.listener import Operations, ReadinessCheck
 from portico.operations.metrics import registry
-from portico.runtime import Extensions, build_runtime
 from portico.store.database import Database, create_engine_for
 from portico.store.migrate import ensure_current
 from portico.store.repositories import ConfigRevisions
@@ -66,7 +66,7 @@ def _log_failure(future: asyncio.Future[int]) -> None:
 
 async def run(config_path: Path) -> int:
     log.info("gateway code: %s", _native.status())
-    config = load_config(config_path)
+    config = load_config_to_serve(config_path)
     raw = config_path.read_bytes()  # noqa: ASYNC240  (once, before serving starts)
     url = config.database.url
     # SQLite: migrate in place. PostgreSQL: refuse to start on an old schema, since migrations
@@ -83,14 +83,11 @@ async def run(config_path: Path) -> int:
         identity.use_config(gateway.runtime.config)
         recorder.record(path, sha256)
 
+    extensions = Extensions(identity=identity, oauth=oauth, endpoint_factories=(oauth_endpoints,))
     gateway = Gateway(
-        build_runtime(
-            config,
-            extensions=Extensions(
-                identity=identity, oauth=oauth, endpoint_factories=(oauth_endpoints,)
-            ),
-        ),
+        build_runtime(config, extensions=extensions),
         config_path=config_path,
+        rebuild=runtime_builder(extensions),
         on_config_applied=config_applied,
     )
     await gateway.start()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from portico.assembly import load_config
 from portico.config.errors import ConfigError, ConfigIssue
-from portico.config.loader import load_config
 from portico.config.model import PorticoConfig
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from portico.config.loader import load_config_text
+from portico.assembly import load_config_text
 from portico.gateway.exchange import Exchange, Identity
 from portico.gateway.headers import Headers
 from portico.identity.apikeys import ApiKeyAuthenticator, NewApiKey, generate_key

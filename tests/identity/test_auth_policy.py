@@ -17,8 +17,8 @@ import pytest
 from tests.support.gateway import RunningGateway, check_problem, route, running_gateway
 from tests.support.upstreams import Upstream
 
+from portico.assembly import load_config_text
 from portico.config.errors import ConfigError
-from portico.config.loader import load_config_text
 from portico.identity import authn
 from portico.identity.apikeys import NewApiKey, generate_key
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from portico.config.loader import load_config_text
+from portico.assembly import load_config_text
 from portico.config.model import PorticoConfig
 from portico.identity.apikeys import generate_key
 from portico.identity.state import Directory, IdentityState

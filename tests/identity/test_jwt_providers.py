@@ -35,8 +35,8 @@ from tests.support.oauth import (
 )
 from tests.support.upstreams import Upstream
 
+from portico.assembly import load_config
 from portico.config.errors import ConfigError
-from portico.config.loader import load_config
 
 ISSUER = "https://idp.example.test/realms/partners"
 AUDIENCE = "orders-api"

@@ -24,11 +24,11 @@ from tests.support.gateway import RunningGateway, check_problem, running_gateway
 from tests.support.pki import CertificateAuthority, Issued, client_context
 from tests.support.upstreams import Upstream
 
+from portico.assembly import build_runtime, load_config_text
 from portico.config.errors import ConfigError
-from portico.config.loader import load_config_text
+from portico.config.loader import load_config_text as load_config_text_unchecked
 from portico.config.model import TLSListener
 from portico.gateway.app import server_ssl_context
-from portico.runtime import build_runtime
 
 UNAUTHORIZED = "https://portico.dev/problems/unauthorized"
 
@@ -376,8 +376,15 @@ def test_route_accepting_mtls_needs_a_listener_asking_for_certificates() -> None
             }
         ],
     }
-    loaded = load_config_text(json.dumps(config), "portico.yaml")
+    # Refused when the config is loaded (`portico check`, `serve`, a reload), at the method.
+    with pytest.raises(ConfigError) as refused:
+        load_config_text(json.dumps(config), "portico.yaml")
+    [issue] = refused.value.issues
+    assert issue.path == "routes[0].policies[0].methods[0]"
+    assert "does not ask for client certificates" in issue.message
 
+    # A runtime built from a config loaded without the capabilities' checks still refuses.
+    loaded = load_config_text_unchecked(json.dumps(config), "portico.yaml")
     with pytest.raises(ValueError, match="does not ask for client certificates"):
         build_runtime(loaded)
 

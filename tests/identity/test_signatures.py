@@ -26,14 +26,13 @@ from tests.support.signing import (
 )
 from tests.support.upstreams import Upstream
 
+from portico.assembly import build_runtime, load_config, load_config_text
 from portico.config.errors import ConfigError
-from portico.config.loader import load_config, load_config_text
 from portico.gateway.exchange import Exchange
 from portico.gateway.headers import Headers
 from portico.identity.authn import MethodSettings, Rejected
+from portico.identity.context import BuildContext, Extensions
 from portico.identity.signatures import NonceStore, NonceStoreFull, build_authenticator
-from portico.policies.registry import BuildContext
-from portico.runtime import Extensions, build_runtime
 
 UNAUTHORIZED = "https://portico.dev/problems/unauthorized"
 INVALID = 'Signature realm="portico", error="invalid_signature"'

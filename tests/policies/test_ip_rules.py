@@ -14,8 +14,8 @@ import pytest
 from tests.support.gateway import RunningGateway, check_problem, client, running_gateway
 from tests.support.upstreams import Upstream
 
+from portico.assembly import load_config_text
 from portico.config.errors import ConfigError
-from portico.config.loader import load_config_text
 
 IP_FORBIDDEN = "https://portico.dev/problems/ip-forbidden"
 

@@ -30,9 +30,8 @@ import httpx
 import uvloop
 import yaml
 
-from portico.config.loader import load_config
+from portico.assembly import build_runtime, load_config
 from portico.gateway.app import Gateway
-from portico.runtime import build_runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")

@@ -33,12 +33,12 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from tests.support.gateway import Config, RunningGateway, with_defaults, write_config
 from tests.support.upstreams import Upstream
 
-from portico.config.loader import load_config
+from portico.assembly import build_runtime, load_config
 from portico.gateway.app import Gateway
+from portico.identity.context import Extensions
 from portico.identity.oauth.server import oauth_endpoints
 from portico.identity.oauth.state import OAuthState
 from portico.identity.state import IdentityState
-from portico.runtime import Extensions, build_runtime
 from portico.store.database import Database
 from portico.store.migrate import upgrade
 

@@ -3,11 +3,14 @@
 The file is composed into PyYAML's node tree (every node keeps its position), turned into plain
 data while remembering the node behind each value, validated by :class:`PorticoConfig`, and every
 problem found on the way is reported at once as a :class:`~portico.config.errors.ConfigIssue`
-pointing at the file, line and field it concerns.
+pointing at the file, line and field it concerns. That includes the checks that span sections
+(a route naming an unknown service, the capabilities' :class:`~portico.config.checks.Checks`)
+when some entries are invalid: they run on the rest of the file (see :func:`_findings`).
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import os
@@ -22,9 +25,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from portico.config.checks import NO_CHECKS, Checks, Finding, Location
 from portico.config.errors import ConfigError, ConfigIssue
-from portico.config.model import PorticoConfig
-from portico.policies.registry import policy_types
+from portico.config.model import NAME_PATTERN, PorticoConfig
 
 __all__ = ["load_config", "load_config_text"]
 
@@ -41,16 +44,17 @@ _REFERENCE = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
 _VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 _REDACTED = "***"
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_NAME_PATTERN = "^[A-Za-z0-9_.-]+$"
 _INVALID = object()
+_MAX_PRUNING_ROUNDS = 10
 
-Location = tuple[str | int, ...]
 
-
-def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> PorticoConfig:
+def load_config(
+    path: str | Path, env: Mapping[str, str] | None = None, checks: Checks = NO_CHECKS
+) -> PorticoConfig:
     """Read, interpolate and validate a config file; raise :class:`ConfigError` listing every issue.
 
-    ``env`` supplies the ``${VAR}`` values and defaults to ``os.environ``.
+    ``env`` supplies the ``${VAR}`` values and defaults to ``os.environ``; ``checks`` are the
+    capabilities' own (the composition root's :func:`portico.assembly.load_config` gives them all).
     """
     filename = os.fspath(path)
     try:
@@ -70,11 +74,11 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Porti
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         issue = ConfigIssue(filename, line, column, "", "the file is not valid UTF-8 text")
         raise ConfigError([issue]) from None
-    return load_config_text(text, filename, env)
+    return load_config_text(text, filename, env, checks)
 
 
 def load_config_text(
-    text: str, filename: str, env: Mapping[str, str] | None = None
+    text: str, filename: str, env: Mapping[str, str] | None = None, checks: Checks = NO_CHECKS
 ) -> PorticoConfig:
     """Like :func:`load_config`, for text already read; issues name ``filename``."""
     reader = _Reader(filename, os.environ if env is None else env)
@@ -96,11 +100,10 @@ def load_config_text(
         issue = _validation_issue(filename, root, error)
         if issue is not None:
             issues.append(issue)
-    if config is not None:
-        for loc, message in config.semantic_errors():
-            issue = _semantic_issue(filename, root, config, loc, message)
-            if issue is not None:
-                issues.append(issue)
+    for loc, message in _findings(config, data, errors, checks):
+        issue = _semantic_issue(filename, root, data, checks, loc, message)
+        if issue is not None:
+            issues.append(issue)
 
     if issues:
         raise ConfigError(_in_file_order(issues))
@@ -449,7 +452,7 @@ def _validation_issue(filename: str, root: _Located, error: ErrorDetails) -> Con
     elif kind == "too_short":
         count = ctx.get("min_length", 1)
         message = f"expected at least {count} item{'' if count == 1 else 's'}"
-    elif kind == "string_pattern_mismatch" and ctx.get("pattern") == _NAME_PATTERN:
+    elif kind == "string_pattern_mismatch" and ctx.get("pattern") == NAME_PATTERN:
         message = "a name may only contain letters, digits, '_', '.' and '-'"
     else:
         message = _clean(error["msg"])
@@ -464,7 +467,12 @@ def _validation_issue(filename: str, root: _Located, error: ErrorDetails) -> Con
 
 
 def _semantic_issue(
-    filename: str, root: _Located, config: PorticoConfig, loc: Location, message: str
+    filename: str,
+    root: _Located,
+    data: Any,
+    checks: Checks,
+    loc: Location,
+    message: str,
 ) -> ConfigIssue | None:
     # Policy settings are validated by the policy's own model; its raw messages arrive here.
     missing = message == "Field required"
@@ -472,7 +480,7 @@ def _semantic_issue(
     if missing:
         message = "missing required key"
     elif unknown:
-        settings = _policy_settings(config, loc)
+        settings = _policy_settings(data, checks, loc)
         known = _fields_at(settings, loc[4:-1]) if settings is not None else []
         message = _unknown_key(loc[-1], known)
     else:
@@ -480,12 +488,127 @@ def _semantic_issue(
     return _locate(root, loc, missing=missing, at_key=unknown, filename=filename, message=message)
 
 
-def _policy_settings(config: PorticoConfig, loc: Location) -> type[BaseModel] | None:
+def _policy_settings(data: Any, checks: Checks, loc: Location) -> type[BaseModel] | None:
     match loc:
-        case ("routes", int(i), "policies", int(j), *_):
-            kind = policy_types().get(config.routes[i].policies[j].type)
-            return kind.settings if kind is not None else None
+        case ("routes", int(i), "policies", int(j), *_) if checks.policy_settings is not None:
+            kind = data["routes"][i]["policies"][j]["type"]
+            return checks.policy_settings(kind) if isinstance(kind, str) else None
     return None
+
+
+# The checks that span sections, also when some entries are invalid
+
+
+def _findings(
+    config: PorticoConfig | None, data: Any, errors: list[ErrorDetails], checks: Checks
+) -> list[Finding]:
+    """The config's own cross-section errors and the capabilities' checks, located in the file.
+
+    When validation failed, they run on the file without what failed (the value of a field, a
+    list, or a whole route, service, consumer... when that is what stays invalid), so one run
+    reports every problem rather than one layer of problems at a time. A finding that may only
+    be a consequence of something left out (a route naming a service that failed, ``mtls`` when
+    ``gateway.tls`` failed) is not reported: it names what was left out.
+    """
+    if config is not None:
+        return [*config.semantic_errors(), *checks.findings(config)]
+    if not isinstance(data, dict):
+        return []
+    dropped: set[Location] = set()
+    pruned, kept = data, _route_indexes(data)
+    for _ in range(_MAX_PRUNING_ROUNDS):
+        units = {_unit(tuple(e["loc"]), pruned, kept) for e in errors}
+        if None in units or units <= dropped:
+            return []
+        dropped |= {unit for unit in units if unit is not None}
+        pruned, kept = _without(data, dropped)
+        try:
+            partial = PorticoConfig.model_validate(pruned)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_input=False)
+            continue
+        findings = [*partial.semantic_errors(), *checks.findings(partial)]
+        return [
+            (_original(loc, kept), message)
+            for loc, message in findings
+            if not _may_follow_from(message, dropped)
+        ]
+    return []
+
+
+def _route_indexes(data: dict[str, Any]) -> list[int]:
+    routes = data.get("routes")
+    return list(range(len(routes))) if isinstance(routes, list) else []
+
+
+def _original(loc: Location, kept: list[int]) -> Location:
+    """``loc`` with the file's index of its route, from the routes left after pruning."""
+    match loc:
+        case ("routes", int(i), *rest) if i < len(kept):
+            return ("routes", kept[i], *rest)
+    return loc
+
+
+def _unit(loc: Location, pruned: dict[str, Any], kept: list[int]) -> Location | None:
+    """What to leave out for an error at ``loc`` (in ``pruned``), in the file's terms: the
+    deepest value of the file on the way to ``loc``. Never one item of a list but a route (the
+    routes' indexes are mapped back; other lists are left out whole)."""
+    unit: list[str | int] = []
+    current: Any = pruned
+    for item in loc:
+        if not _holds(current, item):
+            break
+        current = current[item]
+        unit.append(item)
+    while unit and isinstance(unit[-1], int) and not (len(unit) == 2 and unit[0] == "routes"):
+        unit.pop()
+    return _original(tuple(unit), kept) if unit else None
+
+
+def _holds(value: Any, item: str | int) -> bool:
+    """Whether ``value[item]`` is a value of the file (a key of a mapping, an index of a list)."""
+    if isinstance(value, dict):
+        return item in value
+    return isinstance(value, list) and isinstance(item, int) and 0 <= item < len(value)
+
+
+def _without(data: dict[str, Any], dropped: set[Location]) -> tuple[dict[str, Any], list[int]]:
+    """A copy of ``data`` without the ``dropped`` values, and the file's indexes of the routes
+    it keeps."""
+    pruned = copy.deepcopy(data)
+    gone_routes = {loc[1] for loc in dropped if len(loc) == 2 and loc[0] == "routes"}
+    for loc in dropped:
+        if loc[0] == "routes" and len(loc) == 2:
+            continue
+        parent: Any = pruned
+        for item in loc[:-1]:
+            parent = parent[item] if _holds(parent, item) else None
+        if isinstance(parent, dict):
+            parent.pop(loc[-1], None)
+    kept: list[int] = []
+    routes = pruned.get("routes")
+    if isinstance(routes, list):
+        kept = [i for i in range(len(routes)) if i not in gone_routes]
+        pruned["routes"] = [routes[i] for i in kept]
+    return pruned, kept
+
+
+def _may_follow_from(message: str, dropped: set[Location]) -> bool:
+    """Whether ``message`` names something left out: a section (``gateway.tls``, for any value
+    left out in it), a service or an identity provider (``'billing'``)."""
+    for loc in dropped:
+        if loc[0] == "routes":
+            continue
+        names = [str(item) for item in loc]
+        first = 2 if len(names) > 1 else 1
+        if any(".".join(names[:k]) in message for k in range(first, len(names) + 1)):
+            return True
+        named = names[1:2] if names[0] == "services" else []
+        if names[:2] == ["identity", "providers"]:
+            named = names[2:3]
+        if any(repr(name) in message for name in named):
+            return True
+    return False
 
 
 def _without_consequences(errors: list[ErrorDetails]) -> list[ErrorDetails]:

@@ -2,12 +2,16 @@
 
 Pydantic models at the edge: they validate, fill defaults and normalise units (durations in
 seconds, sizes in bytes). The runtime never reads these directly on the hot path; it compiles them
-into the immutable :class:`portico.runtime.Runtime` snapshot.
+into the immutable :class:`portico.gateway.snapshot.Runtime` snapshot.
+
+This package knows no capability: a policy entry is opaque here (its ``type`` names it), and what
+only a capability can judge (a policy's settings, a certificate subject, a JWKS, a route's
+authentication method against ``gateway.tls``) is checked by that capability, through the
+:class:`~portico.config.checks.Checks` the composition root hands to the loader.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -23,6 +27,10 @@ from pydantic import (
     model_validator,
 )
 
+from portico.core.http import HTTP_METHODS
+from portico.core.net import parse_network
+from portico.core.paths import PathTemplate
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
@@ -36,9 +44,8 @@ _SIZE_UNITS = {
     "GB": 1000**3,
     "GiB": 1024**3,
 }
-HTTP_METHODS = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
-)
+NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+"""What a name (of a route, service, tenant, consumer, provider) may be made of."""
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
@@ -123,7 +130,7 @@ class TLSListener(Model):
 
 def _check_cidr(cidr: str) -> str:
     try:
-        ipaddress.ip_network(cidr, strict=False)
+        parse_network(cidr)
     except ValueError as exc:
         raise ValueError(f"{cidr!r} is not an IP address or network") from exc
     return cidr
@@ -168,7 +175,7 @@ class GatewaySettings(Model):
     def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for cidr in value:
             try:
-                ipaddress.ip_network(cidr, strict=False)
+                parse_network(cidr)
             except ValueError as exc:
                 raise ValueError(f"{cidr!r} is not an IP network") from exc
         return value
@@ -272,8 +279,6 @@ class Match(Model):
     @field_validator("path")
     @classmethod
     def _template(cls, value: str) -> str:
-        from portico.gateway.router import PathTemplate
-
         PathTemplate.parse(value)  # raises ValueError with a precise message
         return value
 
@@ -297,7 +302,7 @@ class PolicySpec(Model):
     """One entry of a route's ``policies`` list; ``type`` picks the policy, the rest configures it.
 
     The policy-specific fields are validated against the policy's own model when the config is
-    checked (see :mod:`portico.policies.registry`).
+    checked (see :mod:`portico.policies.registry`); here the entry is opaque.
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -305,7 +310,7 @@ class PolicySpec(Model):
 
 
 class Route(Model):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=NAME_PATTERN)
     match: Match
     service: str
     strip_prefix: str | None = None
@@ -323,8 +328,6 @@ class Route(Model):
     @classmethod
     def _rewrite_template(cls, value: str | None) -> str | None:
         if value is not None:
-            from portico.gateway.router import PathTemplate
-
             PathTemplate.parse(value)  # the runtime compiles it; an invalid one must fail here
         return value
 
@@ -341,7 +344,7 @@ class Database(Model):
     url: str = "sqlite:///portico.db"
 
 
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -386,11 +389,6 @@ class OAuthClient(Model):
                 "a client needs a client_secret (or client_secret_sha256), or public keys for "
                 "private_key_jwt (jwks or jwks_uri)"
             )
-        if self.jwks is not None:
-            from portico.identity.jwks import usable_key_count
-
-            if usable_key_count(self.jwks) == 0:
-                raise ValueError("jwks holds no usable public signing key (RSA, EC or OKP)")
         if self.jwks_uri is not None:
             _check_http_url(self.jwks_uri, "jwks_uri")
         return self
@@ -461,24 +459,13 @@ def _fingerprint(value: str | None) -> str | None:
     return digest
 
 
-def _rfc4514(value: str | None) -> str | None:
-    if value is not None:
-        from portico.identity.certificates import distinguished_name
-
-        try:
-            distinguished_name(value)
-        except ValueError as exc:
-            raise ValueError(f"{value!r} is not an RFC 4514 distinguished name") from exc
-    return value
-
-
 class ClientCertificate(Model):
     """Maps a TLS client certificate to the consumer, by fingerprint or by subject."""
 
     sha256_fingerprint: Annotated[str | None, AfterValidator(_fingerprint)] = None
     """SHA-256 of the certificate's DER, in hex (stored lower-case without colons)."""
-    subject: Annotated[str | None, AfterValidator(_rfc4514)] = None
-    """RFC 4514 string, for example ``CN=billing,O=Acme``."""
+    subject: str | None = None
+    """RFC 4514 string, for example ``CN=billing,O=Acme`` (checked by identity)."""
 
     @model_validator(mode="after")
     def _one_of(self) -> ClientCertificate:
@@ -520,19 +507,6 @@ class IdentityProvider(Model):
     clock_skew: Duration = 30.0
     jwks_cache_ttl: Duration = 300.0
     jwks_min_refresh_interval: Duration = 10.0
-
-    @field_validator("algorithms")
-    @classmethod
-    def _asymmetric(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from portico.identity.jwks import ASYMMETRIC_ALGORITHMS
-
-        refused = [name for name in value if name not in ASYMMETRIC_ALGORITHMS]
-        if refused:
-            raise ValueError(
-                f"{refused[0]!r} is not accepted: a JWKS holds public keys, so only asymmetric "
-                f"algorithms can be verified ({', '.join(sorted(ASYMMETRIC_ALGORITHMS))})"
-            )
-        return value
 
 
 class OAuthServer(Model):
@@ -587,11 +561,9 @@ class PorticoConfig(Model):
     def semantic_errors(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Errors that span sections (a route naming an unknown service, a duplicate name...).
 
-        Returned as ``(location, message)`` so the loader can point at the file line of each.
+        Returned as ``(location, message)`` so the loader can point at the file line of each. The
+        capabilities' own cross-section checks are :class:`~portico.config.checks.Checks`.
         """
-        from portico.identity.bearer import config_errors as bearer_config_errors
-        from portico.policies.registry import policy_errors
-
         errors: list[tuple[tuple[str | int, ...], str]] = []
         names: set[str] = set()
         for i, route in enumerate(self.routes):
@@ -609,44 +581,8 @@ class PorticoConfig(Model):
             if route.name in names:
                 errors.append((("routes", i, "name"), f"route name {route.name!r} is used twice"))
             names.add(route.name)
-            for j, spec in enumerate(route.policies):
-                for loc, message in policy_errors(spec):
-                    errors.append((("routes", i, "policies", j, *loc), message))
-        errors.extend(self._credential_clashes())
-        errors.extend(bearer_config_errors(self))
-        return errors
-
-    def _credential_clashes(self) -> list[tuple[tuple[str | int, ...], str]]:
-        # A signature keyid or a client certificate identifies exactly one consumer.
-        from portico.identity.certificates import distinguished_name
-
-        errors: list[tuple[tuple[str | int, ...], str]] = []
-        owners: dict[object, str] = {}
-
-        def claim(ident: object, owner: str, loc: tuple[str | int, ...], what: str) -> None:
-            if ident in owners:
-                errors.append((loc, f"{what} is already used by {owners[ident]}"))
-            else:
-                owners[ident] = owner
-
-        for tenant_name, tenant in self.tenants.items():
-            for name, consumer in tenant.consumers.items():
-                owner = f"{tenant_name}/{name}"
-                base = ("tenants", tenant_name, "consumers", name)
-                for k, key in enumerate(consumer.signature_keys):
-                    loc = (*base, "signature_keys", k, "keyid")
-                    claim(("keyid", key.keyid), owner, loc, f"keyid {key.keyid!r}")
-                for c, cert in enumerate(consumer.certificates):
-                    ident: object = (
-                        ("fingerprint", cert.sha256_fingerprint)
-                        if cert.sha256_fingerprint is not None
-                        else ("subject", distinguished_name(cert.subject or ""))
-                    )
-                    claim(ident, owner, (*base, "certificates", c), "this certificate")
         return errors
 
 
 def _template_names(template: str) -> set[str]:
-    from portico.gateway.router import PathTemplate
-
     return set(PathTemplate.parse(template).names)

@@ -3,6 +3,8 @@
 :class:`Gateway` owns the one mutable reference of the data plane, :attr:`Gateway.runtime`. A reload
 (the config file changed, or ``SIGHUP``) loads and validates the file, builds a new snapshot and
 swaps the reference; an invalid file is refused with its errors and the old snapshot keeps serving.
+The gateway knows no policy: the composition root hands it ``rebuild``, which loads the file and
+builds the snapshot (:func:`portico.assembly.runtime_builder`).
 """
 
 from __future__ import annotations
@@ -17,13 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from portico.config.errors import ConfigError
-from portico.config.loader import load_config
 from portico.config.model import TLSListener
 from portico.gateway.health import run_active_checks
 from portico.gateway.server import ClientConnection
+from portico.gateway.snapshot import Runtime, retired_services
 from portico.gateway.stats import GatewayStats
 from portico.gateway.upstream import Service, Target
-from portico.runtime import Runtime, build_runtime, retired_services
 
 log = logging.getLogger("portico.gateway")
 
@@ -49,10 +50,14 @@ class Gateway:
         runtime: Runtime,
         *,
         config_path: Path | None = None,
+        rebuild: Callable[[Path, Runtime], Runtime] | None = None,
         on_config_applied: Callable[[Path, str], None] | None = None,
     ) -> None:
+        """``rebuild(path, previous)`` loads the file at ``config_path`` and builds its snapshot
+        (raising :class:`ConfigError` for an invalid file); without it, nothing reloads."""
         self.runtime = runtime
-        self.config_path = config_path
+        self.config_path = config_path if rebuild is not None else None
+        self._rebuild = rebuild
         self.connections: set[ClientConnection] = set()
         self.draining = False
         self._server: asyncio.Server | None = None
@@ -60,14 +65,14 @@ class Gateway:
         self._checks: dict[int, asyncio.Task[None]] = {}
         self._background: list[asyncio.Task[None]] = []
         self._retired: list[Service] = []
-        self._stamp = FileStamp.of(config_path) if config_path else None
+        self._stamp = FileStamp.of(self.config_path) if self.config_path else None
         self._on_config_applied = on_config_applied
         self._stopped = asyncio.Event()
 
     @property
     def stats(self) -> GatewayStats:
         """The data plane's counters, the same object across reloads."""
-        return self.runtime.extensions.stats
+        return self.runtime.stats
 
     @property
     def tls_port(self) -> int:
@@ -120,12 +125,11 @@ class Gateway:
 
     def reload(self) -> bool:
         """Load the config file again; returns whether the new config now serves."""
-        if self.config_path is None:
+        if self.config_path is None or self._rebuild is None:
             return False
         self._stamp = FileStamp.of(self.config_path)
         try:
-            config = load_config(self.config_path)
-            runtime = build_runtime(config, previous=self.runtime)
+            runtime = self._rebuild(self.config_path, self.runtime)
         except ConfigError as exc:
             log.error("config reload refused; the previous config keeps serving:\n%s", exc)
             self.stats.reloaded(False)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from portico.gateway.headers import Headers
 
 if TYPE_CHECKING:
-    from portico.runtime import CompiledRoute
+    from portico.gateway.snapshot import CompiledRoute
 
 
 # Plain classes with written-out constructors rather than dataclasses: this module is compiled

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-from portico.runtime import Network
+from portico.core.net import Network
 
 HOP_BY_HOP = frozenset(
     {

@@ -11,8 +11,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from portico.config.model import IPRules
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+from portico.core.net import Network, parse_network
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +24,8 @@ class CompiledIPRules:
         if not rules.allow and not rules.deny:
             return None
         return cls(
-            tuple(ipaddress.ip_network(c, strict=False) for c in rules.allow),
-            tuple(ipaddress.ip_network(c, strict=False) for c in rules.deny),
+            tuple(parse_network(c) for c in rules.allow),
+            tuple(parse_network(c) for c in rules.deny),
         )
 
     def permits(self, ip: str) -> bool:

@@ -29,7 +29,7 @@ from portico.gateway.upstream import (
 
 if TYPE_CHECKING:
     from portico.gateway.server import ClientConnection, Request
-    from portico.runtime import CompiledRoute
+    from portico.gateway.snapshot import CompiledRoute
 
 log = logging.getLogger("portico.gateway")
 

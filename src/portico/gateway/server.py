@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
+from portico.core.http import HTTP_METHODS
 from portico.gateway import problems
 from portico.gateway.exchange import Exchange, Reply
 from portico.gateway.forwarding import (
@@ -42,7 +43,7 @@ from portico.gateway.uri import BadTarget, canonical_path, host_name, split_abso
 if TYPE_CHECKING:
     from portico.gateway.app import Gateway
     from portico.gateway.endpoints import BuiltinEndpoint
-    from portico.runtime import Runtime
+    from portico.gateway.snapshot import Runtime
 
 log = logging.getLogger("portico.gateway")
 access_log = logging.getLogger("portico.access")
@@ -203,10 +204,7 @@ request or address it."""
 _SUPPORTED_CODINGS = ("chunked",)
 
 
-_METHODS = {
-    m.encode("ascii"): m
-    for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
-}
+_METHODS = {m.encode("ascii"): m for m in HTTP_METHODS}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -329,7 +327,7 @@ class ClientConnection(asyncio.Protocol):
         self.special_names = _special_names(self.request_id_header)
         self.replaced_fields = frozenset({self.request_id_header, "traceparent"})
         self.max_fields = self.runtime.settings.max_header_fields
-        self.counting = self.runtime.extensions.stats.enabled
+        self.counting = self.runtime.stats.enabled
         """Whether requests are timed and counted for /metrics (``operations.metrics``)."""
         self.last_activity = 0.0
         self.body_activity = 0.0
@@ -620,7 +618,7 @@ class ClientConnection(asyncio.Protocol):
         if runtime is not self.runtime:
             self.runtime = runtime
             self.max_fields = runtime.settings.max_header_fields
-            self.counting = runtime.extensions.stats.enabled
+            self.counting = runtime.stats.enabled
         try:
             self._route(request)
         except Exception:
@@ -642,7 +640,7 @@ class ClientConnection(asyncio.Protocol):
             return
         stats = request.route_stats
         if stats is None and self.counting:
-            stats = self.runtime.extensions.stats.unrouted
+            stats = self.runtime.stats.unrouted
         if stats is not None and request.t0:
             forward = self.forward
             stats.record(

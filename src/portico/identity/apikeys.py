@@ -34,13 +34,14 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from portico.core.http import REALM
 from portico.gateway.exchange import Exchange, Identity
-from portico.identity.authn import AuthResult, MethodSettings, Rejected
+from portico.identity.authn import AuthMethod, AuthResult, MethodSettings, Rejected, register_method
 from portico.identity.method_settings import ApiKeySettings
 
 if TYPE_CHECKING:
+    from portico.identity.context import BuildContext
     from portico.identity.state import ConsumerEntry, Directory, IdentityState, KeyEntry
-    from portico.policies.registry import BuildContext
 
 __all__ = [
     "KEY_PREFIX",
@@ -62,7 +63,6 @@ SECRET_BYTES = 32
 MAX_KEY_LENGTH = 256
 """Longer values are not keys of ours; they are refused before hashing."""
 
-REALM = "portico"
 CHALLENGE = f'ApiKey realm="{REALM}"'
 INVALID_KEY = f'ApiKey realm="{REALM}", error="invalid_key"'
 _AUTHORIZATION_SCHEME = "apikey"
@@ -129,6 +129,14 @@ class ApiKeyAuthenticator:
         self._verified: dict[str, tuple[KeyEntry, ConsumerEntry]] = {}
         self._verified_for: Directory | None = None
 
+    @property
+    def needs_body(self) -> bool:
+        return False
+
+    @property
+    def accept_signature(self) -> str | None:
+        return None
+
     def challenge(self) -> str:
         return CHALLENGE
 
@@ -140,7 +148,7 @@ class ApiKeyAuthenticator:
 
     def identify(self, exchange: Exchange) -> AuthResult | None:
         """``present`` and ``authenticate`` in one pass over the fields; ``None`` when the
-        request carries no key. The ``auth`` policy calls this when a method has it."""
+        request carries no key. The ``auth`` policy calls this."""
         items = exchange.headers.items
         key, index, more = self._find(items)
         if key is None:
@@ -225,10 +233,13 @@ def build_authenticator(settings: MethodSettings, context: BuildContext) -> ApiK
     from portico.identity.state import IdentityState
 
     state = context.extensions.identity
-    if not isinstance(state, IdentityState):
+    if state is None:
         # No live state (a runtime built outside `portico serve`): keys declared in the config.
         state = IdentityState.for_config(context.config)
     options = settings.options
     return ApiKeyAuthenticator(
         state, options if isinstance(options, ApiKeySettings) else ApiKeySettings()
     )
+
+
+register_method("api_key", AuthMethod(build_authenticator, ApiKeySettings))

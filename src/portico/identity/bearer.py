@@ -13,16 +13,12 @@ import binascii
 import json
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
 
+from portico.core.http import REALM
 from portico.gateway.exchange import Exchange
 from portico.identity.authn import AuthResult, Rejected
 from portico.identity.tokencache import VerifiedToken, VerifiedTokenCache
 
-if TYPE_CHECKING:
-    from portico.config.model import PorticoConfig
-
-REALM = "portico"
 CHALLENGE = f'Bearer realm="{REALM}"'
 INVALID_TOKEN = f'Bearer realm="{REALM}", error="invalid_token"'
 
@@ -41,6 +37,14 @@ class BearerAuthenticator:
     _issuer: str
     _cache: VerifiedTokenCache
     _hide: bool
+
+    @property
+    def needs_body(self) -> bool:
+        return False
+
+    @property
+    def accept_signature(self) -> str | None:
+        return None
 
     def challenge(self) -> str:
         return CHALLENGE
@@ -120,47 +124,3 @@ def peek_issuer(token: str) -> str | None:
         return None
     issuer = payload.get("iss") if isinstance(payload, dict) else None
     return issuer if isinstance(issuer, str) else None
-
-
-def config_errors(config: PorticoConfig) -> list[tuple[tuple[str | int, ...], str]]:
-    """What ``portico check`` reports about bearer-token settings that span sections: a client
-    id used twice, a route accepting ``oauth`` without ``identity.oauth``, a ``jwt:<provider>``
-    naming no provider."""
-    errors: list[tuple[tuple[str | int, ...], str]] = []
-    owners: dict[str, str] = {}
-    for tenant_name, tenant in config.tenants.items():
-        for name, consumer in tenant.consumers.items():
-            if consumer.oauth is None:
-                continue
-            client_id = consumer.oauth.client_id
-            loc: tuple[str | int, ...] = (
-                "tenants",
-                tenant_name,
-                "consumers",
-                name,
-                "oauth",
-                "client_id",
-            )
-            if client_id in owners:
-                errors.append(
-                    (loc, f"client_id {client_id!r} is already used by {owners[client_id]}")
-                )
-            else:
-                owners[client_id] = f"{tenant_name}/{name}"
-    providers = config.identity.providers
-    for i, route in enumerate(config.routes):
-        for j, spec in enumerate(route.policies):
-            methods = (spec.model_extra or {}).get("methods") if spec.type == "auth" else None
-            if not isinstance(methods, list | tuple):
-                continue
-            for k, method in enumerate(methods):
-                loc = ("routes", i, "policies", j, "methods", k)
-                if method == "oauth" and config.identity.oauth is None:
-                    errors.append((loc, "the oauth method needs identity.oauth to be configured"))
-                base, _, provider = str(method).partition(":")
-                if base == "jwt" and provider and provider not in providers:
-                    known = ", ".join(sorted(providers)) or "none configured"
-                    errors.append(
-                        (loc, f"no identity provider {provider!r} in identity.providers ({known})")
-                    )
-    return errors

@@ -1,6 +1,6 @@
 """X.509 names as people write them in ``portico.yaml``: RFC 4514 distinguished names.
 
-Shared by the config model (which checks a consumer's ``certificates`` entries) and the ``mtls``
+Shared by identity's config checks (a consumer's ``certificates`` entries) and the ``mtls``
 method (which compares a client certificate's subject with them).
 """
 

@@ -44,15 +44,16 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
 
 
-def register(subparsers: Any) -> None:
-    """Add ``keys`` and its subcommands to the ``portico`` command."""
+def register(subparsers: Any, load_config: Callable[[Path], PorticoConfig]) -> None:
+    """Add ``keys`` and its subcommands to the ``portico`` command; ``load_config`` reads the
+    config with every capability's checks (the composition root's)."""
     keys = subparsers.add_parser("keys", help="create, list, rotate and revoke API keys")
     sub = keys.add_subparsers(dest="keys_command", required=True)
 
     def command(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> Any:
         parser = sub.add_parser(name, help=help_text, description=help_text)
         parser.add_argument("-c", "--config", default="portico.yaml", type=Path)
-        parser.set_defaults(func=_guarded(func))
+        parser.set_defaults(func=_guarded(func), load_config=load_config)
         return parser
 
     create = command("create", "create an API key for a consumer and print it once", cmd_create)
@@ -95,7 +96,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     from portico.identity.store import ApiKeys
     from portico.store.repositories import AuditLog
 
-    config = _config(args.config)
+    config = _config(args)
     consumer = _consumer(config, args.consumer)
     now = datetime.now(UTC)
     expires_at = now + args.expires if args.expires is not None else None
@@ -114,7 +115,7 @@ def cmd_create(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from portico.identity.store import ApiKeys
 
-    config = _config(args.config)
+    config = _config(args)
     consumer = _consumer(config, args.consumer) if args.consumer else None
     now = datetime.now(UTC)
     with _database(config) as database:
@@ -155,7 +156,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     from portico.identity.store import ApiKeys
     from portico.store.repositories import AuditLog
 
-    config = _config(args.config)
+    config = _config(args)
     _not_declared(config, args.key_id)
     now = datetime.now(UTC)
     new = generate_key()
@@ -200,7 +201,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     from portico.identity.store import ApiKeys
     from portico.store.repositories import AuditLog
 
-    config = _config(args.config)
+    config = _config(args)
     _not_declared(config, args.key_id)
     with _database(config) as database, database.write() as session:
         before = ApiKeys(session).get(args.key_id)
@@ -247,10 +248,9 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
     return run
 
 
-def _config(path: Path) -> PorticoConfig:
-    from portico.config.loader import load_config
-
-    return load_config(path)
+def _config(args: argparse.Namespace) -> PorticoConfig:
+    config: PorticoConfig = args.load_config(args.config)
+    return config
 
 
 def _database(config: PorticoConfig) -> Database:

@@ -24,14 +24,14 @@ from jwt import PyJWK
 
 from portico.config.model import ClaimMapping, IdentityProvider
 from portico.gateway.exchange import Exchange
-from portico.identity.authn import AuthResult, MethodSettings, Rejected
+from portico.identity.authn import AuthMethod, AuthResult, MethodSettings, Rejected, register_method
 from portico.identity.bearer import INVALID_TOKEN, BearerAuthenticator
 from portico.identity.jwks import ASYMMETRIC_ALGORITHMS, RemoteKeySet, RemoteKeySets
 from portico.identity.method_settings import BearerSettings
 from portico.identity.tokencache import VerifiedToken, VerifiedTokenCache
 
 if TYPE_CHECKING:
-    from portico.policies.registry import BuildContext
+    from portico.identity.context import BuildContext
 
 __all__ = ["ProviderAuthenticator", "Settings", "build_authenticator", "claims_to_identity"]
 
@@ -215,17 +215,15 @@ def _provider_name(settings: Any) -> str:
     raise ValueError("the jwt method names its provider: jwt:<name of identity.providers>")
 
 
-def build_authenticator(settings: Any, context: BuildContext) -> ProviderAuthenticator:
+def build_authenticator(settings: MethodSettings, context: BuildContext) -> ProviderAuthenticator:
     """``settings`` names the provider: the route lists the method as ``jwt:<provider>``."""
-    from portico.identity.oauth.state import OAuthState
-
     name = _provider_name(settings)
     provider = context.config.identity.providers.get(name)
     if provider is None:
         known = ", ".join(sorted(context.config.identity.providers)) or "none"
         raise ValueError(f"unknown identity provider {name!r} (identity.providers: {known})")
     state = context.extensions.oauth
-    if isinstance(state, OAuthState):
+    if state is not None:
         key_sets, cache = state.remote_key_sets, state.cache_for(("jwt", name, provider))
     else:
         key_sets, cache = RemoteKeySets(), VerifiedTokenCache()
@@ -234,7 +232,10 @@ def build_authenticator(settings: Any, context: BuildContext) -> ProviderAuthent
         ttl=provider.jwks_cache_ttl,
         min_refresh_interval=provider.jwks_min_refresh_interval,
     )
-    options = getattr(settings, "options", None)
+    options = settings.options
     return ProviderAuthenticator(
         name, provider, keys, cache, options if isinstance(options, BearerSettings) else None
     )
+
+
+register_method("jwt", AuthMethod(build_authenticator, BearerSettings))

@@ -25,14 +25,15 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 
 from portico.config.model import PorticoConfig
+from portico.core.http import REALM
 from portico.gateway.exchange import Exchange, Identity
-from portico.identity.authn import AuthResult, Rejected
+from portico.identity.authn import AuthMethod, AuthResult, Rejected, register_method
 from portico.identity.certificates import distinguished_name
 
 if TYPE_CHECKING:
     from portico.identity.authn import MethodSettings
+    from portico.identity.context import BuildContext
     from portico.identity.state import IdentityState
-    from portico.policies.registry import BuildContext
 
 __all__ = [
     "CertificateMap",
@@ -41,11 +42,15 @@ __all__ = [
     "peer_certificate",
 ]
 
-REALM = "portico"
 CHALLENGE = f'MutualTLS realm="{REALM}"'
 """No ``WWW-Authenticate`` scheme is registered for client certificates; this one names the
 method so a client knows to present a certificate on the HTTPS listener."""
 INVALID_CERTIFICATE = f'MutualTLS realm="{REALM}", error="invalid_certificate"'
+NEEDS_CLIENT_CERTIFICATES = (
+    "mtls is accepted, but the gateway does not ask for client certificates: set gateway.tls "
+    "with client_ca and client_certificate"
+)
+"""Why a route cannot accept ``mtls``: ``portico check`` reports it at the method's line."""
 
 
 def peer_certificate(exchange: Exchange) -> bytes | None:
@@ -110,11 +115,22 @@ class MutualTLSAuthenticator:
         self._state = state
         self._certificates = certificates
 
+    @property
+    def needs_body(self) -> bool:
+        return False
+
+    @property
+    def accept_signature(self) -> str | None:
+        return None
+
     def challenge(self) -> str:
         return CHALLENGE
 
     def present(self, exchange: Exchange) -> bool:
         return peer_certificate(exchange) is not None
+
+    def identify(self, exchange: Exchange) -> AuthResult | None:
+        return self.authenticate(exchange) if self.present(exchange) else None
 
     def authenticate(self, exchange: Exchange) -> AuthResult:
         der = peer_certificate(exchange)
@@ -143,12 +159,14 @@ def build_authenticator(settings: MethodSettings, context: BuildContext) -> Mutu
 
     tls = context.config.gateway.tls
     if tls is None or tls.client_certificate == "none":
-        raise ValueError(
-            f"route {context.route_name!r} accepts mtls, but the gateway does not ask for client "
-            "certificates: set gateway.tls with client_ca and client_certificate"
-        )
+        # `portico check` reports this (the auth policy's checks); a runtime built from a config
+        # loaded without them still refuses.
+        raise ValueError(f"route {context.route_name!r}: {NEEDS_CLIENT_CERTIFICATES}")
     state = context.extensions.identity
-    if not isinstance(state, IdentityState):
+    if state is None:
         # No live state (a runtime built outside `portico serve`): the config's consumers.
         state = IdentityState.for_config(context.config)
     return MutualTLSAuthenticator(state, CertificateMap.from_config(context.config))
+
+
+register_method("mtls", AuthMethod(build_authenticator))

@@ -49,13 +49,14 @@ from http_message_signatures import (
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from portico.config.model import Duration, HeaderName, PorticoConfig, SignatureKey
+from portico.core.http import REALM
 from portico.gateway.exchange import Exchange, Identity
-from portico.identity.authn import AuthResult, Rejected
+from portico.identity.authn import AuthMethod, AuthResult, Rejected, register_method
 
 if TYPE_CHECKING:
     from portico.identity.authn import MethodSettings
+    from portico.identity.context import BuildContext
     from portico.identity.state import IdentityState
-    from portico.policies.registry import BuildContext
 
 __all__ = [
     "DEFAULT_NONCE_CAPACITY",
@@ -71,7 +72,6 @@ __all__ = [
 
 log = logging.getLogger("portico.auth.signature")
 
-REALM = "portico"
 CHALLENGE = f'Signature realm="{REALM}"'
 INVALID_SIGNATURE = f'Signature realm="{REALM}", error="invalid_signature"'
 LABEL = "sig1"
@@ -261,6 +261,9 @@ class SignatureAuthenticator:
         headers = exchange.headers
         return "signature-input" in headers or "signature" in headers
 
+    def identify(self, exchange: Exchange) -> AuthResult | None:
+        return self.authenticate(exchange) if self.present(exchange) else None
+
     def authenticate(self, exchange: Exchange) -> AuthResult:
         try:
             return self._verify(exchange)
@@ -445,10 +448,13 @@ def build_authenticator(settings: MethodSettings, context: BuildContext) -> Sign
     from portico.identity.state import IdentityState
 
     state = context.extensions.identity
-    if not isinstance(state, IdentityState):
+    if state is None:
         # No live state (a runtime built outside `portico serve`): the config's consumers.
         state = IdentityState.for_config(context.config)
     options = settings.options
     route_settings = options if isinstance(options, SignatureSettings) else SignatureSettings()
     keys = signer_keys(context.config, route_settings.clock_skew)
     return SignatureAuthenticator(state, keys, route_settings)
+
+
+register_method("signature", AuthMethod(build_authenticator, SignatureSettings))

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 
+from portico.core.http import REALM
 from portico.gateway import problems
 from portico.gateway.exchange import Exchange, Identity, Reply
 from portico.gateway.headers import Headers
@@ -38,17 +39,16 @@ from portico.identity.authn import (
     MethodSettings,
     MethodUnavailable,
     Rejected,
-    method_module,
+    auth_method,
 )
 from portico.identity.state import IdentityState
-from portico.policies.auth_settings import AuthSettings, ScopeRule
+from portico.policies.auth_settings import AuthSettings, ScopeRule, auth_errors
 from portico.policies.registry import BuildContext, register
 
 __all__ = ["Auth", "AuthSettings", "ScopeRule"]
 
 log = logging.getLogger("portico.auth")
 
-REALM = "portico"
 _DECIDED = (Identity, Rejected)
 """Results that decide at once (a tuple: ``Identity | Rejected`` would build a union per call)."""
 
@@ -82,17 +82,17 @@ class Auth:
         self._stats = stats
         """Where refusals are counted (portico_auth_failures_total); ``None``: not counted."""
         self._route = route
-        self._steps = tuple((_identify_of(a), a) for a in authenticators)
+        self._steps = authenticators
         self._all_of = frozenset(scopes.all_of) if scopes.all_of else None
         self._any_of = frozenset(scopes.any_of) if scopes.any_of else None
         self._tenants = frozenset(tenants) if tenants else None
         self._state = state
         # A method that checks the body (Content-Digest of a signed request) makes the route
         # read it whole before the pipeline runs.
-        self.needs_body = any(getattr(a, "needs_body", False) for a in authenticators)
+        self.needs_body = any(a.needs_body for a in authenticators)
         missing = [("www-authenticate", a.challenge()) for a in authenticators]
         for authenticator in authenticators:
-            proposal = getattr(authenticator, "accept_signature", None)
+            proposal = authenticator.accept_signature
             if proposal:
                 missing.append(("accept-signature", str(proposal)))
         self._missing = Headers(missing)
@@ -113,15 +113,9 @@ class Auth:
         self._scope_detail = "This route needs the scopes " + "; and ".join(needs) + "."
 
     def on_request(self, exchange: Exchange) -> Reply | Awaitable[Reply | None] | None:
-        for identify, authenticator in self._steps:
-            if identify is not None:
-                # One pass instead of present() then authenticate(), for methods that offer it.
-                result = identify(exchange)
-                if result is None:
-                    continue
-            elif authenticator.present(exchange):
-                result = authenticator.authenticate(exchange)
-            else:
+        for authenticator in self._steps:
+            result = authenticator.identify(exchange)
+            if result is None:
                 continue
             if isinstance(result, _DECIDED):
                 return self._decide(exchange, result, authenticator.method)
@@ -183,17 +177,10 @@ class Auth:
         return None
 
 
-def _identify_of(
-    authenticator: Authenticator,
-) -> Callable[[Exchange], AuthResult | Awaitable[AuthResult] | None] | None:
-    identify = getattr(authenticator, "identify", None)
-    return identify if callable(identify) else None
-
-
-@register("auth", AuthSettings)
+@register("auth", AuthSettings, checks=auth_errors)
 def build(settings: AuthSettings, context: BuildContext) -> Auth:
     state = context.extensions.identity
-    if not isinstance(state, IdentityState):
+    if state is None:
         # A runtime built outside `portico serve` (tests, tools): the config's identities only.
         state = IdentityState.for_config(context.config)
         context = dataclasses.replace(
@@ -202,7 +189,7 @@ def build(settings: AuthSettings, context: BuildContext) -> Auth:
     authenticators = []
     for method in settings.methods:
         try:
-            factory = method_module(method).build_authenticator
+            factory = auth_method(method).build
         except MethodUnavailable as exc:
             raise ValueError(f"route {context.route_name!r}: {exc}") from None
         options = MethodSettings(method, settings.options_for(method))

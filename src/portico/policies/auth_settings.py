@@ -1,4 +1,5 @@
-"""The settings of the ``auth`` policy, validated when the config is loaded.
+"""The settings of the ``auth`` policy, validated when the config is loaded, and its checks of the
+sections its methods need (:func:`auth_errors`).
 
 See :mod:`portico.policies.auth` for the policy itself. The two live apart because the policy's
 request-time code is compiled with mypyc, which cannot compile pydantic models.
@@ -18,9 +19,12 @@ from pydantic import (
     model_validator,
 )
 
-from portico.identity.authn import method_module
+from portico.config.checks import Finding
+from portico.config.model import NAME_PATTERN, PorticoConfig
+from portico.identity.authn import auth_method
+from portico.identity.mtls import NEEDS_CLIENT_CERTIFICATES
 
-__all__ = ["AuthSettings", "ScopeRule"]
+__all__ = ["AuthSettings", "ScopeRule", "auth_errors"]
 
 
 def _check_method(method: str) -> str:
@@ -31,12 +35,12 @@ def _check_method(method: str) -> str:
         raise ValueError(f"only jwt takes a provider name ({method!r})")
     if base == "jwt" and not provider:
         raise ValueError("jwt needs the identity provider's name: jwt:<provider>")
-    method_module(method)  # MethodUnavailable (a ValueError) for unknown or missing methods
+    auth_method(method)  # MethodUnavailable (a ValueError) for unknown or missing methods
     return method
 
 
 MethodName = Annotated[str, AfterValidator(_check_method)]
-TenantName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+TenantName = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
 def _scope_list(value: Any) -> Any:
@@ -87,8 +91,8 @@ class AuthSettings(BaseModel):
         if key not in self.methods and not any(m.partition(":")[0] == key for m in self.methods):
             listed = ", ".join(self.methods)
             raise ValueError(f"{key!r} is neither a setting of auth nor a listed method ({listed})")
-        model = getattr(method_module(key), "Settings", None)
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        model = auth_method(key).options
+        if model is None:
             raise ValueError(f"method {key!r} takes no options")
         try:
             return model.model_validate(extra[key])
@@ -98,3 +102,25 @@ class AuthSettings(BaseModel):
                 for error in exc.errors()
             ]
             raise ValueError("; ".join(messages)) from None
+
+
+def auth_errors(settings: AuthSettings, config: PorticoConfig) -> list[Finding]:
+    """What a route's ``auth`` needs from other sections, located relative to the policy entry:
+    ``oauth`` needs ``identity.oauth``, ``jwt:<provider>`` a provider of that name, ``mtls`` an
+    HTTPS listener that asks for client certificates. ``serve`` and a reload refuse the same."""
+    errors: list[Finding] = []
+    providers = config.identity.providers
+    tls = config.gateway.tls
+    for k, method in enumerate(settings.methods):
+        loc = ("methods", k)
+        base, _, provider = method.partition(":")
+        if base == "oauth" and config.identity.oauth is None:
+            errors.append((loc, "the oauth method needs identity.oauth to be configured"))
+        elif base == "jwt" and provider not in providers:
+            known = ", ".join(sorted(providers)) or "none configured"
+            errors.append(
+                (loc, f"no identity provider {provider!r} in identity.providers ({known})")
+            )
+        elif base == "mtls" and (tls is None or tls.client_certificate == "none"):
+            errors.append((loc, NEEDS_CLIENT_CERTIFICATES))
+    return errors

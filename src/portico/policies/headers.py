@@ -33,6 +33,7 @@ class HeadersSettings(BaseModel):
 
 class HeaderTransform:
     __slots__ = ("_request", "_response")
+    needs_body = False
 
     def __init__(self, settings: HeadersSettings) -> None:
         self._request = settings.request

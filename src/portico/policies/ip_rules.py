@@ -37,6 +37,7 @@ class IPRulesSettings(IPRules):
 
 class IPRulesPolicy:
     __slots__ = ("_rules",)
+    needs_body = False
 
     def __init__(self, rules: CompiledIPRules) -> None:
         self._rules = rules

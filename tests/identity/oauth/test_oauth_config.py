@@ -10,8 +10,8 @@ import pytest
 from tests.support.gateway import write_config
 from tests.support.oauth import ed25519_key, jwks
 
+from portico.assembly import load_config
 from portico.config.errors import ConfigError
-from portico.config.loader import load_config
 
 BASE: dict[str, Any] = {
     "services": {"orders": {"targets": ["http://127.0.0.1:9"]}},

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from portico.config.model import OAuthServer
 from portico.gateway.exchange import Exchange
-from portico.identity.authn import AuthResult, Rejected
+from portico.identity.authn import AuthMethod, AuthResult, MethodSettings, Rejected, register_method
 from portico.identity.bearer import INVALID_TOKEN, BearerAuthenticator
 from portico.identity.method_settings import BearerSettings
 from portico.identity.oauth.state import OAuthState
@@ -27,8 +27,8 @@ from portico.identity.oauth.tokens import InvalidAccessToken, TokenPolicy, token
 from portico.identity.tokencache import VerifiedToken, VerifiedTokenCache
 
 if TYPE_CHECKING:
+    from portico.identity.context import BuildContext
     from portico.identity.state import IdentityState
-    from portico.policies.registry import BuildContext
 
 __all__ = ["OAuthAuthenticator", "Settings", "build_authenticator"]
 
@@ -93,22 +93,23 @@ def _verified(claims: dict[str, Any], leeway: float) -> VerifiedToken:
     )
 
 
-def build_authenticator(settings: Any, context: BuildContext) -> OAuthAuthenticator:
-    from portico.identity.state import IdentityState
-
+def build_authenticator(settings: MethodSettings, context: BuildContext) -> OAuthAuthenticator:
     server: OAuthServer | None = context.config.identity.oauth
     if server is None:
         raise ValueError("the oauth method needs identity.oauth (Portico's authorization server)")
     state = context.extensions.oauth
-    if not isinstance(state, OAuthState):
+    if state is None:
         raise ValueError("the oauth method needs the OAuth state that `portico serve` provides")
     policy = token_policy(server)
     directory = context.extensions.identity
-    options = getattr(settings, "options", None)
+    options = settings.options
     return OAuthAuthenticator(
         state,
         policy,
         state.cache_for(("oauth", policy.issuer, policy.audience)),
-        directory if isinstance(directory, IdentityState) else None,
+        directory,
         options if isinstance(options, BearerSettings) else None,
     )
+
+
+register_method("oauth", AuthMethod(build_authenticator, BearerSettings))

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from portico.config.errors import ConfigError
-from portico.config.loader import load_config
 
 if TYPE_CHECKING:
     from portico.config.model import PorticoConfig
@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 def _load(args: argparse.Namespace) -> PorticoConfig | None:
     try:
-        return load_config(args.config)
+        config: PorticoConfig = args.load_config(args.config)
+        return config
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return None
@@ -115,8 +116,9 @@ def _state(key: SigningKey, now: datetime) -> str:
     return "pending" if key.activated_at > now else "retired"
 
 
-def register(subparsers: Any) -> None:
-    """Add ``portico oauth ...`` to the ``portico`` command's subparsers."""
+def register(subparsers: Any, load_config: Callable[[str], PorticoConfig]) -> None:
+    """Add ``portico oauth ...`` to the ``portico`` command's subparsers; ``load_config`` reads the
+    config with every capability's checks (the composition root's)."""
     oauth = subparsers.add_parser("oauth", help="the OAuth 2.0 authorization server's signing keys")
     commands = oauth.add_subparsers(dest="oauth_command", required=True)
 
@@ -127,8 +129,8 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="unpublish the previous keys at once: their tokens stop working (a key leaked)",
     )
-    rotate.set_defaults(func=cmd_rotate_key)
+    rotate.set_defaults(func=cmd_rotate_key, load_config=load_config)
 
     keys = commands.add_parser("keys", help="list the published signing keys")
     keys.add_argument("-c", "--config", default="portico.yaml")
-    keys.set_defaults(func=cmd_keys)
+    keys.set_defaults(func=cmd_keys, load_config=load_config)

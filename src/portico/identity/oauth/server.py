@@ -28,10 +28,11 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from portico.config.model import OAuthServer, PorticoConfig
+from portico.core.http import REALM
 from portico.gateway.endpoints import BuiltinEndpoint
 from portico.gateway.exchange import Exchange, Reply
 from portico.gateway.headers import Headers
-from portico.identity.bearer import REALM
+from portico.identity.context import Extensions
 from portico.identity.jwks import ASYMMETRIC_ALGORITHMS
 from portico.identity.oauth.clients import (
     AUTH_METHODS,
@@ -42,7 +43,6 @@ from portico.identity.oauth.clients import (
 )
 from portico.identity.oauth.state import OAuthState
 from portico.identity.oauth.tokens import InvalidAccessToken, TokenPolicy, token_policy
-from portico.runtime import Extensions
 
 log = logging.getLogger("portico.identity.oauth")
 
@@ -331,7 +331,7 @@ def oauth_endpoints(config: PorticoConfig, extensions: Extensions) -> Sequence[B
     if settings is None:
         return ()
     state = extensions.oauth
-    if not isinstance(state, OAuthState):
+    if state is None:
         raise ValueError("identity.oauth needs the OAuth state that `portico serve` provides")
     signing = state.keyring.signing
     if signing is None or signing.algorithm != settings.signing_algorithm:

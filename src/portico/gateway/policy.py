@@ -1,4 +1,7 @@
-"""The protocol every policy implements.
+"""The protocol every policy implements: the one thing the gateway knows of the policies.
+
+The gateway defines it and never imports a policy (as Starlette's core never imports a
+middleware); the composition root builds each route's pipeline from the catalogue.
 
 A route's pipeline is the ordered tuple of its policies, built when the runtime snapshot is built.
 For each request the gateway calls ``on_request`` of each policy in order. It returns:
@@ -26,12 +29,17 @@ Outcome: TypeAlias = Reply | Awaitable[Reply | None] | None
 
 @runtime_checkable
 class Policy(Protocol):
-    """``needs_body``, when a policy defines it as True, makes the gateway read the whole request
-    body (up to the route's ``max_body_size``) into ``exchange.body`` before the pipeline runs."""
+    @property
+    def needs_body(self) -> bool:
+        """True makes the gateway read the whole request body (up to the route's
+        ``max_body_size``) into ``exchange.body`` before the pipeline runs."""
+        ...
 
     def on_request(self, exchange: Exchange) -> Outcome: ...
 
 
 @runtime_checkable
 class ResponsePolicy(Protocol):
+    """The optional hook of a policy that also sees the response head."""
+
     def on_response(self, exchange: Exchange, status: int, headers: Headers) -> None: ...

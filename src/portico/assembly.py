@@ -1,0 +1,169 @@
+"""The composition root: the one place that knows every capability and wires them together.
+
+- :data:`CHECKS`: the capabilities' own config checks (the policy catalogue validates each
+  policy entry, identity its credentials), handed to the config loader. :func:`load_config` is
+  the loader with all of them: what ``portico check`` reports is what ``serve`` and a reload
+  refuse. :func:`load_config_to_serve` adds the checks of starting to serve (the HTTPS
+  listener's files), for ``check`` and ``serve``.
+- :func:`build_runtime` compiles a validated config into the gateway's immutable
+  :class:`~portico.gateway.snapshot.Runtime`: the router, each route's policy pipeline from the
+  catalogue, and the live services (carried over from the previous snapshot when unchanged).
+- :func:`runtime_builder`: what the gateway is handed to reload its config file, since the
+  gateway never imports a policy.
+
+It is named ``assembly`` rather than ``app`` because ``gateway/app.py`` is the running gateway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from portico.config import loader
+from portico.config.checks import Checks
+from portico.config.model import PorticoConfig
+from portico.core.net import parse_network
+from portico.core.paths import PathTemplate
+from portico.gateway import checks as gateway_checks
+from portico.gateway.iprules import CompiledIPRules
+from portico.gateway.policy import ResponsePolicy
+from portico.gateway.router import RouteMatcher, Router
+from portico.gateway.snapshot import CompiledRoute, Runtime
+from portico.gateway.upstream import Service
+from portico.identity import checks as identity_checks
+from portico.identity.context import BuildContext, Extensions
+from portico.policies import catalogue, registry
+
+__all__ = [
+    "CHECKS",
+    "SERVE_CHECKS",
+    "build_runtime",
+    "load_config",
+    "load_config_text",
+    "load_config_to_serve",
+    "runtime_builder",
+]
+
+POLICY_TYPES = catalogue.catalogue()
+"""The built-in policy types, registered when the catalogue was imported."""
+
+CHECKS = Checks(
+    checks=(registry.route_policy_errors, identity_checks.identity_errors),
+    policy_settings=registry.settings_model,
+)
+SERVE_CHECKS = Checks(
+    checks=(*CHECKS.checks, gateway_checks.listener_errors),
+    policy_settings=registry.settings_model,
+)
+"""Also what only starting to serve needs: the HTTPS listener's files."""
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> PorticoConfig:
+    """:func:`portico.config.loader.load_config` with every capability's checks."""
+    return loader.load_config(path, env, CHECKS)
+
+
+def load_config_to_serve(path: str | Path, env: Mapping[str, str] | None = None) -> PorticoConfig:
+    """:func:`load_config`, and what ``serve`` would refuse when it starts (``portico check``)."""
+    return loader.load_config(path, env, SERVE_CHECKS)
+
+
+def load_config_text(
+    text: str, filename: str, env: Mapping[str, str] | None = None
+) -> PorticoConfig:
+    """:func:`portico.config.loader.load_config_text` with every capability's checks."""
+    return loader.load_config_text(text, filename, env, CHECKS)
+
+
+def runtime_builder(extensions: Extensions) -> Callable[[Path, Runtime], Runtime]:
+    """How the gateway reloads: load and check the file, build a snapshot after ``previous``."""
+
+    def rebuild(path: Path, previous: Runtime) -> Runtime:
+        return build_runtime(load_config(path), previous, extensions)
+
+    return rebuild
+
+
+def build_runtime(
+    config: PorticoConfig,
+    previous: Runtime | None = None,
+    extensions: Extensions | None = None,
+) -> Runtime:
+    if extensions is None:
+        extensions = Extensions() if previous is None else Extensions(stats=previous.stats)
+    stats = extensions.stats
+    stats.enabled = config.operations.metrics
+    services: dict[str, Service] = {}
+    for name, spec in config.services.items():
+        old = previous.services.get(name) if previous else None
+        services[name] = (
+            old
+            if old is not None and old.spec == spec
+            else Service(name, spec, stats.service(name))
+        )
+
+    matchers: list[RouteMatcher[CompiledRoute]] = []
+    for route in config.routes:
+        context = BuildContext(config=config, route_name=route.name, extensions=extensions)
+        policies = tuple(registry.build_policy(spec, context) for spec in route.policies)
+        compiled = CompiledRoute(
+            name=route.name,
+            service=services[route.service],
+            pipeline=policies,
+            response_pipeline=tuple(p for p in reversed(policies) if isinstance(p, ResponsePolicy)),
+            strip_prefix=route.strip_prefix.rstrip("/") if route.strip_prefix else None,
+            rewrite=PathTemplate.parse(route.upstream_path) if route.upstream_path else None,
+            preserve_host=route.preserve_host,
+            rewrite_location=route.rewrite_location and not route.upstream_path,
+            websocket=route.websocket,
+            max_body_size=(
+                route.max_body_size
+                if route.max_body_size is not None
+                else config.gateway.max_body_size
+            ),
+            needs_body=any(p.needs_body for p in policies),
+            stats=stats.route(route.name, route.service),
+        )
+        matchers.append(
+            RouteMatcher(
+                template=PathTemplate.parse(route.match.path),
+                methods=_methods(route.match.methods),
+                hosts=frozenset(route.match.hosts),
+                headers=tuple((k.lower(), v) for k, v in route.match.headers.items()),
+                target=compiled,
+            )
+        )
+    builtins = [e for factory in extensions.endpoint_factories for e in factory(config, extensions)]
+    endpoints = (
+        Router(
+            [
+                RouteMatcher(
+                    template=PathTemplate.parse(e.path),
+                    methods=_methods(e.methods),
+                    hosts=frozenset(),
+                    headers=(),
+                    target=e,
+                )
+                for e in builtins
+            ]
+        )
+        if builtins
+        else None
+    )
+    return Runtime(
+        config=config,
+        settings=config.gateway,
+        router=Router(matchers),
+        services=services,
+        trusted_proxies=tuple(parse_network(cidr) for cidr in config.gateway.trusted_proxies),
+        endpoints=endpoints,
+        ip_rules=CompiledIPRules.compile(config.gateway.ip_rules),
+        stats=stats,
+    )
+
+
+def _methods(methods: Sequence[str] | frozenset[str]) -> frozenset[str]:
+    """A route that takes GET takes HEAD too (RFC 9110 §9.3.2): the same route, the same
+    policies, never another route's."""
+    out = frozenset(methods)
+    return out | {"HEAD"} if "GET" in out else out

@@ -1,0 +1,50 @@
+"""What policies and authentication methods get when a snapshot is built (never per request).
+
+:class:`Extensions` holds the long-lived components the composition root creates once and that
+outlive any one snapshot; :class:`BuildContext` is what one policy of one route is built with.
+They live in ``identity`` because their components are identity's live state, and both the
+``auth`` policy (above) and the methods it builds (here) consult them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from portico.config.model import PorticoConfig
+from portico.gateway.endpoints import BuiltinEndpoint
+from portico.gateway.stats import GatewayStats
+
+if TYPE_CHECKING:
+    from portico.identity.oauth.state import OAuthState
+    from portico.identity.state import IdentityState
+
+EndpointFactory = Callable[[PorticoConfig, "Extensions"], Sequence[BuiltinEndpoint]]
+
+
+@dataclass(frozen=True, slots=True)
+class Extensions:
+    """Long-lived components that outlive any one snapshot, given to policies when they are built.
+
+    ``identity`` is the live identity state (consumers, keys) that the store keeps current between
+    config reloads, ``oauth`` the authorization server's (signing keys, revoked tokens); both are
+    ``None`` for a runtime built outside ``portico serve`` (tests, tools), where the methods use
+    the config's identities only. ``endpoint_factories`` contribute built-in endpoints.
+    """
+
+    identity: IdentityState | None = None
+    oauth: OAuthState | None = None
+    endpoint_factories: tuple[EndpointFactory, ...] = ()
+    stats: GatewayStats = field(default_factory=GatewayStats)
+    """The data plane's counters (read by the operations listener), for the life of the process;
+    the ``auth`` policy counts its refusals there."""
+
+
+@dataclass(frozen=True, slots=True)
+class BuildContext:
+    """What a policy may consult when it is built (never per request)."""
+
+    config: PorticoConfig
+    route_name: str
+    extensions: Extensions
