@@ -14,6 +14,10 @@ For each request the gateway calls ``on_request`` of each policy in order. It re
 
 After the upstream answered, ``on_response`` of each policy runs in reverse order on the response
 head (status and headers) before it is sent to the client; bodies are streamed and not seen here.
+Portico's own answers to a routed request pass through ``on_response`` too: a policy's reply (a
+401 from ``auth``: the policies after it did not run ``on_request``, but their response fields are
+on the 401), a 502/503/504, a 400 or 408 for a broken or stalled body. Answers given before a route
+was chosen (400, 404, 405) have no route and no hooks.
 """
 
 from __future__ import annotations

@@ -711,8 +711,16 @@ class ClientConnection(asyncio.Protocol):
         exchange: Exchange | None = None,
         request_id: str | None = None,
     ) -> None:
-        """Answer with a response Portico made (an error, or a policy's reply)."""
+        """Answer with a response Portico made (an error, or a policy's reply).
+
+        On a routed request the route's response hooks see it too, as they see the upstream's:
+        the headers a later policy adds (CORS, rate-limit fields) are on a 401 or a 502 as well.
+        """
         if exchange is not None:
+            route = exchange.route
+            if route is not None and route.response_pipeline:
+                for policy in route.response_pipeline:
+                    policy.on_response(exchange, reply.status, reply.headers)
             for name, value in exchange.extra_response_headers:
                 reply.headers.add(name, value)
             request_id = exchange.request_id
