@@ -121,7 +121,9 @@ async def serve(requests: int, path: str, metrics: str) -> None:
 
 def count(requests: int, path: str, baseline: Path | None, metrics: str) -> int:
     """Instructions callgrind counts for a whole run of ``requests`` requests."""
-    env = dict(os.environ)
+    # A fixed hash seed: with a random one, set and dict layouts (and so the work) move by a few
+    # hundred instructions per request from one process to the next.
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
     if baseline is not None:
         env["PYTHONPATH"] = str(baseline / "src")
     with tempfile.TemporaryDirectory() as tmp:
