@@ -28,7 +28,8 @@ from portico.gateway.upstream import (
 )
 
 if TYPE_CHECKING:
-    from portico.gateway.server import ClientConnection, Request
+    from portico.gateway.request import Request
+    from portico.gateway.server import ClientConnection
     from portico.gateway.snapshot import CompiledRoute
 
 log = logging.getLogger("portico.gateway")

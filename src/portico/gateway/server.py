@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from portico.core.http import HTTP_METHODS
 from portico.gateway import problems
 from portico.gateway.exchange import Exchange, Reply
 from portico.gateway.forwarding import (
@@ -35,8 +34,19 @@ from portico.gateway.forwarding import (
 from portico.gateway.headers import Headers
 from portico.gateway.http import new_id, status_line
 from portico.gateway.proxy import Forward
+from portico.gateway.request import (
+    LISTS,
+    MAX_HEAD_BYTES,
+    METHODS,
+    OVERRIDES,
+    SINGLETONS,
+    UNNAMEABLE,
+    Request,
+    RequestBody,
+    special_names,
+    transfer_coding_refusal,
+)
 from portico.gateway.router import MethodNotAllowed, NoRoute
-from portico.gateway.stats import RouteStats
 from portico.gateway.upstream import UpstreamConnection
 from portico.gateway.uri import BadTarget, canonical_path, host_name, split_absolute
 
@@ -48,227 +58,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("portico.gateway")
 access_log = logging.getLogger("portico.access")
 
-MAX_HEAD_BYTES = 64 * 1024
-"""The request line and header fields, as sent (names, values, separators and line ends)."""
-BODY_BUFFER_HIGH = 256 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,200}$")
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _TRACE_ID = re.compile(r"^(?!0{32})[0-9a-f]{32}$")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _ALLOW_ANY = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
-_LAST_CHUNK = (b"0\r\n\r\n",)
-
-
-class RequestBody:
-    """The body of one request, from the client parser to the upstream connection."""
-
-    __slots__ = (
-        "_buffer",
-        "_buffered",
-        "_chunked",
-        "_conn",
-        "_discard",
-        "_transport",
-        "_waiter",
-        "broken",
-        "complete",
-        "ended_at",
-        "limit",
-        "overflow",
-        "received",
-    )
-
-    def __init__(self, conn: ClientConnection, limit: int) -> None:
-        self._conn = conn
-        self._buffer: list[bytes] = []
-        self._buffered = 0
-        self._transport: asyncio.Transport | None = None
-        self._discard = False
-        self._chunked = False
-        self._waiter: Callable[[], None] | None = None
-        self.received = 0
-        self.complete = False
-        self.ended_at = 0.0
-        """When the last byte arrived (the loop's clock): the upstream's read timeout counts from
-        then, never while the client is still sending."""
-        self.broken = False
-        """The client's framing of this body turned out malformed: it will never complete."""
-        self.overflow = False
-        self.limit = limit
-
-    def feed(self, data: bytes) -> None:
-        self.received += len(data)
-        if self.received > self.limit:
-            if not self.overflow:
-                self.overflow = True
-                self._conn.body_overflow(self)
-            return
-        transport = self._transport
-        if transport is not None:
-            if self._chunked:
-                transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
-            else:
-                transport.write(data)
-        elif not self._discard:
-            self._buffer.append(data)
-            self._buffered += len(data)
-            if self._buffered > BODY_BUFFER_HIGH and self._waiter is None:
-                self._conn.pause_reading("body")
-
-    def end(self) -> None:
-        self.complete = True
-        if self._chunked and self._transport is not None:
-            self._transport.writelines(_LAST_CHUNK)
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            waiter()
-
-    def collect(self, then: Callable[[], None]) -> None:
-        """Read the whole body (bounded by ``limit``), then call ``then``."""
-        if self.complete:
-            then()
-            return
-        self._waiter = then
-        self._conn.resume_reading("body")
-
-    @property
-    def collecting(self) -> bool:
-        return self._waiter is not None
-
-    def whole(self) -> bytes:
-        return b"".join(self._buffer)
-
-    def attach(self, transport: asyncio.Transport, chunked: bool) -> None:
-        """Send what arrived so far to the upstream, then stream the rest as it comes."""
-        self._chunked = chunked
-        self._transport = transport
-        buffered, self._buffer = self._buffer, []
-        self._buffered = 0
-        for data in buffered:
-            if chunked:
-                transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
-            else:
-                transport.write(data)
-        if self.complete and chunked:
-            transport.writelines(_LAST_CHUNK)
-        self._conn.resume_reading("body")
-
-    def detach(self) -> None:
-        """The upstream attempt ended; anything more is dropped."""
-        self._transport = None
-        self._discard = True
-        self._buffer = []
-        self._conn.resume_reading("body")
-
-    @property
-    def retryable(self) -> bool:
-        """Nothing of a body was sent, so the request can be replayed on another target."""
-        return self.received == 0 and self.complete
-
-
-# Fields the gateway itself needs, picked out while parsing so nothing scans the list again.
-_SPECIAL = frozenset(
-    {
-        "host",
-        "authorization",
-        "connection",
-        "content-length",
-        "transfer-encoding",
-        "expect",
-        "traceparent",
-        "x-forwarded-for",
-        "upgrade",
-    }
-)
-
-
-_OVERRIDES = frozenset(
-    {
-        "x-http-method-override",
-        "x-http-method",
-        "x-method-override",
-        "x-original-url",
-        "x-rewrite-url",
-    }
-)
-"""Fields with which frameworks let a request say it is another method (Rails, Express, ASP.NET)
-or another path (Symfony, IIS): the route and its policies were chosen by the real ones, so these
-never reach the upstream."""
-_LISTS = frozenset({"x-forwarded-for", "transfer-encoding", "connection"})
-"""Special fields whose repetitions are one list (RFC 9110 §5.3)."""
-_SINGLETONS = frozenset({"host", "authorization"})
-"""Special fields that must not be repeated: which one would count is ambiguous (400)."""
-_UNNAMEABLE = frozenset({"host", "content-length", "transfer-encoding"})
-"""Fields a client cannot make hop-by-hop by naming them in ``Connection``: they frame the
-request or address it."""
-_SUPPORTED_CODINGS = ("chunked",)
-
-
-_METHODS = {m.encode("ascii"): m for m in HTTP_METHODS}
 
 
 @functools.lru_cache(maxsize=4096)
 def _scope_text(scopes: frozenset[str]) -> str:
     """The X-Portico-Scopes value: consumers share a few scope sets, so it is built once each."""
     return " ".join(sorted(scopes))
-
-
-@functools.cache
-def _special_names(request_id_header: str) -> frozenset[str]:
-    return _SPECIAL | _OVERRIDES | {request_id_header}
-
-
-class Request:
-    __slots__ = (
-        "body",
-        "fields",
-        "has_body",
-        "has_identity_headers",
-        "head_bytes",
-        "headers",
-        "keep_alive",
-        "log_path",
-        "malformed",
-        "method",
-        "refusal",
-        "request_id",
-        "route_stats",
-        "serving",
-        "special",
-        "started",
-        "status",
-        "t0",
-        "upgrade",
-        "url",
-        "version",
-    )
-
-    def __init__(self, conn: ClientConnection, limit: int) -> None:
-        self.url = b""
-        self.headers: list[tuple[str, str]] = []
-        self.method = ""
-        self.version = "1.1"
-        self.keep_alive = True
-        self.upgrade = False
-        self.body = RequestBody(conn, limit)
-        self.head_bytes = 0
-        self.has_identity_headers = False
-        self.has_body = False
-        self.special: dict[str, str] = {}
-        self.started = 0.0
-        self.status = 0
-        self.fields = 0
-        self.malformed = ""
-        """Why the head is unusable although it parsed (a repeated Host), or empty."""
-        self.refusal: problems.ProblemType | None = None
-        """Why the parser was stopped, when it is not plain malformed syntax (431, 501, 505)."""
-        self.serving = False
-        self.log_path = ""
-        self.request_id = ""
-        self.t0 = 0.0
-        """``time.perf_counter()`` at the first byte of the head: the loop's clock is cached
-        per iteration (milliseconds under uvloop), too coarse for latency histograms."""
-        self.route_stats: RouteStats | None = None
 
 
 class ClientConnection(asyncio.Protocol):
@@ -324,7 +124,7 @@ class ClientConnection(asyncio.Protocol):
         self.runtime: Runtime = gateway.runtime
         self.request_id_header = self.runtime.settings.request_id_header.lower()
         self.request_id_field = self.request_id_header.encode("latin-1") + b": "
-        self.special_names = _special_names(self.request_id_header)
+        self.special_names = special_names(self.request_id_header)
         self.replaced_fields = frozenset({self.request_id_header, "traceparent"})
         self.max_fields = self.runtime.settings.max_header_fields
         self.counting = self.runtime.stats.enabled
@@ -524,14 +324,14 @@ class ClientConnection(asyncio.Protocol):
             return
         text = value.decode("latin-1")
         if key in self.special_names:
-            if key in _OVERRIDES:
+            if key in OVERRIDES:
                 return
             special = request.special
             if key not in special:
                 special[key] = text
-            elif key in _LISTS:
+            elif key in LISTS:
                 special[key] += ", " + text
-            elif key in _SINGLETONS:
+            elif key in SINGLETONS:
                 request.malformed = f"the request has more than one {key} field"
             # Other repeated fields keep their first value.
             if key == "content-length" or key == "transfer-encoding":
@@ -545,7 +345,7 @@ class ClientConnection(asyncio.Protocol):
         assert request is not None
         parser = self.parser
         raw_method = parser.get_method()
-        method = _METHODS.get(raw_method)
+        method = METHODS.get(raw_method)
         request.method = method if method is not None else raw_method.decode("ascii")
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
@@ -554,7 +354,7 @@ class ClientConnection(asyncio.Protocol):
         request.version = version
         codings = request.special.get("transfer-encoding")
         if codings is not None:
-            refusal = _transfer_coding_refusal(codings, version)
+            refusal = transfer_coding_refusal(codings, version)
             if refusal is not None:
                 request.refusal = refusal
                 raise httptools.HttpParserError("unusable Transfer-Encoding")
@@ -815,7 +615,7 @@ class ClientConnection(asyncio.Protocol):
         if connection is not None:
             # The fields the client names in Connection are hop-by-hop: they go before any policy
             # runs, so a field a policy sets can never be removed by the client.
-            hop = connection_tokens(connection) - _UNNAMEABLE
+            hop = connection_tokens(connection) - UNNAMEABLE
             if hop:
                 headers.items = [(k, v) for k, v in headers.items if k not in hop]
 
@@ -1102,19 +902,6 @@ class ClientConnection(asyncio.Protocol):
 
 
 _NO_PARAMS: dict[str, str] = {}
-
-
-def _transfer_coding_refusal(codings: str, version: str) -> problems.ProblemType | None:
-    """Why a request's Transfer-Encoding cannot be served (RFC 9112 §6.1), or ``None`` when it is
-    exactly ``chunked``. The message framing is unknowable, so the connection closes after."""
-    if version == "1.0":
-        return problems.BAD_REQUEST  # HTTP/1.0 has no transfer codings: the framing is faulty
-    names = [name.strip().lower() for name in codings.split(",")]
-    if names[-1] != "chunked" or names.count("chunked") > 1:
-        return problems.BAD_REQUEST  # a request's final coding must be chunked, once
-    if len(names) > 1:
-        return problems.NOT_IMPLEMENTED  # gzip, deflate, ... before chunked: not decoded here
-    return None
 
 
 def _traceparent(incoming: str | None, request_id: str, generated_id: bool = False) -> str:
