@@ -94,7 +94,7 @@ async def serve(requests: int, path: str, metrics: str) -> None:
 
         from portico.config.loader import load_config  # type: ignore[no-redef]
     from portico.gateway.app import Gateway
-    from portico.gateway.server import ClientConnection
+    from portico.gateway.connection import ClientConnection
     from portico.gateway.upstream import UpstreamConnection
 
     with tempfile.TemporaryDirectory() as tmp:

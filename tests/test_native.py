@@ -23,7 +23,7 @@ import pytest
 from tests.support.gateway import ROOT, PorticoProcess, route, service
 
 import portico
-import portico.gateway.server
+import portico.gateway.connection
 from portico import _native
 
 BUILD_SCRIPT = ROOT / "scripts" / "build_native.py"
@@ -264,8 +264,8 @@ def test_this_suite_runs_the_compiled_gateway() -> None:
         listed = tomllib.load(f)["tool"]["portico"]["native"]["modules"]
 
     assert _native.status() == f"compiled ({len(listed)} modules)", "run make install"
-    assert portico.gateway.server.__file__ is not None
-    assert portico.gateway.server.__file__.endswith(EXT_SUFFIX)
+    assert portico.gateway.connection.__file__ is not None
+    assert portico.gateway.connection.__file__.endswith(EXT_SUFFIX)
 
 
 def test_portico_serve_logs_how_its_gateway_code_runs(tmp_path: Path) -> None:

@@ -25,8 +25,15 @@ from portico.config.model import PorticoConfig
 from portico.core.net import parse_network
 from portico.core.paths import PathTemplate
 from portico.gateway import checks as gateway_checks
+from portico.gateway.accesslog import write_access_line
+from portico.gateway.completion import CompletionHook
 from portico.gateway.iprules import CompiledIPRules
-from portico.gateway.policy import ResponsePolicy
+from portico.gateway.policy import (
+    CompletionPolicy,
+    ResponsePolicy,
+    StreamingResponsePolicy,
+    WholeResponsePolicy,
+)
 from portico.gateway.router import RouteMatcher, Router
 from portico.gateway.snapshot import CompiledRoute, Runtime
 from portico.gateway.upstream import Service
@@ -106,11 +113,15 @@ def build_runtime(
     for route in config.routes:
         context = BuildContext(config=config, route_name=route.name, extensions=extensions)
         policies = tuple(registry.build_policy(spec, context) for spec in route.policies)
+        reverse = tuple(reversed(policies))
         compiled = CompiledRoute(
             name=route.name,
             service=services[route.service],
             pipeline=policies,
-            response_pipeline=tuple(p for p in reversed(policies) if isinstance(p, ResponsePolicy)),
+            response_pipeline=tuple(p for p in reverse if isinstance(p, ResponsePolicy)),
+            whole_body_pipeline=tuple(p for p in reverse if isinstance(p, WholeResponsePolicy)),
+            chunk_pipeline=tuple(p for p in reverse if isinstance(p, StreamingResponsePolicy)),
+            completion_pipeline=tuple(p for p in policies if isinstance(p, CompletionPolicy)),
             strip_prefix=route.strip_prefix.rstrip("/") if route.strip_prefix else None,
             rewrite=PathTemplate.parse(route.upstream_path) if route.upstream_path else None,
             preserve_host=route.preserve_host,
@@ -150,6 +161,11 @@ def build_runtime(
         if builtins
         else None
     )
+    hooks: list[CompletionHook] = []
+    if stats.enabled:
+        hooks.append(stats.record)
+    if config.gateway.access_log:
+        hooks.append(write_access_line)
     return Runtime(
         config=config,
         settings=config.gateway,
@@ -159,6 +175,7 @@ def build_runtime(
         endpoints=endpoints,
         ip_rules=CompiledIPRules.compile(config.gateway.ip_rules),
         stats=stats,
+        completion_hooks=tuple(hooks),
     )
 
 

@@ -6,7 +6,10 @@ import json
 import logging
 
 from tests.gateway.conftest import StartGateway
-from tests.support.upstreams import refused_url
+from tests.support.gateway import wait_for
+from tests.support.upstreams import Upstream, refused_url
+
+from portico.identity.apikeys import generate_key
 
 
 class Capture(logging.Handler):
@@ -51,3 +54,63 @@ def test_each_request_is_one_json_line_without_query_or_headers(
     text = "\n".join(capture.lines)
     # (Secrets with letters past f: a random hex request id could contain "abc".)
     assert "s3cret" not in text and "hidden" not in text and "qwerty" not in text
+
+
+def test_the_line_names_route_service_target_consumer_bytes_and_durations(
+    start_gateway: StartGateway,
+) -> None:
+    key = generate_key()
+    upstream = Upstream("main")
+    try:
+        gateway = start_gateway(
+            {
+                "gateway": {"access_log": True},
+                "services": {"main": {"targets": [upstream.url]}},
+                "tenants": {
+                    "acme": {
+                        "consumers": {
+                            "billing": {"api_keys": [{"id": key.id, "sha256": key.sha256}]}
+                        }
+                    }
+                },
+                "routes": [
+                    {
+                        "name": "orders",
+                        "match": {"path": "/orders/{rest:path}"},
+                        "service": "main",
+                        "policies": [{"type": "auth", "methods": ["api_key"]}],
+                    }
+                ],
+            }
+        )
+        capture = Capture()
+        logger = logging.getLogger("portico.access")
+        logger.addHandler(capture)
+        logger.setLevel(logging.INFO)
+        try:
+            with gateway.client() as client:
+                ok = client.post(
+                    "/orders/bytes/2000", content=b"x" * 300, headers={"X-API-Key": key.key}
+                )
+                refused = client.get("/orders/x", headers={"X-API-Key": "pk_wrong.key"})
+            wait_for(lambda: len(capture.lines) >= 2, what="two access lines")
+        finally:
+            logger.removeHandler(capture)
+    finally:
+        upstream.close()
+
+    assert (ok.status_code, refused.status_code) == (200, 401)
+    served, denied = (json.loads(line) for line in capture.lines)
+    assert served["route"] == "orders" and served["service"] == "main"
+    assert served["target"] == upstream.url
+    assert served["consumer"] == "acme/billing" and served["tenant"] == "acme"
+    assert served["bytes_in"] > 300
+    assert served["bytes_out"] > len(ok.content)  # the body and the head
+    assert served["upstream_ms"] is not None and served["upstream_ms"] <= served["duration_ms"]
+    assert "failure" not in served
+    assert denied["route"] == "orders" and denied["consumer"] is None
+    assert denied["target"] is None and denied["upstream_ms"] is None
+    # Sub-millisecond precision: a whole-millisecond clock would give integral values only.
+    assert any(r["duration_ms"] != int(r["duration_ms"]) for r in (served, denied))
+    text = "\n".join(capture.lines)
+    assert key.key not in text and "pk_wrong.key" not in text

@@ -179,7 +179,24 @@ def test_error_is_a_problem_document_with_a_stable_type(
         secrets=(str(upstream.port), str(setup.refused_port), "127.0.0.1"),
     )
     assert response.header("cache-control") == "no-store"
-    assert set(problem) <= {"type", "title", "status", "detail", "request_id"}
+    assert set(problem) <= {"type", "title", "status", "detail", "request_id"} | EXTENSIONS.get(
+        case.slug, set()
+    )
+
+
+EXTENSIONS = {"request-too-large": {"max_body_size"}}
+"""The extension members (RFC 9457 §3.2) a problem type documents in docs/errors.md."""
+
+
+def test_too_large_says_the_limit_as_the_config_writes_it(
+    upstream: Upstream, start_gateway: StartGateway
+) -> None:
+    setup = make_setup(upstream, start_gateway)
+    problem = check_raw_problem(
+        CASES["request-too-large"].provoke(setup), 413, BASE + "request-too-large"
+    )
+    assert problem["detail"] == "the request body is limited to 100 bytes here"
+    assert problem["max_body_size"] == 100
 
 
 @pytest.mark.parametrize(

@@ -341,9 +341,11 @@ def test_symmetric_algorithms_cannot_be_allowed(tmp_path: Path, idp: JWKSServer)
 @pytest.mark.parametrize(
     "changes",
     [
-        {"exp": int(time.time()) - 120},
-        {"nbf": int(time.time()) + 600},
-        {"iat": int(time.time()) + 600},
+        # Offsets from the moment the test runs (not when pytest collected it: a long suite
+        # would otherwise age these tokens into validity).
+        {"exp": -120},
+        {"nbf": 600},
+        {"iat": 600},
         {"aud": "someone-else"},
         {"aud": None},
         {"exp": None},
@@ -362,8 +364,13 @@ def test_symmetric_algorithms_cannot_be_allowed(tmp_path: Path, idp: JWKSServer)
 def test_tokens_with_invalid_claims_are_rejected(
     start: Start, idp_key: KeyPair, upstream: Upstream, changes: dict[str, Any]
 ) -> None:
+    now = int(time.time())
+    timed = {
+        k: now + v if k in ("exp", "nbf", "iat") and isinstance(v, int) else v
+        for k, v in changes.items()
+    }
     gateway = start()
-    assert_rejected(gateway, upstream, idp_token(idp_key, idp_claims(**changes)))
+    assert_rejected(gateway, upstream, idp_token(idp_key, idp_claims(**timed)))
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from portico.config.errors import ConfigError
 from portico.config.model import TLSListener
+from portico.gateway.connection import ClientConnection
 from portico.gateway.health import run_active_checks
-from portico.gateway.server import ClientConnection
 from portico.gateway.snapshot import Runtime, retired_services
 from portico.gateway.stats import GatewayStats
 from portico.gateway.upstream import Service, Target

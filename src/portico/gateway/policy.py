@@ -13,11 +13,30 @@ For each request the gateway calls ``on_request`` of each policy in order. It re
   large share of a Python proxy's cost per request.
 
 After the upstream answered, ``on_response`` of each policy runs in reverse order on the response
-head (status and headers) before it is sent to the client; bodies are streamed and not seen here.
-Portico's own answers to a routed request pass through ``on_response`` too: a policy's reply (a
-401 from ``auth``: the policies after it did not run ``on_request``, but their response fields are
-on the 401), a 502/503/504, a 400 or 408 for a broken or stalled body. Answers given before a route
-was chosen (400, 404, 405) have no route and no hooks.
+head (status and headers) before it is sent to the client. Portico's own answers to a routed
+request pass through ``on_response`` too: a policy's reply (a 401 from ``auth``: the policies
+after it did not run ``on_request``, but their response fields are on the 401), a 502/503/504, a
+400 or 408 for a broken or stalled body. Answers given before a route was chosen (400, 404, 405)
+have no route and no hooks.
+
+The response body of the upstream reaches two optional hooks, also in reverse order:
+
+- :class:`WholeResponsePolicy`: ``on_response_body`` gets the whole body, up to the policy's
+  ``response_body_limit``, before anything is sent; it may replace the body (the length is then
+  computed again), leave it, or answer with a :class:`~portico.gateway.exchange.Reply` instead
+  (a masking policy that could not see the body refuses to let it through). Over the limit it is
+  called once with ``None``: it returns ``None`` to let the body stream as it is, or a Reply.
+- :class:`StreamingResponsePolicy`: ``on_response_chunk`` gets each chunk as it streams and
+  returns what to send instead (``b""`` holds it back); ``end`` is true once, with the last (maybe
+  empty) chunk. Such a route sends the body chunked, since its length may change.
+
+The whole-body policies run first, then the streaming ones see the resulting body as one chunk.
+Responses without a body (HEAD, 204, 304, a 101 switch) reach neither. A route without body hooks
+relays the upstream's bytes untouched, with flat memory.
+
+Last, :class:`CompletionPolicy`: ``on_complete`` runs once the exchange is over (the last byte
+handed to the client's socket, or the client or the upstream failed), with a
+:class:`~portico.gateway.completion.Completion` that says how it ended.
 """
 
 from __future__ import annotations
@@ -25,6 +44,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Protocol, TypeAlias, runtime_checkable
 
+from portico.gateway.completion import Completion
 from portico.gateway.exchange import Exchange, Reply
 from portico.gateway.headers import Headers
 
@@ -47,3 +67,35 @@ class ResponsePolicy(Protocol):
     """The optional hook of a policy that also sees the response head."""
 
     def on_response(self, exchange: Exchange, status: int, headers: Headers) -> None: ...
+
+
+@runtime_checkable
+class WholeResponsePolicy(Protocol):
+    """The optional hook of a policy that must see the whole response body."""
+
+    @property
+    def response_body_limit(self) -> int:
+        """The most bytes of a body this policy holds in memory."""
+        ...
+
+    def on_response_body(
+        self, exchange: Exchange, status: int, headers: Headers, body: bytes | None
+    ) -> bytes | Reply | None:
+        """The new body, ``None`` to keep it, or a reply to send instead. ``body`` is ``None``
+        when the body is over ``response_body_limit``; ``headers`` may be changed (framing
+        fields excepted: Portico sets them)."""
+        ...
+
+
+@runtime_checkable
+class StreamingResponsePolicy(Protocol):
+    """The optional hook of a policy that sees the response body chunk by chunk."""
+
+    def on_response_chunk(self, exchange: Exchange, chunk: bytes, end: bool) -> bytes: ...
+
+
+@runtime_checkable
+class CompletionPolicy(Protocol):
+    """The optional hook of a policy told how each exchange ended."""
+
+    def on_complete(self, exchange: Exchange, completion: Completion) -> None: ...

@@ -104,3 +104,19 @@ def problem(
     out.set("content-type", PROBLEM_CONTENT_TYPE)
     out.set("cache-control", "no-store")
     return Reply(kind.status, out, json.dumps(body, separators=(",", ":")).encode())
+
+
+def too_large(request_id: str, limit: int) -> Reply:
+    """413 for a request body over ``limit`` bytes: the detail says the limit as the config
+    writes it (``1MiB``), and the ``max_body_size`` member gives it in bytes for programs."""
+    detail = f"the request body is limited to {byte_size(limit)} here"
+    return problem(REQUEST_TOO_LARGE, request_id, detail, max_body_size=limit)
+
+
+def byte_size(n: int) -> str:
+    """``1MiB``, ``64KiB``, ``1.5GiB``, ``900 bytes``: the binary units of the config's sizes."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            value = n / size
+            return f"{value:.0f}{unit}" if value == int(value) else f"{value:.1f}{unit}"
+    return f"{n} bytes" if n != 1 else "1 byte"

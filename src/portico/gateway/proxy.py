@@ -16,8 +16,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from portico.gateway import problems
-from portico.gateway.exchange import Exchange
+from portico.gateway.completion import UPSTREAM_BROKE
+from portico.gateway.exchange import Exchange, Reply
 from portico.gateway.forwarding import client_location
+from portico.gateway.headers import Headers
 from portico.gateway.http import status_line_bytes
 from portico.gateway.upstream import (
     Target,
@@ -28,8 +30,8 @@ from portico.gateway.upstream import (
 )
 
 if TYPE_CHECKING:
+    from portico.gateway.connection import ClientConnection
     from portico.gateway.request import Request
-    from portico.gateway.server import ClientConnection
     from portico.gateway.snapshot import CompiledRoute
 
 log = logging.getLogger("portico.gateway")
@@ -47,14 +49,29 @@ RESPONSE_HOP_BY_HOP = frozenset(
     }
 )
 """Response fields a proxy does not relay (RFC 9110 §7.6.1); framing is Portico's own."""
+_LENGTH = frozenset({b"content-length"})
+
+# How the response body goes to the client (Forward._body_mode).
+_RELAY = 0
+"""As the upstream sends it: the route has no body policies (or they have had their say)."""
+_HOLD = 1
+"""Held back until it is whole (or over the limit): the route has whole-body policies."""
+_FILTER = 2
+"""Chunk by chunk through the route's streaming body policies."""
 
 
 class Forward:
     __slots__ = (
         "_attempts_left",
+        "_body_mode",
         "_chunk_to_client",
+        "_drop",
         "_error",
         "_fields",
+        "_held",
+        "_held_fields",
+        "_held_size",
+        "_held_status",
         "_pending_head",
         "_sent_at",
         "_target",
@@ -95,6 +112,12 @@ class Forward:
         self._chunk_to_client = False
         self._write: Callable[[bytes], None] | None = None
         self._pending_head = b""
+        self._body_mode = _RELAY
+        self._held: list[bytes] = []
+        self._held_size = 0
+        self._held_status = 0
+        self._held_fields: list[tuple[bytes, bytes]] = []
+        self._drop = RESPONSE_HOP_BY_HOP
         self.responded = False
         self.conn: UpstreamConnection | None = None
         self._sent_at = 0.0
@@ -112,6 +135,16 @@ class Forward:
             parts.append("\r\n")
         parts.append("\r\n")
         return "".join(parts)
+
+    @property
+    def target(self) -> Target | None:
+        """The target of the last attempt, if any."""
+        return self._target
+
+    @property
+    def head_sent(self) -> bool:
+        """Some of the response has reached the client: an error can no longer be answered."""
+        return self.responded and not self._pending_head and self._body_mode != _HOLD
 
     def client_is_slow(self) -> bool:
         return self.client.upstream_paused_by_client
@@ -194,8 +227,7 @@ class Forward:
         request_id = self.exchange.request_id
         body = self.request.body
         if body.overflow:
-            detail = f"the body is limited to {body.limit} bytes on this route"
-            reply = problems.problem(problems.REQUEST_TOO_LARGE, request_id, detail)
+            reply = problems.too_large(request_id, body.limit)
         elif self._error is None:
             reply = problems.problem(problems.NO_HEALTHY_UPSTREAM, request_id)
             reply.headers.set("retry-after", "1")
@@ -215,11 +247,15 @@ class Forward:
         self.route.service.stats.error(error.kind)
         target.pool.release(conn, conn.finish(False))
         self.conn = None
-        if self._pending_head:
-            self._pending_head = b""  # never sent: the client can still get a clean error
+        if self._pending_head or self._body_mode == _HOLD:
+            # Never sent: the client can still get a clean error.
+            self._pending_head = b""
+            self._held = []
+            self._body_mode = _RELAY
             self.responded = False
         if self.responded:
             # The head is out: the only honest signal left is to cut the connection.
+            self.request.failure = UPSTREAM_BROKE
             self.client.abort()
             self.client.forward_finished(self)
             return
@@ -245,9 +281,11 @@ class Forward:
             target.health.success()
         exchange = self.exchange
         request = self.request
+        route = self.route
         fields = conn.resp_headers
         tokens = conn.connection_tokens
-        pipeline = self.route.response_pipeline
+        pipeline = route.response_pipeline
+        headers: Headers | None = None
         if pipeline:
             # Policies work on text fields; without any, the raw fields are relayed as they came.
             headers = conn.headers()
@@ -258,13 +296,13 @@ class Forward:
                 token for k, v in fields if k == b"connection" for token in connection_tokens(v)
             )
         drop = RESPONSE_HOP_BY_HOP | tokens if tokens else RESPONSE_HOP_BY_HOP
-        if conn.has_location and self.route.rewrite_location:
+        if conn.has_location and route.rewrite_location:
             fields = self._client_locations(fields, target)
         client = self.client
         self.responded = True
         request.status = status
         if status == 101 and request.upgrade:
-            client.start_tunnel(conn.headers() if not pipeline else headers, conn)
+            client.start_tunnel(headers if headers is not None else conn.headers(), conn)
             conn.finish(False)
             target.pool.active -= 1
             client.forward_finished(self)
@@ -276,24 +314,53 @@ class Forward:
             request.keep_alive = False
         head_only = request.method == "HEAD" or status in (204, 304)
         keep_alive = request.keep_alive and not client.gateway.draining
-        chunk = False
         codings = conn.transfer_codings
-        if codings and not head_only:
-            if request.version != "1.1":
-                # HTTP/1.0 knows no transfer codings: the body cannot be relayed as it is.
-                self.responded = False
-                reason = "a transfer coding an HTTP/1.0 client cannot receive"
-                self.upstream_failed(conn, UpstreamError(reason, sent=True, kind="invalid"))
+        if codings and not head_only and request.version != "1.1":
+            # HTTP/1.0 knows no transfer codings: the body cannot be relayed as it is.
+            self.responded = False
+            reason = "a transfer coding an HTTP/1.0 client cannot receive"
+            self.upstream_failed(conn, UpstreamError(reason, sent=True, kind="invalid"))
+            return
+        if not head_only and (route.whole_body_pipeline or route.chunk_pipeline):
+            self._body_mode = _HOLD if route.whole_body_pipeline else _FILTER
+            if self._body_mode == _HOLD:
+                # Nothing is sent until the body is whole: the policies may change the head.
+                self._held_status = status
+                self._held_fields = fields
+                self._drop = drop
+                self._held = []
+                self._held_size = 0
                 return
+            # The chunks may change length: the body goes chunked (close-delimited to 1.0).
+            drop = drop | _LENGTH
+        chunk = False
+        if codings and not head_only:
             chunk = True  # the codings are kept, chunked last (RFC 9112 §6.1)
-        elif not head_only and not conn.has_length:
+        elif not head_only and (not conn.has_length or self._body_mode == _FILTER):
             if request.version == "1.1":
                 chunk = True
             else:
                 keep_alive = False  # an HTTP/1.0 client: delimit the body by closing
         request.keep_alive = keep_alive
         self._chunk_to_client = chunk
+        head = self._render_head(status, fields, drop, codings if chunk else b"", chunk)
+        transport = client.transport
+        if client.closed or transport is None:
+            return
+        # The head waits for the first body chunk so both leave in one write (one syscall).
+        self._pending_head = head
+        self._write = self._write_chunk if chunk else self._write_plain
 
+    def _render_head(
+        self,
+        status: int,
+        fields: list[tuple[bytes, bytes]],
+        drop: frozenset[bytes],
+        codings: bytes,
+        chunk: bool,
+        length: int = -1,
+    ) -> bytes:
+        exchange = self.exchange
         parts = [status_line_bytes(status)]
         for name, value in fields:
             if name not in drop:
@@ -303,23 +370,20 @@ class Forward:
                 parts.append(b"\r\n")
         for text_name, text_value in exchange.extra_response_headers:
             parts.append(f"{text_name}: {text_value}\r\n".encode("latin-1"))
-        parts.append(client.request_id_field)
+        parts.append(self.client.request_id_field)
         parts.append(exchange.request_id.encode("latin-1"))
         parts.append(b"\r\n")
+        if length >= 0:
+            parts.append(b"content-length: %d\r\n" % length)
         if chunk:
             if codings:
                 parts.append(b"transfer-encoding: " + codings + b", chunked\r\n")
             else:
                 parts.append(b"transfer-encoding: chunked\r\n")
-        if not keep_alive:
+        if not self.request.keep_alive:
             parts.append(b"connection: close\r\n")
         parts.append(b"\r\n")
-        transport = client.transport
-        if client.closed or transport is None:
-            return
-        # The head waits for the first body chunk so both leave in one write (one syscall).
-        self._pending_head = b"".join(parts)
-        self._write = self._write_chunk if chunk else transport.write
+        return b"".join(parts)
 
     def _client_locations(
         self, fields: list[tuple[bytes, bytes]], target: Target
@@ -346,7 +410,15 @@ class Forward:
     def _write_chunk(self, data: bytes) -> None:
         transport = self.client.transport
         if data and transport is not None:
-            transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+            size = b"%x\r\n" % len(data)
+            transport.writelines((size, data, b"\r\n"))
+            self.request.bytes_out += len(size) + len(data) + 2
+
+    def _write_plain(self, data: bytes) -> None:
+        transport = self.client.transport
+        if transport is not None:
+            transport.write(data)
+            self.request.bytes_out += len(data)
 
     def cancel(self) -> None:
         """The client went away: drop the upstream exchange without judging the target."""
@@ -363,7 +435,7 @@ class Forward:
         exchange is dropped without judging the target, and the client gets ``kind`` if no
         response has reached it yet."""
         self.cancel()
-        if self.responded and not self._pending_head:
+        if self.head_sent:
             self.client.abort()
         else:
             self._pending_head = b""
@@ -373,7 +445,7 @@ class Forward:
 
     def body_too_large(self) -> None:
         """The request body passed the limit while streaming: answer 413 if still possible."""
-        if self.responded:
+        if self.head_sent:
             self.client.abort()
             self.cancel()
             self.client.forward_finished(self)
@@ -382,6 +454,10 @@ class Forward:
         self._give_up()
 
     def write_body(self, data: bytes) -> None:
+        if self._body_mode != _RELAY:
+            data = self._hold(data) if self._body_mode == _HOLD else self._filter(data, False)
+            if not data:
+                return
         write = self._write
         if write is None or self.client.closed:
             return
@@ -392,7 +468,9 @@ class Forward:
                 return
             transport = self.client.transport
             assert transport is not None
-            transport.writelines((head, b"%x\r\n" % len(data), data, b"\r\n"))
+            size = b"%x\r\n" % len(data)
+            transport.writelines((head, size, data, b"\r\n"))
+            self.request.bytes_out += len(head) + len(size) + len(data) + 2
             return
         write(data)
 
@@ -400,15 +478,125 @@ class Forward:
         target = self._target
         assert target is not None
         client = self.client
+        mode = self._body_mode
+        if mode == _HOLD:
+            if not self._whole_body(b"".join(self._held)):
+                self._finish(conn, True)
+                return
+        elif mode == _FILTER:
+            last = self._filter(b"", True)
+            if last:
+                self._body_mode = _RELAY
+                self.write_body(last)
         if not client.closed and client.transport is not None:
             tail = b"0\r\n\r\n" if self._chunk_to_client else b""
             if self._pending_head or tail:
-                client.transport.write(self._pending_head + tail)
+                out = self._pending_head + tail
+                client.transport.write(out)
+                self.request.bytes_out += len(out)
                 self._pending_head = b""
+        self._finish(conn, True)
+
+    def _finish(self, conn: UpstreamConnection, complete: bool) -> None:
+        target = self._target
+        assert target is not None
+        client = self.client
         self.conn = None
         if client.upstream_paused_by_client:
             client.upstream_paused_by_client = False
             if conn.transport is not None:
                 conn.transport.resume_reading()
-        target.pool.release(conn, conn.finish(True) and self.request.body.complete)
+        if complete:
+            target.pool.release(conn, conn.finish(True) and self.request.body.complete)
+        else:
+            conn.forward = None
+            conn.abort()
+            target.pool.release(conn, False)
         client.forward_finished(self)
+
+    # -- response body hooks (routes with body policies only) ----------------------------------
+
+    def _filter(self, data: bytes, end: bool) -> bytes:
+        exchange = self.exchange
+        for policy in self.route.chunk_pipeline:
+            data = policy.on_response_chunk(exchange, data, end)
+        return data
+
+    def _hold(self, data: bytes) -> bytes:
+        """Keep a chunk for the whole-body policies; past their limit, ask them what to do."""
+        self._held.append(data)
+        self._held_size += len(data)
+        if self._held_size <= self.route.response_body_limit:
+            return b""
+        exchange = self.exchange
+        headers = self._held_headers()
+        for policy in self.route.whole_body_pipeline:
+            outcome = policy.on_response_body(exchange, self._held_status, headers, None)
+            if outcome is None:
+                continue
+            conn = self.conn
+            if isinstance(outcome, Reply) and conn is not None:
+                self._replace(outcome)
+                self._finish(conn, False)
+            else:
+                log.error("a policy returned a body for a body over its limit")
+                self._replace(problems.problem(problems.INTERNAL_ERROR, exchange.request_id))
+                if conn is not None:
+                    self._finish(conn, False)
+            return b""
+        # Every policy lets it through: the body streams on as the upstream sent it.
+        held, self._held = self._held, []
+        self._start_held(headers, -1)
+        data = b"".join(held)
+        return self._filter(data, False) if self._body_mode == _FILTER else data
+
+    def _held_headers(self) -> Headers:
+        return Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in self._held_fields])
+
+    def _start_held(self, headers: Headers, length: int) -> None:
+        """Render the head held back by the whole-body policies; ``length`` is the body's, or -1
+        when it streams on (then chunked to HTTP/1.1, close-delimited to HTTP/1.0)."""
+        conn = self.conn
+        request = self.request
+        fields = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items]
+        codings = conn.transfer_codings if conn is not None else b""
+        chunk = request.version == "1.1" and (bool(codings) or length < 0)
+        if not chunk and length < 0:
+            request.keep_alive = False  # an HTTP/1.0 client: delimit the body by closing
+        request.keep_alive = request.keep_alive and not self.client.gateway.draining
+        self._chunk_to_client = chunk
+        self._pending_head = self._render_head(
+            self._held_status, fields, self._drop | _LENGTH, codings, chunk, -1 if chunk else length
+        )
+        self._write = self._write_chunk if chunk else self._write_plain
+        self._body_mode = _FILTER if self.route.chunk_pipeline and length < 0 else _RELAY
+
+    def _whole_body(self, body: bytes) -> bool:
+        """The whole body is in: run the policies on it and send the result. ``False`` when a
+        policy answered instead (the upstream connection is still usable)."""
+        exchange = self.exchange
+        headers = self._held_headers()
+        self._held = []
+        for policy in self.route.whole_body_pipeline:
+            outcome = policy.on_response_body(exchange, self._held_status, headers, body)
+            if outcome is None:
+                continue
+            if isinstance(outcome, Reply):
+                self._replace(outcome)
+                return False
+            body = outcome
+        if self.route.chunk_pipeline:
+            body = self._filter(body, True)
+        codings = self.conn.transfer_codings if self.conn is not None else b""
+        self._start_held(headers, -1 if codings else len(body))
+        self._body_mode = _RELAY
+        if body:
+            self.write_body(body)
+        return True
+
+    def _replace(self, reply: Reply) -> None:
+        """A body policy answers instead of the upstream's response."""
+        self._body_mode = _RELAY
+        self._held = []
+        self.request.keep_alive = self.request.keep_alive and self.request.body.complete
+        self.client.reply(self.request, reply, self.exchange)

@@ -1,10 +1,11 @@
 """One request as the client connection parses it: its head, the rules a head must keep, and its
 body on its way upstream.
 
-:class:`Request` is what the parser callbacks of :class:`~portico.gateway.server.ClientConnection`
-fill in; the head rules (which fields the gateway picks out, which may not be repeated, which a
-client may never send upstream, which transfer codings are served) are here beside it, so the
-connection module keeps only the connection. ``docs/security.md`` says why each rule is there.
+:class:`Request` is what the parser callbacks of the client connection
+(:class:`~portico.gateway.connection.ClientConnection`) fill in; the head rules (which fields the
+gateway picks out, which may not be repeated, which a client may never send upstream, which
+transfer codings are served) are here beside it, so the connection module keeps only the
+connection. ``docs/security.md`` says why each rule is there.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from typing import TYPE_CHECKING
 
 from portico.core.http import HTTP_METHODS
 from portico.gateway import problems
-from portico.gateway.stats import RouteStats
 
 if TYPE_CHECKING:
-    from portico.gateway.server import ClientConnection
+    from portico.gateway.connection import ClientConnection
+    from portico.gateway.endpoints import BuiltinEndpoint
+    from portico.gateway.exchange import Exchange
+    from portico.gateway.snapshot import CompiledRoute
 
 MAX_HEAD_BYTES = 64 * 1024
 """The request line and header fields, as sent (names, values, separators and line ends)."""
@@ -182,6 +185,10 @@ def special_names(request_id_header: str) -> frozenset[str]:
 class Request:
     __slots__ = (
         "body",
+        "bytes_out",
+        "endpoint",
+        "exchange",
+        "failure",
         "fields",
         "has_body",
         "has_identity_headers",
@@ -193,7 +200,7 @@ class Request:
         "method",
         "refusal",
         "request_id",
-        "route_stats",
+        "route",
         "serving",
         "special",
         "started",
@@ -229,7 +236,16 @@ class Request:
         self.t0 = 0.0
         """``time.perf_counter()`` at the first byte of the head: the loop's clock is cached
         per iteration (milliseconds under uvloop), too coarse for latency histograms."""
-        self.route_stats: RouteStats | None = None
+        self.route: CompiledRoute | None = None
+        """The matched route, once admission found it."""
+        self.exchange: Exchange | None = None
+        """What the policies see, once admission let the request in."""
+        self.endpoint: BuiltinEndpoint | None = None
+        """The built-in endpoint that serves the request, if one does."""
+        self.bytes_out = 0
+        """Bytes of the response handed to the client's socket so far."""
+        self.failure = ""
+        """How the exchange failed, for the completion hooks (``portico.gateway.completion``)."""
 
 
 def transfer_coding_refusal(codings: str, version: str) -> problems.ProblemType | None:

@@ -14,9 +14,16 @@ from dataclasses import dataclass
 from portico.config.model import GatewaySettings, PorticoConfig
 from portico.core.net import Network
 from portico.core.paths import PathTemplate
+from portico.gateway.completion import CompletionHook
 from portico.gateway.endpoints import BuiltinEndpoint
 from portico.gateway.iprules import CompiledIPRules
-from portico.gateway.policy import Policy, ResponsePolicy
+from portico.gateway.policy import (
+    CompletionPolicy,
+    Policy,
+    ResponsePolicy,
+    StreamingResponsePolicy,
+    WholeResponsePolicy,
+)
 from portico.gateway.router import Router
 from portico.gateway.stats import GatewayStats, RouteStats
 from portico.gateway.upstream import Service
@@ -42,6 +49,17 @@ class CompiledRoute:
     """A policy reads the whole body (``exchange.body``) before the request goes upstream."""
     stats: RouteStats | None
     """This route's request counters; ``None`` when ``operations.metrics`` is off."""
+    whole_body_pipeline: tuple[WholeResponsePolicy, ...] = ()
+    """The policies with ``on_response_body``, in response order."""
+    chunk_pipeline: tuple[StreamingResponsePolicy, ...] = ()
+    """The policies with ``on_response_chunk``, in response order."""
+    completion_pipeline: tuple[CompletionPolicy, ...] = ()
+    """The policies with ``on_complete``."""
+
+    @property
+    def response_body_limit(self) -> int:
+        """The body the whole-body policies may hold: the smallest of their limits."""
+        return min(p.response_body_limit for p in self.whole_body_pipeline)
 
     def upstream_path(self, path: str, params: dict[str, str], encode: bool) -> str:
         """The path sent upstream, from the decoded ``path`` the route matched. ``encode``: the
@@ -67,6 +85,8 @@ class Runtime:
     ip_rules: CompiledIPRules | None
     stats: GatewayStats
     """The data plane's counters: the same object in every snapshot of a process."""
+    completion_hooks: tuple[CompletionHook, ...] = ()
+    """What every exchange's end is told: the metrics, the access log."""
 
 
 def retired_services(old: Runtime, new: Runtime) -> list[Service]:

@@ -14,6 +14,10 @@ not reset them (a route or service keeps its counters as long as it keeps its na
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from portico.gateway.completion import Completion
 
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.0005,
@@ -87,7 +91,7 @@ class RouteStats:
     def record(self, method: str, status: int, seconds: float, upstream_seconds: float) -> None:
         index = status // 100 - 1
         if index < 0 or index > 4:
-            return  # no status (the client left before an answer): nothing to count
+            return  # not an HTTP status: nothing to count
         counts = self.requests.get(method)
         if counts is None:
             counts = self.requests[method] = [0, 0, 0, 0, 0]
@@ -138,6 +142,16 @@ class GatewayStats:
         self.reloads = {"success": 0, "failure": 0}
         self.last_reload = time.time()
         """When the config that serves was loaded (a Unix time)."""
+
+    def record(self, completion: Completion) -> None:
+        """The completion hook that counts each exchange (installed when metrics are on)."""
+        route = completion.route
+        stats = route.stats if route is not None else None
+        if stats is None:
+            stats = self.unrouted
+        stats.record(
+            completion.method, completion.status, completion.seconds, completion.upstream_seconds
+        )
 
     def route(self, name: str, service: str) -> RouteStats | None:
         """The counters of a route (kept across reloads), or ``None`` when counting is off."""

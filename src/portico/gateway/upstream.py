@@ -21,8 +21,8 @@ from portico.gateway.health import TargetHealth
 from portico.gateway.stats import ServiceStats
 
 if TYPE_CHECKING:
+    from portico.gateway.connection import ClientConnection
     from portico.gateway.proxy import Forward
-    from portico.gateway.server import ClientConnection
 
 
 _NOTED = frozenset({b"content-length", b"transfer-encoding", b"connection", b"location"})

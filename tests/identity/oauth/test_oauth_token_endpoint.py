@@ -318,11 +318,12 @@ def test_a_replayed_client_assertion_is_rejected(
     "changes",
     [
         {"aud": "https://other-server.example/oauth2/token"},
-        {"exp": int(time.time()) - 120},
-        {"exp": int(time.time()) + 86400},
+        # Times are offsets from when the test runs, not from when pytest collected it.
+        {"exp": -120},
+        {"exp": 86400},
         {"jti": None},
         {"sub": "billing-app"},
-        {"iat": int(time.time()) + 3600},
+        {"iat": 3600},
     ],
     ids=[
         "wrong-audience",
@@ -336,7 +337,11 @@ def test_a_replayed_client_assertion_is_rejected(
 def test_invalid_client_assertions_are_rejected(
     gateway: ServingGateway, warehouse_key: KeyPair, changes: dict[str, object]
 ) -> None:
-    response = post_assertion(gateway, assertion(warehouse_key, issuer_of(gateway), **changes))
+    now = int(time.time())
+    timed = {
+        k: now + v if k in ("exp", "iat") and isinstance(v, int) else v for k, v in changes.items()
+    }
+    response = post_assertion(gateway, assertion(warehouse_key, issuer_of(gateway), **timed))
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_client"
 

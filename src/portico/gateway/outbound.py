@@ -1,0 +1,87 @@
+"""The head of the request as it goes upstream: which of the client's fields travel, and what
+Portico adds (the request id, the trace context, the caller's identity).
+
+The hop-by-hop and forwarding rules are in :mod:`portico.gateway.forwarding`; this module puts
+them together with the exchange, once the route's policies have run.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from portico.gateway.exchange import Exchange
+from portico.gateway.forwarding import upstream_headers
+from portico.gateway.http import new_id
+
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_TRACE_ID = re.compile(r"^(?!0{32})[0-9a-f]{32}$")
+
+
+@functools.lru_cache(maxsize=4096)
+def scope_text(scopes: frozenset[str]) -> str:
+    """The X-Portico-Scopes value: consumers share a few scope sets, so it is built once each."""
+    return " ".join(sorted(scopes))
+
+
+def outbound_fields(
+    exchange: Exchange,
+    special: dict[str, str],
+    *,
+    peer_ip: str,
+    peer_trusted: bool,
+    request_id_header: str,
+    replaced: frozenset[str],
+    chunked: bool,
+    upgrade: bool,
+) -> list[tuple[str, str]]:
+    """The fields sent upstream after Host (which depends on the target).
+
+    ``special`` holds the fields the parser picked out of the client's head (``host``,
+    ``traceparent``, the request id field); ``replaced`` are those Portico always sets itself.
+    ``upgrade``: the request is a WebSocket handshake the route relays.
+    """
+    fields = upstream_headers(
+        exchange.headers.items,
+        peer_ip=peer_ip,
+        peer_trusted=peer_trusted,
+        scheme=exchange.scheme,
+        host_header=special.get("host", ""),  # validated: no quote or backslash
+        upgrade="websocket" if upgrade else None,
+        replaced=replaced,
+    )
+    fields.append((request_id_header, exchange.request_id))
+    fields.append(
+        (
+            "traceparent",
+            traceparent(
+                special.get("traceparent"),
+                exchange.request_id,
+                generated_id=request_id_header not in special,
+            ),
+        )
+    )
+    identity = exchange.identity
+    if identity is not None:
+        fields.append(("x-portico-consumer", identity.consumer))
+        if identity.tenant:
+            fields.append(("x-portico-tenant", identity.tenant))
+        fields.append(("x-portico-scopes", scope_text(identity.scopes)))
+        fields.append(("x-portico-auth-method", identity.method))
+    if chunked:
+        fields.append(("transfer-encoding", "chunked"))
+    return fields
+
+
+def traceparent(incoming: str | None, request_id: str, generated_id: bool = False) -> str:
+    """W3C trace context: keep the caller's trace id and flags, with Portico's own span id.
+
+    A new trace reuses a generated request id (32 hex digits) as its trace id, so logs and
+    traces of one request share one identifier.
+    """
+    if incoming:
+        m = _TRACEPARENT.match(incoming.strip())
+        if m and m.group(1) != "0" * 32 and m.group(2) != "0" * 16:
+            return f"00-{m.group(1)}-{new_id(8)}-{m.group(3)}"
+    trace_id = request_id if generated_id or _TRACE_ID.match(request_id) else new_id(16)
+    return "00-" + trace_id + "-" + new_id(8) + "-01"

@@ -1,0 +1,110 @@
+"""The policy runner: a route's policies on the request head (and body, when one asks for it),
+then the hand-over to the upstream; and the built-in endpoints, which answer themselves.
+
+Policies run in the route's order. A policy's outcome is ``None`` (go on), a
+:class:`~portico.gateway.exchange.Reply` (answer now, the rest is skipped) or, only when it must
+wait for I/O, an awaitable of one of the two: the run then continues in a task from the next
+policy. The contract is :mod:`portico.gateway.policy`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+from portico.gateway.exchange import Exchange, Reply
+from portico.gateway.request import Request
+
+if TYPE_CHECKING:
+    from portico.gateway.connection import ClientConnection
+    from portico.gateway.endpoints import BuiltinEndpoint
+
+log = logging.getLogger("portico.gateway")
+
+
+def run(conn: ClientConnection, request: Request, exchange: Exchange, start: int) -> None:
+    """Run the route's policies from ``start``; forward the request if none answered."""
+    assert exchange.route is not None
+    pipeline = exchange.route.pipeline
+    for index in range(start, len(pipeline)):
+        outcome = pipeline[index].on_request(exchange)
+        if outcome is None:
+            continue
+        if isinstance(outcome, Reply):
+            conn.answer(request, outcome, exchange)
+            return
+        if inspect.isawaitable(outcome):
+            task = conn.loop.create_task(_resume(conn, request, exchange, index, outcome))
+            conn.background = task
+            return
+        raise TypeError(f"policy returned {type(outcome).__name__}")
+    conn.forward_request(request, exchange)
+
+
+async def _resume(
+    conn: ClientConnection,
+    request: Request,
+    exchange: Exchange,
+    index: int,
+    outcome: Awaitable[Reply | None],
+) -> None:
+    try:
+        result = await outcome
+        if conn.closed:
+            conn.done(request)
+        elif result is not None:
+            conn.answer(request, result, exchange)
+        else:
+            run(conn, request, exchange, index + 1)
+    except Exception:
+        log.exception("policy failed")
+        conn.fail_internal(request)
+
+
+def run_with_body(conn: ClientConnection, request: Request, exchange: Exchange) -> None:
+    """The body has been read whole (a policy asked for it): run the policies on it."""
+    if conn.closed or conn.active is not request:
+        return
+    exchange.body = request.body.whole()
+    try:
+        run(conn, request, exchange, 0)
+    except Exception:
+        log.exception("internal error serving a request")
+        conn.fail_internal(request)
+
+
+def call_endpoint(
+    conn: ClientConnection, request: Request, exchange: Exchange, builtin: BuiltinEndpoint
+) -> None:
+    """A built-in endpoint answers the request, with its body read whole."""
+    if conn.closed or conn.active is not request:
+        return
+    body = request.body.whole()
+    exchange.body = body
+    try:
+        outcome = builtin.endpoint.handle(exchange, body)
+        if isinstance(outcome, Reply):
+            conn.answer(request, outcome, exchange)
+        else:
+            task = conn.loop.create_task(_endpoint_reply(conn, request, exchange, outcome))
+            conn.background = task
+    except Exception:
+        log.exception("built-in endpoint failed")
+        conn.fail_internal(request)
+
+
+async def _endpoint_reply(
+    conn: ClientConnection, request: Request, exchange: Exchange, outcome: Awaitable[Reply]
+) -> None:
+    try:
+        reply = await outcome
+    except Exception:
+        log.exception("built-in endpoint failed")
+        conn.fail_internal(request)
+        return
+    if conn.closed:
+        conn.done(request)
+    else:
+        conn.answer(request, reply, exchange)
