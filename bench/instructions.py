@@ -94,7 +94,11 @@ async def serve(requests: int, path: str, metrics: str) -> None:
 
         from portico.config.loader import load_config  # type: ignore[no-redef]
     from portico.gateway.app import Gateway
-    from portico.gateway.connection import ClientConnection
+
+    try:
+        from portico.gateway.connection import ClientConnection
+    except ImportError:  # a baseline from before server.py was split (f2c9d17 and older)
+        from portico.gateway.server import ClientConnection  # type: ignore[no-redef]
     from portico.gateway.upstream import UpstreamConnection
 
     with tempfile.TemporaryDirectory() as tmp:

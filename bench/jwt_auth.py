@@ -187,7 +187,6 @@ def policy_costs(config: Path, token: str, count: int = 20000) -> dict[str, floa
     from portico.gateway.exchange import Exchange, Reply
     from portico.gateway.headers import Headers
     from portico.identity.context import Extensions
-    from portico.identity.oauth.server import oauth_endpoints
     from portico.identity.oauth.state import OAuthState
     from portico.identity.state import IdentityState
     from portico.store.database import Database
@@ -197,10 +196,7 @@ def policy_costs(config: Path, token: str, count: int = 20000) -> dict[str, floa
     state = OAuthState(Database(loaded.database.url))
     state.load()
     runtime = build_runtime(
-        loaded,
-        extensions=Extensions(
-            identity=identity, oauth=state, endpoint_factories=(oauth_endpoints,)
-        ),
+        loaded, extensions=Extensions(identity=identity, oauth=state), endpoints=("oauth",)
     )
     fields = [
         ("host", f"{harness.HOST}:8080"),

@@ -1,5 +1,8 @@
 """The composition root: the one place that knows every capability and wires them together.
 
+- The catalogues it builds from: :data:`POLICIES` (the policy types, from
+  :mod:`portico.policies.catalogue`) and :data:`ENDPOINTS` (the built-in endpoint providers).
+  Authentication methods are the ``auth`` policy's own catalogue (``identity.authn.METHODS``).
 - :data:`CHECKS`: the capabilities' own config checks (the policy catalogue validates each
   policy entry, identity its credentials), handed to the config loader. :func:`load_config` is
   the loader with all of them: what ``portico check`` reports is what ``serve`` and a reload
@@ -7,7 +10,8 @@
   listener's files), for ``check`` and ``serve``.
 - :func:`build_runtime` compiles a validated config into the gateway's immutable
   :class:`~portico.gateway.snapshot.Runtime`: the router, each route's policy pipeline from the
-  catalogue, and the live services (carried over from the previous snapshot when unchanged).
+  catalogue, the built-in endpoints of the providers it is asked to serve, and the live services
+  (carried over from the previous snapshot when unchanged).
 - :func:`runtime_builder`: what the gateway is handed to reload its config file, since the
   gateway never imports a policy.
 
@@ -17,11 +21,13 @@ It is named ``assembly`` rather than ``app`` because ``gateway/app.py`` is the r
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 from portico.config import loader
 from portico.config.checks import Checks
 from portico.config.model import PorticoConfig
+from portico.core.extensions import Catalogue
 from portico.core.net import parse_network
 from portico.core.paths import PathTemplate
 from portico.gateway import checks as gateway_checks
@@ -38,11 +44,14 @@ from portico.gateway.router import RouteMatcher, Router
 from portico.gateway.snapshot import CompiledRoute, Runtime
 from portico.gateway.upstream import Service
 from portico.identity import checks as identity_checks
-from portico.identity.context import BuildContext, Extensions
-from portico.policies import catalogue, registry
+from portico.identity.context import BuildContext, EndpointProvider, Extensions
+from portico.policies import registry
+from portico.policies.catalogue import POLICIES
 
 __all__ = [
     "CHECKS",
+    "ENDPOINTS",
+    "POLICIES",
     "SERVE_CHECKS",
     "build_runtime",
     "load_config",
@@ -51,16 +60,21 @@ __all__ = [
     "runtime_builder",
 ]
 
-POLICY_TYPES = catalogue.catalogue()
-"""The built-in policy types, registered when the catalogue was imported."""
+ENDPOINTS: Catalogue[EndpointProvider] = Catalogue(
+    "built-in endpoint provider",
+    EndpointProvider,
+    {"oauth": "portico.identity.oauth.server:ENDPOINTS"},
+)
+"""Built-in endpoints a process may serve, by provider; ``serve`` names those it serves (the
+OAuth server's need its live state, which only ``serve`` has)."""
 
 CHECKS = Checks(
-    checks=(registry.route_policy_errors, identity_checks.identity_errors),
-    policy_settings=registry.settings_model,
+    checks=(partial(registry.route_policy_errors, POLICIES), identity_checks.identity_errors),
+    policy_settings=partial(registry.settings_model, POLICIES),
 )
 SERVE_CHECKS = Checks(
     checks=(*CHECKS.checks, gateway_checks.listener_errors),
-    policy_settings=registry.settings_model,
+    policy_settings=CHECKS.policy_settings,
 )
 """Also what only starting to serve needs: the HTTPS listener's files."""
 
@@ -82,11 +96,13 @@ def load_config_text(
     return loader.load_config_text(text, filename, env, CHECKS)
 
 
-def runtime_builder(extensions: Extensions) -> Callable[[Path, Runtime], Runtime]:
+def runtime_builder(
+    extensions: Extensions, endpoints: Sequence[str] = ()
+) -> Callable[[Path, Runtime], Runtime]:
     """How the gateway reloads: load and check the file, build a snapshot after ``previous``."""
 
     def rebuild(path: Path, previous: Runtime) -> Runtime:
-        return build_runtime(load_config(path), previous, extensions)
+        return build_runtime(load_config(path), previous, extensions, endpoints)
 
     return rebuild
 
@@ -95,7 +111,10 @@ def build_runtime(
     config: PorticoConfig,
     previous: Runtime | None = None,
     extensions: Extensions | None = None,
+    endpoints: Sequence[str] = (),
 ) -> Runtime:
+    """The snapshot of ``config``. ``endpoints`` names the providers in :data:`ENDPOINTS` whose
+    built-in endpoints it serves; each serves none when the config does not enable it."""
     if extensions is None:
         extensions = Extensions() if previous is None else Extensions(stats=previous.stats)
     stats = extensions.stats
@@ -112,7 +131,7 @@ def build_runtime(
     matchers: list[RouteMatcher[CompiledRoute]] = []
     for route in config.routes:
         context = BuildContext(config=config, route_name=route.name, extensions=extensions)
-        policies = tuple(registry.build_policy(spec, context) for spec in route.policies)
+        policies = tuple(registry.build_policy(POLICIES, spec, context) for spec in route.policies)
         reverse = tuple(reversed(policies))
         compiled = CompiledRoute(
             name=route.name,
@@ -144,8 +163,8 @@ def build_runtime(
                 target=compiled,
             )
         )
-    builtins = [e for factory in extensions.endpoint_factories for e in factory(config, extensions)]
-    endpoints = (
+    builtins = [e for name in endpoints for e in ENDPOINTS.get(name).build(config, extensions)]
+    endpoint_router = (
         Router(
             [
                 RouteMatcher(
@@ -172,7 +191,7 @@ def build_runtime(
         router=Router(matchers),
         services=services,
         trusted_proxies=tuple(parse_network(cidr) for cidr in config.gateway.trusted_proxies),
-        endpoints=endpoints,
+        endpoints=endpoint_router,
         ip_rules=CompiledIPRules.compile(config.gateway.ip_rules),
         stats=stats,
         completion_hooks=tuple(hooks),

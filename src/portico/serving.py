@@ -18,7 +18,6 @@ from portico import _native
 from portico.assembly import build_runtime, load_config_to_serve, runtime_builder
 from portico.gateway.app import Gateway
 from portico.identity.context import Extensions
-from portico.identity.oauth.server import oauth_endpoints
 from portico.identity.oauth.state import OAuthState
 from portico.identity.state import IdentityState
 from portico.operations.listener import Operations, ReadinessCheck
@@ -28,6 +27,10 @@ from portico.store.migrate import ensure_current
 from portico.store.repositories import ConfigRevisions
 
 log = logging.getLogger("portico")
+
+SERVED_ENDPOINTS = ("oauth",)
+"""The built-in endpoint providers (``assembly.ENDPOINTS``) that ``serve`` offers; each serves
+nothing unless the config enables it (``identity.oauth``)."""
 
 
 class RevisionRecorder:
@@ -83,11 +86,11 @@ async def run(config_path: Path) -> int:
         identity.use_config(gateway.runtime.config)
         recorder.record(path, sha256)
 
-    extensions = Extensions(identity=identity, oauth=oauth, endpoint_factories=(oauth_endpoints,))
+    extensions = Extensions(identity=identity, oauth=oauth)
     gateway = Gateway(
-        build_runtime(config, extensions=extensions),
+        build_runtime(config, extensions=extensions, endpoints=SERVED_ENDPOINTS),
         config_path=config_path,
-        rebuild=runtime_builder(extensions),
+        rebuild=runtime_builder(extensions, SERVED_ENDPOINTS),
         on_config_applied=config_applied,
     )
     await gateway.start()

@@ -24,7 +24,9 @@ from portico.gateway.completion import Completion
 from portico.gateway.exchange import Exchange, Reply
 from portico.gateway.headers import Headers
 from portico.identity.apikeys import generate_key
-from portico.policies import registry
+from portico.identity.context import BuildContext
+from portico.policies.catalogue import POLICIES
+from portico.policies.registry import PolicyType
 
 KEY = generate_key()
 
@@ -123,31 +125,31 @@ BUILT: dict[str, list[object]] = {"mask-digits": [], "shout": [], "record": []}
 
 @pytest.fixture(autouse=True)
 def test_policies() -> Iterator[None]:
-    """The three test policies, registered for one test only."""
+    """The three test policies, added to the catalogue for one test only (as a plugin would)."""
 
-    @registry.register("mask-digits", MaskSettings)
-    def build_mask(settings: MaskSettings, context: registry.BuildContext) -> MaskDigits:
+    def build_mask(settings: MaskSettings, context: BuildContext) -> MaskDigits:
         policy = MaskDigits(settings)
         BUILT["mask-digits"].append(policy)
         return policy
 
-    @registry.register("shout", ShoutSettings)
-    def build_shout(settings: ShoutSettings, context: registry.BuildContext) -> Shout:
+    def build_shout(settings: ShoutSettings, context: BuildContext) -> Shout:
         policy = Shout()
         BUILT["shout"].append(policy)
         return policy
 
-    @registry.register("record", RecordSettings)
-    def build_record(settings: RecordSettings, context: registry.BuildContext) -> Recorder:
+    def build_record(settings: RecordSettings, context: BuildContext) -> Recorder:
         policy = Recorder()
         BUILT["record"].append(policy)
         return policy
 
+    POLICIES.add("mask-digits", PolicyType(MaskSettings, build_mask))
+    POLICIES.add("shout", PolicyType(ShoutSettings, build_shout))
+    POLICIES.add("record", PolicyType(RecordSettings, build_record))
     try:
         yield
     finally:
         for name, built in BUILT.items():
-            registry.policy_types().pop(name, None)
+            POLICIES.remove(name)
             built.clear()
 
 

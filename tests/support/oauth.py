@@ -36,7 +36,6 @@ from tests.support.upstreams import Upstream
 from portico.assembly import build_runtime, load_config
 from portico.gateway.app import Gateway
 from portico.identity.context import Extensions
-from portico.identity.oauth.server import oauth_endpoints
 from portico.identity.oauth.state import OAuthState
 from portico.identity.state import IdentityState
 from portico.store.database import Database
@@ -79,10 +78,7 @@ def serving_gateway(tmp_path: Path, config: Config) -> Iterator[ServingGateway]:
     oauth = OAuthState(Database(database_url))
     oauth.load()
     runtime = build_runtime(
-        loaded,
-        extensions=Extensions(
-            identity=identity, oauth=oauth, endpoint_factories=(oauth_endpoints,)
-        ),
+        loaded, extensions=Extensions(identity=identity, oauth=oauth), endpoints=("oauth",)
     )
     loop = uvloop.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="gateway-loop", daemon=True)

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from portico.core.http import REALM
 from portico.gateway.exchange import Exchange, Identity
-from portico.identity.authn import AuthMethod, AuthResult, MethodSettings, Rejected, register_method
+from portico.identity.authn import AuthMethod, AuthResult, MethodSettings, Rejected
 from portico.identity.method_settings import ApiKeySettings
 
 if TYPE_CHECKING:
@@ -229,17 +229,17 @@ def _is_apikey_scheme(value: str) -> bool:
     return len(value) > 7 and value[6] == " " and value[:6].lower() == _AUTHORIZATION_SCHEME
 
 
-def build_authenticator(settings: MethodSettings, context: BuildContext) -> ApiKeyAuthenticator:
+def build_authenticator(
+    settings: MethodSettings[ApiKeySettings], context: BuildContext
+) -> ApiKeyAuthenticator:
     from portico.identity.state import IdentityState
 
     state = context.extensions.identity
     if state is None:
         # No live state (a runtime built outside `portico serve`): keys declared in the config.
         state = IdentityState.for_config(context.config)
-    options = settings.options
-    return ApiKeyAuthenticator(
-        state, options if isinstance(options, ApiKeySettings) else ApiKeySettings()
-    )
+    return ApiKeyAuthenticator(state, settings.options or ApiKeySettings())
 
 
-register_method("api_key", AuthMethod(build_authenticator, ApiKeySettings))
+METHOD = AuthMethod(build_authenticator, ApiKeySettings)
+"""The ``api_key`` method, as ``identity.authn.METHODS`` names it."""

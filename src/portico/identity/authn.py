@@ -8,12 +8,13 @@ with the method's ``WWW-Authenticate`` challenge. With no credentials at all the
 the challenges of every accepted method. Responses never say whether a key or client exists.
 
 Methods are built once per snapshot by ``build_authenticator(settings, context)`` in their module,
-which registers it with :func:`register_method` as an :class:`AuthMethod`; :data:`METHODS` maps a
-method name to that module, imported on first use (:func:`auth_method`). ``settings`` is a
-:class:`MethodSettings`: the method's name as the route lists it (``jwt:okta``, whose
-``provider`` is ``okta``) and the route's options for it. A method may register ``options``, a
-Pydantic model: the ``auth`` policy then validates the options with it when the config is checked
-and passes the model instance; without one, a route cannot give the method options.
+which declares it as an :class:`AuthMethod` (``METHOD``); :data:`METHODS`, a
+:class:`~portico.core.extensions.Catalogue`, names that declaration, and imports its module on
+first use (:func:`auth_method`). ``settings`` is a :class:`MethodSettings`: the method's name as
+the route lists it (``jwt:okta``, whose ``provider`` is ``okta``) and the route's options for it.
+A method may declare ``options``, a Pydantic model: the ``auth`` policy then validates the options
+with it when the config is checked and passes the model instance; without one, a route cannot
+give the method options.
 
 Every method also has ``identify(exchange)``: ``present`` and ``authenticate`` in one pass,
 returning ``None`` when its credentials are absent; the ``auth`` policy calls only that, and a
@@ -24,17 +25,22 @@ others answer ``False`` and ``None``.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
+from portico.core.extensions import Catalogue
 from portico.gateway.exchange import Exchange, Identity
 
 if TYPE_CHECKING:
+    # For annotations only: this module is compiled, and mypyc cannot compile pydantic.
     from pydantic import BaseModel
 
     from portico.identity.context import BuildContext
+
+O_co = TypeVar("O_co", bound="BaseModel", covariant=True)
+# Covariant, so that METHODS holds AuthMethod[BaseModel] whatever each method's options are: a
+# method's options are only ever made by its own model, and AuthMethod.build checks that.
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,15 +89,17 @@ class Authenticator(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class MethodSettings:
+class MethodSettings(Generic[O_co]):
     """What the ``auth`` policy gives a method's ``build_authenticator``."""
 
-    name: str
-    """The method as the route lists it: ``api_key``, ``jwt:okta``."""
-    options: Any = None
-    """The route's options for the method (an instance of the module's ``Settings`` model), or
-    ``None`` when the route gives none."""
+    __slots__ = ("name", "options")
+
+    def __init__(self, name: str, options: O_co | None = None) -> None:
+        self.name = name
+        """The method as the route lists it: ``api_key``, ``jwt:okta``."""
+        self.options = options
+        """The route's options for the method (an instance of its ``options`` model), or
+        ``None`` when the route gives none."""
 
     @property
     def provider(self) -> str | None:
@@ -100,55 +108,50 @@ class MethodSettings:
         return rest if sep else None
 
 
-class MethodUnavailable(ValueError):
-    """A route names a method that is unknown or not part of this installation."""
+class AuthMethod(Generic[O_co]):
+    """How the ``auth`` policy builds a method and validates a route's options for it: a
+    method's module declares one, ``METHOD = AuthMethod(build_authenticator, ApiKeySettings)``,
+    and :data:`METHODS` names it."""
+
+    __slots__ = ("_build", "options")
+
+    def __init__(
+        self,
+        build: Callable[[MethodSettings[O_co], BuildContext], Authenticator],
+        options: type[O_co] | None = None,
+    ) -> None:
+        self._build = build
+        """Called once per route and snapshot."""
+        self.options = options
+        """The model of the route's options for the method; ``None``: it takes none."""
+
+    def build(self, name: str, options: BaseModel | None, context: BuildContext) -> Authenticator:
+        """The method's authenticator for one route: ``name`` as the route lists it, ``options``
+        as :attr:`options` validated them."""
+        model = self.options
+        if options is None:
+            return self._build(MethodSettings(name), context)
+        if model is None or not isinstance(options, model):
+            raise TypeError(f"method {name!r}: options of {type(options).__name__} given")
+        return self._build(MethodSettings(name, options), context)
 
 
-@dataclass(frozen=True, slots=True)
-class AuthMethod:
-    """How the ``auth`` policy builds a method and validates a route's options for it."""
-
-    build: Callable[[MethodSettings, BuildContext], Authenticator]
-    """Called once per route and snapshot."""
-    options: type[BaseModel] | None = None
-    """The model of the route's options for the method; ``None``: it takes none."""
-
-
-_REGISTERED: dict[str, AuthMethod] = {}
-
-
-def register_method(name: str, method: AuthMethod) -> None:
-    """Called by a method's module when it is imported."""
-    _REGISTERED[name] = method
+METHODS: Catalogue[AuthMethod[BaseModel]] = Catalogue(
+    "authentication method",
+    AuthMethod,
+    {
+        "api_key": "portico.identity.apikeys:METHOD",
+        "oauth": "portico.identity.oauth.authn:METHOD",
+        "jwt": "portico.identity.jwt:METHOD",
+        "signature": "portico.identity.signatures:METHOD",
+        "mtls": "portico.identity.mtls:METHOD",
+    },
+)
+"""The methods a route's ``auth`` may list, by the part of the name before any ``:``."""
 
 
-# method name (before any ":") -> module that registers it
-METHODS: dict[str, str] = {
-    "api_key": "portico.identity.apikeys",
-    "oauth": "portico.identity.oauth.authn",
-    "jwt": "portico.identity.jwt",
-    "signature": "portico.identity.signatures",
-    "mtls": "portico.identity.mtls",
-}
-
-
-def auth_method(method: str) -> AuthMethod:
-    """The registered ``method`` (its module imported on first use); :class:`MethodUnavailable`
-    with a clear message when the name is unknown or its module is missing."""
-    base = method.partition(":")[0]
-    name = METHODS.get(base)
-    if name is None:
-        known = ", ".join(sorted(METHODS))
-        raise MethodUnavailable(f"unknown authentication method {method!r} (known: {known})")
-    try:
-        importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name is None or not name.startswith(exc.name):
-            raise
-        raise MethodUnavailable(
-            f"authentication method {base!r} is not available in this installation"
-        ) from None
-    registered = _REGISTERED.get(base)
-    if registered is None:
-        raise MethodUnavailable(f"authentication method {base!r} is not available yet")
-    return registered
+def auth_method(method: str) -> AuthMethod[BaseModel]:
+    """The method a route lists as ``method`` (``jwt:okta`` is ``jwt``), its module imported on
+    first use; :class:`~portico.core.extensions.ExtensionUnavailable` (a ``ValueError``) with a
+    clear message when the name is unknown or its module is not installed."""
+    return METHODS.get(method.partition(":")[0])

@@ -1,9 +1,11 @@
-"""What policies and authentication methods get when a snapshot is built (never per request).
+"""What policies, authentication methods and built-in endpoints get when a snapshot is built
+(never per request).
 
 :class:`Extensions` holds the long-lived components the composition root creates once and that
-outlive any one snapshot; :class:`BuildContext` is what one policy of one route is built with.
-They live in ``identity`` because their components are identity's live state, and both the
-``auth`` policy (above) and the methods it builds (here) consult them.
+outlive any one snapshot; :class:`BuildContext` is what one policy of one route is built with;
+an :class:`EndpointProvider` makes a capability's built-in endpoints from the config and the
+extensions. They live in ``identity`` because their components are identity's live state, and
+the ``auth`` policy (above), the methods it builds and the OAuth endpoints (here) consult them.
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ if TYPE_CHECKING:
     from portico.identity.oauth.state import OAuthState
     from portico.identity.state import IdentityState
 
-EndpointFactory = Callable[[PorticoConfig, "Extensions"], Sequence[BuiltinEndpoint]]
-
 
 @dataclass(frozen=True, slots=True)
 class Extensions:
@@ -30,12 +30,11 @@ class Extensions:
     ``identity`` is the live identity state (consumers, keys) that the store keeps current between
     config reloads, ``oauth`` the authorization server's (signing keys, revoked tokens); both are
     ``None`` for a runtime built outside ``portico serve`` (tests, tools), where the methods use
-    the config's identities only. ``endpoint_factories`` contribute built-in endpoints.
+    the config's identities only.
     """
 
     identity: IdentityState | None = None
     oauth: OAuthState | None = None
-    endpoint_factories: tuple[EndpointFactory, ...] = ()
     stats: GatewayStats = field(default_factory=GatewayStats)
     """The data plane's counters (read by the operations listener), for the life of the process;
     the ``auth`` policy counts its refusals there."""
@@ -48,3 +47,13 @@ class BuildContext:
     config: PorticoConfig
     route_name: str
     extensions: Extensions
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointProvider:
+    """A capability's built-in endpoints (the OAuth server's token endpoint, its JWKS, ...):
+    declared in its module and named in the composition root's catalogue
+    (``assembly.ENDPOINTS``), which builds the providers it serves with each snapshot."""
+
+    build: Callable[[PorticoConfig, Extensions], Sequence[BuiltinEndpoint]]
+    """The endpoints for this config: none when the config does not enable the capability."""

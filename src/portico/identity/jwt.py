@@ -24,7 +24,7 @@ from jwt import PyJWK
 
 from portico.config.model import ClaimMapping, IdentityProvider
 from portico.gateway.exchange import Exchange
-from portico.identity.authn import AuthMethod, AuthResult, MethodSettings, Rejected, register_method
+from portico.identity.authn import AuthMethod, AuthResult, MethodSettings, Rejected
 from portico.identity.bearer import INVALID_TOKEN, BearerAuthenticator
 from portico.identity.jwks import ASYMMETRIC_ALGORITHMS, RemoteKeySet, RemoteKeySets
 from portico.identity.method_settings import BearerSettings
@@ -207,17 +207,13 @@ class ProviderAuthenticator(BearerAuthenticator):
         return self._accept(exchange, index, verified)
 
 
-def _provider_name(settings: Any) -> str:
-    if isinstance(settings, MethodSettings) and settings.provider:
-        return settings.provider
-    if isinstance(settings, str) and settings.removeprefix("jwt:"):
-        return settings.removeprefix("jwt:")
-    raise ValueError("the jwt method names its provider: jwt:<name of identity.providers>")
-
-
-def build_authenticator(settings: MethodSettings, context: BuildContext) -> ProviderAuthenticator:
+def build_authenticator(
+    settings: MethodSettings[BearerSettings], context: BuildContext
+) -> ProviderAuthenticator:
     """``settings`` names the provider: the route lists the method as ``jwt:<provider>``."""
-    name = _provider_name(settings)
+    name = settings.provider
+    if not name:
+        raise ValueError("the jwt method names its provider: jwt:<name of identity.providers>")
     provider = context.config.identity.providers.get(name)
     if provider is None:
         known = ", ".join(sorted(context.config.identity.providers)) or "none"
@@ -232,10 +228,8 @@ def build_authenticator(settings: MethodSettings, context: BuildContext) -> Prov
         ttl=provider.jwks_cache_ttl,
         min_refresh_interval=provider.jwks_min_refresh_interval,
     )
-    options = settings.options
-    return ProviderAuthenticator(
-        name, provider, keys, cache, options if isinstance(options, BearerSettings) else None
-    )
+    return ProviderAuthenticator(name, provider, keys, cache, settings.options)
 
 
-register_method("jwt", AuthMethod(build_authenticator, BearerSettings))
+METHOD = AuthMethod(build_authenticator, BearerSettings)
+"""The ``jwt`` method, as ``identity.authn.METHODS`` names it."""

@@ -27,10 +27,12 @@ from cryptography import x509
 from portico.config.model import PorticoConfig
 from portico.core.http import REALM
 from portico.gateway.exchange import Exchange, Identity
-from portico.identity.authn import AuthMethod, AuthResult, Rejected, register_method
+from portico.identity.authn import AuthMethod, AuthResult, Rejected
 from portico.identity.certificates import distinguished_name
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from portico.identity.authn import MethodSettings
     from portico.identity.context import BuildContext
     from portico.identity.state import IdentityState
@@ -154,7 +156,9 @@ class MutualTLSAuthenticator:
         )
 
 
-def build_authenticator(settings: MethodSettings, context: BuildContext) -> MutualTLSAuthenticator:
+def build_authenticator(
+    settings: MethodSettings[BaseModel], context: BuildContext
+) -> MutualTLSAuthenticator:
     from portico.identity.state import IdentityState
 
     tls = context.config.gateway.tls
@@ -169,4 +173,5 @@ def build_authenticator(settings: MethodSettings, context: BuildContext) -> Mutu
     return MutualTLSAuthenticator(state, CertificateMap.from_config(context.config))
 
 
-register_method("mtls", AuthMethod(build_authenticator))
+METHOD = AuthMethod(build_authenticator)
+"""The ``mtls`` method, as ``identity.authn.METHODS`` names it."""

@@ -51,7 +51,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict
 from portico.config.model import Duration, HeaderName, PorticoConfig, SignatureKey
 from portico.core.http import REALM
 from portico.gateway.exchange import Exchange, Identity
-from portico.identity.authn import AuthMethod, AuthResult, Rejected, register_method
+from portico.identity.authn import AuthMethod, AuthResult, Rejected
 
 if TYPE_CHECKING:
     from portico.identity.authn import MethodSettings
@@ -444,17 +444,19 @@ def signer_keys(config: PorticoConfig, clock_skew: float = 5.0) -> dict[str, Sig
     return keys
 
 
-def build_authenticator(settings: MethodSettings, context: BuildContext) -> SignatureAuthenticator:
+def build_authenticator(
+    settings: MethodSettings[SignatureSettings], context: BuildContext
+) -> SignatureAuthenticator:
     from portico.identity.state import IdentityState
 
     state = context.extensions.identity
     if state is None:
         # No live state (a runtime built outside `portico serve`): the config's consumers.
         state = IdentityState.for_config(context.config)
-    options = settings.options
-    route_settings = options if isinstance(options, SignatureSettings) else SignatureSettings()
+    route_settings = settings.options or SignatureSettings()
     keys = signer_keys(context.config, route_settings.clock_skew)
     return SignatureAuthenticator(state, keys, route_settings)
 
 
-register_method("signature", AuthMethod(build_authenticator, SignatureSettings))
+METHOD = AuthMethod(build_authenticator, SignatureSettings)
+"""The ``signature`` method, as ``identity.authn.METHODS`` names it."""

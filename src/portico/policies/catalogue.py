@@ -1,18 +1,23 @@
-"""The built-in policy types: importing this module registers each of them.
+"""The built-in policy types, by the name a route's ``policies`` entry gives as its ``type``.
 
-Adding a policy is its module plus one line here.
+Adding a policy is its folder (``policies/<name>/``, whose ``__init__.py`` declares ``POLICY``)
+plus one line here. A type's module is imported the first time a config names it
+(:class:`~portico.core.extensions.Catalogue`); this module imports none of them.
 """
 
 from __future__ import annotations
 
-from portico.policies import auth, headers, ip_rules
-from portico.policies.registry import PolicyType, policy_types
+from portico.core.extensions import Catalogue
+from portico.policies.registry import PolicyType, PolicyTypes
 
-__all__ = ["BUILTIN", "catalogue"]
+__all__ = ["POLICIES"]
 
-BUILTIN = (auth, headers, ip_rules)
-
-
-def catalogue() -> dict[str, PolicyType]:
-    """Every registered policy type, by name."""
-    return policy_types()
+POLICIES: PolicyTypes = Catalogue(
+    "policy type",
+    PolicyType,
+    {
+        "auth": "portico.policies.auth:POLICY",
+        "headers": "portico.policies.headers:POLICY",
+        "ip-rules": "portico.policies.ip_rules:POLICY",
+    },
+)

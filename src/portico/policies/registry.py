@@ -1,103 +1,112 @@
-"""The registry of policy types a route may name in its ``policies`` list.
+"""What a policy type is, and how a route's policy entries are checked and built with them.
 
-Each type has a Pydantic model for its settings (validated by ``portico check`` with file:line
-errors), a ``build`` function that turns validated settings into a policy object once, when the
-runtime snapshot is built, and optionally ``checks``: its cross-section checks (a setting that
-needs another section of the config). ``config/`` keeps a policy entry opaque; the composition
-root hands :func:`route_policy_errors` and :func:`settings_model` to the loader. The built-in
-types are listed in :mod:`portico.policies.catalogue`; this module imports none of them.
+A policy's folder declares one :class:`PolicyType` in its ``__init__.py``: the Pydantic model of
+its settings (validated by ``portico check`` with file:line errors), a ``build`` function that
+turns validated settings into a policy object once, when the runtime snapshot is built, and
+optionally ``checks``: its cross-section checks (a setting that needs another section of the
+config). :mod:`portico.policies.catalogue` names the built-in types; the functions here take that
+catalogue from the composition root, which hands :func:`route_policy_errors` and
+:func:`settings_model` to the config loader. ``config/`` keeps a policy entry opaque.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from portico.config.checks import Finding, Location
 from portico.config.model import PolicySpec, PorticoConfig
+from portico.core.extensions import Catalogue, ExtensionUnavailable
 from portico.gateway.policy import Policy
 from portico.identity.context import BuildContext
 
 __all__ = [
     "BuildContext",
     "PolicyType",
+    "PolicyTypes",
     "build_policy",
     "entry_errors",
-    "policy_types",
-    "register",
     "route_policy_errors",
     "settings_model",
 ]
 
-PolicyChecks = Callable[[Any, PorticoConfig], Iterable[Finding]]
-"""``checks(settings, config)``: findings located relative to the policy entry."""
+S_co = TypeVar("S_co", bound=BaseModel, covariant=True)
+# Covariant, so that a catalogue holds PolicyType[BaseModel] whatever each type's settings are:
+# a type's settings are only ever made by its own model and handed to its own build and checks
+# (the methods below), never given from outside.
 
 
-@dataclass(frozen=True, slots=True)
-class PolicyType:
-    name: str
-    settings: type[BaseModel]
-    build: Callable[[Any, BuildContext], Policy]
-    checks: PolicyChecks | None = None
+class PolicyType(Generic[S_co]):
+    """One policy type, as its folder declares it:
+    ``POLICY = PolicyType(HeadersSettings, build)``."""
+
+    __slots__ = ("_build", "_checks", "settings")
+
+    def __init__(
+        self,
+        settings: type[S_co],
+        build: Callable[[S_co, BuildContext], Policy],
+        checks: Callable[[S_co, PorticoConfig], Iterable[Finding]] | None = None,
+    ) -> None:
+        self.settings = settings
+        """The model of the entry's keys other than ``type``."""
+        self._build = build
+        self._checks = checks
+        """``checks(settings, config)``: findings located relative to the policy entry."""
+
+    def errors(self, entry: Mapping[str, object], config: PorticoConfig) -> list[Finding]:
+        """The entry's settings errors, then its cross-section checks, relative to the entry."""
+        try:
+            settings = self.settings.model_validate(entry)
+        except ValidationError as exc:
+            return [(tuple(e["loc"]), e["msg"]) for e in exc.errors()]
+        return list(self._checks(settings, config)) if self._checks is not None else []
+
+    def build(self, entry: Mapping[str, object], context: BuildContext) -> Policy:
+        """The policy object of a validated entry, for one route of one snapshot."""
+        return self._build(self.settings.model_validate(entry), context)
 
 
-_TYPES: dict[str, PolicyType] = {}
+PolicyTypes = Catalogue[PolicyType[BaseModel]]
+"""The policy types a route may name in its ``policies`` list, by name."""
 
 
-def register(
-    name: str, settings: type[BaseModel], checks: PolicyChecks | None = None
-) -> Callable[[Callable[[Any, BuildContext], Policy]], Callable[[Any, BuildContext], Policy]]:
-    def decorate(
-        build: Callable[[Any, BuildContext], Policy],
-    ) -> Callable[[Any, BuildContext], Policy]:
-        _TYPES[name] = PolicyType(name, settings, build, checks)
-        return build
-
-    return decorate
-
-
-def policy_types() -> dict[str, PolicyType]:
-    """The registered types (the catalogue's, once :mod:`portico.policies.catalogue` is loaded)."""
-    return _TYPES
-
-
-def _settings_of(spec: PolicySpec) -> dict[str, Any]:
+def _settings_of(spec: PolicySpec) -> dict[str, object]:
     return dict(spec.model_extra or {})
 
 
-def entry_errors(spec: PolicySpec, config: PorticoConfig) -> list[Finding]:
+def entry_errors(types: PolicyTypes, spec: PolicySpec, config: PorticoConfig) -> list[Finding]:
     """Validation errors of one policy entry, and its cross-section checks, located relative to
     the entry."""
-    kind = _TYPES.get(spec.type)
-    if kind is None:
-        known = ", ".join(sorted(_TYPES))
-        return [(("type",), f"unknown policy type {spec.type!r} (known: {known})")]
     try:
-        settings = kind.settings.model_validate(_settings_of(spec))
-    except ValidationError as exc:
-        return [(tuple(e["loc"]), e["msg"]) for e in exc.errors()]
-    return list(kind.checks(settings, config)) if kind.checks is not None else []
+        kind = types.get(spec.type)
+    except ExtensionUnavailable as exc:
+        return [(("type",), str(exc))]
+    return kind.errors(_settings_of(spec), config)
 
 
-def route_policy_errors(config: PorticoConfig) -> list[Finding]:
+def route_policy_errors(types: PolicyTypes, config: PorticoConfig) -> list[Finding]:
     """Every route's policy entries checked by their own types (a check of the config loader)."""
     errors: list[Finding] = []
     for i, route in enumerate(config.routes):
         for j, spec in enumerate(route.policies):
             base: Location = ("routes", i, "policies", j)
-            errors.extend(((*base, *loc), message) for loc, message in entry_errors(spec, config))
+            errors.extend(
+                ((*base, *loc), message) for loc, message in entry_errors(types, spec, config)
+            )
     return errors
 
 
-def settings_model(type_name: str) -> type[BaseModel] | None:
-    """The settings model of a policy type, for the loader's "did you mean" on an unknown key."""
-    kind = _TYPES.get(type_name)
-    return kind.settings if kind is not None else None
+def settings_model(types: PolicyTypes, type_name: str) -> type[BaseModel] | None:
+    """The settings model of a policy type, for the loader's "did you mean" on an unknown key;
+    ``None`` when the type is unknown or not installed (reported by :func:`entry_errors`)."""
+    try:
+        return types.get(type_name).settings
+    except ExtensionUnavailable:
+        return None
 
 
-def build_policy(spec: PolicySpec, context: BuildContext) -> Policy:
-    kind = _TYPES[spec.type]
-    return kind.build(kind.settings.model_validate(_settings_of(spec)), context)
+def build_policy(types: PolicyTypes, spec: PolicySpec, context: BuildContext) -> Policy:
+    return types.get(spec.type).build(_settings_of(spec), context)

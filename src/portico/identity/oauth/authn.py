@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from portico.config.model import OAuthServer
 from portico.gateway.exchange import Exchange
-from portico.identity.authn import AuthMethod, AuthResult, MethodSettings, Rejected, register_method
+from portico.identity.authn import AuthMethod, AuthResult, MethodSettings, Rejected
 from portico.identity.bearer import INVALID_TOKEN, BearerAuthenticator
 from portico.identity.method_settings import BearerSettings
 from portico.identity.oauth.state import OAuthState
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["OAuthAuthenticator", "Settings", "build_authenticator"]
 
-METHOD = "oauth"
+METHOD_NAME = "oauth"
 Settings = BearerSettings
 """The route options of the method (``oauth: {hide_credentials: false}``)."""
 
@@ -50,7 +50,7 @@ class OAuthAuthenticator(BearerAuthenticator):
         directory: IdentityState | None = None,
         settings: BearerSettings | None = None,
     ) -> None:
-        self.method = METHOD
+        self.method = METHOD_NAME
         self._hide = (settings or BearerSettings()).hide_credentials
         self._state = state
         self._policy = policy
@@ -86,14 +86,16 @@ def _verified(claims: dict[str, Any], leeway: float) -> VerifiedToken:
         consumer=claims["sub"],
         tenant=claims.get("tenant"),
         scopes=frozenset(claims.get("scope", "").split()),
-        method=METHOD,
+        method=METHOD_NAME,
         claims=claims,
         valid_until=float(claims["exp"]) + leeway,
         jti=claims["jti"],
     )
 
 
-def build_authenticator(settings: MethodSettings, context: BuildContext) -> OAuthAuthenticator:
+def build_authenticator(
+    settings: MethodSettings[BearerSettings], context: BuildContext
+) -> OAuthAuthenticator:
     server: OAuthServer | None = context.config.identity.oauth
     if server is None:
         raise ValueError("the oauth method needs identity.oauth (Portico's authorization server)")
@@ -102,14 +104,14 @@ def build_authenticator(settings: MethodSettings, context: BuildContext) -> OAut
         raise ValueError("the oauth method needs the OAuth state that `portico serve` provides")
     policy = token_policy(server)
     directory = context.extensions.identity
-    options = settings.options
     return OAuthAuthenticator(
         state,
         policy,
         state.cache_for(("oauth", policy.issuer, policy.audience)),
         directory,
-        options if isinstance(options, BearerSettings) else None,
+        settings.options,
     )
 
 
-register_method("oauth", AuthMethod(build_authenticator, BearerSettings))
+METHOD = AuthMethod(build_authenticator, BearerSettings)
+"""The ``oauth`` method, as ``identity.authn.METHODS`` names it."""

@@ -32,7 +32,7 @@ from portico.core.http import REALM
 from portico.gateway.endpoints import BuiltinEndpoint
 from portico.gateway.exchange import Exchange, Reply
 from portico.gateway.headers import Headers
-from portico.identity.context import Extensions
+from portico.identity.context import EndpointProvider, Extensions
 from portico.identity.jwks import ASYMMETRIC_ALGORITHMS
 from portico.identity.oauth.clients import (
     AUTH_METHODS,
@@ -317,16 +317,15 @@ class _Call:
 
     __slots__ = ("_fn",)
 
-    def __init__(self, fn: Any) -> None:
+    def __init__(self, fn: Callable[[Exchange, bytes], Reply | Awaitable[Reply]]) -> None:
         self._fn = fn
 
     def handle(self, exchange: Exchange, body: bytes) -> Reply | Awaitable[Reply]:
-        result: Reply | Awaitable[Reply] = self._fn(exchange, body)
-        return result
+        return self._fn(exchange, body)
 
 
 def oauth_endpoints(config: PorticoConfig, extensions: Extensions) -> Sequence[BuiltinEndpoint]:
-    """The endpoint factory (``Extensions.endpoint_factories``) of the authorization server."""
+    """The authorization server's endpoints, when the config has ``identity.oauth``."""
     settings = config.identity.oauth
     if settings is None:
         return ()
@@ -344,3 +343,7 @@ def oauth_endpoints(config: PorticoConfig, extensions: Extensions) -> Sequence[B
         if consumer.oauth is not None and consumer.oauth.introspect_any
     )
     return AuthorizationServer(settings, clients, state, introspect_any).endpoints()
+
+
+ENDPOINTS = EndpointProvider(oauth_endpoints)
+"""The authorization server's endpoints, as ``assembly.ENDPOINTS`` names them."""

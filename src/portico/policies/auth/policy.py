@@ -1,4 +1,5 @@
-"""The ``auth`` policy: who is calling (authentication) and whether they may call this route.
+"""The ``auth`` policy at request time: who is calling (authentication) and whether they may
+call this route (docs/identity.md, "The auth policy").
 
     policies:
       - type: auth
@@ -20,6 +21,9 @@ the first one that is decides (see :mod:`portico.identity.authn`). Then, in this
 
 Otherwise ``exchange.identity`` is set and the gateway forwards it upstream as the
 ``X-Portico-Consumer``, ``-Tenant``, ``-Scopes`` and ``-Auth-Method`` headers.
+
+Compiled with mypyc (``[tool.portico.native]``); the settings it is built from are pydantic, in
+:mod:`.settings`, which stays interpreted.
 """
 
 from __future__ import annotations
@@ -28,24 +32,18 @@ import dataclasses
 import logging
 from collections.abc import Awaitable
 
+from portico.core.extensions import ExtensionUnavailable
 from portico.core.http import REALM
 from portico.gateway import problems
 from portico.gateway.exchange import Exchange, Identity, Reply
 from portico.gateway.headers import Headers
 from portico.gateway.stats import GatewayStats
-from portico.identity.authn import (
-    Authenticator,
-    AuthResult,
-    MethodSettings,
-    MethodUnavailable,
-    Rejected,
-    auth_method,
-)
+from portico.identity.authn import Authenticator, AuthResult, Rejected, auth_method
+from portico.identity.context import BuildContext
 from portico.identity.state import IdentityState
-from portico.policies.auth_settings import AuthSettings, ScopeRule, auth_errors
-from portico.policies.registry import BuildContext, register
+from portico.policies.auth.settings import AuthSettings, ScopeRule
 
-__all__ = ["Auth", "AuthSettings", "ScopeRule"]
+__all__ = ["Auth", "build"]
 
 log = logging.getLogger("portico.auth")
 
@@ -177,7 +175,6 @@ class Auth:
         return None
 
 
-@register("auth", AuthSettings, checks=auth_errors)
 def build(settings: AuthSettings, context: BuildContext) -> Auth:
     state = context.extensions.identity
     if state is None:
@@ -189,11 +186,10 @@ def build(settings: AuthSettings, context: BuildContext) -> Auth:
     authenticators = []
     for method in settings.methods:
         try:
-            factory = auth_method(method).build
-        except MethodUnavailable as exc:
+            kind = auth_method(method)
+        except ExtensionUnavailable as exc:
             raise ValueError(f"route {context.route_name!r}: {exc}") from None
-        options = MethodSettings(method, settings.options_for(method))
-        authenticators.append(factory(options, context))
+        authenticators.append(kind.build(method, settings.options_for(method), context))
     stats = context.extensions.stats
     return Auth(
         tuple(authenticators),

@@ -1,13 +1,13 @@
-"""The settings of the ``auth`` policy, validated when the config is loaded, and its checks of the
-sections its methods need (:func:`auth_errors`).
+"""The settings of the ``auth`` policy, validated when the config is loaded.
 
-See :mod:`portico.policies.auth` for the policy itself. The two live apart because the policy's
-request-time code is compiled with mypyc, which cannot compile pydantic models.
+They live apart from the request-time code (:mod:`.policy`), which is compiled with mypyc, and
+mypyc cannot compile pydantic models. The checks of the sections its methods need are
+:mod:`.checks`.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import (
     AfterValidator,
@@ -19,12 +19,10 @@ from pydantic import (
     model_validator,
 )
 
-from portico.config.checks import Finding
-from portico.config.model import NAME_PATTERN, PorticoConfig
+from portico.config.model import NAME_PATTERN
 from portico.identity.authn import auth_method
-from portico.identity.mtls import NEEDS_CLIENT_CERTIFICATES
 
-__all__ = ["AuthSettings", "ScopeRule", "auth_errors"]
+__all__ = ["AuthSettings", "ScopeRule"]
 
 
 def _check_method(method: str) -> str:
@@ -35,7 +33,7 @@ def _check_method(method: str) -> str:
         raise ValueError(f"only jwt takes a provider name ({method!r})")
     if base == "jwt" and not provider:
         raise ValueError("jwt needs the identity provider's name: jwt:<provider>")
-    auth_method(method)  # MethodUnavailable (a ValueError) for unknown or missing methods
+    auth_method(method)  # ExtensionUnavailable (a ValueError) for unknown or missing methods
     return method
 
 
@@ -43,7 +41,7 @@ MethodName = Annotated[str, AfterValidator(_check_method)]
 TenantName = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
-def _scope_list(value: Any) -> Any:
+def _scope_list(value: object) -> object:
     # `scopes: [a, b]` is short for `scopes: {all_of: [a, b]}`.
     return {"all_of": value} if isinstance(value, list | tuple) else value
 
@@ -80,7 +78,7 @@ class AuthSettings(BaseModel):
             raise ValueError("; ".join(errors))
         return self
 
-    def options_for(self, method: str) -> Any:
+    def options_for(self, method: str) -> BaseModel | None:
         """The validated options of ``method`` (by its listed name, or the part before ``:``),
         ``None`` when the route gives none."""
         extra = self.model_extra or {}
@@ -102,25 +100,3 @@ class AuthSettings(BaseModel):
                 for error in exc.errors()
             ]
             raise ValueError("; ".join(messages)) from None
-
-
-def auth_errors(settings: AuthSettings, config: PorticoConfig) -> list[Finding]:
-    """What a route's ``auth`` needs from other sections, located relative to the policy entry:
-    ``oauth`` needs ``identity.oauth``, ``jwt:<provider>`` a provider of that name, ``mtls`` an
-    HTTPS listener that asks for client certificates. ``serve`` and a reload refuse the same."""
-    errors: list[Finding] = []
-    providers = config.identity.providers
-    tls = config.gateway.tls
-    for k, method in enumerate(settings.methods):
-        loc = ("methods", k)
-        base, _, provider = method.partition(":")
-        if base == "oauth" and config.identity.oauth is None:
-            errors.append((loc, "the oauth method needs identity.oauth to be configured"))
-        elif base == "jwt" and provider not in providers:
-            known = ", ".join(sorted(providers)) or "none configured"
-            errors.append(
-                (loc, f"no identity provider {provider!r} in identity.providers ({known})")
-            )
-        elif base == "mtls" and (tls is None or tls.client_certificate == "none"):
-            errors.append((loc, NEEDS_CLIENT_CERTIFICATES))
-    return errors

@@ -1,4 +1,5 @@
-"""The ``ip-rules`` policy: allow and deny lists of client addresses for one route.
+"""The ``ip-rules`` policy at request time: allow and deny lists of client addresses for one
+route (docs/ip-rules.md).
 
     policies:
       - type: ip-rules
@@ -14,33 +15,21 @@ and a consumer's ``ip_rules`` apply once the ``auth`` policy knows the consumer.
 
 from __future__ import annotations
 
-from pydantic import model_validator
-
-from portico.config.model import IPRules
 from portico.gateway import problems
 from portico.gateway.exchange import Exchange, Reply
 from portico.gateway.iprules import CompiledIPRules
-from portico.policies.registry import BuildContext, register
+from portico.identity.context import BuildContext
+from portico.policies.ip_rules.settings import IPRulesSettings
 
-__all__ = ["IPRulesPolicy", "IPRulesSettings"]
-
-
-class IPRulesSettings(IPRules):
-    """The route's lists (CIDR networks or single addresses, IPv4 or IPv6)."""
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> IPRulesSettings:
-        if not self.allow and not self.deny:
-            raise ValueError("give allow, deny or both")
-        return self
+__all__ = ["IPRulesPolicy", "build"]
 
 
 class IPRulesPolicy:
-    __slots__ = ("_rules",)
-    needs_body = False
+    __slots__ = ("_rules", "needs_body")
 
     def __init__(self, rules: CompiledIPRules) -> None:
         self._rules = rules
+        self.needs_body = False
 
     def on_request(self, exchange: Exchange) -> Reply | None:
         if self._rules.permits(exchange.client_ip):
@@ -48,8 +37,8 @@ class IPRulesPolicy:
         return problems.problem(problems.IP_FORBIDDEN, exchange.request_id)
 
 
-@register("ip-rules", IPRulesSettings)
 def build(settings: IPRulesSettings, context: BuildContext) -> IPRulesPolicy:
     rules = CompiledIPRules.compile(settings)
-    assert rules is not None  # the settings require at least one list
+    if rules is None:  # the settings require at least one list
+        raise ValueError(f"route {context.route_name!r}: ip-rules needs allow, deny or both")
     return IPRulesPolicy(rules)

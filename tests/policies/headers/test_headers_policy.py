@@ -1,0 +1,134 @@
+"""The ``headers`` policy, through a real gateway and a real upstream over sockets: request fields
+edited before they go upstream, response fields before they reach the client, in the documented
+order (remove, set, add), and nothing changed on a route that does not list it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from tests.support.gateway import RunningGateway, route, running_gateway
+from tests.support.upstreams import Received, Upstream
+
+EDITS: dict[str, Any] = {
+    "type": "headers",
+    "request": {
+        "set": {"X-Tenant": "acme"},
+        "add": {"X-Via-Portico": "yes"},
+        "remove": ["Cookie", "X-Debug"],
+    },
+    "response": {
+        "set": {"Cache-Control": "no-store"},
+        "add": {"X-Served-By": "portico"},
+        "remove": ["X-Internal"],
+    },
+}
+# The same name removed and added: the order (remove, then set, then add) decides what is left.
+REPLACE = {
+    "type": "headers",
+    "request": {"remove": ["X-Trace"], "add": {"X-Trace": "portico"}},
+    "response": {"remove": ["X-Trace"], "add": {"X-Trace": "portico"}},
+}
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[Upstream]:
+    server = Upstream("headers")
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, upstream: Upstream
+) -> Iterator[RunningGateway]:
+    config = {
+        "services": {"main": {"targets": [upstream.url], "retries": 0}},
+        "routes": [
+            route("edited", "/edited/{rest:path}", strip_prefix="/edited", policies=[EDITS]),
+            route("ordered", "/ordered/{rest:path}", strip_prefix="/ordered", policies=[REPLACE]),
+            route("plain", "/plain/{rest:path}", strip_prefix="/plain"),
+        ],
+    }
+    with running_gateway(tmp_path_factory.mktemp("gateway"), config) as running:
+        yield running
+
+
+@pytest.fixture
+def http(gateway: RunningGateway) -> Iterator[httpx.Client]:
+    with gateway.client() as client:
+        yield client
+
+
+def sent_upstream(upstream: Upstream, http: httpx.Client, path: str, **kwargs: Any) -> Received:
+    response = http.get(path, **kwargs)
+    assert response.status_code == 200, response.text
+    return upstream.received[-1]
+
+
+def values(received: Received, name: str) -> list[str]:
+    return [v for k, v in received.headers if k.lower() == name]
+
+
+def test_request_fields_are_removed_set_and_added_before_going_upstream(
+    upstream: Upstream, http: httpx.Client
+) -> None:
+    received = sent_upstream(
+        upstream,
+        http,
+        "/edited/orders",
+        headers=[
+            ("X-Tenant", "globex"),
+            ("x-tenant", "initech"),
+            ("Cookie", "session=secret"),
+            ("x-debug", "1"),
+            ("X-Via-Portico", "client"),
+        ],
+    )
+
+    assert received.path == "/orders"
+    assert values(received, "x-tenant") == ["acme"]  # every field of that name replaced by one
+    assert values(received, "cookie") == []  # removed whatever the case the client used
+    assert values(received, "x-debug") == []
+    assert values(received, "x-via-portico") == ["client", "yes"]  # appended, the client's kept
+
+
+def test_response_fields_are_edited_before_reaching_the_client(http: httpx.Client) -> None:
+    response = http.get(
+        "/edited/headers",
+        params=[
+            ("set", "X-Internal: db-7.internal"),
+            ("set", "Cache-Control: public, max-age=600"),
+            ("set", "X-Served-By: orders"),
+        ],
+    )
+
+    assert response.status_code == 200
+    assert "x-internal" not in response.headers
+    assert response.headers.get_list("cache-control") == ["no-store"]
+    assert response.headers.get_list("x-served-by") == ["orders", "portico"]
+
+
+def test_a_field_removed_and_added_keeps_only_the_added_value(
+    upstream: Upstream, http: httpx.Client
+) -> None:
+    received = sent_upstream(upstream, http, "/ordered/orders", headers={"X-Trace": "client"})
+    response = http.get("/ordered/headers", params={"set": "X-Trace: upstream"})
+
+    assert values(received, "x-trace") == ["portico"]
+    assert response.headers.get_list("x-trace") == ["portico"]
+
+
+def test_a_route_without_the_policy_is_left_alone(upstream: Upstream, http: httpx.Client) -> None:
+    received = sent_upstream(
+        upstream, http, "/plain/orders", headers={"X-Tenant": "globex", "Cookie": "session=1"}
+    )
+    response = http.get("/plain/headers", params={"set": "X-Internal: db-7.internal"})
+
+    assert values(received, "x-tenant") == ["globex"]
+    assert values(received, "cookie") == ["session=1"]
+    assert values(received, "x-via-portico") == []
+    assert response.headers.get_list("x-internal") == ["db-7.internal"]
+    assert "x-served-by" not in response.headers
