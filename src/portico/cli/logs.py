@@ -22,7 +22,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-__all__ = ["FORMATS", "LEVELS", "configure"]
+__all__ = ["FORMATS", "LEVELS", "JSONFormatter", "StandardError", "TextFormatter", "configure"]
 
 LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("auto", "text", "json")
@@ -42,7 +42,7 @@ def configure(level: str, log_format: LogFormat = "auto") -> None:
     """Send every record at ``level`` or above to standard error in ``log_format``."""
     if log_format == "auto":
         log_format = "text" if sys.stderr.isatty() else "json"
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StandardError()
     handler.setFormatter(JSONFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -54,6 +54,19 @@ def configure(level: str, log_format: LogFormat = "auto") -> None:
         logging.getLogger(name).setLevel(numeric if numeric <= logging.DEBUG else logging.WARNING)
     # Warnings (a stale compiled build, a deprecation) go through the same handler and format.
     logging.captureWarnings(True)
+
+
+class StandardError(logging.Handler):
+    """Writes each record to ``sys.stderr`` as it is when the record comes, not when the handler
+    was made: ``main()`` run in-process (tests, embedding) may have its stderr swapped and closed
+    afterwards, and the handler outlives the call."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
