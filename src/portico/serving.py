@@ -2,13 +2,21 @@
 
 Loads the config, prepares the store (migrations are applied on start for SQLite), records each
 applied config revision, and runs the gateway on uvloop until SIGINT or SIGTERM, then drains.
+
+What can stop it from starting is raised as a :class:`~portico.core.errors.PorticoError` with a
+one-line message: a refused config, the store's errors, and :class:`CannotListen` for an address
+it cannot listen on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import errno
 import hashlib
 import logging
+import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -16,7 +24,11 @@ import uvloop
 
 from portico import _native
 from portico.assembly import build_runtime, load_config_to_serve, runtime_builder
+from portico.config.model import Listen, PorticoConfig
+from portico.core.errors import PorticoError
+from portico.core.net import host_port
 from portico.gateway.app import Gateway
+from portico.gateway.snapshot import Runtime
 from portico.identity.context import Extensions
 from portico.identity.oauth.state import OAuthState
 from portico.identity.state import IdentityState
@@ -31,6 +43,73 @@ log = logging.getLogger("portico")
 SERVED_ENDPOINTS = ("oauth",)
 """The built-in endpoint providers (``assembly.ENDPOINTS``) that ``serve`` offers; each serves
 nothing unless the config enables it (``identity.oauth``)."""
+
+__all__ = ["CannotListen", "run", "serve"]
+
+
+class CannotListen(PorticoError):
+    """A listener could not be opened on its address."""
+
+    def __init__(self, setting: str, host: str, port: int, error: OSError) -> None:
+        self.setting = setting
+        self.address = host_port(host, port)
+        self.error = error
+        super().__init__(f"cannot listen on {self.address} ({setting}): {_why_not(host, error)}")
+
+
+def _why_not(host: str, error: OSError) -> str:
+    """The likely cause of a failed bind and what to do about it."""
+    elsewhere = "choose another address in the config or with `portico serve --listen HOST:PORT`"
+    if isinstance(error, socket.gaierror):
+        return f"the host name {host!r} does not resolve; use an IP address, or {elsewhere}"
+    if error.errno == errno.EADDRINUSE:
+        return (
+            "the address is already in use, by another program or another Portico; stop it "
+            f"(`ss -ltnp` names it), or {elsewhere}"
+        )
+    if error.errno == errno.EACCES:
+        return (
+            "permission denied: ports below 1024 need privileges; use a port from 1024 up "
+            "behind a load balancer, or grant CAP_NET_BIND_SERVICE"
+        )
+    if error.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"{host} is not an address of this machine; use 127.0.0.1, 0.0.0.0 (every "
+            f"interface) or one of its addresses, or {elsewhere}"
+        )
+    return f"{error.strerror or error}; {elsewhere}"
+
+
+async def _listening(setting: str, listen: Listen, start: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await start()
+    except OSError as exc:
+        raise CannotListen(setting, listen.host, listen.port, exc) from exc
+
+
+def with_listen(config: PorticoConfig, listen: tuple[str, int] | None) -> PorticoConfig:
+    """``config`` with ``gateway.listen`` replaced by ``serve --listen`` (when given)."""
+    if listen is None:
+        return config
+    host, port = listen
+    gateway = config.gateway.model_copy(update={"listen": Listen(host=host, port=port)})
+    return config.model_copy(update={"gateway": gateway})
+
+
+def _keeping_listen(
+    rebuild: Callable[[Path, Runtime], Runtime], listen: tuple[str, int] | None
+) -> Callable[[Path, Runtime], Runtime]:
+    """A reload keeps ``serve --listen``: the file's address would otherwise read as a change
+    (which takes effect on restart) at every reload."""
+    if listen is None:
+        return rebuild
+
+    def rebuild_keeping_listen(path: Path, previous: Runtime) -> Runtime:
+        runtime = rebuild(path, previous)
+        config = with_listen(runtime.config, listen)
+        return dataclasses.replace(runtime, config=config, settings=config.gateway)
+
+    return rebuild_keeping_listen
 
 
 class RevisionRecorder:
@@ -67,9 +146,9 @@ def _log_failure(future: asyncio.Future[int]) -> None:
         log.error("could not record the config revision: %s", future.exception())
 
 
-async def run(config_path: Path) -> int:
+async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
     log.info("gateway code: %s", _native.status())
-    config = load_config_to_serve(config_path)
+    config = with_listen(load_config_to_serve(config_path), listen)
     raw = config_path.read_bytes()  # noqa: ASYNC240  (once, before serving starts)
     url = config.database.url
     # SQLite: migrate in place. PostgreSQL: refuse to start on an old schema, since migrations
@@ -90,26 +169,40 @@ async def run(config_path: Path) -> int:
     gateway = Gateway(
         build_runtime(config, extensions=extensions, endpoints=SERVED_ENDPOINTS),
         config_path=config_path,
-        rebuild=runtime_builder(extensions, SERVED_ENDPOINTS),
+        rebuild=_keeping_listen(runtime_builder(extensions, SERVED_ENDPOINTS), listen),
         on_config_applied=config_applied,
     )
-    await gateway.start()
+    try:
+        await _listening("gateway.listen", config.gateway.listen, gateway.start)
+    except CannotListen as exc:
+        # The gateway opens HTTP, then HTTPS; the OS error names the address it was binding
+        # ("... on address ('0.0.0.0', 8443): ..."), which tells which of the two failed.
+        tls = config.gateway.tls
+        if tls is not None and f", {tls.listen.port})" in str(exc.error):
+            raise CannotListen(
+                "gateway.tls.listen", tls.listen.host, tls.listen.port, exc.error
+            ) from exc.error
+        raise
     operations: Operations | None = None
     if config.operations.enabled:
         operations = Operations(registry(gateway), (recorder.readiness(),))
-        await operations.start(config.operations.listen.host, config.operations.listen.port)
+        where = config.operations.listen
+        try:
+            await _listening(
+                "operations.listen", where, lambda: operations.start(where.host, where.port)
+            )
+        except CannotListen:
+            await gateway.stop()
+            raise
     identity_watch = asyncio.get_running_loop().create_task(identity.watch())
     oauth_watch = asyncio.get_running_loop().create_task(oauth.run())
     recorder.record(config_path, hashlib.sha256(raw).hexdigest())
     gateway.install_signal_handlers()
-    listen = config.gateway.listen
-    print(f"Portico gateway on http://{listen.host}:{gateway.port}", flush=True)
+    address = host_port(config.gateway.listen.host, gateway.port)
+    print(f"Portico gateway on http://{address}", flush=True)
     if operations is not None:
-        host = config.operations.listen.host
-        print(
-            f"Portico operations on http://{host}:{operations.port} (/healthz, /readyz, /metrics)",
-            flush=True,
-        )
+        address = host_port(config.operations.listen.host, operations.port)
+        print(f"Portico operations on http://{address} (/healthz, /readyz, /metrics)", flush=True)
     await gateway.wait_stopped()
     log.info("shutting down: draining in-flight requests")
     if operations is not None:
@@ -124,5 +217,6 @@ async def run(config_path: Path) -> int:
     return 0
 
 
-def serve(config_path: Path) -> int:
-    return uvloop.run(run(config_path))
+def serve(config_path: Path, listen: tuple[str, int] | None = None) -> int:
+    """Serve until SIGINT or SIGTERM; ``listen`` replaces ``gateway.listen`` (``--listen``)."""
+    return uvloop.run(run(config_path, listen))

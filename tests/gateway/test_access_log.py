@@ -12,13 +12,35 @@ from tests.support.upstreams import Upstream, refused_url
 from portico.identity.apikeys import generate_key
 
 
+FIELDS = (
+    "request_id",
+    "client",
+    "method",
+    "path",
+    "status",
+    "route",
+    "service",
+    "target",
+    "consumer",
+    "tenant",
+    "bytes_in",
+    "bytes_out",
+    "duration_ms",
+    "upstream_ms",
+    "failure",
+)
+
+
 class Capture(logging.Handler):
+    """Each record as the JSON log format writes it: the message and the record's fields."""
+
     def __init__(self) -> None:
         super().__init__()
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
+        fields = {k: getattr(record, k) for k in FIELDS if hasattr(record, k)}
+        self.lines.append(json.dumps({"message": record.getMessage(), **fields}))
 
 
 def test_each_request_is_one_json_line_without_query_or_headers(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from portico.core.errors import PorticoError
+
 
 @dataclass(frozen=True, slots=True)
 class ConfigIssue:
@@ -32,7 +34,7 @@ class ConfigIssue:
         return f"{where}: {self.message}"
 
 
-class ConfigError(Exception):
+class ConfigError(PorticoError):
     """A config file was refused; ``issues`` lists every problem found, in file order."""
 
     def __init__(self, issues: Iterable[ConfigIssue]) -> None:

@@ -1,7 +1,9 @@
 """The access log: one structured line per exchange, written by a completion hook.
 
-The line is a JSON object on the ``portico.access`` logger (see ``docs/configuration.md``,
-``gateway.access_log``). It names the route, the service and the target that answered, the
+The record goes to the ``portico.access`` logger (see ``docs/configuration.md``,
+``gateway.access_log``) with the message ``GET /path 200`` and its fields as the record's
+attributes (``extra=``): the log format of the ``portico`` command writes them as ``key=value``
+pairs for a person, or as members of the line's JSON object for a collector. It names the route, the service and the target that answered, the
 consumer and tenant when the request was authenticated, the status, the bytes each way and the
 durations with sub-millisecond precision. The path goes without its query string, which may hold
 credentials; header values are never logged.
@@ -9,7 +11,6 @@ credentials; header values are never logged.
 
 from __future__ import annotations
 
-import json
 import logging
 
 from portico.gateway.completion import Completion
@@ -42,4 +43,4 @@ def write_access_line(completion: Completion) -> None:
     }
     if completion.failure:
         line["failure"] = completion.failure
-    access_log.info(json.dumps(line, separators=(",", ":")))
+    access_log.info("%s %s %d", completion.method, completion.path, completion.status, extra=line)

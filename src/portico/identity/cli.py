@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from portico.core.errors import PorticoError
+
 # The store and the config loader are imported by the commands, not here: `portico --help` and
 # every other command should not pay for SQLAlchemy and Pydantic.
 if TYPE_CHECKING:
@@ -26,20 +28,24 @@ if TYPE_CHECKING:
 
 __all__ = ["parse_duration", "register"]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
-_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# A number and its unit, nothing else: `--expires 3` once meant three seconds to the code and
+# three days to the person who typed it. Written out rather than taken from a time-parsing library:
+# those accept a bare number as seconds, or no days, and this is the whole grammar.
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d|w)$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-class CommandError(Exception):
-    """A problem the user can fix; printed without a traceback."""
+class CommandError(PorticoError):
+    """A problem the user can fix; printed in one line without a traceback."""
 
 
 def parse_duration(text: str) -> timedelta:
-    """``90s``, ``15m``, ``24h``, ``30d``, ``2w`` (a bare number is seconds)."""
-    match = _DURATION.match(text)
+    """``90s``, ``15m``, ``24h``, ``30d``, ``2w``: the unit is required."""
+    match = _DURATION.match(text.strip())
     if match is None:
+        why = "has no unit" if re.fullmatch(r"\d+(?:\.\d+)?", text.strip()) else "is not a duration"
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration such as 90s, 15m, 24h, 30d or 2w"
+            f"{text!r} {why}: write a number and a unit, such as 90s, 15m, 24h, 30d or 2w"
         )
     return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
 
@@ -47,48 +53,78 @@ def parse_duration(text: str) -> timedelta:
 def register(subparsers: Any, load_config: Callable[[Path], PorticoConfig]) -> None:
     """Add ``keys`` and its subcommands to the ``portico`` command; ``load_config`` reads the
     config with every capability's checks (the composition root's)."""
-    keys = subparsers.add_parser("keys", help="create, list, rotate and revoke API keys")
-    sub = keys.add_subparsers(dest="keys_command", required=True)
+    keys = subparsers.add_parser(
+        "keys",
+        help="create, list, rotate and revoke API keys",
+        description="Create, list, rotate and revoke API keys kept in the database.",
+    )
+    sub = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> Any:
-        parser = sub.add_parser(name, help=help_text, description=help_text)
-        parser.add_argument("-c", "--config", default="portico.yaml", type=Path)
-        parser.set_defaults(func=_guarded(func), load_config=load_config)
+        parser = sub.add_parser(
+            name, help=help_text, description=help_text[0].upper() + help_text[1:] + "."
+        )
+        parser.add_argument(
+            "-c",
+            "--config",
+            default="portico.yaml",
+            type=Path,
+            metavar="FILE",
+            help="the config file: its tenants and database.url (default: portico.yaml)",
+        )
+        parser.set_defaults(func=func, load_config=load_config)
         return parser
 
     create = command("create", "create an API key for a consumer and print it once", cmd_create)
-    create.add_argument("--consumer", required=True, help="TENANT/CONSUMER, as in tenants:")
-    create.add_argument("--expires", type=parse_duration, help="lifetime, for example 30d")
+    create.add_argument(
+        "--consumer",
+        required=True,
+        metavar="TENANT/CONSUMER",
+        help="whose key it is, as declared under tenants: in the config",
+    )
+    create.add_argument(
+        "--expires",
+        type=parse_duration,
+        metavar="DURATION",
+        help="lifetime with its unit, for example 30d, 12h or 90s (default: no expiry)",
+    )
 
     listing = command("list", "list the API keys (never the keys themselves)", cmd_list)
-    listing.add_argument("--consumer", help="only the keys of TENANT/CONSUMER")
+    listing.add_argument("--consumer", metavar="TENANT/CONSUMER", help="only this consumer's keys")
 
     rotate = command(
         "rotate", "replace a key with a new one; both work during the overlap", cmd_rotate
     )
-    rotate.add_argument("key_id", metavar="KEY_ID")
+    rotate.add_argument("key_id", metavar="KEY_ID", help="the id `portico keys list` shows")
     rotate.add_argument(
         "--overlap",
         type=parse_duration,
         default=timedelta(hours=24),
-        help="how long the old key keeps working (default 24h)",
+        metavar="DURATION",
+        help="how long the old key keeps working, with its unit (default: 24h)",
     )
     rotate.add_argument(
         "--expires",
         type=parse_duration,
-        help="lifetime of the new key (default: the lifetime the old key was given)",
+        metavar="DURATION",
+        help="lifetime of the new key, with its unit (default: the old key's lifetime)",
     )
 
     revoke = command("revoke", "make a key stop working in every gateway now", cmd_revoke)
-    revoke.add_argument("key_id", metavar="KEY_ID")
+    revoke.add_argument("key_id", metavar="KEY_ID", help="the id `portico keys list` shows")
 
     generate = sub.add_parser(
         "generate",
         help="print a new key and the api_keys entry that declares it in portico.yaml",
         description="Print a new key and its api_keys entry for portico.yaml; nothing is stored.",
     )
-    generate.add_argument("--expires", type=parse_duration, help="lifetime, for example 30d")
-    generate.set_defaults(func=_guarded(cmd_generate))
+    generate.add_argument(
+        "--expires",
+        type=parse_duration,
+        metavar="DURATION",
+        help="lifetime with its unit, for example 30d, 12h or 90s (default: no expiry)",
+    )
+    generate.set_defaults(func=cmd_generate)
 
 
 def cmd_create(args: argparse.Namespace) -> int:
@@ -229,23 +265,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     _say(f"  - {{id: {new.id}, sha256: {new.sha256}{expires}}}")
     print(new.key, flush=True)
     return 0
-
-
-def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        from portico.config.errors import ConfigError
-        from portico.store.database import StoreError
-
-        try:
-            return func(args)
-        except ConfigError as exc:
-            print(exc, file=sys.stderr)
-            return 1
-        except (CommandError, StoreError) as exc:
-            print(f"portico keys {args.keys_command}: {exc}", file=sys.stderr)
-            return 1
-
-    return run
 
 
 def _config(args: argparse.Namespace) -> PorticoConfig:

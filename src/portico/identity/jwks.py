@@ -15,11 +15,15 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from jwt import PyJWK
 from jwt.exceptions import PyJWKError
+
+# httpx (and what it imports) is loaded on the first fetch: `portico check` imports this module to
+# validate JWK Sets and never fetches one.
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("portico.identity.jwks")
 
@@ -163,6 +167,8 @@ class RemoteKeySet:
             self._inflight = None
 
     async def _fetch(self) -> None:
+        import httpx
+
         try:
             async with httpx.AsyncClient(
                 timeout=FETCH_TIMEOUT, transport=self._transport, follow_redirects=False

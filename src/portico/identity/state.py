@@ -23,11 +23,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from portico.config.model import PorticoConfig
 from portico.gateway.iprules import CompiledIPRules
-from portico.identity.store import ApiKeys, IdentityChanges, StoredApiKey
-from portico.store.database import Database
+
+# The store (SQLAlchemy) is imported where the database is read: `portico check` imports this
+# module with the auth policy and never opens a database.
+if TYPE_CHECKING:
+    from portico.identity.store import StoredApiKey
+    from portico.store.database import Database
 
 __all__ = ["ConsumerEntry", "Directory", "IdentityState", "KeyEntry"]
 
@@ -137,6 +142,8 @@ class IdentityState:
     @classmethod
     def open(cls, config: PorticoConfig) -> IdentityState:
         """A state on ``database.url`` of ``config``, loaded once (blocking, before serving)."""
+        from portico.store.database import Database
+
         state = cls(config, Database(config.database.url))
         state.refresh()
         return state
@@ -200,6 +207,8 @@ class IdentityState:
         database = self._database
         if database is None:
             return None
+        from portico.identity.store import ApiKeys, IdentityChanges
+
         # The version is read before the keys: a write committed in between is loaded now and
         # again at the next poll, never missed.
         version = IdentityChanges(database).version()

@@ -3,6 +3,11 @@
 The same code runs on both; only ``database.url`` changes. Writes go through
 ``Database.write()`` so that SQLite takes its single write lock up front and PostgreSQL callers
 get one transaction per unit of work.
+
+Every engine made here turns the driver errors a user can fix -- a database that cannot be
+reached, a file that is not a database, tables that are not Portico's -- into
+:class:`DatabaseUnavailable` and :class:`SchemaMismatch` (one line: what, why, what to do), so
+that callers, the ``portico`` command among them, never see a driver's traceback for them.
 """
 
 from __future__ import annotations
@@ -19,8 +24,12 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
+from portico.core.errors import PorticoError
+
 __all__ = [
     "Database",
+    "DatabaseUnavailable",
+    "SchemaMismatch",
     "StoreError",
     "UnsupportedDatabaseURL",
     "create_engine_for",
@@ -37,12 +46,85 @@ _SQLITE_DRIVERS = {"sqlite", "sqlite+pysqlite"}
 _POSTGRES_DRIVERS = {"postgresql", "postgres", "postgresql+psycopg"}
 
 
-class StoreError(Exception):
+class StoreError(PorticoError):
     """Base class for errors raised by the store."""
 
 
 class UnsupportedDatabaseURL(StoreError, ValueError):
     """The ``database.url`` names a database or driver Portico does not support."""
+
+
+class DatabaseUnavailable(StoreError):
+    """The database cannot be reached or opened (server down, wrong host, credentials, file)."""
+
+
+class SchemaMismatch(StoreError):
+    """The database holds tables that are not what this version of Portico expects."""
+
+
+# SQLSTATE classes and codes (PostgreSQL appendix A) of the errors translated below.
+_PG_UNREACHABLE_CLASSES = ("08", "28", "3D")  # connection, authorization, no such database
+_PG_SCHEMA_CODES = {"42P01", "42703", "42P07", "42701"}  # undefined/duplicate table/column
+_SQLITE_SCHEMA_MESSAGES = ("no such table", "no such column", "already exists", "has no column")
+
+
+def _translate_error(context: sa.engine.ExceptionContext) -> None:
+    """The ``handle_error`` hook of every engine: raise the store's own error instead of the
+    driver's when the cause is one a user can fix; anything else goes through unchanged."""
+    error = context.original_exception
+    if context.is_pre_ping or not isinstance(error, context.dialect.loaded_dbapi.Error):
+        # The pool reconnects after a failed ping and must see the driver's error; what is not
+        # the driver's (a bug) goes through as it is.
+        return
+    url = "the database"
+    if context.engine is not None:
+        # As the user wrote it: without the driver Portico pins (postgresql+psycopg).
+        engine_url = context.engine.url
+        url = display_url(engine_url.set(drivername=engine_url.get_backend_name()))
+    reason = _first_line(error)
+    if isinstance(error, sqlite3.Error):
+        if "unable to open database file" in reason:
+            raise DatabaseUnavailable(
+                f"cannot open the SQLite database {url}: {reason}; check that its folder exists "
+                "and that Portico may write there, or correct database.url"
+            ) from error
+        if "file is not a database" in reason:
+            raise DatabaseUnavailable(
+                f"cannot open {url}: the file is not a SQLite database; point database.url at "
+                "a new file or at a Portico database"
+            ) from error
+        if any(text in reason for text in _SQLITE_SCHEMA_MESSAGES):
+            raise _schema_mismatch(url, reason) from error
+        return
+    sqlstate = getattr(error, "sqlstate", None)
+    if sqlstate in _PG_SCHEMA_CODES:
+        raise _schema_mismatch(url, reason) from error
+    unreachable = isinstance(sqlstate, str) and sqlstate[:2] in _PG_UNREACHABLE_CLASSES
+    # No connection yet (refused, unknown host, timeout) or one that broke: psycopg gives no
+    # SQLSTATE for those.
+    if context.connection is None or context.is_disconnect or unreachable:
+        raise DatabaseUnavailable(
+            f"cannot connect to the database at {url}: {reason}; start the database server, "
+            "or correct database.url (host, port, user, password, database name)"
+        ) from error
+
+
+def _schema_mismatch(url: str, reason: str) -> SchemaMismatch:
+    if "already exists" in reason:
+        return SchemaMismatch(
+            f"the database at {url} holds tables Portico did not make ({reason}); give Portico "
+            "a database of its own in database.url"
+        )
+    return SchemaMismatch(
+        f"the database at {url} lacks tables or columns this version of Portico uses "
+        f"({reason}); run `portico db upgrade`, or give Portico a database of its own in "
+        "database.url"
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(error).__name__
 
 
 def normalise_url(url: str) -> URL:
@@ -73,13 +155,16 @@ def create_engine_for(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
     # pre_ping: a long-lived process must survive PostgreSQL restarts and idle-connection reaping.
-    return sa.create_engine(parsed, pool_pre_ping=True)
+    engine = sa.create_engine(parsed, pool_pre_ping=True)
+    sa.event.listen(engine, "handle_error", _translate_error)
+    return engine
 
 
 def _sqlite_engine(url: URL) -> Engine:
     if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url)
+    sa.event.listen(engine, "handle_error", _translate_error)
 
     @sa.event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:

@@ -11,28 +11,25 @@ them every token they signed: the answer to a leaked key.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from portico.config.errors import ConfigError
+from portico.identity.cli import CommandError
 
 if TYPE_CHECKING:
     from portico.config.model import PorticoConfig
     from portico.identity.oauth.keys import SigningKey
 
 # The store (SQLAlchemy, Alembic) is imported inside the commands: registering them runs on
-# every `portico` invocation, and `portico --help` should not pay for a database layer.
+# every `portico` invocation, and `portico --help` should not pay for a database layer. Errors
+# (a refused config, an unreachable database) go up to the `portico` command, which prints them in
+# one line.
 
 
-def _load(args: argparse.Namespace) -> PorticoConfig | None:
-    try:
-        config: PorticoConfig = args.load_config(args.config)
-        return config
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return None
+def _load(args: argparse.Namespace) -> PorticoConfig:
+    config: PorticoConfig = args.load_config(args.config)
+    return config
 
 
 def _when(moment: datetime | None) -> str:
@@ -41,25 +38,21 @@ def _when(moment: datetime | None) -> str:
 
 def cmd_rotate_key(args: argparse.Namespace) -> int:
     config = _load(args)
-    if config is None:
-        return 1
     settings = config.identity.oauth
     if settings is None:
-        print(f"{args.config}: identity.oauth is not configured", file=sys.stderr)
-        return 1
+        raise CommandError(
+            f"{args.config} has no identity.oauth section: Portico is not an authorization "
+            "server there (docs/auth-oauth.md)"
+        )
     from portico.identity.oauth.repository import SigningKeys
     from portico.identity.oauth.state import retired_key_lifetime
-    from portico.store.database import Database, StoreError
+    from portico.store.database import Database
     from portico.store.migrate import ensure_current
 
-    try:
-        ensure_current(config.database.url)
-        with Database(config.database.url) as database:
-            lifetime = timedelta(0) if args.drop_old_keys else retired_key_lifetime(settings)
-            rotation = SigningKeys(database).rotate(settings.signing_algorithm, lifetime)
-    except StoreError as exc:
-        print(f"portico oauth rotate-key: {exc}", file=sys.stderr)
-        return 1
+    ensure_current(config.database.url)
+    with Database(config.database.url) as database:
+        lifetime = timedelta(0) if args.drop_old_keys else retired_key_lifetime(settings)
+        rotation = SigningKeys(database).rotate(settings.signing_algorithm, lifetime)
     assert rotation is not None
     created = rotation.created
     print(f"new signing key {created.kid} ({created.algorithm}) signs new tokens from now on")
@@ -77,19 +70,13 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     config = _load(args)
-    if config is None:
-        return 1
     from portico.identity.oauth.repository import SigningKeys
-    from portico.store.database import Database, StoreError
+    from portico.store.database import Database
     from portico.store.migrate import ensure_current
 
-    try:
-        ensure_current(config.database.url)
-        with Database(config.database.url) as database:
-            keys = SigningKeys(database).published()
-    except StoreError as exc:
-        print(f"portico oauth keys: {exc}", file=sys.stderr)
-        return 1
+    ensure_current(config.database.url)
+    with Database(config.database.url) as database:
+        keys = SigningKeys(database).published()
     now = datetime.now(UTC)
     rows = [("kid", "algorithm", "state", "activated", "published until")]
     for key in sorted(keys, key=lambda k: k.activated_at, reverse=True):
@@ -116,14 +103,26 @@ def _state(key: SigningKey, now: datetime) -> str:
     return "pending" if key.activated_at > now else "retired"
 
 
+_CONFIG_HELP = "the config file: identity.oauth and database.url (default: portico.yaml)"
+
+
 def register(subparsers: Any, load_config: Callable[[str], PorticoConfig]) -> None:
     """Add ``portico oauth ...`` to the ``portico`` command's subparsers; ``load_config`` reads the
     config with every capability's checks (the composition root's)."""
-    oauth = subparsers.add_parser("oauth", help="the OAuth 2.0 authorization server's signing keys")
-    commands = oauth.add_subparsers(dest="oauth_command", required=True)
+    oauth = subparsers.add_parser(
+        "oauth",
+        help="the OAuth 2.0 authorization server's signing keys",
+        description="The signing keys of Portico's OAuth 2.0 authorization server.",
+    )
+    commands = oauth.add_subparsers(dest="oauth_command", required=True, metavar="COMMAND")
 
-    rotate = commands.add_parser("rotate-key", help="make a new signing key; retire the current")
-    rotate.add_argument("-c", "--config", default="portico.yaml")
+    rotate = commands.add_parser(
+        "rotate-key",
+        help="make a new signing key; retire the current",
+        description="Make a new signing key; the current one keeps verifying its tokens until "
+        "they expire.",
+    )
+    rotate.add_argument("-c", "--config", default="portico.yaml", metavar="FILE", help=_CONFIG_HELP)
     rotate.add_argument(
         "--drop-old-keys",
         action="store_true",
@@ -131,6 +130,10 @@ def register(subparsers: Any, load_config: Callable[[str], PorticoConfig]) -> No
     )
     rotate.set_defaults(func=cmd_rotate_key, load_config=load_config)
 
-    keys = commands.add_parser("keys", help="list the published signing keys")
-    keys.add_argument("-c", "--config", default="portico.yaml")
+    keys = commands.add_parser(
+        "keys",
+        help="list the published signing keys",
+        description="List the signing keys published in the JWKS.",
+    )
+    keys.add_argument("-c", "--config", default="portico.yaml", metavar="FILE", help=_CONFIG_HELP)
     keys.set_defaults(func=cmd_keys, load_config=load_config)

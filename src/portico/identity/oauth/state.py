@@ -17,21 +17,19 @@ import logging
 import time
 from collections.abc import Callable, Hashable
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from portico.config.model import OAuthServer
 from portico.identity.jwks import RemoteKeySets
 from portico.identity.oauth.keys import KeyRing, SigningKey
-from portico.identity.oauth.repository import (
-    ClientAssertions,
-    KeyRotation,
-    RevokedTokens,
-    SigningKeys,
-)
 from portico.identity.oauth.tokens import DEFAULT_LEEWAY
-from portico.identity.store import IdentityChanges
 from portico.identity.tokencache import VerifiedTokenCache
-from portico.store.database import Database
+
+# The store (SQLAlchemy) is imported when a state is made: `portico check` imports this module
+# with the `oauth` authentication method and never opens a database.
+if TYPE_CHECKING:
+    from portico.identity.oauth.repository import KeyRotation
+    from portico.store.database import Database
 
 log = logging.getLogger("portico.identity.oauth")
 
@@ -57,6 +55,9 @@ class OAuthState:
         poll_interval: float = POLL_INTERVAL,
         remote_key_sets: RemoteKeySets | None = None,
     ) -> None:
+        from portico.identity.oauth.repository import ClientAssertions, RevokedTokens, SigningKeys
+        from portico.identity.store import IdentityChanges
+
         self.database = database
         self.keyring = KeyRing.empty()
         self.revoked: dict[str, float] = {}
