@@ -79,10 +79,10 @@ class Demo:
         return "".join(self.stdout) + self.stderr()
 
 
-def start_demo(tmp: Path) -> Demo:
-    port = free_port()
+def start_demo(tmp: Path, port: int | None = None, log: str = "stderr.log") -> Demo:
+    port = free_port() if port is None else port
     workdir = tmp / "demo-work"
-    stderr_path = tmp / "stderr.log"
+    stderr_path = tmp / log
     with stderr_path.open("w") as stderr:
         process = subprocess.Popen(
             [str(portico_command()), "demo", "--workdir", str(workdir), "--port", str(port)],
@@ -130,13 +130,13 @@ class CurlResult:
     body: Any
 
 
-def curl(command: str) -> CurlResult:
+def curl(command: str, cwd: Path | None = None) -> CurlResult:
     """Run a printed command line with the real curl; report the status on the side."""
     args = shlex.split(command)
     assert args[0] == "curl"
     args += ["--max-time", "10", "--write-out", "%{stderr}%{http_code} %{content_type}"]
     # Bytes, not text: universal newlines would turn the CRLFs that end the response head into LF.
-    done = subprocess.run(args, capture_output=True, timeout=30, check=False)
+    done = subprocess.run(args, capture_output=True, timeout=30, check=False, cwd=cwd)
     assert done.returncode == 0, f"{command}\nexit {done.returncode}: {done.stderr!r}"
     status, _, content_type = done.stderr.decode().strip().partition(" ")
     output = done.stdout.decode()
@@ -208,10 +208,20 @@ def check_answer(comment: str, command: str, result: CurlResult) -> None:
         # The backend says /orders/<id>; the gateway maps it back to the route's /v1 prefix.
         assert result.headers["location"] == f"/v1/orders/{result.body['id']}", where
     path = next(urlsplit(arg).path for arg in shlex.split(command) if arg.startswith("http"))
-    if path.startswith("/partner/"):
+    if path.startswith("/partner/") and "--cert" in command:
+        # demo/ledger's certificate, over the HTTPS listener.
+        assert debug["served_by"] == "orders-v2", where
+        assert debug["portico_headers"]["X-Portico-Consumer"] == "demo/ledger", where
+        assert debug["portico_headers"]["X-Portico-Auth-Method"] == "mtls", where
+    elif path.startswith("/partner/"):
         # The key printed by the demo identifies consumer demo/shop to the backend.
         assert debug["served_by"] == "orders-v2", where
-        assert debug["consumer"] == "demo/shop", where
+        assert debug["portico_headers"] == {
+            "X-Portico-Auth-Method": "api_key",
+            "X-Portico-Consumer": "demo/shop",
+            "X-Portico-Scopes": "orders:read",
+            "X-Portico-Tenant": "demo",
+        }, where
     elif "/v2/" in path or "X-Api-Version: 2" in command:
         assert debug["served_by"] == "orders-v2", where
         if "data" not in result.body:
@@ -230,9 +240,11 @@ def test_every_printed_curl_line_works_as_printed(demo: tuple[Demo, list[str]]) 
     lines = curl_lines(tour)
     assert len(lines) >= 8, "\n".join(tour)
     [operations] = [line.split()[1] for line in tour if line.strip().startswith("operations ")]
+    [https] = [line.split()[1] for line in tour if line.strip().startswith("https ")]
     for comment, command in lines:
-        assert running.url in command or operations in command
-        check_answer(comment, command, curl(command))
+        assert running.url in command or operations in command or https in command
+        # The certificate paths are relative to the directory the demo was started in.
+        check_answer(comment, command, curl(command, cwd=running.workdir.parent))
 
 
 def test_crm_requests_take_turns_between_the_two_instances(demo: tuple[Demo, list[str]]) -> None:
@@ -252,7 +264,7 @@ def test_the_printed_check_command_accepts_the_written_config(
         command, cwd=running.workdir.parent, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "11 routes" in done.stdout
+    assert "13 routes" in done.stdout
 
 
 def test_an_edit_of_the_written_config_is_reloaded(demo: tuple[Demo, list[str]]) -> None:
@@ -284,6 +296,78 @@ def test_sigterm_stops_the_demo_cleanly(tmp_path: Path) -> None:
         finish(running)
     output = running.output()
     assert "Traceback" not in output, output
+
+
+def run_until_tour(tmp: Path, port: int | None, log: str) -> tuple[Demo, list[str]]:
+    running = start_demo(tmp, port, log)
+    try:
+        return running, running.read_until(END_OF_TOUR, STARTUP_TIMEOUT)
+    except BaseException:
+        finish(running)
+        raise
+
+
+def key_lines(tour: list[str]) -> list[str]:
+    return [line.strip() for line in tour if "X-API-Key:" in line]
+
+
+def test_a_second_run_keeps_the_edited_config_and_prints_the_key_it_declares(
+    tmp_path: Path,
+) -> None:
+    first, tour = run_until_tour(tmp_path, None, "first.log")
+    try:
+        [key_line] = key_lines(tour)
+        assert first.stop(signal.SIGINT) == 0
+    finally:
+        finish(first)
+    config = first.workdir / "portico.yaml"
+    config.write_text(config.read_text().replace("hello from portico.yaml", "my own edit"))
+
+    # The port given now is not the config's: the config wins, and the demo says so.
+    second, tour = run_until_tour(tmp_path, free_port(), "second.log")
+    try:
+        printed = "\n".join(tour)
+        assert "from an earlier run, with your edits" in printed, printed
+        assert f"listens on :{first.port}" in printed, printed
+        assert "my own edit" in config.read_text()
+        assert key_lines(tour) == [key_line]
+        assert curl(key_line).status == 200
+        answer = curl(f"curl -s -i http://127.0.0.1:{first.port}/v1/orders/1001")
+        assert answer.headers["x-demo"] == "my own edit"
+        assert second.stop(signal.SIGINT) == 0
+    finally:
+        finish(second)
+
+    # A config that no longer declares the demo's key: no key is printed, only how to make one.
+    text = config.read_text()
+    config.write_text("\n".join(line for line in text.splitlines() if "api_keys:" not in line))
+    third, tour = run_until_tour(tmp_path, first.port, "third.log")
+    try:
+        assert key_lines(tour) == []
+        assert any("keys create --consumer demo/shop" in line for line in tour), tour
+        assert third.stop(signal.SIGINT) == 0
+    finally:
+        finish(third)
+
+
+def test_a_broken_kept_config_is_reported_in_a_few_lines_with_what_to_do(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo-work"
+    workdir.mkdir()
+    (workdir / "portico.yaml").write_text("gateway:\n  listen: nowhere\n")
+    done = subprocess.run(
+        [str(portico_command()), "demo", "--workdir", str(workdir)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "gateway.listen" in done.stderr, done.stderr
+    assert "delete it to start from the sample config" in done.stderr, done.stderr
+    # The user's file is left as it was.
+    assert (workdir / "portico.yaml").read_text() == "gateway:\n  listen: nowhere\n"
 
 
 def test_the_example_config_is_the_one_the_demo_ships() -> None:

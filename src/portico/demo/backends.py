@@ -2,8 +2,9 @@
 
 They are small HTTP/1.1 servers on asyncio and httptools, with keep-alive (the gateway pools its
 upstream connections) and sample data in memory. Every JSON answer carries a ``debug`` object with
-what the backend received from the gateway: the path after rewriting, the request ID and the
-``X-Forwarded-For`` chain, so a user sees the gateway at work.
+what the backend received from the gateway: the path after rewriting, the request ID, the
+``X-Forwarded-For`` chain and every ``X-Portico-*`` identity field, so a user sees the gateway at
+work.
 
 ``orders`` v1 writes money as a number; v2 writes it as ``{amount, currency}`` and nests the
 customer. Both versions serve the same order book, so an order created through one is visible
@@ -87,14 +88,24 @@ def problem(status: int, detail: str) -> Response:
     return Response(status, body, content_type="application/problem+json")
 
 
-def debug_info(name: str, request: Request) -> dict[str, str | None]:
+def debug_info(name: str, request: Request) -> dict[str, Any]:
     return {
         "served_by": name,
         "path": request.path,
         "request_id": request.headers.get("x-request-id"),
         "x_forwarded_for": request.headers.get("x-forwarded-for"),
-        "consumer": request.headers.get("x-portico-consumer"),
+        # Every X-Portico-* field received: the identity Portico vouches for (docs/identity.md).
+        "portico_headers": {
+            _display_name(header): value
+            for header, value in sorted(request.headers.items())
+            if header.startswith("x-portico-")
+        },
     }
+
+
+def _display_name(header: str) -> str:
+    """``x-portico-auth-method`` as the guides write it: ``X-Portico-Auth-Method``."""
+    return "-".join(part.capitalize() for part in header.split("-"))
 
 
 # -- orders ----------------------------------------------------------------------------------------
@@ -241,7 +252,7 @@ def orders_app(name: str, book: OrderBook, version: int) -> App:
     """``GET /orders``, ``GET /orders/{id}``, ``POST /orders`` and ``GET /health``."""
     shape = order_v2 if version == 2 else order_v1
 
-    def listing(orders: list[dict[str, Any]], debug: dict[str, str | None]) -> dict[str, Any]:
+    def listing(orders: list[dict[str, Any]], debug: dict[str, Any]) -> dict[str, Any]:
         if version == 2:
             return {"data": orders, "meta": {"count": len(orders)}, "debug": debug}
         return {"orders": orders, "count": len(orders), "debug": debug}
@@ -502,9 +513,10 @@ class Backends:
 
 
 async def start_backends(
-    host: str = "127.0.0.1", ports: Mapping[str, int] = DEFAULT_PORTS
+    host: str = "127.0.0.1", ports: Mapping[str, int] = DEFAULT_PORTS, *, fallback: bool = True
 ) -> Backends:
-    """Start every sample service on its port in ``ports``, or on any port if that one is taken."""
+    """Start every sample service on its port in ``ports``; if that one is taken, on any port
+    (``fallback``) or not at all (``OSError``: a config already names the port)."""
     book = OrderBook.sample()
     directory = CustomerDirectory.sample()
     apps: dict[str, App] = {
@@ -520,6 +532,8 @@ async def start_backends(
             try:
                 await backend.start(host, ports.get(name, 0))
             except OSError:
+                if not fallback:
+                    raise
                 await backend.start(host, 0)
             started[name] = backend
     except BaseException:
