@@ -11,7 +11,6 @@ from tests.support.upstreams import Upstream, refused_url
 
 from portico.identity.apikeys import generate_key
 
-
 FIELDS = (
     "request_id",
     "client",

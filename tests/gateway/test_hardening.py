@@ -4,7 +4,6 @@ the cases nginx cannot serve as a reference for, or that need a look at Portico'
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 

@@ -1,12 +1,13 @@
-"""The access log: one structured line per exchange, written by a completion hook.
+"""The access log: one record per exchange, written by a completion hook.
 
 The record goes to the ``portico.access`` logger (see ``docs/configuration.md``,
 ``gateway.access_log``) with the message ``GET /path 200`` and its fields as the record's
 attributes (``extra=``): the log format of the ``portico`` command writes them as ``key=value``
-pairs for a person, or as members of the line's JSON object for a collector. It names the route, the service and the target that answered, the
-consumer and tenant when the request was authenticated, the status, the bytes each way and the
-durations with sub-millisecond precision. The path goes without its query string, which may hold
-credentials; header values are never logged.
+pairs for a person, or as members of the line's JSON object for a collector. The fields name the
+route, the service and the target that answered, the consumer and tenant when the request was
+authenticated, the status, the bytes each way and the durations with sub-millisecond precision.
+The path goes without its query string, which may hold credentials; header values are never
+logged.
 """
 
 from __future__ import annotations
