@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
+PIP_QUIET := --quiet --disable-pip-version-check
 # Two installs in one virtual environment. `make demo` needs the runtime only (requirements.lock);
 # `make test`, `lint` and `bench` sync everything (requirements-dev.lock: the runtime at the same
 # versions, the tools, and mypyc's toolchain). The runtime step installs without removing, so a
@@ -34,10 +35,16 @@ DEMO_ARGS ?=
 
 install: $(DEV_STAMP) $(NATIVE)
 
+# The venv gets no pip of its own (ensurepip takes longer than all the rest of a first install):
+# the interpreter's pip installs uv into it when it can (pip >= 22.3 has --python), else the
+# venv's own pip is bootstrapped for that.
 $(VENV)/bin/uv:
-	@echo "make: creating the virtual environment $(VENV) and installing uv $(UV_VERSION) into it"
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	@echo "make: creating the virtual environment $(VENV)"
+	@test -x $(PY) || $(PYTHON) -m venv --without-pip $(VENV)
+	@echo "make: installing uv $(UV_VERSION) into $(VENV) (the installer of the lock files)"
+	@$(PYTHON) -m pip --python $(PY) install $(PIP_QUIET) uv==$(UV_VERSION) 2>/dev/null \
+		|| { $(PY) -m ensurepip --default-pip > /dev/null \
+		&& $(PY) -m pip install $(PIP_QUIET) uv==$(UV_VERSION); }
 
 $(RUNTIME_STAMP): requirements.lock pyproject.toml | $(VENV)/bin/uv
 	@echo "make: installing Portico and its runtime dependencies (requirements.lock) into $(VENV)"
@@ -61,14 +68,14 @@ $(NATIVE_MANIFEST): $(DEV_STAMP) $(NATIVE_SOURCES) pyproject.toml scripts/build_
 	@$(PY) scripts/build_native.py || true
 
 # The demo starts at once, interpreted. When the compiled hot path is missing or stale, it is
-# built beside the running demo (`native-staged`, at a low priority) and put into place by the
+# built beside the running demo (`native-staged`, at the lowest priority) and put into place by the
 # next `make demo` (or `make install`); build_native.py --adopt says which applies.
 demo: $(RUNTIME_STAMP)
 ifneq ($(PORTICO_NATIVE),0)
 	@$(PY) scripts/build_native.py --adopt; status=$$?; \
 	if [ $$status -eq 3 ]; then \
 		mkdir -p build/native; \
-		$(DETACH) $(MAKE) --no-print-directory native-staged \
+		$(DETACH) nice -n 19 $(MAKE) --no-print-directory native-staged \
 			> build/native/background.log 2>&1 < /dev/null & \
 	fi
 endif
@@ -76,7 +83,7 @@ endif
 	@$(VENV)/bin/portico demo $(DEMO_ARGS)
 
 native-staged: $(NATIVE_TOOLS_STAMP)
-	nice -n 10 $(PY) scripts/build_native.py --stage
+	$(PY) scripts/build_native.py --stage
 
 test: install
 	bash scripts/ensure-system-packages.sh test
