@@ -35,9 +35,9 @@ DEMO_ARGS ?=
 
 install: $(DEV_STAMP) $(NATIVE)
 
-# The venv gets no pip of its own (ensurepip takes longer than all the rest of a first install):
-# the interpreter's pip installs uv into it when it can (pip >= 22.3 has --python), else the
-# venv's own pip is bootstrapped for that.
+# The venv gets no pip of its own: ensurepip alone took 15-20 s on two busy cores, more than the
+# rest of a first install. The interpreter's pip installs uv into it when it can (pip >= 22.3 has
+# --python); else the venv's own pip is bootstrapped for that.
 $(VENV)/bin/uv:
 	@echo "make: creating the virtual environment $(VENV)"
 	@test -x $(PY) || $(PYTHON) -m venv --without-pip $(VENV)
