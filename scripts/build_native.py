@@ -13,18 +13,31 @@ small extension per module next to its ``.py``), keeps every intermediate in ``b
 removes the extensions of a previous build, and writes the manifest: the SHA-256 of each source
 it compiled and the ABI. ``portico._native`` refuses a build that no longer matches.
 
+``make demo`` does not wait for a build (it takes minutes): ``--adopt`` puts a build finished in
+the background into place, or says that one is needed, and ``--stage`` is that background build.
+It compiles into ``build/native/staged/`` and never touches ``src/``: a running demo imports some
+modules late, and must not find compiled ones among its interpreted ones. The next start adopts
+the staged build when it still matches the sources. One build runs at a time (a lock in
+``build/native/``); an in-place build waits for a background one and adopts it when it can.
+
 When there is no C compiler or the build fails, it says so in one line, leaves no compiled module
 behind, and exits 1 (the Makefile carries on: Portico runs as pure Python).
 
     python scripts/build_native.py            build, unless the manifest already matches
     python scripts/build_native.py --force    build even so
+    python scripts/build_native.py --stage    build into build/native/staged/ (for the next start)
+    python scripts/build_native.py --adopt    use a staged build; exit 3 when a build is needed
     python scripts/build_native.py --sources  print the listed source paths (for make)
+    python scripts/build_native.py --requirements  print what compiling needs (pyproject's
+                                              [native] extra, for the installer)
     python scripts/build_native.py --clean    remove the extensions, the manifest and build/native
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -34,12 +47,15 @@ import sys
 import sysconfig
 import time
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
 MANIFEST_FORMAT = 1  # the format portico._native reads
 LIBRARY_STEM = "_compiled"  # <package>._compiled__mypyc: the group's shared library
+STAGED_MANIFEST = "manifest.json"  # in build/native/staged/, beside the staged products
+NEEDS_BUILD = 3  # --adopt's exit status when there is nothing to adopt and a build is needed
 
 
 class BuildFailed(Exception):
@@ -75,6 +91,15 @@ class Plan:
     @property
     def build_dir(self) -> Path:
         return self.project / "build" / "native"
+
+    @property
+    def staged_dir(self) -> Path:
+        """A finished background build, with the layout of ``root``, waiting for a start."""
+        return self.build_dir / "staged"
+
+    @property
+    def background_log(self) -> Path:
+        return self.build_dir / "background.log"
 
     @property
     def package(self) -> str:
@@ -223,32 +248,40 @@ def relative(path: Path) -> str:
         return str(path)
 
 
-def build(plan: Plan, *, force: bool) -> str:
-    """Build if needed; return the one line to print."""
-    digests = hashes(plan)
-    wanted = manifest_for(plan, digests)
-    if not force and up_to_date(plan, wanted):
-        plan.manifest.touch()  # make compares times: this build is current
-        return f"native: {len(plan.sources)} compiled modules up to date"
-    compiler = find_compiler()
-    if compiler is None:
-        remove_products(plan)
-        raise BuildFailed("no C compiler found")
+def products(plan: Plan, manifest: dict[str, object]) -> list[str]:
+    """The files a build of ``manifest`` consists of, relative to the import root."""
+    return [str(manifest["library"])] + [extension_path(s) for s in plan.sources]
 
-    started = time.monotonic()
-    try:
-        compile_group(plan, plan.build_dir / "build.log")
-        if hashes(plan) != digests:
-            raise BuildFailed("a source changed during the build; run it again")
-    except BuildFailed:
-        # The previous build is stale (that is why this one ran): none rather than a stale one.
-        remove_products(plan)
-        raise
 
-    # Swap in the new build: old extensions out, new ones in, the manifest last.
+@contextlib.contextmanager
+def build_lock(plan: Plan, *, wait: bool) -> Iterator[bool]:
+    """Hold ``build/native/lock`` while compiling or swapping builds; yield whether it is held.
+
+    Without ``wait``, yield ``False`` at once when another build holds it. The kernel releases
+    an ``flock`` when its holder dies, so a killed build never leaves the lock behind.
+    """
+    plan.build_dir.mkdir(parents=True, exist_ok=True)
+    with (plan.build_dir / "lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                yield False
+                return
+            print(
+                f"native: waiting for the build running in the background "
+                f"({relative(plan.background_log)})",
+                flush=True,
+            )
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield True
+
+
+def install_products(plan: Plan, built: Path, wanted: dict[str, object]) -> None:
+    """Swap the build in ``built`` into the import root: old extensions out, new ones in, the
+    manifest last (until it is there, ``portico._native`` runs everything from source)."""
     remove_products(plan)
-    built = plan.build_dir / "lib"
-    for product in [str(wanted["library"])] + [extension_path(s) for s in plan.sources]:
+    for product in products(plan, wanted):
         target = plan.root / product
         staging = target.with_name(target.name + ".tmp")
         shutil.copyfile(built / product, staging)
@@ -256,11 +289,128 @@ def build(plan: Plan, *, force: bool) -> str:
     staging = plan.manifest.with_name(plan.manifest.name + ".tmp")
     staging.write_text(json.dumps(wanted, indent=2) + "\n", encoding="utf-8")
     os.replace(staging, plan.manifest)
-    took = time.monotonic() - started
+
+
+def staged_matches(plan: Plan, wanted: dict[str, object]) -> bool:
+    try:
+        staged = json.loads((plan.staged_dir / STAGED_MANIFEST).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return False
+    if staged != wanted:
+        return False
+    return all((plan.staged_dir / p).is_file() for p in products(plan, wanted))
+
+
+def compile_current(plan: Plan, digests: dict[str, str]) -> float:
+    """Compile the sources of ``digests`` into ``build/native/lib``; the seconds it took."""
+    if find_compiler() is None:
+        raise BuildFailed("no C compiler found")
+    started = time.monotonic()
+    compile_group(plan, plan.build_dir / "build.log")
+    if hashes(plan) != digests:
+        raise BuildFailed("a source changed during the build; run it again")
+    return time.monotonic() - started
+
+
+def build(plan: Plan, *, force: bool) -> str:
+    """Build in place if needed; return the one line to print."""
+    digests = hashes(plan)
+    wanted = manifest_for(plan, digests)
+    with build_lock(plan, wait=True):
+        if not force and up_to_date(plan, wanted):
+            plan.manifest.touch()  # make compares times: this build is current
+            return f"native: {len(plan.sources)} compiled modules up to date"
+        if not force and staged_matches(plan, wanted):
+            install_products(plan, plan.staged_dir, wanted)
+            shutil.rmtree(plan.staged_dir)
+            return (
+                f"native: using the {len(plan.sources)} modules compiled in the background "
+                f"({relative(plan.manifest)})"
+            )
+        try:
+            took = compile_current(plan, digests)
+        except BuildFailed:
+            # The previous build is stale (that is why this one ran): none rather than a stale one.
+            remove_products(plan)
+            raise
+        install_products(plan, plan.build_dir / "lib", wanted)
     return (
         f"native: compiled {len(plan.sources)} modules with mypyc in {took:.0f} s "
         f"({relative(plan.manifest)})"
     )
+
+
+def stage(plan: Plan) -> str:
+    """Build into ``build/native/staged/`` for the next start, leaving ``src/`` alone."""
+    with build_lock(plan, wait=False) as held:
+        if not held:
+            return "native: another build is running; this one is not needed"
+        digests = hashes(plan)
+        wanted = manifest_for(plan, digests)
+        if up_to_date(plan, wanted):
+            return f"native: {len(plan.sources)} compiled modules up to date"
+        if staged_matches(plan, wanted):
+            return "native: a build is already waiting for the next start"
+        shutil.rmtree(plan.staged_dir, ignore_errors=True)
+        took = compile_current(plan, digests)
+        # Complete or absent: the products and the manifest are copied beside, then renamed.
+        partial = plan.build_dir / "staged.tmp"
+        shutil.rmtree(partial, ignore_errors=True)
+        for product in products(plan, wanted):
+            (partial / product).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(plan.build_dir / "lib" / product, partial / product)
+        (partial / STAGED_MANIFEST).write_text(json.dumps(wanted, indent=2) + "\n", "utf-8")
+        os.replace(partial, plan.staged_dir)
+    return (
+        f"native: compiled {len(plan.sources)} modules with mypyc in {took:.0f} s; "
+        "the next start uses them"
+    )
+
+
+def adopt(plan: Plan) -> tuple[str, int]:
+    """At a start that will not wait for a build: use a staged one, or say a build is needed.
+
+    Returns the line to print and the exit status: :data:`NEEDS_BUILD` when the caller should
+    start a background build (``--stage``), else 0.
+    """
+    n = len(plan.sources)
+    needed = (
+        f"native: compiling the hot path ({n} modules) with mypyc in the background, for the "
+        f"next start (a few minutes; {relative(plan.background_log)}); this one runs interpreted"
+    )
+    with build_lock(plan, wait=False) as held:
+        if not held:
+            return (
+                "native: the hot path is still compiling in the background "
+                f"({relative(plan.background_log)}); this start runs interpreted",
+                0,
+            )
+        digests = hashes(plan)
+        try:
+            wanted = manifest_for(plan, digests)
+        except BuildFailed:
+            # mypy is not installed yet (a first run): the background build installs it.
+            return needed, NEEDS_BUILD
+        if up_to_date(plan, wanted):
+            plan.manifest.touch()
+            return f"native: {n} compiled modules up to date", 0
+        if staged_matches(plan, wanted):
+            install_products(plan, plan.staged_dir, wanted)
+            shutil.rmtree(plan.staged_dir)
+            return f"native: using the {n} modules compiled in the background", 0
+        shutil.rmtree(plan.staged_dir, ignore_errors=True)
+        # A stale build in place would only make this start warn that it is not used.
+        remove_products(plan)
+        if find_compiler() is None:
+            return "native: not built (no C compiler found); Portico runs as pure Python", 0
+        return needed, NEEDS_BUILD
+
+
+def native_requirements(project: Path) -> list[str]:
+    """The ``native`` extra of pyproject.toml: what compiling needs besides the runtime."""
+    with (project / "pyproject.toml").open("rb") as f:
+        extras = tomllib.load(f)["project"]["optional-dependencies"]
+    return [str(requirement) for requirement in extras["native"]]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,7 +418,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project", type=Path, default=PROJECT, help="the project directory")
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--force", action="store_true", help="build even if up to date")
+    action.add_argument("--stage", action="store_true", help="build for the next start")
+    action.add_argument("--adopt", action="store_true", help="use a staged build if current")
     action.add_argument("--sources", action="store_true", help="print the listed sources")
+    action.add_argument("--requirements", action="store_true", help="print what compiling needs")
     action.add_argument("--clean", action="store_true", help="remove every build product")
     action.add_argument("--compile-step", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -277,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.sources:
         print(" ".join(str((plan.root / s).relative_to(plan.project)) for s in plan.sources))
         return 0
+    if args.requirements:
+        print("\n".join(native_requirements(plan.project)))
+        return 0
     if args.clean:
         remove_products(plan)
         shutil.rmtree(plan.build_dir, ignore_errors=True)
@@ -284,8 +440,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.compile_step:
         compile_step(plan)
         return 0
+    if args.adopt:
+        line, status = adopt(plan)
+        print(line, flush=True)
+        return status
     try:
-        print(build(plan, force=args.force), flush=True)
+        print(stage(plan) if args.stage else build(plan, force=args.force), flush=True)
     except BuildFailed as exc:
         print(f"native: not built ({exc}); Portico runs as pure Python", flush=True)
         return 1

@@ -16,8 +16,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+import http_sf
 import httpx
 import pytest
+from http_message_signatures import ContentDigest
 from tests.support.gateway import RunningGateway, check_problem, running_gateway
 from tests.support.signing import (
     SHA512Digest,
@@ -590,6 +592,61 @@ def test_unsigned_request_is_challenged_to_sign(start_signed: StartSigned, ed255
     assert response.headers.get_list("www-authenticate") == ['Signature realm="portico"']
     # RFC 9421 §5.1: the challenge also says what to sign.
     assert response.headers["accept-signature"].startswith('sig1=("@method" "@authority" "@path"')
+
+
+def sign_as_asked(signer: Signer, request: httpx.Request, accept_signature: str) -> None:
+    """Sign ``request`` in place with exactly what ``accept_signature`` asks: its label, its
+    components in its order, and its parameters (RFC 9421 §5.1), as a client following it would."""
+    proposals = http_sf.parse(accept_signature.encode(), tltype="dictionary")
+    assert isinstance(proposals, dict) and len(proposals) == 1
+    label, (items, params) = next(iter(proposals.items()))
+    components = tuple(name for name, _ in items)
+    unknown = set(params) - {"created", "nonce", "tag"}
+    assert not unknown, f"a parameter this client cannot provide: {unknown}"
+    signer.signer.content_digest_class = ContentDigest
+    signer.signer.sign(
+        request,
+        key_id=signer.keyid,
+        label=label,
+        covered_component_ids=components,
+        created=datetime.datetime.now(datetime.UTC) if "created" in params else None,
+        nonce=secrets.token_urlsafe(16) if "nonce" in params else None,
+        tag=params.get("tag"),
+        # The digest of the content, also of empty content when "content-digest" is asked for.
+        body=request.content if "content-digest" in components else None,
+    )
+    signed = http_sf.parse(request.headers["signature-input"].encode(), tltype="dictionary")
+    assert isinstance(signed, dict)
+    assert tuple(name for name, _ in signed[label][0]) == components  # nothing added by the library
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "content"),
+    [
+        pytest.param("POST", "/orders/", b'{"sku": "A-1"}', id="post-with-body"),
+        pytest.param(
+            "POST", "/orders/?dry-run=1", b'{"sku": "A-1"}', id="post-with-query-and-body"
+        ),
+        pytest.param("GET", "/orders/42?expand=lines", b"", id="get-with-query"),
+        pytest.param("GET", "/orders/42", b"", id="get"),
+    ],
+)
+def test_unsigned_request_signed_as_accept_signature_asks_gets_through(
+    start_signed: StartSigned, ed25519: Signer, method: str, path: str, content: bytes
+) -> None:
+    gateway = start_signed(ed25519, headers=["x-partner-date"], tag="partner-app")
+    fields = {"x-partner-date": "2025-01-01"}
+    challenged = gateway.send(gateway.request(method, path, content=content, headers=fields))
+    check_problem(challenged, 401, UNAUTHORIZED)
+    accept = challenged.headers["accept-signature"]
+
+    request = gateway.request(method, path, content=content, headers=fields)
+    sign_as_asked(ed25519, request, accept)
+    response = gateway.send(request)
+
+    echoed = upstream_saw(response)
+    assert header(echoed, "x-portico-consumer") == "acme/billing"
+    assert echoed["body"] == content.decode()
 
 
 def test_refusal_proposes_the_components_to_sign_in_accept_signature(

@@ -251,8 +251,12 @@ class SignatureAuthenticator:
         self._require_nonce = settings.require_nonce
         self._tag = settings.tag
         self._nonces = nonces if nonces is not None else _NONCES
-        self.accept_signature = self._accept_signature(query=False, body=False)
-        """``Accept-Signature`` (RFC 9421 §5.1) for a request without query or body."""
+        # The 401 for a request without a signature is built once per route, before any request
+        # is seen, so it proposes what covers every request: "@query" (the bare "?" when there
+        # is none) and "content-digest" (of empty content when there is none). A client that
+        # signs what it is asked gets through, also with a query or a body.
+        self.accept_signature = self._accept_signature(query=True, body=True)
+        """``Accept-Signature`` (RFC 9421 §5.1) for a request without a signature."""
 
     def challenge(self) -> str:
         return CHALLENGE
