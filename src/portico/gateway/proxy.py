@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from portico.gateway import problems
@@ -76,7 +75,7 @@ class Forward:
         "_sent_at",
         "_target",
         "_tried",
-        "_write",
+        "_writing",
         "client",
         "conn",
         "exchange",
@@ -110,7 +109,9 @@ class Forward:
         self._attempts_left = 1 + route.service.spec.retries
         self._target: Target | None = None
         self._chunk_to_client = False
-        self._write: Callable[[bytes], None] | None = None
+        self._writing = False
+        """The response head is ready: body chunks go to the client. (A flag, not a bound
+        method kept on self: that would be a reference cycle, left to the garbage collector.)"""
         self._pending_head = b""
         self._body_mode = _RELAY
         self._held: list[bytes] = []
@@ -349,7 +350,7 @@ class Forward:
             return
         # The head waits for the first body chunk so both leave in one write (one syscall).
         self._pending_head = head
-        self._write = self._write_chunk if chunk else self._write_plain
+        self._writing = True
 
     def _render_head(
         self,
@@ -407,19 +408,6 @@ class Forward:
             out.append((name, value))
         return out
 
-    def _write_chunk(self, data: bytes) -> None:
-        transport = self.client.transport
-        if data and transport is not None:
-            size = b"%x\r\n" % len(data)
-            transport.writelines((size, data, b"\r\n"))
-            self.request.bytes_out += len(size) + len(data) + 2
-
-    def _write_plain(self, data: bytes) -> None:
-        transport = self.client.transport
-        if transport is not None:
-            transport.write(data)
-            self.request.bytes_out += len(data)
-
     def cancel(self) -> None:
         """The client went away: drop the upstream exchange without judging the target."""
         conn, self.conn = self.conn, None
@@ -458,21 +446,20 @@ class Forward:
             data = self._hold(data) if self._body_mode == _HOLD else self._filter(data, False)
             if not data:
                 return
-        write = self._write
-        if write is None or self.client.closed:
+        transport = self.client.transport
+        if not self._writing or self.client.closed or transport is None:
             return
-        if self._pending_head:
-            head, self._pending_head = self._pending_head, b""
-            if not self._chunk_to_client:
-                write(head + data)
-                return
-            transport = self.client.transport
-            assert transport is not None
+        head = self._pending_head
+        if head:
+            self._pending_head = b""
+        if self._chunk_to_client:
             size = b"%x\r\n" % len(data)
             transport.writelines((head, size, data, b"\r\n"))
             self.request.bytes_out += len(head) + len(size) + len(data) + 2
-            return
-        write(data)
+        else:
+            out = head + data if head else data
+            transport.write(out)
+            self.request.bytes_out += len(out)
 
     def upstream_done(self, conn: UpstreamConnection) -> None:
         target = self._target
@@ -568,7 +555,7 @@ class Forward:
         self._pending_head = self._render_head(
             self._held_status, fields, self._drop | _LENGTH, codings, chunk, -1 if chunk else length
         )
-        self._write = self._write_chunk if chunk else self._write_plain
+        self._writing = True
         self._body_mode = _FILTER if self.route.chunk_pipeline and length < 0 else _RELAY
 
     def _whole_body(self, body: bytes) -> bool:
