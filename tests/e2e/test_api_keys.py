@@ -33,7 +33,7 @@ from portico.store.migrate import upgrade
 __all__ = ["postgres_cluster"]
 
 ORDERS = "/orders"
-UNAUTHORIZED = "https://portico.dev/problems/unauthorized"
+INVALID_CREDENTIALS = "https://portico.dev/problems/invalid-credentials"
 
 
 @pytest.fixture(
@@ -173,7 +173,7 @@ def test_unknown_wrong_expired_and_revoked_keys_get_the_same_401(start: Any) -> 
     bodies = {name: problem_without_request_id(r) for name, r in answers.items()}
     challenges = {r.headers["www-authenticate"] for r in answers.values()}
     assert all(body == bodies["unknown id"] for body in bodies.values()), bodies
-    assert bodies["unknown id"]["type"] == UNAUTHORIZED
+    assert bodies["unknown id"]["type"] == INVALID_CREDENTIALS
     assert challenges == {'ApiKey realm="portico", error="invalid_key"'}
 
 

@@ -115,10 +115,10 @@ def test_client_certificate_and_signature_each_authenticate_the_partner(
     with deployment.https() as http:
         signed = signer.sign(http.build_request("GET", "/partner/orders/1?expand=lines"))
         assert consumer_seen_upstream(http.send(signed)) == "acme/billing"
-        check_problem(http.send(signed), 401, "https://portico.dev/problems/unauthorized")
+        check_problem(http.send(signed), 401, "https://portico.dev/problems/invalid-credentials")
     with deployment.https(stranger) as http:
         refused = http.get("/partner/orders/1")
-    check_problem(refused, 401, "https://portico.dev/problems/unauthorized")
+    check_problem(refused, 401, "https://portico.dev/problems/invalid-credentials")
     assert refused.headers["www-authenticate"].startswith("MutualTLS")
 
 
@@ -133,7 +133,7 @@ def test_signed_request_over_plain_http_is_accepted_and_its_replay_refused(
         assert consumer_seen_upstream(http.send(signed)) == "acme/billing"
         replayed = http.send(signed)
 
-    check_problem(replayed, 401, "https://portico.dev/problems/unauthorized")
+    check_problem(replayed, 401, "https://portico.dev/problems/invalid-credentials")
     assert replayed.headers["www-authenticate"] == (
         'Signature realm="portico", error="invalid_signature"'
     )

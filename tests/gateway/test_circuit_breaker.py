@@ -18,9 +18,9 @@ def test_circuit_opens_after_threshold_and_half_opens_after_reset_timeout() -> N
     clock = Clock()
     breaker = CircuitBreaker(model.CircuitBreaker(failure_threshold=3, reset_timeout=10), clock)
     for _ in range(2):
-        breaker.failure()
+        assert not breaker.failure(), "not opened yet"
     assert breaker.state is CircuitState.CLOSED and breaker.allows()
-    breaker.failure()
+    assert breaker.failure(), "this failure opened the circuit"
     assert breaker.state is CircuitState.OPEN and not breaker.allows()
     clock.now += 10
     assert breaker.allows()
@@ -54,10 +54,10 @@ def test_passive_check_takes_target_out_until_recovery_time() -> None:
     checks = model.HealthCheck(
         passive=model.PassiveHealthCheck(unhealthy_threshold=2, recovery_after=30)
     )
-    health = TargetHealth(checks, None, clock)
-    health.failure()
+    health = TargetHealth("orders", "http://10.0.0.5:8080", checks, None, clock)
+    health.failure("connection refused")
     assert health.available()
-    health.failure()
+    health.failure("connection refused")
     assert not health.available()
     clock.now += 30
     assert health.available()
@@ -68,10 +68,10 @@ def test_active_probes_need_consecutive_results_to_flip() -> None:
     checks = model.HealthCheck(
         active=model.ActiveHealthCheck(healthy_threshold=2, unhealthy_threshold=2)
     )
-    health = TargetHealth(checks, None, Clock())
-    health.probe_result(False)
+    health = TargetHealth("orders", "http://10.0.0.5:8080", checks, None, Clock())
+    health.probe_result(False, "status 503")
     assert health.available()
-    health.probe_result(False)
+    health.probe_result(False, "status 503")
     assert not health.available()
     health.probe_result(True)
     assert not health.available()

@@ -31,6 +31,7 @@ from portico.config.model import TLSListener
 from portico.gateway.app import server_ssl_context
 
 UNAUTHORIZED = "https://portico.dev/problems/unauthorized"
+INVALID_CREDENTIALS = "https://portico.dev/problems/invalid-credentials"
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ def upstream_saw(response: httpx.Response) -> dict[str, str]:
 
 
 def check_refused_certificate(response: httpx.Response) -> None:
-    check_problem(response, 401, UNAUTHORIZED)
+    check_problem(response, 401, INVALID_CREDENTIALS)
     assert response.headers.get_list("www-authenticate") == [
         'MutualTLS realm="portico", error="invalid_certificate"'
     ]

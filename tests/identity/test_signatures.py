@@ -37,6 +37,7 @@ from portico.identity.context import BuildContext, Extensions
 from portico.identity.signatures import NonceStore, NonceStoreFull, build_authenticator
 
 UNAUTHORIZED = "https://portico.dev/problems/unauthorized"
+INVALID_CREDENTIALS = "https://portico.dev/problems/invalid-credentials"
 INVALID = 'Signature realm="portico", error="invalid_signature"'
 EMPTY_DIGEST = "sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:"
 
@@ -140,7 +141,8 @@ def check_refused(caplog: pytest.LogCaptureFixture) -> CheckRefused:
     caplog.set_level(logging.DEBUG, logger="portico.auth")
 
     def check(response: httpx.Response, because: str) -> None:
-        problem = check_problem(response, 401, UNAUTHORIZED)
+        problem = check_problem(response, 401, INVALID_CREDENTIALS)
+        assert problem["title"] == "The credentials are not valid"
         assert problem["detail"] == "The credentials presented are not valid."
         assert response.headers.get_list("www-authenticate") == [INVALID]
         accept = response.headers["accept-signature"]
@@ -659,7 +661,7 @@ def test_refusal_proposes_the_components_to_sign_in_accept_signature(
 
     response = gateway.send(request)
 
-    check_problem(response, 401, UNAUTHORIZED)
+    check_problem(response, 401, INVALID_CREDENTIALS)
     assert response.headers["accept-signature"] == (
         'sig1=("@method" "@authority" "@path" "@query" "x-partner-date" "content-digest")'
         ";created;nonce"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from portico.config.errors import ConfigError
 from portico.config.model import TLSListener
+from portico.core.net import host_port
 from portico.gateway.connection import ClientConnection
 from portico.gateway.health import run_active_checks
 from portico.gateway.snapshot import Runtime, retired_services
@@ -105,12 +106,12 @@ class Gateway:
                 reuse_address=True,
                 backlog=2048,
             )
-            log.info("gateway listening on https://%s:%d", tls.listen.host, self.tls_port)
+            log.info("gateway listening on https://%s", host_port(tls.listen.host, self.tls_port))
         self._sync_health_checks()
         self._background.append(loop.create_task(self._tick()))
         if self.config_path is not None:
             self._background.append(loop.create_task(self._watch_config()))
-        log.info("gateway listening on http://%s:%d", listen.host, self.port)
+        log.info("gateway listening on http://%s", host_port(listen.host, self.port))
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()

@@ -7,6 +7,11 @@ Every target has one :class:`TargetHealth`. Three signals decide if the balancer
   rotation for ``recovery_after`` seconds when the threshold is reached;
 - the **circuit breaker** opens after consecutive failures, so calls fail fast; after
   ``reset_timeout`` it lets one trial request through (half-open) and closes again if it succeeds.
+
+Each change for the worse is logged once, when it happens, naming the service, the target and the
+last failure (``service 'orders' target http://10.0.0.5:8080: circuit opened after 5 consecutive
+failures (last: connection refused)``), with ``service`` and ``target`` also as the record's
+fields. Successes log nothing but a target's return, so the hot path stays quiet.
 """
 
 from __future__ import annotations
@@ -22,7 +27,22 @@ import httptools
 
 from portico.config import model
 
-log = logging.getLogger("portico.health")
+# A child of ``portico.gateway``: one logger name to follow (or silence) for the data plane.
+log = logging.getLogger("portico.gateway.health")
+
+
+def describe_os_error(exc: OSError) -> str:
+    """A socket error as a short phrase (``connection refused``, ``name or service not known``):
+    the operating system's message without the errno and address noise of ``str(exc)``."""
+    if exc.strerror:
+        return exc.strerror.lower()
+    text = str(exc)
+    return text if text else type(exc).__name__
+
+
+def counted(n: int, noun: str) -> str:
+    """``1 failure``, ``3 failures``: log lines read as sentences."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 class CircuitState(enum.Enum):
@@ -69,20 +89,27 @@ class CircuitBreaker:
         """The request was cancelled by its client: it proves nothing either way."""
         self._trial_in_flight = False
 
-    def failure(self) -> None:
+    @property
+    def failures(self) -> int:
+        """Consecutive failures counted since the last success."""
+        return self._failures
+
+    def failure(self) -> bool:
+        """A request failed; whether this failure opened the circuit (for its owner to log: the
+        breaker does not know which target it guards)."""
         self._trial_in_flight = False
         if self.state is CircuitState.HALF_OPEN:
-            self._open()
-            return
+            return self._open()
         self._failures += 1
         if self._failures >= self.settings.failure_threshold:
-            self._open()
+            return self._open()
+        return False
 
-    def _open(self) -> None:
-        if self.state is not CircuitState.OPEN:
-            log.warning("circuit opened after %d consecutive failures", self._failures or 1)
+    def _open(self) -> bool:
+        opened = self.state is not CircuitState.OPEN
         self.state = CircuitState.OPEN
         self._opened_at = self._clock()
+        return opened
 
 
 class TargetHealth:
@@ -95,11 +122,15 @@ class TargetHealth:
         "active",
         "actively_healthy",
         "breaker",
+        "fields",
         "passive",
+        "prefix",
     )
 
     def __init__(
         self,
+        service: str,
+        target: str,
         checks: model.HealthCheck,
         breaker: model.CircuitBreaker | None,
         clock: Callable[[], float] = time.monotonic,
@@ -113,6 +144,11 @@ class TargetHealth:
         self._passive_failures = 0
         self._passive_until = 0.0
         self._clock = clock
+        # Built once: every log line about this target starts with them.
+        self.prefix = f"service {service!r} target {target}"
+        """How a log line names this target: ``service 'orders' target http://10.0.0.5:8080``."""
+        self.fields: dict[str, object] = {"service": service, "target": target}
+        """The same as the record's fields (``extra=``), for a program reading the log."""
 
     def available(self) -> bool:
         if not self.actively_healthy:
@@ -120,6 +156,18 @@ class TargetHealth:
         if self._passive_until and self._clock() < self._passive_until:
             return False
         return self.breaker is None or self.breaker.allows()
+
+    def unavailable_because(self) -> str:
+        """Why :meth:`available` is false, for the log line of a 503 (failure path only)."""
+        if not self.actively_healthy:
+            return "failing its health probes"
+        if self._passive_until and self._clock() < self._passive_until:
+            return "out of rotation after failed requests"
+        if self.breaker is not None and not self.breaker.allows():
+            if self.breaker.state is CircuitState.HALF_OPEN:
+                return "circuit half-open, its trial request in flight"
+            return "circuit open"
+        return "available"
 
     def begin(self) -> None:
         if self.breaker is not None:
@@ -135,35 +183,74 @@ class TargetHealth:
         if self.breaker is not None:
             self.breaker.success()
 
-    def failure(self) -> None:
-        if self.breaker is not None:
-            self.breaker.failure()
-        if self.passive is not None:
+    def failure(self, reason: str) -> None:
+        """A request to this target failed; ``reason`` says how (``connection refused``,
+        ``status 503``) and is logged only if the failure changes the target's state."""
+        breaker = self.breaker
+        if breaker is not None:
+            half_open = breaker.state is CircuitState.HALF_OPEN
+            if breaker.failure():
+                if half_open:
+                    log.warning(
+                        "%s: circuit opened again: the trial request failed (%s)",
+                        self.prefix,
+                        reason,
+                        extra=self.fields,
+                    )
+                else:
+                    log.warning(
+                        "%s: circuit opened after %s (last: %s)",
+                        self.prefix,
+                        counted(breaker.failures, "consecutive failure"),
+                        reason,
+                        extra=self.fields,
+                    )
+        passive = self.passive
+        if passive is not None:
             self._passive_failures += 1
-            if self._passive_failures >= self.passive.unhealthy_threshold:
+            if self._passive_failures >= passive.unhealthy_threshold:
+                log.warning(
+                    "%s: out of rotation for %gs after %s (last: %s)",
+                    self.prefix,
+                    passive.recovery_after,
+                    counted(self._passive_failures, "consecutive failure"),
+                    reason,
+                    extra=self.fields,
+                )
                 self._passive_failures = 0
-                self._passive_until = self._clock() + self.passive.recovery_after
+                self._passive_until = self._clock() + passive.recovery_after
 
     def fails_on_status(self, status: int) -> bool:
         return self.passive is not None and status in self.passive.failure_statuses
 
-    def probe_result(self, ok: bool) -> None:
-        assert self.active is not None
+    def probe_result(self, ok: bool, reason: str = "") -> None:
+        """The outcome of one active probe; ``reason`` says why a failed one failed."""
+        active = self.active
+        assert active is not None
         if ok:
             self._active_failures = 0
             self._active_successes += 1
-            if (
-                not self.actively_healthy
-                and self._active_successes >= self.active.healthy_threshold
-            ):
+            if not self.actively_healthy and self._active_successes >= active.healthy_threshold:
                 self.actively_healthy = True
-                log.info("target is healthy again")
+                log.info(
+                    "%s: healthy again after %s",
+                    self.prefix,
+                    counted(self._active_successes, "successful health probe"),
+                    extra=self.fields,
+                )
         else:
             self._active_successes = 0
             self._active_failures += 1
-            if self.actively_healthy and self._active_failures >= self.active.unhealthy_threshold:
+            if self.actively_healthy and self._active_failures >= active.unhealthy_threshold:
                 self.actively_healthy = False
-                log.warning("target failed %d health probes", self._active_failures)
+                log.warning(
+                    "%s: out of rotation after %s of %s (last: %s)",
+                    self.prefix,
+                    counted(self._active_failures, "failed health probe"),
+                    active.path,
+                    reason,
+                    extra=self.fields,
+                )
 
 
 class _ProbeResponse:
@@ -176,8 +263,8 @@ class _ProbeResponse:
         self.done = True
 
 
-async def probe(url: str, path: str, timeout: float) -> int | None:
-    """GET ``path`` on the target; the status code, or None when it could not be reached."""
+async def probe(url: str, path: str, timeout: float) -> tuple[int, str]:
+    """GET ``path`` on the target: its status code, or 0 and why it could not be reached."""
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -196,11 +283,16 @@ async def probe(url: str, path: str, timeout: float) -> int | None:
             while not sink.done:
                 data = await reader.read(65536)
                 if not data:
-                    return None
+                    return 0, "the connection closed before a response"
                 parser.feed_data(data)
-            return int(parser.get_status_code())
-    except (OSError, TimeoutError, httptools.HttpParserError):
-        return None
+            return int(parser.get_status_code()), ""
+    except TimeoutError:
+        # Before OSError: TimeoutError is one of its subclasses.
+        return 0, f"no response within {timeout:g}s"
+    except OSError as os_error:
+        return 0, describe_os_error(os_error)
+    except httptools.HttpParserError:
+        return 0, "the response is not HTTP"
     finally:
         if writer is not None:
             writer.close()
@@ -211,6 +303,9 @@ async def run_active_checks(url: str, health: TargetHealth) -> None:
     settings = health.active
     assert settings is not None
     while True:
-        status = await probe(url, settings.path, settings.timeout)
-        health.probe_result(status is not None and status in settings.expected_statuses)
+        status, reason = await probe(url, settings.path, settings.timeout)
+        ok = status in settings.expected_statuses
+        if status and not ok:
+            reason = f"status {status}"
+        health.probe_result(ok, reason)
         await asyncio.sleep(settings.interval)

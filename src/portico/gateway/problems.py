@@ -33,6 +33,7 @@ UPGRADE_NOT_ALLOWED = ProblemType(
     "upgrade-not-allowed", 400, "This route does not accept protocol upgrades"
 )
 UNAUTHORIZED = ProblemType("unauthorized", 401, "Authentication required")
+INVALID_CREDENTIALS = ProblemType("invalid-credentials", 401, "The credentials are not valid")
 FORBIDDEN = ProblemType("forbidden", 403, "Access to this route is not allowed")
 INSUFFICIENT_SCOPE = ProblemType(
     "insufficient-scope", 403, "The credentials do not grant the scope this route needs"
@@ -65,6 +66,7 @@ ALL_TYPES: tuple[ProblemType, ...] = (
     BAD_REQUEST,
     UPGRADE_NOT_ALLOWED,
     UNAUTHORIZED,
+    INVALID_CREDENTIALS,
     FORBIDDEN,
     INSUFFICIENT_SCOPE,
     IP_FORBIDDEN,

@@ -5,6 +5,12 @@ A :class:`Forward` is driven by callbacks: the upstream connection calls :meth:`
 opening a new upstream connection runs as a task. Retries go to another target when possible and
 happen only when replaying is safe: the failure came before anything was sent (connect errors), or
 the method is idempotent and the request had no body.
+
+Failures are logged where they are decided, never on the way of a successful exchange: a retry at
+INFO (the target that failed and why), an error answered to the client (502, 503, 504) or a
+response cut short at WARNING. Each line names the service, the target and the request id, in the
+message and as the record's fields; none holds the request's path, query or headers, which may
+carry the client's credentials.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from portico.gateway.completion import UPSTREAM_BROKE
 from portico.gateway.exchange import Exchange, Reply
 from portico.gateway.forwarding import client_location
 from portico.gateway.headers import Headers
+from portico.gateway.health import counted
 from portico.gateway.http import status_line_bytes
 from portico.gateway.upstream import (
     Target,
@@ -164,6 +171,18 @@ class Forward:
         self._attempts_left -= 1
         if self._tried:
             service.stats.retries += 1
+            error = self._error
+            if error is not None:
+                failed = self._tried[-1]
+                log.info(
+                    "%s: request %s failed (%s: %s); retrying on %s",
+                    failed.health.prefix,
+                    self.exchange.request_id,
+                    error.kind,
+                    error.reason,
+                    target.label,
+                    extra=self._log_fields(failed, error),
+                )
         self._tried += (target,)
         conn = target.pool.take_idle()
         if conn is None:
@@ -176,7 +195,7 @@ class Forward:
         try:
             conn = await target.pool.connect(target.timeouts.connect)
         except UpstreamError as exc:
-            target.health.failure()
+            target.health.failure(exc.reason)
             self.route.service.stats.error(exc.kind)
             self._error = exc
             if not self.client.closed:
@@ -184,9 +203,16 @@ class Forward:
             else:
                 self.client.forward_finished(self)
             return
-        except Exception:
-            log.exception("unexpected error connecting upstream")
-            self._error = UpstreamError("connect failed", sent=False, kind="connect")
+        except Exception as unexpected:
+            reason = f"unexpected error connecting: {type(unexpected).__name__}"
+            self._error = UpstreamError(reason, sent=False, kind="connect")
+            log.exception(
+                "%s: request %s: %s",
+                target.health.prefix,
+                self.exchange.request_id,
+                reason,
+                extra=self._log_fields(target, self._error),
+            )
             self._give_up()
             return
         if self.client.closed:
@@ -227,24 +253,69 @@ class Forward:
     def _give_up(self) -> None:
         request_id = self.exchange.request_id
         body = self.request.body
+        error = self._error
         if body.overflow:
             reply = problems.too_large(request_id, body.limit)
-        elif self._error is None:
+        elif error is None:
             reply = problems.problem(problems.NO_HEALTHY_UPSTREAM, request_id)
             reply.headers.set("retry-after", "1")
-        elif isinstance(self._error, UpstreamTimeout):
-            reply = problems.problem(problems.UPSTREAM_TIMEOUT, request_id)
+            self._log_no_target(reply.status)
         else:
-            reply = problems.problem(problems.UPSTREAM_UNAVAILABLE, request_id)
+            if isinstance(error, UpstreamTimeout):
+                reply = problems.problem(problems.UPSTREAM_TIMEOUT, request_id)
+            else:
+                reply = problems.problem(problems.UPSTREAM_UNAVAILABLE, request_id)
+            # The error is the last attempt's, and the last target tried is the one that failed.
+            failed = self._tried[-1]
+            fields = self._log_fields(failed, error)
+            fields["status"] = reply.status
+            log.warning(
+                "%s: request %s answered %d after %s: %s (%s)",
+                failed.health.prefix,
+                request_id,
+                reply.status,
+                counted(len(self._tried), "attempt"),
+                error.reason,
+                error.kind,
+                extra=fields,
+            )
         self.client.reply(self.request, reply, self.exchange)
         self.client.forward_finished(self)
+
+    def _log_no_target(self, status: int) -> None:
+        """A 503: no target of the service could take the request; say what each one is doing."""
+        service = self.route.service
+        states = "; ".join(f"{t.label} {t.health.unavailable_because()}" for t in service.targets)
+        log.warning(
+            "service %r: request %s answered %d: no target available (%s)",
+            service.name,
+            self.exchange.request_id,
+            status,
+            states,
+            extra={
+                "service": service.name,
+                "route": self.route.name,
+                "request_id": self.exchange.request_id,
+                "status": status,
+                "error": "no-target",
+            },
+        )
+
+    def _log_fields(self, target: Target, error: UpstreamError) -> dict[str, object]:
+        """The record's fields for a failed attempt (failure paths only)."""
+        fields = dict(target.health.fields)
+        fields["route"] = self.route.name
+        fields["request_id"] = self.exchange.request_id
+        fields["error"] = error.kind
+        fields["reason"] = error.reason
+        return fields
 
     # -- upstream callbacks --------------------------------------------------------------------
 
     def upstream_failed(self, conn: UpstreamConnection, error: UpstreamError) -> None:
         target = self._target
         assert target is not None
-        target.health.failure()
+        target.health.failure(error.reason)
         self.route.service.stats.error(error.kind)
         target.pool.release(conn, conn.finish(False))
         self.conn = None
@@ -256,6 +327,15 @@ class Forward:
             self.responded = False
         if self.responded:
             # The head is out: the only honest signal left is to cut the connection.
+            log.warning(
+                "%s: request %s: response cut short after its head: %s (%s); "
+                "the client connection was closed",
+                target.health.prefix,
+                self.exchange.request_id,
+                error.reason,
+                error.kind,
+                extra=self._log_fields(target, error),
+            )
             self.request.failure = UPSTREAM_BROKE
             self.client.abort()
             self.client.forward_finished(self)
@@ -277,7 +357,7 @@ class Forward:
         assert target is not None
         status = conn.status
         if target.health.fails_on_status(status):
-            target.health.failure()
+            target.health.failure(f"status {status}")
         else:
             target.health.success()
         exchange = self.exchange

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import ssl
 from typing import TYPE_CHECKING, cast
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httptools
 
 from portico.config import model
 from portico.gateway.headers import Headers
-from portico.gateway.health import TargetHealth
+from portico.gateway.health import TargetHealth, describe_os_error
 from portico.gateway.stats import ServiceStats
 
 if TYPE_CHECKING:
@@ -56,6 +56,8 @@ class UpstreamError(Exception):
     def __init__(self, reason: str, *, sent: bool, kind: str = "closed") -> None:
         super().__init__(reason)
         self.reason = reason
+        """What happened, for the log (``connection refused``, ``no response within 60s``): the
+        client never sees it, and it holds nothing of the request."""
         self.sent = sent
         """Whether request bytes may have reached the upstream (decides if a retry is safe)."""
         self.kind = kind
@@ -183,7 +185,8 @@ class UpstreamConnection(asyncio.Protocol):
             return
         timeouts = self.target.timeouts
         if self._write_paused_at and now - self._write_paused_at > timeouts.write:
-            self._fail(UpstreamTimeout("upstream write timeout", sent=True))
+            reason = f"write timeout: no request bytes accepted for {timeouts.write:g}s"
+            self._fail(UpstreamTimeout(reason, sent=True))
             return
         body = forward.request.body
         if not body.complete:
@@ -192,7 +195,8 @@ class UpstreamConnection(asyncio.Protocol):
             return
         since = self._last_read if self._last_read > body.ended_at else body.ended_at
         if now - since > timeouts.read and not forward.client_is_slow():
-            self._fail(UpstreamTimeout("upstream read timeout", sent=self.sent))
+            reason = f"read timeout: nothing received for {timeouts.read:g}s"
+            self._fail(UpstreamTimeout(reason, sent=self.sent))
 
     # -- asyncio protocol ----------------------------------------------------------------------
 
@@ -216,8 +220,10 @@ class UpstreamConnection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self.upgrade_leftover = data[exc.args[0] :]
-        except httptools.HttpParserError:
-            self._fail(UpstreamError("invalid response from upstream", sent=True, kind="invalid"))
+        except httptools.HttpParserError as parse_error:
+            # llhttp's message names the rule broken, never the bytes, so it is safe to log.
+            reason = f"the response is not valid HTTP ({parse_error})"
+            self._fail(UpstreamError(reason, sent=True, kind="invalid"))
 
     def eof_received(self) -> bool | None:
         if self.tunnel is not None:
@@ -239,7 +245,10 @@ class UpstreamConnection(asyncio.Protocol):
         if self.head_received and self._close_delimited:
             forward.upstream_done(self)  # a response delimited by closing the connection
             return
-        self._fail(UpstreamError("upstream closed the connection", sent=self.sent))
+        reason = "the upstream closed the connection before the response was complete"
+        if isinstance(exc, OSError):
+            reason += f" ({describe_os_error(exc)})"
+        self._fail(UpstreamError(reason, sent=self.sent))
 
     def pause_writing(self) -> None:
         self._write_paused_at = self._loop.time()
@@ -370,10 +379,14 @@ class Pool:
                     ssl=target.ssl_context,
                     server_hostname=target.host if target.ssl_context else None,
                 )
-        except TimeoutError as exc:
-            raise UpstreamTimeout("upstream connect timeout", sent=False) from exc
-        except OSError as exc:
-            raise UpstreamError("upstream connection failed", sent=False, kind="connect") from exc
+        except TimeoutError as timed_out:
+            # Before OSError, of which TimeoutError is a subclass. The names differ because mypyc
+            # gives a name reused by two ``except ... as`` clauses the first clause's type.
+            reason = f"connect timeout: not connected within {timeout:g}s"
+            raise UpstreamTimeout(reason, sent=False) from timed_out
+        except OSError as os_error:
+            reason = describe_os_error(os_error)
+            raise UpstreamError(reason, sent=False, kind="connect") from os_error
         return conn
 
     def release(self, conn: UpstreamConnection, reusable: bool) -> None:
@@ -416,6 +429,7 @@ class Target:
         "host",
         "host_header",
         "inflight",
+        "label",
         "origin",
         "pool",
         "port",
@@ -426,9 +440,11 @@ class Target:
         "weight",
     )
 
-    def __init__(self, spec: model.Target, service: model.Service) -> None:
+    def __init__(self, spec: model.Target, service: model.Service, service_name: str) -> None:
         parts = urlsplit(spec.url)
         self.url = spec.url
+        self.label = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+        """The URL as logs name the target: without userinfo, which would be a password."""
         self.weight = spec.weight
         self.current_weight = 0
         self.host = parts.hostname or "127.0.0.1"
@@ -438,7 +454,9 @@ class Target:
         self.base_path = parts.path.rstrip("/")
         self.ssl_context = ssl.create_default_context() if parts.scheme == "https" else None
         self.timeouts = service.timeouts
-        self.health = TargetHealth(service.health_check, service.circuit_breaker)
+        self.health = TargetHealth(
+            service_name, self.label, service.health_check, service.circuit_breaker
+        )
         self.pool = Pool(self, service.keepalive)
         self.inflight: set[UpstreamConnection] = set()
         self.retired = False
@@ -452,7 +470,7 @@ class Service:
     def __init__(self, name: str, spec: model.Service, stats: ServiceStats | None = None) -> None:
         self.name = name
         self.spec = spec
-        self.targets = tuple(Target(t, spec) for t in spec.targets)
+        self.targets = tuple(Target(t, spec, name) for t in spec.targets)
         self.stats = stats if stats is not None else ServiceStats(name)
         """Failures and retries, kept by name across reloads (see GatewayStats)."""
 

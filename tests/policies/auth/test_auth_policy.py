@@ -134,6 +134,7 @@ def test_no_credentials_get_401_with_the_challenge_of_every_accepted_method(
         'ApiKey realm="portico"',
         'Signature realm="portico"',
     ]
+    assert problem["title"] == "Authentication required"
     assert problem["detail"] == "This route needs credentials."
 
 
@@ -142,7 +143,8 @@ def test_invalid_credentials_get_the_challenge_of_the_method_that_refused_them(
 ) -> None:
     response = http.get("/multi", headers={"X-API-Key": KEYS["billing"].key + "x"})
 
-    check_problem(response, 401, PROBLEMS + "unauthorized")
+    problem = check_problem(response, 401, PROBLEMS + "invalid-credentials")
+    assert problem["title"] == "The credentials are not valid"
     assert response.headers.get_list("www-authenticate") == [
         'ApiKey realm="portico", error="invalid_key"'
     ]

@@ -12,7 +12,8 @@ For each request the listed methods are asked in order whether their credentials
 the first one that is decides (see :mod:`portico.identity.authn`). Then, in this order:
 
 1. no credentials: 401 ``unauthorized`` with the challenge of every listed method;
-   invalid credentials: 401 ``unauthorized`` with the challenge of the method that refused them,
+   invalid credentials: 401 ``invalid-credentials`` with the challenge of the method that refused
+   them,
    and the same body whatever the reason (unknown key, wrong secret, expired, revoked);
 2. a consumer of a tenant not listed in ``tenants``: 403 ``forbidden``;
 3. a client address denied by the consumer's ``ip_rules``: 403 ``ip-forbidden``;
@@ -141,8 +142,10 @@ class Auth:
             self._count(method, "invalid")
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("request %s: credentials refused: %s", exchange.request_id, result.reason)
+            # One answer for every refusal (unknown id, wrong secret, expired, revoked...): the
+            # caller learns nothing about which keys or clients exist; the debug log says why.
             return problems.problem(
-                problems.UNAUTHORIZED,
+                problems.INVALID_CREDENTIALS,
                 exchange.request_id,
                 "The credentials presented are not valid.",
                 headers=Headers([("www-authenticate", result.challenge)]),
