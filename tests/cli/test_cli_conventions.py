@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from tests.support.gateway import (
     _portico_command,
     proxy_config,
     route,
+    run_portico,
     service,
     wait_for,
     with_defaults,
@@ -31,16 +31,7 @@ from portico.identity.cli import parse_duration
 
 
 def portico(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [_portico_command(), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, **env},
-    )
+    return run_portico(*args, cwd=cwd, env=env)
 
 
 def test_version_names_the_package_version(tmp_path: Path) -> None:

@@ -17,21 +17,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support.gateway import _portico_command, route, service, with_defaults, write_config
+from tests.support.gateway import (
+    route,
+    run_portico,
+    service,
+    with_defaults,
+    write_config,
+)
 
 UNREACHABLE_POSTGRES = "postgresql://portico:secret@127.0.0.1:1/portico"
 
 
 def portico(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [_portico_command(), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_portico(*args, cwd=cwd)
 
 
 def printed_lines(stderr: str) -> list[str]:

@@ -16,7 +16,13 @@ from typing import Literal
 
 import pytest
 from pydantic import BaseModel
-from tests.support.gateway import RawConnection, check_problem, running_gateway, wait_for
+from tests.support.gateway import (
+    RawConnection,
+    RawResponse,
+    check_problem,
+    running_gateway,
+    wait_for,
+)
 from tests.support.upstreams import Upstream, pattern
 
 from portico.gateway import problems
@@ -66,7 +72,7 @@ class MaskDigits:
                 return None
             return problems.problem(problems.UPSTREAM_UNAVAILABLE, exchange.request_id)
         headers.set("x-masked", "yes")
-        return re.sub(rb"[0-9]", b"#", body)
+        return masked(body)
 
 
 class ShoutSettings(BaseModel):
@@ -188,6 +194,21 @@ def config(upstream: Upstream) -> dict[str, object]:
     }
 
 
+def raw_exchange(tmp_path: Path, upstream: Upstream, request: bytes) -> RawResponse:
+    """One request on a fresh gateway over a raw connection: the response as it came."""
+    with (
+        running_gateway(tmp_path, config(upstream)) as gateway,
+        RawConnection(gateway.port) as conn,
+    ):
+        conn.send(request)
+        return conn.read_response()
+
+
+def masked(body: bytes) -> bytes:
+    """What the mask-digits policy makes of ``body``."""
+    return re.sub(rb"[0-9]", b"#", body)
+
+
 def get(path: str, version: str = "1.1", method: str = "GET") -> bytes:
     return f"{method} {path} HTTP/{version}\r\nHost: a\r\n\r\n".encode()
 
@@ -199,15 +220,10 @@ def get(path: str, version: str = "1.1", method: str = "GET") -> bytes:
 def test_a_whole_body_policy_replaces_the_body_and_the_length_follows(
     tmp_path: Path, upstream: Upstream, framing: str
 ) -> None:
-    with (
-        running_gateway(tmp_path, config(upstream)) as gateway,
-        RawConnection(gateway.port) as conn,
-    ):
-        conn.send(get(f"/masked/bytes/3000?framing={framing}"))
-        response = conn.read_response()
+    response = raw_exchange(tmp_path, upstream, get(f"/masked/bytes/3000?framing={framing}"))
     assert response.status == 200
     assert response.header("x-masked") == "yes"
-    expected = re.sub(rb"[0-9]", b"#", data(3000))
+    expected = masked(data(3000))
     assert response.body == expected
     # The body was seen whole, so it goes with its new length, never chunked.
     assert response.header("content-length") == str(len(expected))
@@ -225,7 +241,7 @@ def test_over_its_limit_a_masking_policy_refuses_and_nothing_of_the_body_leaks(
         # The connection the upstream was sending on is dropped; the next request still works.
         small = http.get("/small/bytes/500")
         assert small.status_code == 200
-        assert small.content == re.sub(rb"[0-9]", b"#", data(500))
+        assert small.content == masked(data(500))
 
 
 def test_over_its_limit_a_policy_may_let_the_body_stream_untouched(
@@ -241,20 +257,17 @@ def test_over_its_limit_a_policy_may_let_the_body_stream_untouched(
         assert response.header("x-masked") == "no"
         assert response.body == data(200000)
         conn.send(get("/small-pass/bytes/10"))  # the connection is still in step
-        assert conn.read_response().body == re.sub(rb"[0-9]", b"#", data(10))
+        assert conn.read_response().body == masked(data(10))
 
 
 def test_an_http10_client_gets_a_held_body_with_its_length(
     tmp_path: Path, upstream: Upstream
 ) -> None:
-    with (
-        running_gateway(tmp_path, config(upstream)) as gateway,
-        RawConnection(gateway.port) as conn,
-    ):
-        conn.send(get("/masked/bytes/700?framing=chunked", version="1.0"))
-        response = conn.read_response()
+    response = raw_exchange(
+        tmp_path, upstream, get("/masked/bytes/700?framing=chunked", version="1.0")
+    )
     assert response.header("content-length") == "700"
-    assert response.body == re.sub(rb"[0-9]", b"#", data(700))
+    assert response.body == masked(data(700))
 
 
 def test_responses_without_a_body_never_reach_the_body_hooks(
@@ -278,12 +291,7 @@ def test_a_streaming_policy_sees_every_chunk_and_the_end_once(
     tmp_path: Path, upstream: Upstream
 ) -> None:
     size = 300_000  # several reads from the upstream socket
-    with (
-        running_gateway(tmp_path, config(upstream)) as gateway,
-        RawConnection(gateway.port) as conn,
-    ):
-        conn.send(get(f"/shout/bytes/{size}"))
-        response = conn.read_response()
+    response = raw_exchange(tmp_path, upstream, get(f"/shout/bytes/{size}"))
     assert response.status == 200
     # The length changes on the way: the announced one is dropped and the body goes chunked.
     assert response.header("content-length") is None
@@ -313,7 +321,7 @@ def test_whole_body_policies_run_first_then_the_streaming_ones_see_the_result(
 ) -> None:
     with running_gateway(tmp_path, config(upstream)) as gateway, gateway.client() as http:
         response = http.get("/both/bytes/2000")
-    expected = re.sub(rb"[0-9]", b"#", data(2000)).upper() + b"\n-- shouted"
+    expected = masked(data(2000)).upper() + b"\n-- shouted"
     assert response.content == expected
     assert response.headers["content-length"] == str(len(expected))
 
@@ -321,12 +329,7 @@ def test_whole_body_policies_run_first_then_the_streaming_ones_see_the_result(
 def test_a_route_without_body_policies_relays_the_upstream_framing_untouched(
     tmp_path: Path, upstream: Upstream
 ) -> None:
-    with (
-        running_gateway(tmp_path, config(upstream)) as gateway,
-        RawConnection(gateway.port) as conn,
-    ):
-        conn.send(get("/plain/bytes/5000"))
-        response = conn.read_response()
+    response = raw_exchange(tmp_path, upstream, get("/plain/bytes/5000"))
     assert response.header("content-length") == "5000"
     assert response.body == data(5000)
 

@@ -252,6 +252,22 @@ def _portico_command() -> str:
     return str(script if script.exists() else Path(sys.executable).with_name("portico"))
 
 
+def run_portico(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The real ``portico`` command, to its end, with its output as text."""
+    return subprocess.run(
+        [_portico_command(), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+
+
 def rss_kib(pid: int) -> int:
     """Resident set size of a process, from ``/proc/<pid>/status``."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

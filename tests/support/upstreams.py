@@ -489,3 +489,15 @@ class Blackhole:
         for filler in self._fillers:
             filler.close()
         self._listener.close()
+
+
+def echoed_headers(response: Any) -> list[tuple[str, str]]:
+    """The header fields the echo path of :class:`Upstream` received, names lower-cased, from
+    an ``httpx`` response that must be a 200."""
+    assert response.status_code == 200, response.text
+    return [(k.lower(), v) for k, v in response.json()["headers"]]
+
+
+def echoed_header(response: Any, name: str) -> list[str]:
+    """Every value of one field the upstream received."""
+    return [v for k, v in echoed_headers(response) if k == name]

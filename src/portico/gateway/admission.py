@@ -14,18 +14,18 @@ import asyncio
 import re
 
 from portico.gateway import problems
+from portico.gateway.endpoints import BuiltinEndpoint
 from portico.gateway.exchange import Exchange, Reply
 from portico.gateway.forwarding import IDENTITY_PREFIX, client_ip_from_chain, connection_tokens
 from portico.gateway.headers import Headers
 from portico.gateway.http import new_id
 from portico.gateway.request import UNNAMEABLE, Request
 from portico.gateway.router import MethodNotAllowed, NoRoute
-from portico.gateway.snapshot import Runtime
+from portico.gateway.snapshot import CompiledRoute, Runtime
 from portico.gateway.uri import BadTarget, canonical_path, host_name, split_absolute
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,200}$")
 _ALLOW_ANY = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
-_NO_PARAMS: dict[str, str] = {}
 
 
 class Peer:
@@ -123,8 +123,54 @@ def admit(request: Request, runtime: Runtime, peer: Peer) -> Exchange | Reply:
     if runtime.ip_rules is not None and not runtime.ip_rules.permits(client_ip):
         return problems.problem(problems.IP_FORBIDDEN, request_id)
 
+    builtin: BuiltinEndpoint | None = None
+    route: CompiledRoute | None = None
+    try:
+        found = (
+            runtime.endpoints.find(request.method, host, path, headers)
+            if runtime.endpoints is not None
+            else None
+        )
+        if found is not None:
+            builtin, params = found
+        else:
+            route, params = runtime.router.match(request.method, host, path, headers)
+    except NoRoute:
+        return problems.problem(problems.ROUTE_NOT_FOUND, request_id)
+    except MethodNotAllowed as exc:
+        allow = Headers([("allow", ", ".join(exc.allowed))])
+        return problems.problem(problems.METHOD_NOT_ALLOWED, request_id, headers=allow)
+
+    body = request.body
+    if route is None:
+        assert builtin is not None
+        body.limit = builtin.max_body_size
+        request.endpoint = builtin
+        upstream_path = path
+    else:
+        request.route = route
+        body.limit = route.max_body_size
+        declared = special.get("content-length")
+        if (
+            body.overflow
+            or body.received > body.limit
+            or (declared is not None and declared.isdigit() and int(declared) > body.limit)
+        ):
+            body.overflow = True
+            return problems.too_large(request_id, body.limit)
+        if request.upgrade and (
+            not route.websocket
+            or request.method != "GET"
+            or special.get("upgrade", "").strip().lower() != "websocket"
+        ):
+            # Only WebSocket is relayed: h2c and other protocols would reach the upstream past
+            # every policy of the routes behind this one.
+            return problems.problem(problems.UPGRADE_NOT_ALLOWED, request_id)
+        upstream_path = route.upstream_path(path, params, "%" in raw)
+
+    # Made only now: a request refused above never needed one.
     transport = peer.transport
-    exchange = Exchange(
+    return Exchange(
         method=request.method,
         path=path,
         raw_path=raw,
@@ -136,54 +182,11 @@ def admit(request: Request, runtime: Runtime, peer: Peer) -> Exchange | Reply:
         client_ip=client_ip,
         peer_ip=peer.ip,
         request_id=request_id,
-        route=None,
-        path_params=_NO_PARAMS,
-        upstream_path=path,
+        route=route,
+        path_params=params,
+        upstream_path=upstream_path,
         tls=transport.get_extra_info("ssl_object") if peer.tls and transport else None,
     )
-    try:
-        found = (
-            runtime.endpoints.find(request.method, host, path, headers)
-            if runtime.endpoints is not None
-            else None
-        )
-        if found is not None:
-            builtin, params = found
-            exchange.path_params = params
-            request.body.limit = builtin.max_body_size
-            request.endpoint = builtin
-            return exchange
-        route, params = runtime.router.match(request.method, host, path, headers)
-    except NoRoute:
-        return problems.problem(problems.ROUTE_NOT_FOUND, request_id)
-    except MethodNotAllowed as exc:
-        allow = Headers([("allow", ", ".join(exc.allowed))])
-        return problems.problem(problems.METHOD_NOT_ALLOWED, request_id, headers=allow)
-
-    request.route = route
-    body = request.body
-    body.limit = route.max_body_size
-    declared = special.get("content-length")
-    if (
-        body.overflow
-        or body.received > body.limit
-        or (declared is not None and declared.isdigit() and int(declared) > body.limit)
-    ):
-        body.overflow = True
-        return problems.too_large(request_id, body.limit)
-    if request.upgrade and (
-        not route.websocket
-        or request.method != "GET"
-        or special.get("upgrade", "").strip().lower() != "websocket"
-    ):
-        # Only WebSocket is relayed: h2c and other protocols would reach the upstream past
-        # every policy of the routes behind this one.
-        return problems.problem(problems.UPGRADE_NOT_ALLOWED, request_id)
-
-    exchange.route = route
-    exchange.path_params = params
-    exchange.upstream_path = route.upstream_path(path, params, "%" in raw)
-    return exchange
 
 
 def _asterisk(request: Request, request_id: str) -> Reply:

@@ -10,13 +10,19 @@ answer, so nothing they do delays it; they must not block.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeAlias
 
 from portico.gateway.exchange import Exchange
 
 if TYPE_CHECKING:
+    from portico.gateway.proxy import Forward
+    from portico.gateway.request import Request
     from portico.gateway.snapshot import CompiledRoute
+
+log = logging.getLogger("portico.gateway")
 
 CLIENT_CLOSED = 499
 """The status recorded when the client went away before any response reached it (nginx's
@@ -105,3 +111,42 @@ class Completion:
 
 CompletionHook: TypeAlias = Callable[[Completion], None]
 """A process-wide hook: the metrics and the access log are two."""
+
+
+def complete(
+    request: Request,
+    exchange: Exchange | None,
+    forward: Forward | None,
+    peer_ip: str,
+    hooks: tuple[CompletionHook, ...],
+) -> None:
+    """Tell ``hooks`` and the route's ``on_complete`` policies how ``request`` ended. A hook
+    that fails is logged and the others are still told."""
+    target = forward.target if forward is not None else None
+    route = request.route
+    completion = Completion(
+        request_id=request.request_id,
+        method=request.method,
+        path=request.log_path or "-",
+        status=request.status or CLIENT_CLOSED,
+        client_ip=exchange.client_ip if exchange is not None else peer_ip,
+        route=route,
+        exchange=exchange,
+        bytes_in=request.head_bytes + request.body.received,
+        bytes_out=request.bytes_out,
+        seconds=time.perf_counter() - request.t0 if request.t0 else 0.0,
+        upstream_seconds=forward.upstream_seconds if forward is not None else -1.0,
+        target=target.origin if target is not None else "",
+        failure=request.failure or COMPLETE,
+    )
+    for hook in hooks:
+        try:
+            hook(completion)
+        except Exception:
+            log.exception("a completion hook failed")
+    if exchange is not None and route is not None:
+        for policy in route.completion_pipeline:
+            try:
+                policy.on_complete(exchange, completion)
+            except Exception:
+                log.exception("a policy's on_complete failed")

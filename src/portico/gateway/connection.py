@@ -5,8 +5,8 @@ httptools parses requests; keep-alive and pipelining are supported (requests are
 order, one at a time). The connection owns the socket, the parser callbacks, flow control, the
 timeouts and the answers Portico writes itself. For each request it hands over, in order, to
 admission (:mod:`portico.gateway.admission`: the request target, Host, client address, IP rules,
-the route), to the policy runner (:mod:`portico.gateway.pipeline`), and to a
-:class:`~portico.gateway.proxy.Forward` with the outbound head (:mod:`portico.gateway.outbound`).
+the route), then to the policy runner (:mod:`portico.gateway.pipeline`), which hands the request
+to a :class:`~portico.gateway.proxy.Forward` with the outbound head.
 When the exchange is over it tells the completion hooks (:mod:`portico.gateway.completion`).
 Request bodies stream to the upstream as they arrive; nothing is buffered beyond a small window,
 and flow control pauses whichever side is too fast.
@@ -25,17 +25,11 @@ import httptools
 
 from portico.gateway import pipeline, problems
 from portico.gateway.admission import Peer, admit
-from portico.gateway.completion import (
-    CLIENT_CLOSED,
-    CLIENT_GONE,
-    COMPLETE,
-    Completion,
-)
+from portico.gateway.completion import CLIENT_GONE, complete
 from portico.gateway.exchange import Exchange, Reply
 from portico.gateway.forwarding import IDENTITY_PREFIX, is_trusted
 from portico.gateway.headers import Headers
-from portico.gateway.http import new_id, status_line
-from portico.gateway.outbound import outbound_fields
+from portico.gateway.http import CONTINUE, head_lines, new_id
 from portico.gateway.proxy import Forward
 from portico.gateway.request import (
     LISTS,
@@ -55,8 +49,6 @@ if TYPE_CHECKING:
     from portico.gateway.snapshot import Runtime
 
 log = logging.getLogger("portico.gateway")
-
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class ClientConnection(asyncio.Protocol):
@@ -174,10 +166,7 @@ class ClientConnection(asyncio.Protocol):
         if self._parsing is not None:
             if now - self.last_activity > settings.header_timeout:
                 if self._parsing.body.received == 0:
-                    request_id = new_id()
-                    reply = problems.problem(problems.REQUEST_TIMEOUT, request_id)
-                    reply.headers.set(self.request_id_header, request_id)
-                    self._write_reply(reply, keep_alive=False, head_only=False)
+                    self._refuse(problems.REQUEST_TIMEOUT)
                 self._close()
         elif now - self.last_activity > settings.keepalive_timeout:
             self._close()
@@ -253,10 +242,7 @@ class ClientConnection(asyncio.Protocol):
         self._parsing = None
         active = self.active
         if active is None:
-            request_id = new_id()
-            reply = problems.problem(kind, request_id)
-            reply.headers.set(self.request_id_header, request_id)
-            self._write_reply(reply, keep_alive=False, head_only=False)
+            self._refuse(kind)
             self._close()
             return
         self.pause_reading("error")
@@ -437,7 +423,7 @@ class ClientConnection(asyncio.Protocol):
         exchange = request.exchange
         route = request.route
         if self.observing or (route is not None and route.completion_pipeline):
-            self._complete(request, exchange)
+            complete(request, exchange, self.forward, self.peer.ip, self.runtime.completion_hooks)
         self.active = None
         self.forward = None
         self.background = None
@@ -461,47 +447,18 @@ class ClientConnection(asyncio.Protocol):
                 self._serve(following)
             # else: its on_message_complete has not run yet and will start it.
 
-    def _complete(self, request: Request, exchange: Exchange | None) -> None:
-        forward = self.forward
-        target = forward.target if forward is not None else None
-        status = request.status
-        if status == 0:
-            status = CLIENT_CLOSED
-        completion = Completion(
-            request_id=request.request_id,
-            method=request.method,
-            path=request.log_path or "-",
-            status=status,
-            client_ip=exchange.client_ip if exchange is not None else self.peer.ip,
-            route=request.route,
-            exchange=exchange,
-            bytes_in=request.head_bytes + request.body.received,
-            bytes_out=request.bytes_out,
-            seconds=time.perf_counter() - request.t0 if request.t0 else 0.0,
-            upstream_seconds=forward.upstream_seconds if forward is not None else -1.0,
-            target=target.origin if target is not None else "",
-            failure=request.failure or COMPLETE,
-        )
-        for hook in self.runtime.completion_hooks:
-            try:
-                hook(completion)
-            except Exception:
-                log.exception("a completion hook failed")
-        route = completion.route
-        if exchange is not None and route is not None:
-            for policy in route.completion_pipeline:
-                try:
-                    policy.on_complete(exchange, completion)
-                except Exception:
-                    log.exception("a policy's on_complete failed")
+    def _refuse(self, kind: problems.ProblemType) -> None:
+        """Answer a request that never became one (its head broken or stalled), and close."""
+        request_id = new_id()
+        reply = problems.problem(kind, request_id)
+        reply.headers.set(self.request_id_header, request_id)
+        self._write_reply(reply, keep_alive=False, head_only=False)
 
     def _write_reply(self, reply: Reply, *, keep_alive: bool, head_only: bool) -> int:
         """Write a complete response; the bytes written."""
         if self.closed or self.transport is None:
             return 0
-        lines = [status_line(reply.status)]
-        for name, value in reply.headers:
-            lines.append(f"{name}: {value}\r\n")
+        lines = head_lines(reply.status, reply.headers.items)
         lines.append(f"content-length: {len(reply.body)}\r\n")
         if not keep_alive:
             lines.append("connection: close\r\n")
@@ -585,52 +542,15 @@ class ClientConnection(asyncio.Protocol):
         body = request.body
         expect = request.special.get("expect", "").lower() == "100-continue"
         if expect and not body.complete and body.received == 0 and self.transport is not None:
-            self.transport.write(_CONTINUE)
+            self.transport.write(CONTINUE)
         body.collect(then)
-
-    def forward_request(self, request: Request, exchange: Exchange) -> None:
-        """The policies let the request through: send it upstream."""
-        if request.body.broken:
-            self._problem(request, problems.BAD_REQUEST, exchange.request_id)
-            return
-        special = request.special
-        # Any Transfer-Encoding that got this far is exactly "chunked" (see on_headers_complete).
-        chunked = "transfer-encoding" in special
-        if exchange.body is not None and chunked:
-            # Read whole already: send it with a length instead of re-chunking.
-            chunked = False
-            exchange.headers.set("content-length", str(len(exchange.body)))
-        fields = outbound_fields(
-            exchange,
-            special,
-            peer_ip=self.peer.ip,
-            peer_trusted=self.peer.trusted,
-            request_id_header=self.request_id_header,
-            replaced=self.replaced_fields,
-            chunked=chunked,
-            upgrade=request.upgrade,
-        )
-        has_body = chunked or (
-            bool(exchange.body)
-            if exchange.body is not None
-            else special.get("content-length", "0") != "0"
-        )
-        assert exchange.route is not None
-        forward = Forward(self, request, exchange, exchange.route, fields, chunked, has_body)
-        self.forward = forward
-        expect = special.get("expect", "").lower() == "100-continue"
-        if expect and forward.has_body and not request.body.complete and self.transport:
-            self.transport.write(_CONTINUE)
-        forward.start()
 
     def start_tunnel(self, headers: Headers, conn: UpstreamConnection) -> None:
         """Switch both connections to raw byte relaying after a 101 Switching Protocols."""
         transport = self.transport
         upstream_transport = conn.transport
         assert transport is not None and upstream_transport is not None
-        lines = [status_line(101)]
-        for name, value in headers.items:
-            lines.append(f"{name}: {value}\r\n")
+        lines = head_lines(101, headers.items)
         lines.append("\r\n")
         transport.write("".join(lines).encode("latin-1"))
         leftover = conn.upgrade_leftover

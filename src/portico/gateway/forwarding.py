@@ -146,3 +146,29 @@ def client_location(
             return None
         rest = after if after.startswith("/") else "/" + after
     return origin + prefix + rest
+
+
+def client_locations(
+    fields: list[tuple[bytes, bytes]],
+    *,
+    target_origin: str,
+    base_path: str,
+    prefix: str,
+    client_origin: str,
+) -> list[tuple[bytes, bytes]]:
+    """A response's fields with each ``Location`` as the client must follow it
+    (:func:`client_location`)."""
+    out: list[tuple[bytes, bytes]] = []
+    for name, value in fields:
+        if name == b"location":
+            mapped = client_location(
+                value.decode("latin-1"),
+                target_origin=target_origin,
+                base_path=base_path,
+                prefix=prefix,
+                client_origin=client_origin,
+            )
+            if mapped is not None:
+                value = mapped.encode("latin-1")
+        out.append((name, value))
+    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterable
 from http import HTTPStatus
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
@@ -52,6 +53,19 @@ def status_line(status: int) -> str:
         line = f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
         _STATUS_LINES[status] = line
     return line
+
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+"""The interim answer to ``Expect: 100-continue`` (RFC 9110 §10.1.1)."""
+
+
+def head_lines(status: int, headers: Iterable[tuple[str, str]]) -> list[str]:
+    """The status line and the fields of a response head Portico writes itself, as text lines;
+    the caller adds its framing fields and the empty line."""
+    lines = [status_line(status)]
+    for name, value in headers:
+        lines.append(f"{name}: {value}\r\n")
+    return lines
 
 
 def status_line_bytes(status: int) -> bytes:

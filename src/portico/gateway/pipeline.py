@@ -1,5 +1,6 @@
 """The policy runner: a route's policies on the request head (and body, when one asks for it),
-then the hand-over to the upstream; and the built-in endpoints, which answer themselves.
+then the hand-over to the upstream (:func:`forward`: the outbound head and a
+:class:`~portico.gateway.proxy.Forward`); and the built-in endpoints, which answer themselves.
 
 Policies run in the route's order. A policy's outcome is ``None`` (go on), a
 :class:`~portico.gateway.exchange.Reply` (answer now, the rest is skipped) or, only when it must
@@ -14,7 +15,11 @@ import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
+from portico.gateway import problems
 from portico.gateway.exchange import Exchange, Reply
+from portico.gateway.http import CONTINUE
+from portico.gateway.outbound import outbound_fields
+from portico.gateway.proxy import Forward
 from portico.gateway.request import Request
 
 if TYPE_CHECKING:
@@ -40,7 +45,7 @@ def run(conn: ClientConnection, request: Request, exchange: Exchange, start: int
             conn.background = task
             return
         raise TypeError(f"policy returned {type(outcome).__name__}")
-    conn.forward_request(request, exchange)
+    forward(conn, request, exchange)
 
 
 async def _resume(
@@ -61,6 +66,46 @@ async def _resume(
     except Exception:
         log.exception("policy failed")
         conn.fail_internal(request)
+
+
+def forward(conn: ClientConnection, request: Request, exchange: Exchange) -> None:
+    """The policies let the request through: send it upstream."""
+    if request.body.broken:
+        request_id = exchange.request_id
+        reply = problems.problem(problems.BAD_REQUEST, request_id)
+        conn.answer(request, reply, request_id=request_id)
+        return
+    special = request.special
+    # Any Transfer-Encoding that got this far is exactly "chunked" (see on_headers_complete).
+    chunked = "transfer-encoding" in special
+    if exchange.body is not None and chunked:
+        # Read whole already: send it with a length instead of re-chunking.
+        chunked = False
+        exchange.headers.set("content-length", str(len(exchange.body)))
+    peer = conn.peer
+    fields = outbound_fields(
+        exchange,
+        special,
+        peer_ip=peer.ip,
+        peer_trusted=peer.trusted,
+        request_id_header=conn.request_id_header,
+        replaced=conn.replaced_fields,
+        chunked=chunked,
+        upgrade=request.upgrade,
+    )
+    has_body = chunked or (
+        bool(exchange.body)
+        if exchange.body is not None
+        else special.get("content-length", "0") != "0"
+    )
+    assert exchange.route is not None
+    upstream = Forward(conn, request, exchange, exchange.route, fields, chunked, has_body)
+    conn.forward = upstream
+    expect = special.get("expect", "").lower() == "100-continue"
+    transport = conn.transport
+    if expect and upstream.has_body and not request.body.complete and transport is not None:
+        transport.write(CONTINUE)
+    upstream.start()
 
 
 def run_with_body(conn: ClientConnection, request: Request, exchange: Exchange) -> None:

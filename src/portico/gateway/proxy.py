@@ -16,17 +16,16 @@ carry the client's credentials.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from typing import TYPE_CHECKING
 
-from portico.gateway import problems
+from portico.gateway import problems, upstream_log
 from portico.gateway.completion import UPSTREAM_BROKE
 from portico.gateway.exchange import Exchange, Reply
-from portico.gateway.forwarding import client_location
+from portico.gateway.forwarding import client_locations
 from portico.gateway.headers import Headers
-from portico.gateway.health import counted
 from portico.gateway.http import status_line_bytes
+from portico.gateway.response_body import BodyHooks
 from portico.gateway.upstream import (
     Target,
     UpstreamConnection,
@@ -40,7 +39,6 @@ if TYPE_CHECKING:
     from portico.gateway.request import Request
     from portico.gateway.snapshot import CompiledRoute
 
-log = logging.getLogger("portico.gateway")
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 RESPONSE_HOP_BY_HOP = frozenset(
@@ -57,27 +55,14 @@ RESPONSE_HOP_BY_HOP = frozenset(
 """Response fields a proxy does not relay (RFC 9110 §7.6.1); framing is Portico's own."""
 _LENGTH = frozenset({b"content-length"})
 
-# How the response body goes to the client (Forward._body_mode).
-_RELAY = 0
-"""As the upstream sends it: the route has no body policies (or they have had their say)."""
-_HOLD = 1
-"""Held back until it is whole (or over the limit): the route has whole-body policies."""
-_FILTER = 2
-"""Chunk by chunk through the route's streaming body policies."""
-
 
 class Forward:
     __slots__ = (
         "_attempts_left",
-        "_body_mode",
+        "_body",
         "_chunk_to_client",
-        "_drop",
         "_error",
         "_fields",
-        "_held",
-        "_held_fields",
-        "_held_size",
-        "_held_status",
         "_pending_head",
         "_sent_at",
         "_target",
@@ -120,12 +105,8 @@ class Forward:
         """The response head is ready: body chunks go to the client. (A flag, not a bound
         method kept on self: that would be a reference cycle, left to the garbage collector.)"""
         self._pending_head = b""
-        self._body_mode = _RELAY
-        self._held: list[bytes] = []
-        self._held_size = 0
-        self._held_status = 0
-        self._held_fields: list[tuple[bytes, bytes]] = []
-        self._drop = RESPONSE_HOP_BY_HOP
+        self._body: BodyHooks | None = None
+        """The route's response-body hooks at work on this response; ``None``: relayed as is."""
         self.responded = False
         self.conn: UpstreamConnection | None = None
         self._sent_at = 0.0
@@ -152,7 +133,8 @@ class Forward:
     @property
     def head_sent(self) -> bool:
         """Some of the response has reached the client: an error can no longer be answered."""
-        return self.responded and not self._pending_head and self._body_mode != _HOLD
+        body = self._body
+        return self.responded and not self._pending_head and (body is None or not body.holding)
 
     def client_is_slow(self) -> bool:
         return self.client.upstream_paused_by_client
@@ -173,16 +155,8 @@ class Forward:
             service.stats.retries += 1
             error = self._error
             if error is not None:
-                failed = self._tried[-1]
-                log.info(
-                    "%s: request %s failed (%s: %s); retrying on %s",
-                    failed.health.prefix,
-                    self.exchange.request_id,
-                    error.kind,
-                    error.reason,
-                    target.label,
-                    extra=self._log_fields(failed, error),
-                )
+                request_id = self.exchange.request_id
+                upstream_log.retrying(self.route, request_id, self._tried[-1], error, target)
         self._tried += (target,)
         conn = target.pool.take_idle()
         if conn is None:
@@ -206,13 +180,7 @@ class Forward:
         except Exception as unexpected:
             reason = f"unexpected error connecting: {type(unexpected).__name__}"
             self._error = UpstreamError(reason, sent=False, kind="connect")
-            log.exception(
-                "%s: request %s: %s",
-                target.health.prefix,
-                self.exchange.request_id,
-                reason,
-                extra=self._log_fields(target, self._error),
-            )
+            upstream_log.unexpected(self.route, self.exchange.request_id, target, self._error)
             self._give_up()
             return
         if self.client.closed:
@@ -259,56 +227,17 @@ class Forward:
         elif error is None:
             reply = problems.problem(problems.NO_HEALTHY_UPSTREAM, request_id)
             reply.headers.set("retry-after", "1")
-            self._log_no_target(reply.status)
+            upstream_log.no_target(self.route, request_id, reply.status)
         else:
             if isinstance(error, UpstreamTimeout):
                 reply = problems.problem(problems.UPSTREAM_TIMEOUT, request_id)
             else:
                 reply = problems.problem(problems.UPSTREAM_UNAVAILABLE, request_id)
             # The error is the last attempt's, and the last target tried is the one that failed.
-            failed = self._tried[-1]
-            fields = self._log_fields(failed, error)
-            fields["status"] = reply.status
-            log.warning(
-                "%s: request %s answered %d after %s: %s (%s)",
-                failed.health.prefix,
-                request_id,
-                reply.status,
-                counted(len(self._tried), "attempt"),
-                error.reason,
-                error.kind,
-                extra=fields,
-            )
+            tried = self._tried
+            upstream_log.gave_up(self.route, request_id, tried[-1], error, len(tried), reply.status)
         self.client.reply(self.request, reply, self.exchange)
         self.client.forward_finished(self)
-
-    def _log_no_target(self, status: int) -> None:
-        """A 503: no target of the service could take the request; say what each one is doing."""
-        service = self.route.service
-        states = "; ".join(f"{t.label} {t.health.unavailable_because()}" for t in service.targets)
-        log.warning(
-            "service %r: request %s answered %d: no target available (%s)",
-            service.name,
-            self.exchange.request_id,
-            status,
-            states,
-            extra={
-                "service": service.name,
-                "route": self.route.name,
-                "request_id": self.exchange.request_id,
-                "status": status,
-                "error": "no-target",
-            },
-        )
-
-    def _log_fields(self, target: Target, error: UpstreamError) -> dict[str, object]:
-        """The record's fields for a failed attempt (failure paths only)."""
-        fields = dict(target.health.fields)
-        fields["route"] = self.route.name
-        fields["request_id"] = self.exchange.request_id
-        fields["error"] = error.kind
-        fields["reason"] = error.reason
-        return fields
 
     # -- upstream callbacks --------------------------------------------------------------------
 
@@ -319,23 +248,14 @@ class Forward:
         self.route.service.stats.error(error.kind)
         target.pool.release(conn, conn.finish(False))
         self.conn = None
-        if self._pending_head or self._body_mode == _HOLD:
+        if self._pending_head or (self._body is not None and self._body.holding):
             # Never sent: the client can still get a clean error.
             self._pending_head = b""
-            self._held = []
-            self._body_mode = _RELAY
+            self._body = None
             self.responded = False
         if self.responded:
             # The head is out: the only honest signal left is to cut the connection.
-            log.warning(
-                "%s: request %s: response cut short after its head: %s (%s); "
-                "the client connection was closed",
-                target.health.prefix,
-                self.exchange.request_id,
-                error.reason,
-                error.kind,
-                extra=self._log_fields(target, error),
-            )
+            upstream_log.cut_short(self.route, self.exchange.request_id, target, error)
             self.request.failure = UPSTREAM_BROKE
             self.client.abort()
             self.client.forward_finished(self)
@@ -378,7 +298,14 @@ class Forward:
             )
         drop = RESPONSE_HOP_BY_HOP | tokens if tokens else RESPONSE_HOP_BY_HOP
         if conn.has_location and route.rewrite_location:
-            fields = self._client_locations(fields, target)
+            host = request.special.get("host") or target.host_header
+            fields = client_locations(
+                fields,
+                target_origin=target.origin,
+                base_path=target.base_path,
+                prefix=route.strip_prefix or "",
+                client_origin=exchange.scheme + "://" + host,
+            )
         client = self.client
         self.responded = True
         request.status = status
@@ -403,21 +330,15 @@ class Forward:
             self.upstream_failed(conn, UpstreamError(reason, sent=True, kind="invalid"))
             return
         if not head_only and (route.whole_body_pipeline or route.chunk_pipeline):
-            self._body_mode = _HOLD if route.whole_body_pipeline else _FILTER
-            if self._body_mode == _HOLD:
-                # Nothing is sent until the body is whole: the policies may change the head.
-                self._held_status = status
-                self._held_fields = fields
-                self._drop = drop
-                self._held = []
-                self._held_size = 0
-                return
+            body = self._body = BodyHooks(route, exchange, status, fields, drop)
+            if body.holding:
+                return  # nothing is sent until the body is whole: the policies may change the head
             # The chunks may change length: the body goes chunked (close-delimited to 1.0).
             drop = drop | _LENGTH
         chunk = False
         if codings and not head_only:
             chunk = True  # the codings are kept, chunked last (RFC 9112 §6.1)
-        elif not head_only and (not conn.has_length or self._body_mode == _FILTER):
+        elif not head_only and (not conn.has_length or self._body is not None):
             if request.version == "1.1":
                 chunk = True
             else:
@@ -466,28 +387,6 @@ class Forward:
         parts.append(b"\r\n")
         return b"".join(parts)
 
-    def _client_locations(
-        self, fields: list[tuple[bytes, bytes]], target: Target
-    ) -> list[tuple[bytes, bytes]]:
-        """The response's fields with each ``Location`` as the client must follow it."""
-        host = self.request.special.get("host") or target.host_header
-        client_origin = self.exchange.scheme + "://" + host
-        prefix = self.route.strip_prefix or ""
-        out: list[tuple[bytes, bytes]] = []
-        for name, value in fields:
-            if name == b"location":
-                mapped = client_location(
-                    value.decode("latin-1"),
-                    target_origin=target.origin,
-                    base_path=target.base_path,
-                    prefix=prefix,
-                    client_origin=client_origin,
-                )
-                if mapped is not None:
-                    value = mapped.encode("latin-1")
-            out.append((name, value))
-        return out
-
     def cancel(self) -> None:
         """The client went away: drop the upstream exchange without judging the target."""
         conn, self.conn = self.conn, None
@@ -522,8 +421,9 @@ class Forward:
         self._give_up()
 
     def write_body(self, data: bytes) -> None:
-        if self._body_mode != _RELAY:
-            data = self._hold(data) if self._body_mode == _HOLD else self._filter(data, False)
+        body = self._body
+        if body is not None:
+            data = self._through_hooks(body, data)
             if not data:
                 return
         transport = self.client.transport
@@ -545,16 +445,17 @@ class Forward:
         target = self._target
         assert target is not None
         client = self.client
-        mode = self._body_mode
-        if mode == _HOLD:
-            if not self._whole_body(b"".join(self._held)):
-                self._finish(conn, True)
-                return
-        elif mode == _FILTER:
-            last = self._filter(b"", True)
-            if last:
-                self._body_mode = _RELAY
-                self.write_body(last)
+        body = self._body
+        if body is not None:
+            self._body = None
+            if body.holding:
+                if not self._send_whole(body):
+                    self._finish(conn, True)
+                    return
+            else:
+                last = body.filter(b"", True)
+                if last:
+                    self.write_body(last)
         if not client.closed and client.transport is not None:
             tail = b"0\r\n\r\n" if self._chunk_to_client else b""
             if self._pending_head or tail:
@@ -583,49 +484,44 @@ class Forward:
 
     # -- response body hooks (routes with body policies only) ----------------------------------
 
-    def _filter(self, data: bytes, end: bool) -> bytes:
-        exchange = self.exchange
-        for policy in self.route.chunk_pipeline:
-            data = policy.on_response_chunk(exchange, data, end)
-        return data
-
-    def _hold(self, data: bytes) -> bytes:
-        """Keep a chunk for the whole-body policies; past their limit, ask them what to do."""
-        self._held.append(data)
-        self._held_size += len(data)
-        if self._held_size <= self.route.response_body_limit:
+    def _through_hooks(self, body: BodyHooks, data: bytes) -> bytes:
+        """What of ``data`` to send now, after the route's body hooks."""
+        if not body.holding:
+            return body.filter(data, False)
+        if not body.hold(data):
             return b""
-        exchange = self.exchange
-        headers = self._held_headers()
-        for policy in self.route.whole_body_pipeline:
-            outcome = policy.on_response_body(exchange, self._held_status, headers, None)
-            if outcome is None:
-                continue
+        reply = body.over_limit()
+        if reply is not None:
             conn = self.conn
-            if isinstance(outcome, Reply) and conn is not None:
-                self._replace(outcome)
+            self._replace(reply)
+            if conn is not None:
                 self._finish(conn, False)
-            else:
-                log.error("a policy returned a body for a body over its limit")
-                self._replace(problems.problem(problems.INTERNAL_ERROR, exchange.request_id))
-                if conn is not None:
-                    self._finish(conn, False)
             return b""
         # Every policy lets it through: the body streams on as the upstream sent it.
-        held, self._held = self._held, []
-        self._start_held(headers, -1)
-        data = b"".join(held)
-        return self._filter(data, False) if self._body_mode == _FILTER else data
+        self._start_held(body, -1)
+        data = body.take_held()
+        return body.filter(data, False) if self._body is not None else data
 
-    def _held_headers(self) -> Headers:
-        return Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in self._held_fields])
+    def _send_whole(self, body: BodyHooks) -> bool:
+        """The whole body is in: send what the policies made of it. ``False`` when a policy
+        answered instead (the upstream connection is still usable)."""
+        outcome = body.whole()
+        if isinstance(outcome, Reply):
+            self._replace(outcome)
+            return False
+        codings = self.conn.transfer_codings if self.conn is not None else b""
+        self._start_held(body, -1 if codings else len(outcome))
+        self._body = None
+        if outcome:
+            self.write_body(outcome)
+        return True
 
-    def _start_held(self, headers: Headers, length: int) -> None:
+    def _start_held(self, body: BodyHooks, length: int) -> None:
         """Render the head held back by the whole-body policies; ``length`` is the body's, or -1
         when it streams on (then chunked to HTTP/1.1, close-delimited to HTTP/1.0)."""
         conn = self.conn
         request = self.request
-        fields = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items]
+        fields = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in body.headers.items]
         codings = conn.transfer_codings if conn is not None else b""
         chunk = request.version == "1.1" and (bool(codings) or length < 0)
         if not chunk and length < 0:
@@ -633,37 +529,14 @@ class Forward:
         request.keep_alive = request.keep_alive and not self.client.gateway.draining
         self._chunk_to_client = chunk
         self._pending_head = self._render_head(
-            self._held_status, fields, self._drop | _LENGTH, codings, chunk, -1 if chunk else length
+            body.status, fields, body.drop | _LENGTH, codings, chunk, -1 if chunk else length
         )
         self._writing = True
-        self._body_mode = _FILTER if self.route.chunk_pipeline and length < 0 else _RELAY
-
-    def _whole_body(self, body: bytes) -> bool:
-        """The whole body is in: run the policies on it and send the result. ``False`` when a
-        policy answered instead (the upstream connection is still usable)."""
-        exchange = self.exchange
-        headers = self._held_headers()
-        self._held = []
-        for policy in self.route.whole_body_pipeline:
-            outcome = policy.on_response_body(exchange, self._held_status, headers, body)
-            if outcome is None:
-                continue
-            if isinstance(outcome, Reply):
-                self._replace(outcome)
-                return False
-            body = outcome
-        if self.route.chunk_pipeline:
-            body = self._filter(body, True)
-        codings = self.conn.transfer_codings if self.conn is not None else b""
-        self._start_held(headers, -1 if codings else len(body))
-        self._body_mode = _RELAY
-        if body:
-            self.write_body(body)
-        return True
+        streaming_on = bool(self.route.chunk_pipeline) and length < 0
+        self._body = body if streaming_on else None
 
     def _replace(self, reply: Reply) -> None:
         """A body policy answers instead of the upstream's response."""
-        self._body_mode = _RELAY
-        self._held = []
+        self._body = None
         self.request.keep_alive = self.request.keep_alive and self.request.body.complete
         self.client.reply(self.request, reply, self.exchange)

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.support.gateway import RunningGateway, check_problem, route, running_gateway
-from tests.support.upstreams import Upstream
+from tests.support.upstreams import Upstream, echoed_header, echoed_headers
 
 from portico.assembly import load_config_text
 from portico.config.errors import ConfigError
@@ -106,22 +106,13 @@ def with_key(name: str) -> dict[str, str]:
     return {"X-API-Key": KEYS[name].key}
 
 
-def upstream_headers(response: httpx.Response) -> list[tuple[str, str]]:
-    assert response.status_code == 200, response.text
-    return [(k.lower(), v) for k, v in response.json()["headers"]]
-
-
-def upstream_header(response: httpx.Response, name: str) -> list[str]:
-    return [v for k, v in upstream_headers(response) if k == name]
-
-
 def test_a_valid_key_reaches_the_upstream_with_the_identity_headers(http: httpx.Client) -> None:
     response = http.get("/orders", headers=with_key("billing"))
 
-    assert upstream_header(response, "x-portico-consumer") == ["acme/billing"]
-    assert upstream_header(response, "x-portico-tenant") == ["acme"]
-    assert upstream_header(response, "x-portico-scopes") == ["orders:read"]
-    assert upstream_header(response, "x-portico-auth-method") == ["api_key"]
+    assert echoed_header(response, "x-portico-consumer") == ["acme/billing"]
+    assert echoed_header(response, "x-portico-tenant") == ["acme"]
+    assert echoed_header(response, "x-portico-scopes") == ["orders:read"]
+    assert echoed_header(response, "x-portico-auth-method") == ["api_key"]
 
 
 def test_no_credentials_get_401_with_the_challenge_of_every_accepted_method(
@@ -160,7 +151,7 @@ def test_a_missing_scope_gets_403_insufficient_scope_with_a_bearer_challenge(
     assert denied.headers["www-authenticate"] == (
         'Bearer realm="portico", error="insufficient_scope", scope="orders:read orders:refund"'
     )
-    assert upstream_header(allowed, "x-portico-consumer") == ["acme/support"]
+    assert echoed_header(allowed, "x-portico-consumer") == ["acme/support"]
 
 
 def test_any_of_needs_only_one_of_the_scopes(http: httpx.Client) -> None:
@@ -169,7 +160,7 @@ def test_any_of_needs_only_one_of_the_scopes(http: httpx.Client) -> None:
 
     check_problem(denied, 403, PROBLEMS + "insufficient-scope")
     assert 'scope="orders:admin orders:root"' in denied.headers["www-authenticate"]
-    assert upstream_header(allowed, "x-portico-scopes") == ["orders:admin orders:read"]
+    assert echoed_header(allowed, "x-portico-scopes") == ["orders:admin orders:read"]
 
 
 def test_a_consumer_of_another_tenant_never_reaches_a_tenant_route(http: httpx.Client) -> None:
@@ -186,7 +177,7 @@ def test_a_consumer_of_another_tenant_never_reaches_a_tenant_route(http: httpx.C
 
     check_problem(plain, 403, PROBLEMS + "forbidden")
     check_problem(spoofed, 403, PROBLEMS + "forbidden")
-    assert upstream_header(own_tenant, "x-portico-tenant") == ["acme"]
+    assert echoed_header(own_tenant, "x-portico-tenant") == ["acme"]
 
 
 def test_identity_headers_sent_by_the_client_are_replaced(http: httpx.Client) -> None:
@@ -201,16 +192,16 @@ def test_identity_headers_sent_by_the_client_are_replaced(http: httpx.Client) ->
         },
     )
 
-    assert upstream_header(response, "x-portico-consumer") == ["acme/billing"]
-    assert upstream_header(response, "x-portico-tenant") == ["acme"]
-    assert upstream_header(response, "x-portico-scopes") == ["orders:read"]
-    assert upstream_header(response, "x-portico-auth-method") == ["api_key"]
+    assert echoed_header(response, "x-portico-consumer") == ["acme/billing"]
+    assert echoed_header(response, "x-portico-tenant") == ["acme"]
+    assert echoed_header(response, "x-portico-scopes") == ["orders:read"]
+    assert echoed_header(response, "x-portico-auth-method") == ["api_key"]
 
 
 def test_identity_headers_are_stripped_on_routes_without_auth(http: httpx.Client) -> None:
     response = http.get("/public", headers={"X-Portico-Consumer": "acme/billing"})
 
-    assert [k for k, _ in upstream_headers(response) if k.startswith("x-portico-")] == []
+    assert [k for k, _ in echoed_headers(response) if k.startswith("x-portico-")] == []
 
 
 def test_the_consumer_ip_rules_use_the_real_client_address(http: httpx.Client) -> None:
