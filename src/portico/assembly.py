@@ -195,6 +195,7 @@ def build_runtime(
         ip_rules=CompiledIPRules.compile(config.gateway.ip_rules),
         stats=stats,
         completion_hooks=tuple(hooks),
+        timed=bool(hooks) or any(m.target.completion_pipeline for m in matchers),
     )
 
 

@@ -135,3 +135,32 @@ def test_the_line_names_route_service_target_consumer_bytes_and_durations(
     assert any(r["duration_ms"] != int(r["duration_ms"]) for r in (served, denied))
     text = "\n".join(capture.lines)
     assert key.key not in text and "pk_wrong.key" not in text
+
+
+def test_with_metrics_off_the_line_still_has_its_durations(start_gateway: StartGateway) -> None:
+    """The access log times the exchange itself: it does not depend on /metrics counting."""
+    upstream = Upstream("main")
+    try:
+        gateway = start_gateway(
+            {
+                "gateway": {"access_log": True},
+                "operations": {"metrics": False},
+                "services": {"main": {"targets": [upstream.url]}},
+                "routes": [{"name": "all", "match": {"path": "/{rest:path}"}, "service": "main"}],
+            }
+        )
+        capture = Capture()
+        logger = logging.getLogger("portico.access")
+        logger.addHandler(capture)
+        logger.setLevel(logging.INFO)
+        try:
+            with gateway.client() as client:
+                assert client.get("/x").status_code == 200
+            wait_for(lambda: capture.lines, what="an access line")
+        finally:
+            logger.removeHandler(capture)
+    finally:
+        upstream.close()
+    (line,) = (json.loads(text) for text in capture.lines)
+    assert line["duration_ms"] > 0
+    assert line["upstream_ms"] is not None and 0 < line["upstream_ms"] <= line["duration_ms"]

@@ -419,3 +419,18 @@ def test_completion_says_the_upstream_broke_off_the_response(
         done = recorder.one()
     assert done.failure == "upstream_broke"
     assert done.status == 200
+
+
+def test_completion_is_timed_without_metrics_or_access_log(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """A route's on_complete gets real durations even when nothing process-wide is listening."""
+    settings = config(upstream)
+    settings["operations"] = {"metrics": False}
+    with running_gateway(tmp_path, settings) as gateway, gateway.client() as http:
+        recorder = BUILT["record"][0]
+        assert isinstance(recorder, Recorder)
+        assert http.get("/recorded/x").status_code == 200
+        done = recorder.one()
+    assert done.seconds > 0.0
+    assert 0.0 <= done.upstream_seconds <= done.seconds

@@ -105,9 +105,8 @@ class ClientConnection(asyncio.Protocol):
         self.special_names = special_names(self.request_id_header)
         self.replaced_fields = frozenset({self.request_id_header, "traceparent"})
         self.max_fields = self.runtime.settings.max_header_fields
-        self.observing = bool(self.runtime.completion_hooks)
-        """Whether exchanges are timed and measured for the completion hooks (the metrics, the
-        access log); route policies with ``on_complete`` are told either way."""
+        self.observing = self.runtime.timed
+        """Whether exchanges are timed and told to the completion hooks and policies."""
         self.last_activity = 0.0
         self.body_activity = 0.0
         """When the current request's body last moved (or its reading was last resumed)."""
@@ -399,7 +398,7 @@ class ClientConnection(asyncio.Protocol):
         if runtime is not self.runtime:
             self.runtime = runtime
             self.max_fields = runtime.settings.max_header_fields
-            self.observing = bool(runtime.completion_hooks)
+            self.observing = runtime.timed
         try:
             self._route(request)
         except Exception:
@@ -420,10 +419,9 @@ class ClientConnection(asyncio.Protocol):
         """The exchange is over: tell the completion hooks, then serve the next request."""
         if self.active is not request:
             return
-        exchange = request.exchange
-        route = request.route
-        if self.observing or (route is not None and route.completion_pipeline):
-            complete(request, exchange, self.forward, self.peer.ip, self.runtime.completion_hooks)
+        if self.observing:
+            hooks = self.runtime.completion_hooks
+            complete(request, request.exchange, self.forward, self.peer.ip, hooks)
         self.active = None
         self.forward = None
         self.background = None

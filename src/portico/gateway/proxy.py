@@ -195,7 +195,7 @@ class Forward:
         target.health.begin()
         self.conn = conn
         conn.begin(self, self.request.method == "HEAD")
-        if self.route.stats is not None:
+        if self.client.observing:
             self._sent_at = time.perf_counter()
         exchange = self.exchange
         host = self.request.special.get("host") if self.route.preserve_host else None

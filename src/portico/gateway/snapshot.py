@@ -87,6 +87,9 @@ class Runtime:
     """The data plane's counters: the same object in every snapshot of a process."""
     completion_hooks: tuple[CompletionHook, ...] = ()
     """What every exchange's end is told: the metrics, the access log."""
+    timed: bool = False
+    """Someone listens to the end of exchanges (a completion hook, or a route's ``on_complete``):
+    each exchange is timed and its completion told. Without, no clock is read per request."""
 
 
 def retired_services(old: Runtime, new: Runtime) -> list[Service]:
