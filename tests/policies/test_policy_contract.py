@@ -434,3 +434,18 @@ def test_completion_is_timed_without_metrics_or_access_log(
         done = recorder.one()
     assert done.seconds > 0.0
     assert 0.0 <= done.upstream_seconds <= done.seconds
+
+
+@pytest.mark.parametrize("route_name", ["masked", "shout"])
+def test_a_route_with_body_hooks_asks_the_upstream_for_an_uncompressed_body(
+    tmp_path: Path, upstream: Upstream, route_name: str
+) -> None:
+    """The way around a masking policy: ask for gzip, and the digits travel compressed, where
+    no pattern matches them. Such a route never forwards Accept-Encoding."""
+    with running_gateway(tmp_path, config(upstream)) as gateway, gateway.client() as http:
+        response = http.get(f"/{route_name}/echo", headers={"Accept-Encoding": "gzip, br"})
+        plain = http.get("/plain/echo", headers={"Accept-Encoding": "gzip, br"})
+    assert response.status_code == 200
+    received = [r.header("accept-encoding") for r in upstream.received]
+    assert received == [None, "gzip, br"]  # the route without body hooks relays it
+    assert plain.status_code == 200

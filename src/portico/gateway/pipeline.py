@@ -75,6 +75,12 @@ def forward(conn: ClientConnection, request: Request, exchange: Exchange) -> Non
         reply = problems.problem(problems.BAD_REQUEST, request_id)
         conn.answer(request, reply, request_id=request_id)
         return
+    route = exchange.route
+    assert route is not None
+    if route.whole_body_pipeline or route.chunk_pipeline:
+        # Body policies read the body as sent: a compressed one would pass a masking policy
+        # untouched (no pattern matches gzip). The upstream is asked for it plain.
+        exchange.headers.remove("accept-encoding")
     special = request.special
     # Any Transfer-Encoding that got this far is exactly "chunked" (see on_headers_complete).
     chunked = "transfer-encoding" in special
@@ -98,8 +104,7 @@ def forward(conn: ClientConnection, request: Request, exchange: Exchange) -> Non
         if exchange.body is not None
         else special.get("content-length", "0") != "0"
     )
-    assert exchange.route is not None
-    upstream = Forward(conn, request, exchange, exchange.route, fields, chunked, has_body)
+    upstream = Forward(conn, request, exchange, route, fields, chunked, has_body)
     conn.forward = upstream
     expect = special.get("expect", "").lower() == "100-continue"
     transport = conn.transport
