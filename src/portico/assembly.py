@@ -130,8 +130,13 @@ def build_runtime(
 
     matchers: list[RouteMatcher[CompiledRoute]] = []
     for route in config.routes:
-        context = BuildContext(config=config, route_name=route.name, extensions=extensions)
-        policies = tuple(registry.build_policy(POLICIES, spec, context) for spec in route.policies)
+        context = BuildContext(
+            config=config, route_name=route.name, service_name=route.service, extensions=extensions
+        )
+        policies = tuple(
+            registry.build_policy(POLICIES, spec, context)
+            for spec in registry.effective_policies(config, route)
+        )
         reverse = tuple(reversed(policies))
         compiled = CompiledRoute(
             name=route.name,

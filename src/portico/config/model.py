@@ -260,6 +260,18 @@ class Keepalive(Model):
     """Shorter than common upstream keep-alive timeouts (5 s) so we never reuse a closing socket."""
 
 
+class PolicySpec(Model):
+    """One entry of a route's or a service's ``policies`` list; ``type`` picks the policy, the
+    rest configures it.
+
+    The policy-specific fields are validated against the policy's own model when the config is
+    checked (see :mod:`portico.policies.registry`); here the entry is opaque.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str
+
+
 class Service(Model):
     targets: tuple[Target, ...] = Field(min_length=1)
     balancer: Literal["round_robin", "least_connections"] = "round_robin"
@@ -268,6 +280,9 @@ class Service(Model):
     health_check: HealthCheck = HealthCheck()
     circuit_breaker: CircuitBreaker | None = CircuitBreaker()
     keepalive: Keepalive = Keepalive()
+    policies: tuple[PolicySpec, ...] = ()
+    """Policies every route of this service runs before its own; a route's entry of the same
+    ``type`` replaces the service's (docs/configuration.md#service-policies)."""
 
 
 class Match(Model):
@@ -296,17 +311,6 @@ class Match(Model):
     def _hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         # Host names compare without case and without a trailing dot, as requests' are.
         return tuple(h.lower().rstrip(".") for h in value)
-
-
-class PolicySpec(Model):
-    """One entry of a route's ``policies`` list; ``type`` picks the policy, the rest configures it.
-
-    The policy-specific fields are validated against the policy's own model when the config is
-    checked (see :mod:`portico.policies.registry`); here the entry is opaque.
-    """
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-    type: str
 
 
 class Route(Model):

@@ -140,6 +140,9 @@ def _policy_settings(data: Any, checks: Checks, loc: Location) -> type[BaseModel
         case ("routes", int(i), "policies", int(j), *_) if checks.policy_settings is not None:
             kind = data["routes"][i]["policies"][j]["type"]
             return checks.policy_settings(kind) if isinstance(kind, str) else None
+        case ("services", str(name), "policies", int(j), *_) if checks.policy_settings is not None:
+            kind = data["services"][name]["policies"][j]["type"]
+            return checks.policy_settings(kind) if isinstance(kind, str) else None
     return None
 
 

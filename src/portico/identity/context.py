@@ -47,6 +47,8 @@ class BuildContext:
     config: PorticoConfig
     route_name: str
     extensions: Extensions
+    service_name: str = ""
+    """The service of the route (its ``policies`` come first in the route's pipeline)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from portico.config.checks import Finding, Location
-from portico.config.model import PolicySpec, PorticoConfig
+from portico.config.model import PolicySpec, PorticoConfig, Route
 from portico.core.extensions import Catalogue, ExtensionUnavailable
 from portico.gateway.policy import Policy
 from portico.identity.context import BuildContext
@@ -27,6 +27,7 @@ __all__ = [
     "PolicyType",
     "PolicyTypes",
     "build_policy",
+    "effective_policies",
     "entry_errors",
     "route_policy_errors",
     "settings_model",
@@ -88,8 +89,15 @@ def entry_errors(types: PolicyTypes, spec: PolicySpec, config: PorticoConfig) ->
 
 
 def route_policy_errors(types: PolicyTypes, config: PorticoConfig) -> list[Finding]:
-    """Every route's policy entries checked by their own types (a check of the config loader)."""
+    """Every service's and route's policy entries checked by their own types (a check of the
+    config loader)."""
     errors: list[Finding] = []
+    for name, service in config.services.items():
+        for j, spec in enumerate(service.policies):
+            at: Location = ("services", name, "policies", j)
+            errors.extend(
+                ((*at, *loc), message) for loc, message in entry_errors(types, spec, config)
+            )
     for i, route in enumerate(config.routes):
         for j, spec in enumerate(route.policies):
             base: Location = ("routes", i, "policies", j)
@@ -97,6 +105,17 @@ def route_policy_errors(types: PolicyTypes, config: PorticoConfig) -> list[Findi
                 ((*base, *loc), message) for loc, message in entry_errors(types, spec, config)
             )
     return errors
+
+
+def effective_policies(config: PorticoConfig, route: Route) -> tuple[PolicySpec, ...]:
+    """The policy entries a route runs: its service's first, then its own. A route that has
+    entries of a ``type`` the service also has runs its own of that type, not the service's."""
+    service = config.services.get(route.service)
+    inherited = service.policies if service is not None else ()
+    if not inherited:
+        return route.policies
+    own = {spec.type for spec in route.policies}
+    return (*(spec for spec in inherited if spec.type not in own), *route.policies)
 
 
 def settings_model(types: PolicyTypes, type_name: str) -> type[BaseModel] | None:

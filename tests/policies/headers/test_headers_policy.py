@@ -132,3 +132,50 @@ def test_a_route_without_the_policy_is_left_alone(upstream: Upstream, http: http
     assert values(received, "x-via-portico") == []
     assert response.headers.get_list("x-internal") == ["db-7.internal"]
     assert "x-served-by" not in response.headers
+
+
+def test_a_service_policy_runs_on_each_of_its_routes_unless_the_route_has_its_own(
+    tmp_path: Any, upstream: Upstream
+) -> None:
+    """``services.<name>.policies`` come before a route's own; a route's entry of the same type
+    replaces the service's, and a route of another service does not get them."""
+    tagged = {"type": "headers", "request": {"set": {"X-Service": "billing"}}}
+    own = {"type": "headers", "request": {"set": {"X-Route": "own"}}}
+    config = {
+        "services": {
+            "billing": {"targets": [upstream.url], "retries": 0, "policies": [tagged]},
+            "other": {"targets": [upstream.url], "retries": 0},
+        },
+        "routes": [
+            route("inherits", "/inherits/{rest:path}", service="billing"),
+            route("overrides", "/overrides/{rest:path}", service="billing", policies=[own]),
+            route("elsewhere", "/elsewhere/{rest:path}", service="other"),
+        ],
+    }
+    with running_gateway(tmp_path, config) as running, running.client() as client:
+        received = sent_upstream(upstream, client, "/inherits/a")
+        assert values(received, "x-service") == ["billing"]
+        received = sent_upstream(upstream, client, "/overrides/a")
+        assert values(received, "x-service") == []
+        assert values(received, "x-route") == ["own"]
+        received = sent_upstream(upstream, client, "/elsewhere/a")
+        assert values(received, "x-service") == []
+
+
+def test_a_bad_service_policy_is_reported_at_its_line(tmp_path: Any) -> None:
+    from tests.support.gateway import run_portico, write_config
+
+    config = {
+        "services": {
+            "main": {
+                "targets": ["http://127.0.0.1:9"],
+                "policies": [{"type": "headers", "requets": {}}],
+            }
+        },
+        "routes": [route("r", "/r")],
+    }
+    path = write_config(tmp_path / "portico.yaml", config)
+    result = run_portico("check", str(path), cwd=tmp_path)
+    assert result.returncode != 0
+    assert "services.main.policies[0]" in result.stderr
+    assert "request" in result.stderr  # did you mean
