@@ -34,6 +34,8 @@ from portico.identity.oauth.state import OAuthState
 from portico.identity.state import IdentityState
 from portico.operations.listener import Operations, ReadinessCheck
 from portico.operations.metrics import registry
+from portico.shared import open_shared_state
+from portico.shared.state import SharedState, SharedStateUnavailable
 from portico.store.database import Database, create_engine_for
 from portico.store.migrate import ensure_current
 from portico.store.repositories import ConfigRevisions
@@ -165,7 +167,8 @@ async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
         identity.use_config(gateway.runtime.config)
         recorder.record(path, sha256)
 
-    extensions = Extensions(identity=identity, oauth=oauth)
+    shared = open_shared_state(config.redis)
+    extensions = Extensions(identity=identity, oauth=oauth, shared=shared)
     gateway = Gateway(
         build_runtime(config, extensions=extensions, endpoints=SERVED_ENDPOINTS),
         config_path=config_path,
@@ -185,7 +188,10 @@ async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
         raise
     operations: Operations | None = None
     if config.operations.enabled:
-        operations = Operations(registry(gateway), (recorder.readiness(),))
+        checks = [recorder.readiness()]
+        if not shared.local:
+            checks.append(_shared_state_readiness(shared))
+        operations = Operations(registry(gateway), checks)
         where = config.operations.listen
         try:
             await _listening(
@@ -214,7 +220,19 @@ async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
     identity.close()
     oauth.close()
     recorder.close()
+    await shared.close()
     return 0
+
+
+def _shared_state_readiness(shared: SharedState) -> ReadinessCheck:
+    """``/readyz`` reports Redis without failing on it: each policy chooses to fail open or
+    closed while Redis is away (docs/shared-state.md)."""
+
+    async def check() -> None:
+        if not await shared.ping():
+            raise SharedStateUnavailable(f"{shared.kind} does not answer PING")
+
+    return ReadinessCheck(shared.kind, check, required=False)
 
 
 def serve(config_path: Path, listen: tuple[str, int] | None = None) -> int:

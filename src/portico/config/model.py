@@ -348,6 +348,21 @@ class Database(Model):
     url: str = "sqlite:///portico.db"
 
 
+class Redis(Model):
+    """Where state shared by several gateway processes lives (docs/shared-state.md); without
+    this section it lives in each process."""
+
+    url: str = Field(pattern=r"^(redis|rediss|unix)://")
+    """``redis://[user:password@]host:port/db``, ``rediss://`` for TLS, ``unix:///path``."""
+    timeout: Duration = 0.25
+    """The longest any one command may take; a policy then follows its ``on_redis_failure``."""
+    key_prefix: str = Field("portico:", max_length=64)
+    """Prepended to every key, so that several installations can share one server."""
+    max_connections: int = Field(64, ge=1, le=10_000)
+    """Connections to Redis per gateway process; a request waits for a free one (up to
+    ``timeout``) when all are busy."""
+
+
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
@@ -557,6 +572,7 @@ class PorticoConfig(Model):
     gateway: GatewaySettings = GatewaySettings()
     operations: OperationsSettings = OperationsSettings()
     database: Database = Database()
+    redis: Redis | None = None
     services: dict[Name, Service] = {}
     routes: tuple[Route, ...] = ()
     tenants: dict[Name, Tenant] = {}

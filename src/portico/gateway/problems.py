@@ -52,6 +52,9 @@ NOT_IMPLEMENTED = ProblemType(
     "transfer-coding-not-implemented", 501, "The request uses a transfer coding Portico cannot read"
 )
 UPSTREAM_UNAVAILABLE = ProblemType("upstream-unavailable", 502, "The upstream service failed")
+SHARED_STATE_UNAVAILABLE = ProblemType(
+    "shared-state-unavailable", 503, "A policy's shared state (Redis) did not answer"
+)
 NO_HEALTHY_UPSTREAM = ProblemType(
     "no-healthy-upstream", 503, "No healthy upstream target is available"
 )

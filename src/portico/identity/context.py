@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 from portico.config.model import PorticoConfig
 from portico.gateway.endpoints import BuiltinEndpoint
 from portico.gateway.stats import GatewayStats
+from portico.shared.memory import MemoryState
+from portico.shared.state import SharedState
 
 if TYPE_CHECKING:
     from portico.identity.oauth.state import OAuthState
@@ -38,6 +40,10 @@ class Extensions:
     stats: GatewayStats = field(default_factory=GatewayStats)
     """The data plane's counters (read by the operations listener), for the life of the process;
     the ``auth`` policy counts its refusals there."""
+    shared: SharedState = field(default_factory=MemoryState)
+    """Where policies keep state every gateway process must see alike (rate-limit counters,
+    cached responses, idempotency records): the process's memory, or Redis when the config has a
+    ``redis`` section (:func:`portico.shared.open_shared_state`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,10 @@ class ReadinessCheck:
 
     name: str
     check: Callable[[], Awaitable[None]]
+    required: bool = True
+    """A failed required check makes ``/readyz`` answer 503; a failed optional one (Redis, whose
+    policies each choose to fail open or closed) is reported with status ``degraded`` and 200,
+    so that one shared dependency cannot take every gateway out of a load balancer at once."""
 
 
 class Operations:
@@ -81,11 +85,13 @@ class Operations:
     async def _readiness(self) -> tuple[int, str, bytes]:
         results = await asyncio.gather(*(self._run(check) for check in self.checks))
         failed = {name: why for name, why in results if why is not None}
+        required = {check.name for check in self.checks if check.required}
+        blocking = failed.keys() & required
         body = {
-            "status": "ready" if not failed else "not ready",
+            "status": "not ready" if blocking else "degraded" if failed else "ready",
             "checks": {name: (why or "ok") for name, why in results},
         }
-        status = 200 if not failed else 503
+        status = 503 if blocking else 200
         if failed:
             log.warning("not ready: %s", "; ".join(f"{k}: {v}" for k, v in failed.items()))
         return status, "application/json", json.dumps(body).encode() + b"\n"

@@ -43,15 +43,21 @@ class PolicyType(Generic[S_co]):
     """One policy type, as its folder declares it:
     ``POLICY = PolicyType(HeadersSettings, build)``."""
 
-    __slots__ = ("_build", "_checks", "settings")
+    __slots__ = ("_build", "_checks", "settings", "shares_state")
 
     def __init__(
         self,
         settings: type[S_co],
         build: Callable[[S_co, BuildContext], Policy],
         checks: Callable[[S_co, PorticoConfig], Iterable[Finding]] | None = None,
+        *,
+        shares_state: bool = False,
     ) -> None:
         self.settings = settings
+        self.shares_state = shares_state
+        """True when the policy keeps state every gateway process must see alike (counters,
+        cached responses, idempotency records) in ``BuildContext.extensions.shared``: with more
+        than one process, such a policy needs the config's ``redis`` section."""
         """The model of the entry's keys other than ``type``."""
         self._build = build
         self._checks = checks

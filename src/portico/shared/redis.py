@@ -1,0 +1,126 @@
+"""Shared state in one Redis server, for any number of gateway processes and machines.
+
+redis-py's asyncio client with hiredis, one connection pool per process. Every command is bounded
+by the section's ``timeout``: a Redis that is down, unreachable or stalled raises
+:class:`~portico.shared.state.SharedStateUnavailable` within it, never hangs a request. Scripts
+run with ``EVALSHA`` (loaded once, reloaded after a Redis restart: redis-py's ``Script`` does
+it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from portico.shared.state import Script, SharedState, SharedStateUnavailable
+
+__all__ = ["RedisState"]
+
+
+class RedisState(SharedState):
+    kind = "redis"
+    local = False
+
+    def __init__(
+        self, url: str, *, timeout: float, key_prefix: str = "portico:", max_connections: int = 64
+    ) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.prefix = key_prefix
+        # A bounded pool that makes a request wait for a free connection (up to the timeout)
+        # rather than fail: a burst of requests must not open a connection each.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry_on_timeout=False,
+            health_check_interval=30,
+        )
+        self._client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+        self._scripts: dict[str, Any] = {}
+
+    def _key(self, key: str) -> str:
+        return self.prefix + key
+
+    async def _call(self, what: str, awaitable: Any) -> Any:
+        try:
+            return await asyncio.wait_for(awaitable, self.timeout)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise SharedStateUnavailable(
+                f"Redis at {_safe(self.url)} did not answer {what} within "
+                f"{self.timeout * 1000:g} ms: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def get(self, key: str) -> bytes | None:
+        value: bytes | None = await self._call("GET", self._client.get(self._key(key)))
+        return value
+
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        px = max(1, int(ttl * 1000)) if ttl is not None else None
+        await self._call("SET", self._client.set(self._key(key), value, px=px))
+
+    async def add(self, key: str, value: bytes, ttl: float | None = None) -> bool:
+        px = max(1, int(ttl * 1000)) if ttl is not None else None
+        done = await self._call("SET NX", self._client.set(self._key(key), value, px=px, nx=True))
+        return bool(done)
+
+    async def delete(self, key: str) -> bool:
+        return bool(await self._call("DEL", self._client.delete(self._key(key))))
+
+    async def delete_prefix(self, prefix: str) -> int:
+        async def scan_and_delete() -> int:
+            deleted = 0
+            batch: list[Any] = []
+            async for key in self._client.scan_iter(match=_glob(self._key(prefix)), count=500):
+                batch.append(key)
+                if len(batch) >= 500:
+                    deleted += int(await self._client.unlink(*batch))
+                    batch.clear()
+            if batch:
+                deleted += int(await self._client.unlink(*batch))
+            return deleted
+
+        try:
+            return await scan_and_delete()
+        except (RedisError, OSError) as exc:
+            raise SharedStateUnavailable(f"Redis at {_safe(self.url)}: {exc}") from exc
+
+    async def run(self, script: Script, keys: Sequence[str], args: Sequence[str]) -> list[int]:
+        registered = self._scripts.get(script.name)
+        if registered is None:
+            registered = self._scripts[script.name] = self._client.register_script(script.lua)
+        result = await self._call(
+            script.name, registered(keys=[self._key(k) for k in keys], args=list(args))
+        )
+        return [int(v) for v in result]
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._call("PING", self._client.ping()))
+        except SharedStateUnavailable:
+            return False
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def _glob(prefix: str) -> str:
+    """A SCAN pattern matching keys that start with ``prefix`` literally."""
+    special = "\\*?[]"
+    return "".join("\\" + c if c in special else c for c in prefix) + "*"
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, _, host = rest.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return f"{scheme}://{user + ':***@' if user else '***@'}{host}"
