@@ -22,8 +22,11 @@ the algorithm) from the unverified ``keyid`` before verifying, the coverage poli
 can only require a fixed list, while ``@target-uri`` may stand for the three target components),
 and replay protection.
 
-Nonces are remembered in the memory of the process (:class:`NonceStore`): with several gateway
-processes, a replay sent to another process is not detected until the shared Redis store lands.
+Nonces are remembered in the memory of the process (:class:`NonceStore`), or, when the config
+has a ``redis`` section, in Redis (``SET NX`` with the nonce's remaining life as its expiry), so
+that a replay sent to another gateway process or machine is refused too. A Redis that does not
+answer refuses the signature (fail closed: accepting it would reopen the window for replays),
+with a warning in the log.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
@@ -52,6 +55,7 @@ from portico.config.model import Duration, HeaderName, PorticoConfig, SignatureK
 from portico.core.http import REALM
 from portico.gateway.exchange import Exchange, Identity
 from portico.identity.authn import AuthMethod, AuthResult, Rejected
+from portico.shared.state import SharedState, SharedStateUnavailable
 
 if TYPE_CHECKING:
     from portico.identity.authn import MethodSettings
@@ -225,6 +229,7 @@ class SignatureAuthenticator:
         "_max_age",
         "_nonces",
         "_require_nonce",
+        "_shared",
         "_state",
         "_tag",
         "accept_signature",
@@ -240,6 +245,7 @@ class SignatureAuthenticator:
         keys: Mapping[str, SignerKey],
         settings: SignatureSettings | None = None,
         nonces: NonceStore | None = None,
+        shared: SharedState | None = None,
     ) -> None:
         settings = settings or SignatureSettings()
         self.method = "signature"
@@ -251,6 +257,8 @@ class SignatureAuthenticator:
         self._require_nonce = settings.require_nonce
         self._tag = settings.tag
         self._nonces = nonces if nonces is not None else _NONCES
+        self._shared = shared if shared is not None and not shared.local else None
+        """Redis, where nonces go when several processes must see them; else the process's."""
         # The 401 for a request without a signature is built once per route, before any request
         # is seen, so it proposes what covers every request: "@query" (the bare "?" when there
         # is none) and "content-digest" (of empty content when there is none). A client that
@@ -265,20 +273,42 @@ class SignatureAuthenticator:
         headers = exchange.headers
         return "signature-input" in headers or "signature" in headers
 
-    def identify(self, exchange: Exchange) -> AuthResult | None:
+    def identify(self, exchange: Exchange) -> AuthResult | Awaitable[AuthResult] | None:
         return self.authenticate(exchange) if self.present(exchange) else None
 
-    def authenticate(self, exchange: Exchange) -> AuthResult:
+    def authenticate(self, exchange: Exchange) -> AuthResult | Awaitable[AuthResult]:
         try:
-            return self._verify(exchange)
+            verified = self._verify(exchange)
+            if isinstance(verified, Identity):
+                return verified
         except _Refused as refused:
-            exchange.response_headers.add(
-                "accept-signature",
-                self._accept_signature(query=bool(exchange.query), body=_has_body(exchange)),
-            )
-            return Rejected(INVALID_SIGNATURE, str(refused))
+            return self._refuse(exchange, refused)
+        return self._remembered_in_shared_state(exchange, *verified)
 
-    def _verify(self, exchange: Exchange) -> Identity:
+    def _refuse(self, exchange: Exchange, refused: _Refused) -> Rejected:
+        exchange.response_headers.add(
+            "accept-signature",
+            self._accept_signature(query=bool(exchange.query), body=_has_body(exchange)),
+        )
+        return Rejected(INVALID_SIGNATURE, str(refused))
+
+    async def _remembered_in_shared_state(
+        self, exchange: Exchange, identity: Identity, keyid: str, nonce: str, until: float
+    ) -> AuthResult:
+        assert self._shared is not None
+        ttl = max(until - time.time(), 1.0)
+        try:
+            fresh = await self._shared.add(f"nonce:{keyid}:{nonce}", b"1", ttl)
+        except SharedStateUnavailable as exc:
+            log.warning("signed request refused: the shared nonce store did not answer (%s)", exc)
+            return self._refuse(exchange, _Refused("shared nonce store unavailable"))
+        if not fresh:
+            return self._refuse(exchange, _Refused(f"keyid {keyid!r}: nonce already used (replay)"))
+        return identity
+
+    def _verify(self, exchange: Exchange) -> Identity | tuple[Identity, str, str, float]:
+        """The identity, or with the nonce still to remember in the shared state: the identity,
+        the keyid, the nonce and until when to remember it."""
         headers = exchange.headers
         if "signature-input" not in headers or "signature" not in headers:
             raise _Refused("Signature-Input and Signature must both be present")
@@ -311,18 +341,21 @@ class SignatureAuthenticator:
         missing = self._uncovered(verified.covered_components, bool(exchange.query))
         if missing:
             raise _Refused(f"keyid {keyid!r}: the signature does not cover {', '.join(missing)}")
-        self._check_nonce(keyid, verified.nonce, verified.parameters.get("created"))
+        until = self._check_nonce(keyid, verified.nonce, verified.parameters.get("created"))
 
         consumer = self._state.directory.consumers.get(key.consumer)
         if consumer is None:
             raise _Refused(f"keyid {keyid!r}: consumer {key.consumer} not found")
-        return Identity(
+        identity = Identity(
             consumer=consumer.id,
             tenant=consumer.tenant,
             scopes=consumer.scopes,
             method=self.method,
             claims={"keyid": keyid, "algorithm": key.algorithm},
         )
+        if until is not None and verified.nonce is not None:
+            return identity, keyid, verified.nonce, until
+        return identity
 
     def _keyid(self, signature_input: str) -> str:
         """The ``keyid`` of the signature to verify: the only one, or the one with the tag."""
@@ -352,16 +385,20 @@ class SignatureAuthenticator:
             raise _Refused("the signature has no keyid")
         return keyid
 
-    def _check_nonce(self, keyid: str, nonce: str | None, created: object) -> None:
+    def _check_nonce(self, keyid: str, nonce: str | None, created: object) -> float | None:
+        """Remember the nonce in the process; with shared state, until when the caller must
+        remember it there."""
         if nonce is None:
             if self._require_nonce:
                 raise _Refused(f"keyid {keyid!r}: the signature has no nonce")
-            return
+            return None
         if len(nonce) > MAX_NONCE_LENGTH:
             raise _Refused(f"keyid {keyid!r}: nonce longer than {MAX_NONCE_LENGTH} characters")
         start = created if isinstance(created, int) else time.time()
         # The signature stays acceptable until created + max_age, give or take the skew.
         until = start + self._max_age + self._clock_skew + 1.0
+        if self._shared is not None:
+            return until
         try:
             fresh = self._nonces.remember(keyid, nonce, until)
         except NonceStoreFull as exc:
@@ -369,6 +406,7 @@ class SignatureAuthenticator:
             raise _Refused("nonce store full") from None
         if not fresh:
             raise _Refused(f"keyid {keyid!r}: nonce already used (replay)")
+        return None
 
     def _message(self, exchange: Exchange) -> _SignedRequest:
         authority = exchange.headers.get("host") or exchange.host
@@ -459,7 +497,7 @@ def build_authenticator(
         state = IdentityState.for_config(context.config)
     route_settings = settings.options or SignatureSettings()
     keys = signer_keys(context.config, route_settings.clock_skew)
-    return SignatureAuthenticator(state, keys, route_settings)
+    return SignatureAuthenticator(state, keys, route_settings, shared=context.extensions.shared)
 
 
 METHOD = AuthMethod(build_authenticator, SignatureSettings)
