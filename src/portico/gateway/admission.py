@@ -125,16 +125,23 @@ def admit(request: Request, runtime: Runtime, peer: Peer) -> Exchange | Reply:
 
     builtin: BuiltinEndpoint | None = None
     route: CompiledRoute | None = None
+    preflight = (
+        _preflight_route(runtime, host, path, headers) if request.method == "OPTIONS" else None
+    )
     try:
-        found = (
-            runtime.endpoints.find(request.method, host, path, headers)
-            if runtime.endpoints is not None
-            else None
-        )
-        if found is not None:
-            builtin, params = found
+        if preflight is not None:
+            route, params = preflight
+            request.preflight = True
         else:
-            route, params = runtime.router.match(request.method, host, path, headers)
+            found = (
+                runtime.endpoints.find(request.method, host, path, headers)
+                if runtime.endpoints is not None
+                else None
+            )
+            if found is not None:
+                builtin, params = found
+            else:
+                route, params = runtime.router.match(request.method, host, path, headers)
     except NoRoute:
         return problems.problem(problems.ROUTE_NOT_FOUND, request_id)
     except MethodNotAllowed as exc:
@@ -187,6 +194,31 @@ def admit(request: Request, runtime: Runtime, peer: Peer) -> Exchange | Reply:
         upstream_path=upstream_path,
         tls=transport.get_extra_info("ssl_object") if peer.tls and transport else None,
     )
+
+
+def _preflight_route(
+    runtime: Runtime, host: str, path: str, headers: Headers
+) -> tuple[CompiledRoute, dict[str, str]] | None:
+    """The route a CORS preflight asks about, when that route answers preflights itself.
+
+    A preflight (Fetch standard, "CORS-preflight request": ``OPTIONS`` with ``Origin`` and
+    ``Access-Control-Request-Method``) asks whether the request it announces may be sent, so it
+    is routed as that request: by the requested method, not by ``OPTIONS``, which the route need
+    not list. Anything else (no such route, a route without a preflight policy, a built-in
+    endpoint's path) is routed as the ``OPTIONS`` request it is."""
+    requested = headers.get("access-control-request-method")
+    if not requested or "origin" not in headers:
+        return None
+    endpoints = runtime.endpoints
+    try:
+        if endpoints is not None and endpoints.find(requested, host, path, headers) is not None:
+            return None
+        found = runtime.router.find(requested, host, path, headers)
+    except MethodNotAllowed:
+        return None
+    if found is None or found[0].preflight is None:
+        return None
+    return found
 
 
 def _asterisk(request: Request, request_id: str) -> Reply:

@@ -457,7 +457,9 @@ class ClientConnection(asyncio.Protocol):
         if self.closed or self.transport is None:
             return 0
         lines = head_lines(reply.status, reply.headers.items)
-        lines.append(f"content-length: {len(reply.body)}\r\n")
+        if reply.status != 204:
+            # A 204 has no content, and no Content-Length either (RFC 9110 §8.6).
+            lines.append(f"content-length: {len(reply.body)}\r\n")
         if not keep_alive:
             lines.append("connection: close\r\n")
         lines.append("\r\n")
@@ -529,6 +531,9 @@ class ClientConnection(asyncio.Protocol):
             return
         route = exchange.route
         assert route is not None
+        if request.preflight:
+            pipeline.preflight(self, request, exchange)
+            return
         if route.needs_body:
             self._collect(request, lambda: pipeline.run_with_body(self, request, exchange))
             return

@@ -34,6 +34,15 @@ The whole-body policies run first, then the streaming ones see the resulting bod
 Responses without a body (HEAD, 204, 304, a 101 switch) reach neither. A route without body hooks
 relays the upstream's bytes untouched, with flat memory.
 
+A CORS preflight (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``, the Fetch
+standard's "CORS-preflight request") is routed as the request it announces: admission looks up
+the route that would serve the requested method on that path. When that route has a
+:class:`PreflightPolicy`, the first one in its pipeline answers the preflight with
+``on_preflight``, before any ``on_request`` runs (a browser never sends credentials on a
+preflight, so an ``auth`` policy would refuse every one) and whether or not the route's methods
+list ``OPTIONS``. Its reply is the whole answer: the other policies' response hooks do not see
+it. A route without one serves an ``OPTIONS`` request like any other.
+
 Last, :class:`CompletionPolicy`: ``on_complete`` runs once the exchange is over (the last byte
 handed to the client's socket, or the client or the upstream failed), with a
 :class:`~portico.gateway.completion.Completion` that says how it ended.
@@ -92,6 +101,16 @@ class StreamingResponsePolicy(Protocol):
     """The optional hook of a policy that sees the response body chunk by chunk."""
 
     def on_response_chunk(self, exchange: Exchange, chunk: bytes, end: bool) -> bytes: ...
+
+
+@runtime_checkable
+class PreflightPolicy(Protocol):
+    """The optional hook of a policy that answers CORS preflight requests for its route."""
+
+    def on_preflight(self, exchange: Exchange) -> Reply:
+        """The answer to the preflight (``exchange.method`` is ``OPTIONS``; the route is the one
+        that serves the method in ``Access-Control-Request-Method``)."""
+        ...
 
 
 @runtime_checkable

@@ -17,6 +17,7 @@ POLICIES: PolicyTypes = Catalogue(
     PolicyType,
     {
         "auth": "portico.policies.auth:POLICY",
+        "cors": "portico.policies.cors:POLICY",
         "headers": "portico.policies.headers:POLICY",
         "ip-rules": "portico.policies.ip_rules:POLICY",
     },
