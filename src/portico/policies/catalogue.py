@@ -18,6 +18,7 @@ POLICIES: PolicyTypes = Catalogue(
     {
         "auth": "portico.policies.auth:POLICY",
         "cors": "portico.policies.cors:POLICY",
+        "deprecation": "portico.policies.deprecation:POLICY",
         "headers": "portico.policies.headers:POLICY",
         "ip-rules": "portico.policies.ip_rules:POLICY",
     },
