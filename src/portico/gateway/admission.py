@@ -157,27 +157,11 @@ def admit(request: Request, runtime: Runtime, peer: Peer) -> Exchange | Reply:
     else:
         request.route = route
         body.limit = route.max_body_size
-        declared = special.get("content-length")
-        if (
-            body.overflow
-            or body.received > body.limit
-            or (declared is not None and declared.isdigit() and int(declared) > body.limit)
-        ):
-            body.overflow = True
-            return problems.too_large(request_id, body.limit)
-        if request.upgrade and (
-            not route.websocket
-            or request.method != "GET"
-            or special.get("upgrade", "").strip().lower() != "websocket"
-        ):
-            # Only WebSocket is relayed: h2c and other protocols would reach the upstream past
-            # every policy of the routes behind this one.
-            return problems.problem(problems.UPGRADE_NOT_ALLOWED, request_id)
         upstream_path = route.upstream_path(path, params, "%" in raw)
 
     # Made only now: a request refused above never needed one.
     transport = peer.transport
-    return Exchange(
+    exchange = Exchange(
         method=request.method,
         path=path,
         raw_path=raw,
@@ -194,6 +178,37 @@ def admit(request: Request, runtime: Runtime, peer: Peer) -> Exchange | Reply:
         upstream_path=upstream_path,
         tls=transport.get_extra_info("ssl_object") if peer.tls and transport else None,
     )
+    if route is None:
+        return exchange
+    refusal = _route_refusal(request, route, request_id)
+    if refusal is not None:
+        # The route's response hooks see the refusal too (its CORS or deprecation fields).
+        request.exchange = exchange
+    return exchange if refusal is None else refusal
+
+
+def _route_refusal(request: Request, route: CompiledRoute, request_id: str) -> Reply | None:
+    """What a route refuses before its policies run: a body over its limit, an upgrade it does
+    not relay."""
+    body = request.body
+    special = request.special
+    declared = special.get("content-length")
+    if (
+        body.overflow
+        or body.received > body.limit
+        or (declared is not None and declared.isdigit() and int(declared) > body.limit)
+    ):
+        body.overflow = True
+        return problems.too_large(request_id, body.limit)
+    if request.upgrade and (
+        not route.websocket
+        or request.method != "GET"
+        or special.get("upgrade", "").strip().lower() != "websocket"
+    ):
+        # Only WebSocket is relayed: h2c and other protocols would reach the upstream past
+        # every policy of the routes behind this one.
+        return problems.problem(problems.UPGRADE_NOT_ALLOWED, request_id)
+    return None
 
 
 def _preflight_route(

@@ -82,7 +82,7 @@ def forward(conn: ClientConnection, request: Request, exchange: Exchange) -> Non
     if request.body.broken:
         request_id = exchange.request_id
         reply = problems.problem(problems.BAD_REQUEST, request_id)
-        conn.answer(request, reply, request_id=request_id)
+        conn.answer(request, reply, exchange)
         return
     route = exchange.route
     assert route is not None

@@ -16,8 +16,8 @@ After the upstream answered, ``on_response`` of each policy runs in reverse orde
 head (status and headers) before it is sent to the client. Portico's own answers to a routed
 request pass through ``on_response`` too: a policy's reply (a 401 from ``auth``: the policies
 after it did not run ``on_request``, but their response fields are on the 401), a 502/503/504, a
-400 or 408 for a broken or stalled body. Answers given before a route was chosen (400, 404, 405)
-have no route and no hooks.
+400 or 408 for a broken or stalled body, a 413 for a body over the route's limit, a refused
+upgrade. Answers given before a route was chosen (400, 404, 405) have no route and no hooks.
 
 The response body of the upstream reaches two optional hooks, also in reverse order:
 

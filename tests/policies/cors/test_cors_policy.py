@@ -77,6 +77,7 @@ def gateway(
             route("public", "/public/{rest:path}", strip_prefix="/public", policies=[PUBLIC_CORS]),
             route("open", "/open/{rest:path}", policies=[OPEN_CORS]),
             route("down", "/down", service="dead", policies=[APP_CORS]),
+            route("small", "/small", max_body_size="16B", policies=[APP_CORS]),
             route("shared", "/shared/{rest:path}", service="shared", strip_prefix="/shared"),
             route("plain", "/plain", methods=["GET"]),
         ],
@@ -345,6 +346,35 @@ def test_portico_s_own_errors_carry_the_cors_fields(http: httpx.Client) -> None:
     down = http.get("/down", headers={"Origin": APP})
     check_problem(down, 502, "https://portico.dev/problems/upstream-unavailable")
     assert cors_check(APP, True, pairs(down))
+
+
+def test_the_gateway_s_refusals_before_the_policies_carry_the_cors_fields(
+    gateway: RunningGateway,
+) -> None:
+    origin = b"Origin: " + APP.encode() + b"\r\n"
+    refusals = [
+        # Over the route's limit by Content-Length, and while a chunked body streams.
+        (b"POST /small HTTP/1.1\r\nHost: t\r\n" + origin + b"Content-Length: 17\r\n\r\n", 413),
+        (
+            b"POST /small HTTP/1.1\r\nHost: t\r\n" + origin + b"Transfer-Encoding: chunked\r\n\r\n"
+            b"20\r\n" + b"x" * 32 + b"\r\n0\r\n\r\n",
+            413,
+        ),
+        # An upgrade the route does not relay.
+        (
+            b"GET /small HTTP/1.1\r\nHost: t\r\n"
+            + origin
+            + b"Connection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+            400,
+        ),
+    ]
+    for request, status in refusals:
+        with RawConnection(gateway.port) as conn:
+            conn.send(request)
+            response = conn.read_response()
+        assert response.status == status, response
+        assert response.header("access-control-allow-origin") == APP, response
+        assert cors_check(APP, True, response.headers)
 
 
 def test_the_upstream_s_own_cors_fields_are_replaced_by_the_route_s(http: httpx.Client) -> None:
