@@ -36,6 +36,7 @@ from portico.gateway.completion import CompletionHook
 from portico.gateway.iprules import CompiledIPRules
 from portico.gateway.policy import (
     CompletionPolicy,
+    PreflightPolicy,
     ResponsePolicy,
     StreamingResponsePolicy,
     WholeResponsePolicy,
@@ -146,6 +147,7 @@ def build_runtime(
             whole_body_pipeline=tuple(p for p in reverse if isinstance(p, WholeResponsePolicy)),
             chunk_pipeline=tuple(p for p in reverse if isinstance(p, StreamingResponsePolicy)),
             completion_pipeline=tuple(p for p in policies if isinstance(p, CompletionPolicy)),
+            preflight=next((p for p in policies if isinstance(p, PreflightPolicy)), None),
             strip_prefix=route.strip_prefix.rstrip("/") if route.strip_prefix else None,
             rewrite=PathTemplate.parse(route.upstream_path) if route.upstream_path else None,
             preserve_host=route.preserve_host,

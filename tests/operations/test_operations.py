@@ -69,6 +69,15 @@ def config(upstream: Upstream) -> dict[str, object]:
             ),
             route("gone", "/gone/{rest:path}", "gone"),
             route("open", "/open/{rest:path}", "orders", methods=["GET"]),
+            route(
+                "legacy",
+                "/legacy/{rest:path}",
+                "orders",
+                policies=[
+                    {"type": "deprecation", "since": "2026-01-01"},
+                    {"type": "auth", "methods": ["api_key"]},
+                ],
+            ),
         ],
     }
 
@@ -185,6 +194,20 @@ def test_requests_latency_auth_failures_and_upstream_errors_are_counted(
     assert samples["process_resident_memory_bytes"][()] > 0
 
 
+def test_calls_to_a_deprecated_route_are_counted_by_consumer(
+    portico: tuple[PorticoProcess, Upstream],
+) -> None:
+    process, _ = portico
+    with process.client() as http:
+        for _ in range(2):
+            assert http.get("/legacy/1", headers={"X-API-Key": KEY.key}).status_code == 200
+        assert http.get("/legacy/1").status_code == 401
+    calls = metrics_of(scrape(process))["portico_deprecated_requests_total"]
+    assert calls[(("consumer", "acme/shop"), ("route", "legacy"))] >= 2
+    assert calls[(("consumer", ""), ("route", "legacy"))] >= 1
+    assert not any(dict(labels)["route"] != "legacy" for labels in calls)
+
+
 def test_reloads_are_counted_by_result(portico: tuple[PorticoProcess, Upstream]) -> None:
     process, upstream = portico
     before = metrics_of(scrape(process))["portico_config_reloads_total"]
@@ -208,7 +231,7 @@ def test_reloads_are_counted_by_result(portico: tuple[PorticoProcess, Upstream])
     )
     # Counters survive the reload: the route keeps its counts.
     samples = metrics_of(scrape(process))
-    assert samples["portico_routes"][()] == 3
+    assert samples["portico_routes"][()] == 4
     assert any(dict(k)["route"] == "orders" for k in samples["portico_requests_total"])
 
 

@@ -125,16 +125,23 @@ def admit(request: Request, runtime: Runtime, peer: Peer) -> Exchange | Reply:
 
     builtin: BuiltinEndpoint | None = None
     route: CompiledRoute | None = None
+    preflight = (
+        _preflight_route(runtime, host, path, headers) if request.method == "OPTIONS" else None
+    )
     try:
-        found = (
-            runtime.endpoints.find(request.method, host, path, headers)
-            if runtime.endpoints is not None
-            else None
-        )
-        if found is not None:
-            builtin, params = found
+        if preflight is not None:
+            route, params = preflight
+            request.preflight = True
         else:
-            route, params = runtime.router.match(request.method, host, path, headers)
+            found = (
+                runtime.endpoints.find(request.method, host, path, headers)
+                if runtime.endpoints is not None
+                else None
+            )
+            if found is not None:
+                builtin, params = found
+            else:
+                route, params = runtime.router.match(request.method, host, path, headers)
     except NoRoute:
         return problems.problem(problems.ROUTE_NOT_FOUND, request_id)
     except MethodNotAllowed as exc:
@@ -150,27 +157,11 @@ def admit(request: Request, runtime: Runtime, peer: Peer) -> Exchange | Reply:
     else:
         request.route = route
         body.limit = route.max_body_size
-        declared = special.get("content-length")
-        if (
-            body.overflow
-            or body.received > body.limit
-            or (declared is not None and declared.isdigit() and int(declared) > body.limit)
-        ):
-            body.overflow = True
-            return problems.too_large(request_id, body.limit)
-        if request.upgrade and (
-            not route.websocket
-            or request.method != "GET"
-            or special.get("upgrade", "").strip().lower() != "websocket"
-        ):
-            # Only WebSocket is relayed: h2c and other protocols would reach the upstream past
-            # every policy of the routes behind this one.
-            return problems.problem(problems.UPGRADE_NOT_ALLOWED, request_id)
         upstream_path = route.upstream_path(path, params, "%" in raw)
 
     # Made only now: a request refused above never needed one.
     transport = peer.transport
-    return Exchange(
+    exchange = Exchange(
         method=request.method,
         path=path,
         raw_path=raw,
@@ -187,6 +178,62 @@ def admit(request: Request, runtime: Runtime, peer: Peer) -> Exchange | Reply:
         upstream_path=upstream_path,
         tls=transport.get_extra_info("ssl_object") if peer.tls and transport else None,
     )
+    if route is None:
+        return exchange
+    refusal = _route_refusal(request, route, request_id)
+    if refusal is not None:
+        # The route's response hooks see the refusal too (its CORS or deprecation fields).
+        request.exchange = exchange
+    return exchange if refusal is None else refusal
+
+
+def _route_refusal(request: Request, route: CompiledRoute, request_id: str) -> Reply | None:
+    """What a route refuses before its policies run: a body over its limit, an upgrade it does
+    not relay."""
+    body = request.body
+    special = request.special
+    declared = special.get("content-length")
+    if (
+        body.overflow
+        or body.received > body.limit
+        or (declared is not None and declared.isdigit() and int(declared) > body.limit)
+    ):
+        body.overflow = True
+        return problems.too_large(request_id, body.limit)
+    if request.upgrade and (
+        not route.websocket
+        or request.method != "GET"
+        or special.get("upgrade", "").strip().lower() != "websocket"
+    ):
+        # Only WebSocket is relayed: h2c and other protocols would reach the upstream past
+        # every policy of the routes behind this one.
+        return problems.problem(problems.UPGRADE_NOT_ALLOWED, request_id)
+    return None
+
+
+def _preflight_route(
+    runtime: Runtime, host: str, path: str, headers: Headers
+) -> tuple[CompiledRoute, dict[str, str]] | None:
+    """The route a CORS preflight asks about, when that route answers preflights itself.
+
+    A preflight (Fetch standard, "CORS-preflight request": ``OPTIONS`` with ``Origin`` and
+    ``Access-Control-Request-Method``) asks whether the request it announces may be sent, so it
+    is routed as that request: by the requested method, not by ``OPTIONS``, which the route need
+    not list. Anything else (no such route, a route without a preflight policy, a built-in
+    endpoint's path) is routed as the ``OPTIONS`` request it is."""
+    requested = headers.get("access-control-request-method")
+    if not requested or "origin" not in headers:
+        return None
+    endpoints = runtime.endpoints
+    try:
+        if endpoints is not None and endpoints.find(requested, host, path, headers) is not None:
+            return None
+        found = runtime.router.find(requested, host, path, headers)
+    except MethodNotAllowed:
+        return None
+    if found is None or found[0].preflight is None:
+        return None
+    return found
 
 
 def _asterisk(request: Request, request_id: str) -> Reply:

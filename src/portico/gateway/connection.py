@@ -383,8 +383,10 @@ class ClientConnection(asyncio.Protocol):
             self.forward.body_too_large()
         elif body.collecting:
             body._waiter = None
-            request_id = request.request_id or new_id()
-            self.answer(request, problems.too_large(request_id, body.limit), request_id=request_id)
+            exchange = request.exchange
+            request_id = exchange.request_id if exchange else request.request_id or new_id()
+            reply = problems.too_large(request_id, body.limit)
+            self.answer(request, reply, exchange, request_id=request_id)
 
     # -- serving -------------------------------------------------------------------------------
 
@@ -457,7 +459,9 @@ class ClientConnection(asyncio.Protocol):
         if self.closed or self.transport is None:
             return 0
         lines = head_lines(reply.status, reply.headers.items)
-        lines.append(f"content-length: {len(reply.body)}\r\n")
+        if reply.status != 204:
+            # A 204 has no content, and no Content-Length either (RFC 9110 §8.6).
+            lines.append(f"content-length: {len(reply.body)}\r\n")
         if not keep_alive:
             lines.append("connection: close\r\n")
         lines.append("\r\n")
@@ -514,12 +518,20 @@ class ClientConnection(asyncio.Protocol):
         request_id: str,
         detail: str | None = None,
     ) -> None:
-        self.answer(request, problems.problem(kind, request_id, detail), request_id=request_id)
+        # A routed request (its body being collected) keeps its id, and its route's response
+        # fields (CORS, deprecation) are on the answer too.
+        exchange = request.exchange
+        if exchange is not None:
+            request_id = exchange.request_id
+        reply = problems.problem(kind, request_id, detail)
+        self.answer(request, reply, exchange, request_id=request_id)
 
     def _route(self, request: Request) -> None:
         outcome = admit(request, self.runtime, self.peer)
         if isinstance(outcome, Reply):
-            self.answer(request, outcome, request_id=request.request_id)
+            # request.exchange is set when a route was chosen (a 413, a refused upgrade): the
+            # route's response hooks see the refusal, as they see its other answers.
+            self.answer(request, outcome, request.exchange, request_id=request.request_id)
             return
         exchange = outcome
         request.exchange = exchange
@@ -529,6 +541,9 @@ class ClientConnection(asyncio.Protocol):
             return
         route = exchange.route
         assert route is not None
+        if request.preflight:
+            pipeline.preflight(self, request, exchange)
+            return
         if route.needs_body:
             self._collect(request, lambda: pipeline.run_with_body(self, request, exchange))
             return

@@ -48,6 +48,15 @@ def run(conn: ClientConnection, request: Request, exchange: Exchange, start: int
     forward(conn, request, exchange)
 
 
+def preflight(conn: ClientConnection, request: Request, exchange: Exchange) -> None:
+    """A CORS preflight: the route's preflight policy answers it before any ``on_request`` runs,
+    and its reply is the whole answer (the other policies' response hooks do not see it)."""
+    route = exchange.route
+    assert route is not None and route.preflight is not None
+    reply = route.preflight.on_preflight(exchange)
+    conn.answer(request, reply, request_id=exchange.request_id)
+
+
 async def _resume(
     conn: ClientConnection,
     request: Request,
@@ -73,7 +82,7 @@ def forward(conn: ClientConnection, request: Request, exchange: Exchange) -> Non
     if request.body.broken:
         request_id = exchange.request_id
         reply = problems.problem(problems.BAD_REQUEST, request_id)
-        conn.answer(request, reply, request_id=request_id)
+        conn.answer(request, reply, exchange)
         return
     route = exchange.route
     assert route is not None

@@ -16,8 +16,8 @@ After the upstream answered, ``on_response`` of each policy runs in reverse orde
 head (status and headers) before it is sent to the client. Portico's own answers to a routed
 request pass through ``on_response`` too: a policy's reply (a 401 from ``auth``: the policies
 after it did not run ``on_request``, but their response fields are on the 401), a 502/503/504, a
-400 or 408 for a broken or stalled body. Answers given before a route was chosen (400, 404, 405)
-have no route and no hooks.
+400 or 408 for a broken or stalled body, a 413 for a body over the route's limit, a refused
+upgrade. Answers given before a route was chosen (400, 404, 405) have no route and no hooks.
 
 The response body of the upstream reaches two optional hooks, also in reverse order:
 
@@ -33,6 +33,15 @@ The response body of the upstream reaches two optional hooks, also in reverse or
 The whole-body policies run first, then the streaming ones see the resulting body as one chunk.
 Responses without a body (HEAD, 204, 304, a 101 switch) reach neither. A route without body hooks
 relays the upstream's bytes untouched, with flat memory.
+
+A CORS preflight (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``, the Fetch
+standard's "CORS-preflight request") is routed as the request it announces: admission looks up
+the route that would serve the requested method on that path. When that route has a
+:class:`PreflightPolicy`, the first one in its pipeline answers the preflight with
+``on_preflight``, before any ``on_request`` runs (a browser never sends credentials on a
+preflight, so an ``auth`` policy would refuse every one) and whether or not the route's methods
+list ``OPTIONS``. Its reply is the whole answer: the other policies' response hooks do not see
+it. A route without one serves an ``OPTIONS`` request like any other.
 
 Last, :class:`CompletionPolicy`: ``on_complete`` runs once the exchange is over (the last byte
 handed to the client's socket, or the client or the upstream failed), with a
@@ -92,6 +101,16 @@ class StreamingResponsePolicy(Protocol):
     """The optional hook of a policy that sees the response body chunk by chunk."""
 
     def on_response_chunk(self, exchange: Exchange, chunk: bytes, end: bool) -> bytes: ...
+
+
+@runtime_checkable
+class PreflightPolicy(Protocol):
+    """The optional hook of a policy that answers CORS preflight requests for its route."""
+
+    def on_preflight(self, exchange: Exchange) -> Reply:
+        """The answer to the preflight (``exchange.method`` is ``OPTIONS``; the route is the one
+        that serves the method in ``Access-Control-Request-Method``)."""
+        ...
 
 
 @runtime_checkable

@@ -39,8 +39,12 @@ INSUFFICIENT_SCOPE = ProblemType(
     "insufficient-scope", 403, "The credentials do not grant the scope this route needs"
 )
 IP_FORBIDDEN = ProblemType("ip-forbidden", 403, "Requests from this address are not allowed")
+CORS_PREFLIGHT_REFUSED = ProblemType(
+    "cors-preflight-refused", 403, "This cross-origin request is not allowed"
+)
 ROUTE_NOT_FOUND = ProblemType("route-not-found", 404, "No route matches this request")
 METHOD_NOT_ALLOWED = ProblemType("method-not-allowed", 405, "Method not allowed on this route")
+ROUTE_SUNSET = ProblemType("route-sunset", 410, "This route has been retired")
 REQUEST_TIMEOUT = ProblemType("request-timeout", 408, "The request was not received in time")
 REQUEST_TOO_LARGE = ProblemType("request-too-large", 413, "Request body too large")
 URI_TOO_LONG = ProblemType("uri-too-long", 414, "The request target is too long")
@@ -73,8 +77,10 @@ ALL_TYPES: tuple[ProblemType, ...] = (
     FORBIDDEN,
     INSUFFICIENT_SCOPE,
     IP_FORBIDDEN,
+    CORS_PREFLIGHT_REFUSED,
     ROUTE_NOT_FOUND,
     METHOD_NOT_ALLOWED,
+    ROUTE_SUNSET,
     REQUEST_TIMEOUT,
     REQUEST_TOO_LARGE,
     URI_TOO_LONG,

@@ -198,6 +198,7 @@ class Request:
         "log_path",
         "malformed",
         "method",
+        "preflight",
         "refusal",
         "request_id",
         "route",
@@ -242,6 +243,8 @@ class Request:
         """What the policies see, once admission let the request in."""
         self.endpoint: BuiltinEndpoint | None = None
         """The built-in endpoint that serves the request, if one does."""
+        self.preflight = False
+        """A CORS preflight that the route's preflight policy answers (admission decides)."""
         self.bytes_out = 0
         """Bytes of the response handed to the client's socket so far."""
         self.failure = ""

@@ -20,6 +20,7 @@ from portico.gateway.iprules import CompiledIPRules
 from portico.gateway.policy import (
     CompletionPolicy,
     Policy,
+    PreflightPolicy,
     ResponsePolicy,
     StreamingResponsePolicy,
     WholeResponsePolicy,
@@ -55,6 +56,8 @@ class CompiledRoute:
     """The policies with ``on_response_chunk``, in response order."""
     completion_pipeline: tuple[CompletionPolicy, ...] = ()
     """The policies with ``on_complete``."""
+    preflight: PreflightPolicy | None = None
+    """The first policy with ``on_preflight``: it answers CORS preflights for this route."""
 
     @property
     def response_body_limit(self) -> int:

@@ -121,6 +121,7 @@ class GatewayStats:
 
     __slots__ = (
         "auth_failures",
+        "deprecated_requests",
         "enabled",
         "last_reload",
         "reloads",
@@ -139,6 +140,9 @@ class GatewayStats:
         self.auth_failures: dict[tuple[str, str, str], int] = {}
         """(route, method, reason) -> count; reason is ``missing``, ``invalid``, ``tenant``,
         ``ip`` or ``scope``."""
+        self.deprecated_requests: dict[tuple[str, str], int] = {}
+        """(route, consumer) -> calls to a route of the ``deprecation`` policy; the consumer is
+        ``""`` when the call carried no identity."""
         self.reloads = {"success": 0, "failure": 0}
         self.last_reload = time.time()
         """When the config that serves was loaded (a Unix time)."""
@@ -171,6 +175,10 @@ class GatewayStats:
     def auth_failure(self, route: str, method: str, reason: str) -> None:
         key = (route, method, reason)
         self.auth_failures[key] = self.auth_failures.get(key, 0) + 1
+
+    def deprecated_request(self, route: str, consumer: str) -> None:
+        key = (route, consumer)
+        self.deprecated_requests[key] = self.deprecated_requests.get(key, 0) + 1
 
     def reloaded(self, ok: bool) -> None:
         self.reloads["success" if ok else "failure"] += 1

@@ -39,6 +39,7 @@ class PorticoCollector:
         yield from self._requests()
         yield from self._upstreams()
         yield from self._auth()
+        yield from self._deprecated()
         yield from self._config()
 
     def _requests(self) -> Iterator[Metric]:
@@ -131,6 +132,17 @@ class PorticoCollector:
         for (route, method, reason), count in self._stats.auth_failures.items():
             failures.add_metric([route, method, reason], count)
         yield failures
+
+    def _deprecated(self) -> Iterator[Metric]:
+        calls = CounterMetricFamily(
+            "portico_deprecated_requests",
+            "Calls to routes with a deprecation policy, by route and consumer (empty: no "
+            "identity).",
+            labels=["route", "consumer"],
+        )
+        for (route, consumer), count in self._stats.deprecated_requests.items():
+            calls.add_metric([route, consumer], count)
+        yield calls
 
     def _config(self) -> Iterator[Metric]:
         reloads = CounterMetricFamily(

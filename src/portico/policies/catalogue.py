@@ -17,6 +17,8 @@ POLICIES: PolicyTypes = Catalogue(
     PolicyType,
     {
         "auth": "portico.policies.auth:POLICY",
+        "cors": "portico.policies.cors:POLICY",
+        "deprecation": "portico.policies.deprecation:POLICY",
         "headers": "portico.policies.headers:POLICY",
         "ip-rules": "portico.policies.ip_rules:POLICY",
     },
