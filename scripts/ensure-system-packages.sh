@@ -3,7 +3,8 @@
 #   test  -> PostgreSQL server binaries (the store tests start a throwaway cluster), nginx
 #            (the reference proxy of tests/gateway/test_conformance_nginx.py) and Prometheus
 #            (prometheus and promtool scrape and check the operations listener's /metrics),
-#            Redis (tests/support/redis.py starts a throwaway server for the shared-state tests)
+#            Redis (tests/support/redis.py starts a throwaway server for the shared-state tests),
+#            Chromium (a real browser's CORS checks: tests/policies/cors/test_cors_in_chromium.py)
 #   bench -> nginx, wrk, h2load and Redis (the reference proxy, the closed-loop and the
 #            fixed-rate load generators, the shared counters of the policy benchmark)
 set -euo pipefail
@@ -13,7 +14,8 @@ case "$purpose" in
   test)  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
          [ -x /usr/sbin/nginx ] || need+=(nginx-light)
          [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ] || need+=(prometheus)
-         [ -x /usr/bin/redis-server ] || need+=(redis-server) ;;
+         [ -x /usr/bin/redis-server ] || need+=(redis-server)
+         [ -x /usr/bin/chromium ] || need+=(chromium) ;;
   bench) command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
          command -v wrk >/dev/null || need+=(wrk)
          command -v h2load >/dev/null || need+=(nghttp2-client)
