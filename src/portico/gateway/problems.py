@@ -39,6 +39,9 @@ INSUFFICIENT_SCOPE = ProblemType(
     "insufficient-scope", 403, "The credentials do not grant the scope this route needs"
 )
 IP_FORBIDDEN = ProblemType("ip-forbidden", 403, "Requests from this address are not allowed")
+UNSAFE_REWRITE = ProblemType(
+    "unsafe-rewrite", 400, "The request cannot be rewritten safely for the upstream"
+)
 ROUTE_NOT_FOUND = ProblemType("route-not-found", 404, "No route matches this request")
 METHOD_NOT_ALLOWED = ProblemType("method-not-allowed", 405, "Method not allowed on this route")
 REQUEST_TIMEOUT = ProblemType("request-timeout", 408, "The request was not received in time")
@@ -52,6 +55,9 @@ NOT_IMPLEMENTED = ProblemType(
     "transfer-coding-not-implemented", 501, "The request uses a transfer coding Portico cannot read"
 )
 UPSTREAM_UNAVAILABLE = ProblemType("upstream-unavailable", 502, "The upstream service failed")
+RESPONSE_NOT_MASKABLE = ProblemType(
+    "response-not-maskable", 502, "The upstream response could not be checked for masked fields"
+)
 NO_HEALTHY_UPSTREAM = ProblemType(
     "no-healthy-upstream", 503, "No healthy upstream target is available"
 )
@@ -70,6 +76,7 @@ ALL_TYPES: tuple[ProblemType, ...] = (
     FORBIDDEN,
     INSUFFICIENT_SCOPE,
     IP_FORBIDDEN,
+    UNSAFE_REWRITE,
     ROUTE_NOT_FOUND,
     METHOD_NOT_ALLOWED,
     REQUEST_TIMEOUT,
@@ -79,6 +86,7 @@ ALL_TYPES: tuple[ProblemType, ...] = (
     INTERNAL_ERROR,
     NOT_IMPLEMENTED,
     UPSTREAM_UNAVAILABLE,
+    RESPONSE_NOT_MASKABLE,
     NO_HEALTHY_UPSTREAM,
     UPSTREAM_TIMEOUT,
     VERSION_NOT_SUPPORTED,

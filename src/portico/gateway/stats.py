@@ -123,6 +123,7 @@ class GatewayStats:
         "auth_failures",
         "enabled",
         "last_reload",
+        "masking",
         "reloads",
         "routes",
         "services",
@@ -139,6 +140,10 @@ class GatewayStats:
         self.auth_failures: dict[tuple[str, str, str], int] = {}
         """(route, method, reason) -> count; reason is ``missing``, ``invalid``, ``tenant``,
         ``ip`` or ``scope``."""
+        self.masking: dict[tuple[str, str, str], int] = {}
+        """(route, outcome, reason) -> count of responses a ``mask`` policy saw: outcome
+        ``masked``, ``refused`` or ``passed`` (let through unchecked, as configured); reason ""
+        for ``masked``, else ``too_large``, ``invalid_json``, ``encoding`` or ``content_type``."""
         self.reloads = {"success": 0, "failure": 0}
         self.last_reload = time.time()
         """When the config that serves was loaded (a Unix time)."""
@@ -171,6 +176,10 @@ class GatewayStats:
     def auth_failure(self, route: str, method: str, reason: str) -> None:
         key = (route, method, reason)
         self.auth_failures[key] = self.auth_failures.get(key, 0) + 1
+
+    def mask(self, route: str, outcome: str, reason: str) -> None:
+        key = (route, outcome, reason)
+        self.masking[key] = self.masking.get(key, 0) + 1
 
     def reloaded(self, ok: bool) -> None:
         self.reloads["success" if ok else "failure"] += 1

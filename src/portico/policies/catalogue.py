@@ -19,5 +19,7 @@ POLICIES: PolicyTypes = Catalogue(
         "auth": "portico.policies.auth:POLICY",
         "headers": "portico.policies.headers:POLICY",
         "ip-rules": "portico.policies.ip_rules:POLICY",
+        "mask": "portico.policies.mask:POLICY",
+        "rewrite": "portico.policies.rewrite:POLICY",
     },
 )
