@@ -143,7 +143,8 @@ class GatewayStats:
         self.masking: dict[tuple[str, str, str], int] = {}
         """(route, outcome, reason) -> count of responses a ``mask`` policy saw: outcome
         ``masked``, ``refused`` or ``passed`` (let through unchecked, as configured); reason ""
-        for ``masked``, else ``too_large``, ``invalid_json``, ``encoding`` or ``content_type``."""
+        for ``masked``, else ``too_large``, ``invalid_json``, ``encoding``, ``partial`` or
+        ``content_type``."""
         self.reloads = {"success": 0, "failure": 0}
         self.last_reload = time.time()
         """When the config that serves was loaded (a Unix time)."""

@@ -143,7 +143,7 @@ class PorticoCollector:
         refused = CounterMetricFamily(
             "portico_mask_refusals",
             "Responses a mask policy could not check and replaced by 502 response-not-maskable, "
-            "by reason: too_large, invalid_json, encoding, content_type.",
+            "by reason: too_large, invalid_json, encoding, partial, content_type.",
             labels=["route", "reason"],
         )
         passed = CounterMetricFamily(

@@ -515,6 +515,22 @@ def test_a_body_that_is_not_json_is_refused_by_default(
     assert lenient.content == customer_bytes()
 
 
+def test_a_client_cannot_ask_for_a_range_that_is_json_on_its_own(
+    upstream: Scripted, http: httpx.Client
+) -> None:
+    """Bytes 23-36 of ``{"customer": {"ssn": "078-05-1120"}}`` are a JSON string."""
+    serve(upstream, "/customer", customer_bytes())
+    response = http.get("/open/customer", headers={"Range": "bytes=23-36", "If-Range": '"v1"'})
+    assert_masked(response)
+    sent = dict(upstream.requests[-1])
+    assert "range" not in sent and "if-range" not in sent
+    # An upstream that answers a part anyway is refused.
+    serve(upstream, "/part", b'"078-05-1120"', status="206 Partial Content")
+    response = http.get("/open/part")
+    check_problem(response, 502, NOT_MASKABLE, secrets=SECRETS)
+    assert "part" in response.json()["detail"]
+
+
 def test_two_content_types_are_refused(upstream: Scripted, http: httpx.Client) -> None:
     serve(upstream, "/two", customer_bytes(), extra="content-type: text/plain\r\n")
     check_problem(http.get("/open/two"), 502, NOT_MASKABLE, secrets=SECRETS)

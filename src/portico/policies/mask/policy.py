@@ -55,12 +55,14 @@ TOO_LARGE = "too_large"
 INVALID_JSON = "invalid_json"
 ENCODING = "encoding"
 CONTENT_TYPE = "content_type"
+PARTIAL = "partial"
 
 _DETAILS = {
     TOO_LARGE: "The response is larger than this route's masking limit.",
     INVALID_JSON: "The response is declared JSON but is not valid JSON.",
     ENCODING: "The response uses a coding Portico cannot decode to mask it.",
     CONTENT_TYPE: "The response is not JSON, and this route masks JSON only.",
+    PARTIAL: "The response is a part of a document, which cannot be checked.",
 }
 _STALE = ("etag", "content-md5", "digest", "content-digest", "repr-digest")
 """Fields that describe the upstream's bytes, false once the body is masked."""
@@ -151,6 +153,9 @@ class FieldMask:
         return tuple((kind, name.casefold(), index) for kind, name, index in steps)
 
     def on_request(self, exchange: Exchange) -> Reply | None:
+        # A range of a document can be valid JSON on its own (the string value of a field the
+        # paths name): the upstream is asked for whole documents only.
+        exchange.headers.remove("range", "if-range")
         return None
 
     def on_response_body(
@@ -161,6 +166,8 @@ class FieldMask:
         if unless and identity is not None and unless <= identity.scopes:
             return None  # a consumer granted the scopes sees the body as it came
         try:
+            if status == 206:
+                raise _Unreadable(PARTIAL)
             return self._masked(headers, body)
         except _Unreadable as unreadable:
             return self._cannot_check(exchange, unreadable.reason)
