@@ -426,6 +426,18 @@ def test_every_framing_of_the_upstream_is_masked_and_sent_with_a_length(
         assert secret.encode() not in response.body
 
 
+def test_an_http_1_0_client_gets_the_masked_body_with_its_length(
+    upstream: Scripted, gateway: RunningGateway
+) -> None:
+    serve(upstream, "/customer", customer_bytes(), framing="chunked")
+    with RawConnection(gateway.port) as conn:
+        conn.send(b"GET /open/customer HTTP/1.0\r\n\r\n")
+        response = conn.read_response()
+    assert response.status == 200
+    assert response.header("content-length") == str(len(response.body))
+    assert json.loads(response.body)["customer"] == {"tier": "gold"}
+
+
 # -- statuses and methods -------------------------------------------------------------------------
 
 

@@ -140,6 +140,28 @@ def test_a_capture_that_holds_an_encoded_percent_stays_encoded(
     assert target(upstream) == "/order-lines/100%2541"
 
 
+@pytest.mark.parametrize(
+    ("sent", "received"),
+    [
+        ("/lines/orders/a%3Fadmin=1/lines", "/order-lines/a%3Fadmin=1"),  # a decoded "?"
+        ("/lines/orders/a%23frag/lines", "/order-lines/a%23frag"),  # a decoded "#"
+        ("/lines/orders/a%20HTTP%2F1.1/lines", None),  # an encoded "/": refused at admission
+    ],
+)
+def test_a_decoded_question_mark_or_hash_cannot_start_a_query_upstream(
+    upstream: Upstream, gateway: RunningGateway, sent: str, received: str | None
+) -> None:
+    before = upstream.count
+    response = raw_get(gateway, sent)
+    if received is None:
+        assert response.status == 400
+        assert upstream.count == before
+        return
+    assert response.status == 200
+    assert target(upstream) == received
+    assert upstream.received[-1].target.count("?") == 0
+
+
 def test_rules_apply_in_order_each_on_the_result_of_the_last(
     upstream: Upstream, http: httpx.Client
 ) -> None:
