@@ -300,6 +300,27 @@ def test_any_depth_reaches_into_arrays_and_objects_and_masks_whole_values(
     assert response.json() == {"a": [{"b": {"ssn": None}}], "ssn": None}
 
 
+@pytest.mark.parametrize("depth", [10, 400, 900, 3000])
+def test_a_field_nested_deep_is_masked_or_the_body_refused_never_leaked(
+    upstream: Scripted, http: httpx.Client, depth: int
+) -> None:
+    body = b'{"a": ' * depth + b'{"ssn": "078-05-1120"}' + b"}" * depth
+    serve(upstream, "/deep-nested", body)
+    response = http.get("/masked/deep-nested")
+    assert b"078-05-1120" not in response.content
+    if response.status_code == 200:
+        assert response.content.count(b'"ssn":null') == 1
+    else:
+        check_problem(response, 502, NOT_MASKABLE)
+
+
+def test_a_lone_surrogate_stays_escaped(upstream: Scripted, http: httpx.Client) -> None:
+    serve(upstream, "/surrogate", b'{"note": "\\ud800 x", "ssn": "078-05-1120"}')
+    response = http.get("/masked/surrogate")
+    assert response.status_code == 200
+    assert response.content == b'{"note":"\\ud800 x","ssn":null}'
+
+
 def test_names_match_with_case_only_when_the_route_says_ignore_case(
     upstream: Scripted, http: httpx.Client
 ) -> None:

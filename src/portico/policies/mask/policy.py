@@ -207,10 +207,9 @@ class FieldMask:
         except RecursionError:
             raise _Unreadable(INVALID_JSON) from None
         try:
-            out = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
-            masked = out.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate the document escaped: keep it escaped
-            masked = json.dumps(document, separators=(",", ":")).encode("ascii")
+            masked = self._written(document)
+        except RecursionError:  # as deep as the parser allowed, from deeper in the stack
+            raise _Unreadable(INVALID_JSON) from None
         if codings:
             headers.remove("content-encoding")
         headers.remove(*_STALE)
@@ -221,6 +220,13 @@ class FieldMask:
         if stats is not None:
             stats.mask(self._route, "masked", "")
         return masked
+
+    @staticmethod
+    def _written(document: Any) -> bytes:
+        try:
+            return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate the document escaped: keep it escaped
+            return json.dumps(document, separators=(",", ":")).encode("ascii")
 
     def _cannot_check(self, exchange: Exchange, reason: str) -> Reply | None:
         stats = self._stats
