@@ -51,13 +51,13 @@ HEADERS_TOO_LARGE = ProblemType(
     "request-header-fields-too-large", 431, "Request header fields too large"
 )
 INTERNAL_ERROR = ProblemType("internal-error", 500, "Internal gateway error")
+RESPONSE_NOT_MASKABLE = ProblemType(
+    "response-not-maskable", 502, "The upstream response could not be checked for masked fields"
+)
 NOT_IMPLEMENTED = ProblemType(
     "transfer-coding-not-implemented", 501, "The request uses a transfer coding Portico cannot read"
 )
 UPSTREAM_UNAVAILABLE = ProblemType("upstream-unavailable", 502, "The upstream service failed")
-RESPONSE_NOT_MASKABLE = ProblemType(
-    "response-not-maskable", 502, "The upstream response could not be checked for masked fields"
-)
 NO_HEALTHY_UPSTREAM = ProblemType(
     "no-healthy-upstream", 503, "No healthy upstream target is available"
 )
