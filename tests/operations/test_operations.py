@@ -78,6 +78,13 @@ def config(upstream: Upstream) -> dict[str, object]:
                     {"type": "auth", "methods": ["api_key"]},
                 ],
             ),
+            route(
+                "masked",
+                "/masked/{rest:path}",
+                "orders",
+                strip_prefix="/masked",
+                policies=[{"type": "mask", "remove": ["headers"]}],
+            ),
         ],
     }
 
@@ -208,6 +215,20 @@ def test_calls_to_a_deprecated_route_are_counted_by_consumer(
     assert not any(dict(labels)["route"] != "legacy" for labels in calls)
 
 
+def test_masked_and_refused_responses_are_counted(
+    portico: tuple[PorticoProcess, Upstream],
+) -> None:
+    process, _ = portico
+    with process.client() as http:
+        masked = http.get("/masked/orders")  # the echo: JSON, its "headers" member removed
+        assert masked.status_code == 200 and "headers" not in masked.json()
+        assert http.get("/masked/bytes/10").status_code == 502  # octet-stream: not JSON
+    samples = metrics_of(scrape(process))
+    assert samples["portico_masked_responses_total"][(("route", "masked"),)] >= 1
+    refusals = samples["portico_mask_refusals_total"]
+    assert refusals[(("reason", "content_type"), ("route", "masked"))] >= 1
+
+
 def test_reloads_are_counted_by_result(portico: tuple[PorticoProcess, Upstream]) -> None:
     process, upstream = portico
     before = metrics_of(scrape(process))["portico_config_reloads_total"]
@@ -231,7 +252,9 @@ def test_reloads_are_counted_by_result(portico: tuple[PorticoProcess, Upstream])
     )
     # Counters survive the reload: the route keeps its counts.
     samples = metrics_of(scrape(process))
-    assert samples["portico_routes"][()] == 4
+    routes = config(upstream)["routes"]
+    assert isinstance(routes, list)
+    assert samples["portico_routes"][()] == len(routes)
     assert any(dict(k)["route"] == "orders" for k in samples["portico_requests_total"])
 
 

@@ -42,6 +42,9 @@ IP_FORBIDDEN = ProblemType("ip-forbidden", 403, "Requests from this address are 
 CORS_PREFLIGHT_REFUSED = ProblemType(
     "cors-preflight-refused", 403, "This cross-origin request is not allowed"
 )
+UNSAFE_REWRITE = ProblemType(
+    "unsafe-rewrite", 400, "The request cannot be rewritten safely for the upstream"
+)
 ROUTE_NOT_FOUND = ProblemType("route-not-found", 404, "No route matches this request")
 METHOD_NOT_ALLOWED = ProblemType("method-not-allowed", 405, "Method not allowed on this route")
 ROUTE_SUNSET = ProblemType("route-sunset", 410, "This route has been retired")
@@ -52,6 +55,9 @@ HEADERS_TOO_LARGE = ProblemType(
     "request-header-fields-too-large", 431, "Request header fields too large"
 )
 INTERNAL_ERROR = ProblemType("internal-error", 500, "Internal gateway error")
+RESPONSE_NOT_MASKABLE = ProblemType(
+    "response-not-maskable", 502, "The upstream response could not be checked for masked fields"
+)
 NOT_IMPLEMENTED = ProblemType(
     "transfer-coding-not-implemented", 501, "The request uses a transfer coding Portico cannot read"
 )
@@ -78,6 +84,7 @@ ALL_TYPES: tuple[ProblemType, ...] = (
     INSUFFICIENT_SCOPE,
     IP_FORBIDDEN,
     CORS_PREFLIGHT_REFUSED,
+    UNSAFE_REWRITE,
     ROUTE_NOT_FOUND,
     METHOD_NOT_ALLOWED,
     ROUTE_SUNSET,
@@ -88,6 +95,7 @@ ALL_TYPES: tuple[ProblemType, ...] = (
     INTERNAL_ERROR,
     NOT_IMPLEMENTED,
     UPSTREAM_UNAVAILABLE,
+    RESPONSE_NOT_MASKABLE,
     NO_HEALTHY_UPSTREAM,
     UPSTREAM_TIMEOUT,
     VERSION_NOT_SUPPORTED,

@@ -124,6 +124,7 @@ class GatewayStats:
         "deprecated_requests",
         "enabled",
         "last_reload",
+        "masking",
         "reloads",
         "routes",
         "services",
@@ -143,6 +144,11 @@ class GatewayStats:
         self.deprecated_requests: dict[tuple[str, str], int] = {}
         """(route, consumer) -> calls to a route of the ``deprecation`` policy; the consumer is
         ``""`` when the call carried no identity."""
+        self.masking: dict[tuple[str, str, str], int] = {}
+        """(route, outcome, reason) -> count of responses a ``mask`` policy saw: outcome
+        ``masked``, ``refused`` or ``passed`` (let through unchecked, as configured); reason ""
+        for ``masked``, else ``too_large``, ``invalid_json``, ``encoding``, ``partial`` or
+        ``content_type``."""
         self.reloads = {"success": 0, "failure": 0}
         self.last_reload = time.time()
         """When the config that serves was loaded (a Unix time)."""
@@ -179,6 +185,10 @@ class GatewayStats:
     def deprecated_request(self, route: str, consumer: str) -> None:
         key = (route, consumer)
         self.deprecated_requests[key] = self.deprecated_requests.get(key, 0) + 1
+
+    def mask(self, route: str, outcome: str, reason: str) -> None:
+        key = (route, outcome, reason)
+        self.masking[key] = self.masking.get(key, 0) + 1
 
     def reloaded(self, ok: bool) -> None:
         self.reloads["success" if ok else "failure"] += 1

@@ -40,6 +40,7 @@ class PorticoCollector:
         yield from self._upstreams()
         yield from self._auth()
         yield from self._deprecated()
+        yield from self._masking()
         yield from self._config()
 
     def _requests(self) -> Iterator[Metric]:
@@ -143,6 +144,36 @@ class PorticoCollector:
         for (route, consumer), count in self._stats.deprecated_requests.items():
             calls.add_metric([route, consumer], count)
         yield calls
+
+    def _masking(self) -> Iterator[Metric]:
+        masked = CounterMetricFamily(
+            "portico_masked_responses",
+            "Response bodies a route's mask policy checked and sent with its fields removed or "
+            "masked.",
+            labels=["route"],
+        )
+        refused = CounterMetricFamily(
+            "portico_mask_refusals",
+            "Responses a mask policy could not check and replaced by 502 response-not-maskable, "
+            "by reason: too_large, invalid_json, encoding, partial, content_type.",
+            labels=["route", "reason"],
+        )
+        passed = CounterMetricFamily(
+            "portico_mask_unchecked_responses",
+            "Responses a mask policy could not check and let through as configured "
+            "(unreadable: pass, non_json: pass), by reason.",
+            labels=["route", "reason"],
+        )
+        for (route, outcome, reason), count in self._stats.masking.items():
+            if outcome == "masked":
+                masked.add_metric([route], count)
+            elif outcome == "refused":
+                refused.add_metric([route, reason], count)
+            else:
+                passed.add_metric([route, reason], count)
+        yield masked
+        yield refused
+        yield passed
 
     def _config(self) -> Iterator[Metric]:
         reloads = CounterMetricFamily(

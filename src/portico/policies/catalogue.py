@@ -21,5 +21,7 @@ POLICIES: PolicyTypes = Catalogue(
         "deprecation": "portico.policies.deprecation:POLICY",
         "headers": "portico.policies.headers:POLICY",
         "ip-rules": "portico.policies.ip_rules:POLICY",
+        "mask": "portico.policies.mask:POLICY",
+        "rewrite": "portico.policies.rewrite:POLICY",
     },
 )

@@ -1,6 +1,6 @@
 """The ``headers`` policy, through a real gateway and a real upstream over sockets: request fields
 edited before they go upstream, response fields before they reach the client, in the documented
-order (remove, set, add), and nothing changed on a route that does not list it."""
+order (remove, rename, set, add), and nothing changed on a route that does not list it."""
 
 from __future__ import annotations
 
@@ -31,6 +31,18 @@ REPLACE = {
     "request": {"remove": ["X-Trace"], "add": {"X-Trace": "portico"}},
     "response": {"remove": ["X-Trace"], "add": {"X-Trace": "portico"}},
 }
+# A rename keeps the value and its place; the new name's own fields are dropped when the old is
+# there, so a client cannot send a second value alongside the renamed one.
+RENAME = {
+    "type": "headers",
+    "request": {
+        "remove": ["X-Gone"],
+        "rename": {"X-Client-Token": "X-Partner-Token", "X-Gone": "X-Came-Back", "X-A": "X-B"},
+        "set": {"X-Set-After": "portico"},
+    },
+    "response": {"rename": {"X-Internal-Id": "X-Order-Id", "Server": "X-Upstream-Server"}},
+}
+SWAP = {"type": "headers", "request": {"rename": {"X-One": "X-Two", "X-Two": "X-One"}}}
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +62,17 @@ def gateway(
             route("edited", "/edited/{rest:path}", strip_prefix="/edited", policies=[EDITS]),
             route("ordered", "/ordered/{rest:path}", strip_prefix="/ordered", policies=[REPLACE]),
             route("plain", "/plain/{rest:path}", strip_prefix="/plain"),
+            route("renamed", "/renamed/{rest:path}", strip_prefix="/renamed", policies=[RENAME]),
+            route("swapped", "/swapped/{rest:path}", strip_prefix="/swapped", policies=[SWAP]),
+            route(
+                "guarded",
+                "/guarded/{rest:path}",
+                strip_prefix="/guarded",
+                policies=[
+                    {"type": "headers", "response": {"rename": {"Cache-Control": "X-Cache"}}},
+                    {"type": "ip-rules", "deny": ["0.0.0.0/0", "::/0"]},
+                ],
+            ),
         ],
     }
     with running_gateway(tmp_path_factory.mktemp("gateway"), config) as running:
@@ -179,3 +202,93 @@ def test_a_bad_service_policy_is_reported_at_its_line(tmp_path: Any) -> None:
     assert result.returncode != 0
     assert "services.main.policies[0]" in result.stderr
     assert "request" in result.stderr  # did you mean
+
+
+def test_a_renamed_request_field_keeps_its_value_and_replaces_the_clients_own(
+    upstream: Upstream, http: httpx.Client
+) -> None:
+    received = sent_upstream(
+        upstream,
+        http,
+        "/renamed/orders",
+        headers=[
+            ("x-partner-token", "forged-by-client"),
+            ("X-CLIENT-TOKEN", "t-1"),  # any case
+            ("X-Client-Token", "t-2"),  # every field of that name, in order
+            ("X-Gone", "removed first"),
+            ("X-Set-After", "client"),
+        ],
+    )
+
+    assert values(received, "x-partner-token") == ["t-1", "t-2"]
+    assert values(received, "x-client-token") == []
+    # remove runs before rename: a removed field is not renamed.
+    assert values(received, "x-came-back") == []
+    assert values(received, "x-set-after") == ["portico"]
+
+
+def test_a_rename_whose_field_is_absent_leaves_the_new_name_alone(
+    upstream: Upstream, http: httpx.Client
+) -> None:
+    received = sent_upstream(upstream, http, "/renamed/orders", headers={"X-B": "kept"})
+    assert values(received, "x-b") == ["kept"]
+
+
+def test_renames_apply_at_once_so_two_fields_swap_names(
+    upstream: Upstream, http: httpx.Client
+) -> None:
+    received = sent_upstream(
+        upstream, http, "/swapped/orders", headers=[("X-One", "1"), ("X-Two", "2")]
+    )
+    assert values(received, "x-two") == ["1"]
+    assert values(received, "x-one") == ["2"]
+
+
+def test_a_response_field_is_renamed_before_reaching_the_client(http: httpx.Client) -> None:
+    response = http.get(
+        "/renamed/headers",
+        params=[("set", "X-Internal-Id: 42"), ("set", "X-Order-Id: stale")],
+    )
+    assert response.status_code == 200
+    assert response.headers.get_list("x-order-id") == ["42"]
+    assert "x-internal-id" not in response.headers
+
+
+def test_porticos_own_answers_are_renamed_too(http: httpx.Client) -> None:
+    """A 403 from a policy after it passes through its response side, as any answer does."""
+    response = http.get("/guarded/orders")
+    assert response.status_code == 403
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers.get_list("x-cache") == ["no-store"]
+    assert "cache-control" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("rename", "message"),
+    [
+        ({"Content-Length": "X-Length"}, "cannot be renamed"),
+        ({"X-Length": "Transfer-Encoding"}, "cannot be renamed"),
+        ({"X-Who": "X-Portico-Consumer"}, "cannot be renamed"),
+        ({"Host": "X-Host"}, "cannot be renamed"),
+        ({"X-A": "x-a"}, "renamed to itself"),
+        ({"X-A": "X-C", "X-B": "x-c"}, "both renamed"),
+        ({"X-A": "X-B", "x-a": "X-C"}, "renamed twice"),
+        ({"X-A": "Not A Name"}, "not a valid HTTP header name"),
+    ],
+)
+def test_a_rename_that_would_break_the_message_is_refused_at_its_line(
+    tmp_path: Any, rename: dict[str, str], message: str
+) -> None:
+    from tests.support.gateway import run_portico, write_config
+
+    config = {
+        "services": {"main": {"targets": ["http://127.0.0.1:9"]}},
+        "routes": [
+            route("r", "/r", policies=[{"type": "headers", "response": {"rename": rename}}])
+        ],
+    }
+    path = write_config(tmp_path / "portico.yaml", config)
+    result = run_portico("check", str(path), cwd=tmp_path)
+    assert result.returncode != 0
+    assert "routes[0].policies[0].response.rename" in result.stderr, result.stderr
+    assert message in result.stderr, result.stderr
