@@ -92,11 +92,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     # Until the demo's event loop takes over the signals, SIGTERM stops it as Ctrl-C does: quietly.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    # Said before the imports, the longest step of a first start: without bytecode compiled yet,
-    # Python compiles every module it imports (seconds; `make install` compiles them ahead).
+    # Said before the imports, the longest step of a first start: without bytecode yet, Python
+    # compiles every module it imports (seconds; at every start where PYTHONDONTWRITEBYTECODE is
+    # set, docs/benchmarks.md "Bytecode").
     print(
-        "portico demo: loading Portico and its libraries (longer the first time, while Python "
-        "compiles them)",
+        "portico demo: loading Portico and its libraries (a first start also compiles them to "
+        "bytecode)",
         flush=True,
     )
     try:
