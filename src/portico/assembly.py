@@ -3,11 +3,9 @@
 - The catalogues it builds from: :data:`POLICIES` (the policy types, from
   :mod:`portico.policies.catalogue`) and :data:`ENDPOINTS` (the built-in endpoint providers).
   Authentication methods are the ``auth`` policy's own catalogue (``identity.authn.METHODS``).
-- :data:`CHECKS`: the capabilities' own config checks (the policy catalogue validates each
-  policy entry, identity its credentials), handed to the config loader. :func:`load_config` is
-  the loader with all of them: what ``portico check`` reports is what ``serve`` and a reload
-  refuse. :func:`load_config_to_serve` adds the checks of starting to serve (the HTTPS
-  listener's files), for ``check`` and ``serve``.
+- The config checks of every capability and the loader with them (:data:`CHECKS`,
+  :func:`load_config`, :func:`load_config_to_serve`) are :mod:`portico.checking`'s, re-exported
+  here: ``portico check`` imports that module alone, without the running gateway this one builds.
 - :func:`build_runtime` compiles a validated config into the gateway's immutable
   :class:`~portico.gateway.snapshot.Runtime`: the router, each route's policy pipeline from the
   catalogue, the built-in endpoints of the providers it is asked to serve, and the live services
@@ -20,17 +18,20 @@ It is named ``assembly`` rather than ``app`` because ``gateway/app.py`` is the r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from functools import partial
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from portico.config import loader
-from portico.config.checks import Checks
+from portico.checking import (
+    CHECKS,
+    SERVE_CHECKS,
+    load_config,
+    load_config_text,
+    load_config_to_serve,
+)
 from portico.config.model import PorticoConfig
 from portico.core.extensions import Catalogue
 from portico.core.net import parse_network
 from portico.core.paths import PathTemplate
-from portico.gateway import checks as gateway_checks
 from portico.gateway.accesslog import write_access_line
 from portico.gateway.completion import CompletionHook
 from portico.gateway.iprules import CompiledIPRules
@@ -44,7 +45,6 @@ from portico.gateway.policy import (
 from portico.gateway.router import RouteMatcher, Router
 from portico.gateway.snapshot import CompiledRoute, Runtime
 from portico.gateway.upstream import Service
-from portico.identity import checks as identity_checks
 from portico.identity.context import BuildContext, EndpointProvider, Extensions
 from portico.policies import registry
 from portico.policies.catalogue import POLICIES
@@ -68,33 +68,6 @@ ENDPOINTS: Catalogue[EndpointProvider] = Catalogue(
 )
 """Built-in endpoints a process may serve, by provider; ``serve`` names those it serves (the
 OAuth server's need its live state, which only ``serve`` has)."""
-
-CHECKS = Checks(
-    checks=(partial(registry.route_policy_errors, POLICIES), identity_checks.identity_errors),
-    policy_settings=partial(registry.settings_model, POLICIES),
-)
-SERVE_CHECKS = Checks(
-    checks=(*CHECKS.checks, gateway_checks.listener_errors),
-    policy_settings=CHECKS.policy_settings,
-)
-"""Also what only starting to serve needs: the HTTPS listener's files."""
-
-
-def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> PorticoConfig:
-    """:func:`portico.config.loader.load_config` with every capability's checks."""
-    return loader.load_config(path, env, CHECKS)
-
-
-def load_config_to_serve(path: str | Path, env: Mapping[str, str] | None = None) -> PorticoConfig:
-    """:func:`load_config`, and what ``serve`` would refuse when it starts (``portico check``)."""
-    return loader.load_config(path, env, SERVE_CHECKS)
-
-
-def load_config_text(
-    text: str, filename: str, env: Mapping[str, str] | None = None
-) -> PorticoConfig:
-    """:func:`portico.config.loader.load_config_text` with every capability's checks."""
-    return loader.load_config_text(text, filename, env, CHECKS)
 
 
 def runtime_builder(

@@ -257,16 +257,33 @@ def modules_after(*args: str, cwd: Path) -> set[str]:
 
 
 HEAVY = ("sqlalchemy", "alembic", "httpx", "uvloop", "psycopg")
+RUNNING_GATEWAY = (
+    "portico.assembly",
+    "portico.serving",
+    "portico.store",
+    "portico.gateway.app",
+    "portico.gateway.connection",
+    "portico.gateway.upstream",
+    "portico.gateway.proxy",
+    "portico.gateway.snapshot",
+)
+"""What serves requests: ``check`` validates a file and starts none of it."""
+PARSERS = ("cryptography", "jwt", "http_message_signatures", "ssl", "asyncio")
+"""What only credentials, signatures, TLS or I/O need."""
+
+
+def loaded_from(loaded: set[str], packages: tuple[str, ...]) -> set[str]:
+    return {name for name in loaded for p in packages if name == p or name.startswith(p + ".")}
 
 
 def test_help_imports_neither_pydantic_nor_the_store(tmp_path: Path) -> None:
     loaded = modules_after("--help", cwd=tmp_path)
 
     assert "argparse" in loaded  # the measurement works
-    assert not {name for name in loaded if name.split(".")[0] in {*HEAVY, "pydantic", "yaml"}}
+    assert not loaded_from(loaded, (*HEAVY, *RUNNING_GATEWAY, *PARSERS, "pydantic", "yaml"))
 
 
-def test_check_imports_no_store_and_no_http_client(tmp_path: Path) -> None:
+def test_check_imports_no_store_no_http_client_and_no_running_gateway(tmp_path: Path) -> None:
     config = {
         **proxy_config("http://127.0.0.1:9"),
         "tenants": {"acme": {"consumers": {"billing": {}}}},
@@ -277,8 +294,22 @@ def test_check_imports_no_store_and_no_http_client(tmp_path: Path) -> None:
 
     loaded = modules_after("check", str(path), cwd=tmp_path)
 
-    assert "portico.assembly" in loaded and "pydantic" in loaded  # it did check the file
-    assert not {name for name in loaded if name.split(".")[0] in HEAVY}
+    assert "portico.checking" in loaded and "pydantic" in loaded  # it did check the file
+    assert "portico.policies.auth" in loaded  # and the route's policy
+    assert not loaded_from(loaded, (*HEAVY, *RUNNING_GATEWAY))
+
+
+def test_check_of_a_config_without_credentials_imports_no_crypto_and_no_event_loop(
+    tmp_path: Path,
+) -> None:
+    """The starter config has no certificate, JWK Set, HTTPS listener or auth policy: nothing
+    to parse with cryptography, PyJWT or ssl, and nothing asynchronous."""
+    assert portico("init", cwd=tmp_path).returncode == 0
+
+    loaded = modules_after("check", "portico.yaml", cwd=tmp_path)
+
+    assert "portico.checking" in loaded and "yaml" in loaded  # it did check the file
+    assert not loaded_from(loaded, (*HEAVY, *RUNNING_GATEWAY, *PARSERS))
 
 
 def test_main_returns_the_failure_status_in_process(

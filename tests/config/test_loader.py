@@ -559,6 +559,15 @@ def test_tab_indentation_is_a_syntax_error_at_the_tab(tmp_path: Path) -> None:
     assert "'\\t'" in issue.message
 
 
+def test_a_deeply_nested_document_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    """libyaml's own composer recurses in C and overflows the stack on such a file; the loader
+    uses only libyaml's parser, under PyYAML's composer, which stops at the recursion limit."""
+    depth = 100_000
+    (issue,) = issues_of(write(tmp_path, "routes: " + "[" * depth + "]" * depth + "\n"))
+
+    assert issue.message == "the document is nested too deeply"
+
+
 def test_control_character_is_reported_at_its_position(tmp_path: Path) -> None:
     (issue,) = issues_of(write(tmp_path, "gateway:\n  access_log: tr\x07ue\n"))
 

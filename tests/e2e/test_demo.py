@@ -247,6 +247,26 @@ def test_every_printed_curl_line_works_as_printed(demo: tuple[Demo, list[str]]) 
         check_answer(comment, command, curl(command, cwd=running.workdir.parent))
 
 
+def test_the_demo_says_what_it_is_doing_before_each_step_that_takes_time(
+    demo: tuple[Demo, list[str]],
+) -> None:
+    """A first start is seconds of imports (Python compiling every module without bytecode),
+    then backends, keys, the database: each step is announced before it starts, in order."""
+    running, _ = demo
+    said = [line for line in running.stdout if not line.startswith(" ")]
+    beginnings = [
+        "portico demo: loading Portico and its libraries",
+        "portico demo: starting the sample backends",
+        "Wrote the sample config to ",
+        f"portico demo: starting the gateway on 127.0.0.1:{running.port} ",
+        f"Portico gateway on {running.url}",
+    ]
+
+    assert len(said) >= len(beginnings), said
+    for line, beginning in zip(said, beginnings, strict=False):
+        assert line.startswith(beginning), said
+
+
 def test_crm_requests_take_turns_between_the_two_instances(demo: tuple[Demo, list[str]]) -> None:
     _, tour = demo
     [command] = [c for _, c in curl_lines(tour) if "email=" in c]
@@ -328,6 +348,7 @@ def test_a_second_run_keeps_the_edited_config_and_prints_the_key_it_declares(
     try:
         printed = "\n".join(tour)
         assert "from an earlier run, with your edits" in printed, printed
+        assert "portico demo: starting the sample backends" in printed, printed
         assert f"listens on :{first.port}" in printed, printed
         assert "my own edit" in config.read_text()
         assert key_lines(tour) == [key_line]

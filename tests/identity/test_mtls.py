@@ -28,7 +28,7 @@ from portico.assembly import build_runtime, load_config_text
 from portico.config.errors import ConfigError
 from portico.config.loader import load_config_text as load_config_text_unchecked
 from portico.config.model import TLSListener
-from portico.gateway.app import server_ssl_context
+from portico.gateway.tls import server_ssl_context
 
 UNAUTHORIZED = "https://portico.dev/problems/unauthorized"
 INVALID_CREDENTIALS = "https://portico.dev/problems/invalid-credentials"

@@ -44,7 +44,7 @@ DEFAULT_CONFIG = "portico.yaml"
 def load_config(path: str | Path) -> PorticoConfig:
     """The config with every capability's checks: what ``check`` reports, ``serve`` refuses."""
     # Imported here: every capability comes with it, and `portico --help` should not pay for them.
-    from portico.assembly import load_config as load_checked
+    from portico.checking import load_config as load_checked
 
     return load_checked(path)
 
@@ -53,7 +53,7 @@ def load_config(path: str | Path) -> PorticoConfig:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from portico.assembly import load_config_to_serve
+    from portico.checking import load_config_to_serve
     from portico.config.errors import ConfigError
 
     try:
@@ -92,6 +92,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     # Until the demo's event loop takes over the signals, SIGTERM stops it as Ctrl-C does: quietly.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Said before the imports, the longest step of a first start: without bytecode yet, Python
+    # compiles every module it imports (seconds; at every start where PYTHONDONTWRITEBYTECODE is
+    # set, docs/benchmarks.md "Bytecode").
+    print(
+        "portico demo: loading Portico and its libraries (a first start also compiles them to "
+        "bytecode)",
+        flush=True,
+    )
     try:
         import uvloop
 

@@ -78,7 +78,7 @@ class DocumentReader:
         """The document's data and where each value came from; ``None`` when it cannot be read
         at all (its issues are in :attr:`issues` either way)."""
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            root = _compose_with_libyaml(text) or yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.MarkedYAMLError as exc:
             self.issues.append(_syntax_issue(self.filename, exc))
             return None
@@ -227,6 +227,41 @@ class DocumentReader:
             # A scalar that looks like a timestamp but is not a real date: 2024-13-45.
             self.issue(node, path, "not a valid date or time")
         return _INVALID
+
+
+class _LibyamlComposer(yaml.composer.Composer, yaml.resolver.Resolver):
+    """PyYAML's composer and resolver (the node tree and tags of :class:`yaml.SafeLoader`) on
+    libyaml's parser, which reads a file many times faster than PyYAML's own: 2-10 ms instead of
+    55-75 ms for the demo's config, a tenth of ``portico check``. Not libyaml's own composer: it
+    recurses in C, and a deeply nested document would overflow the stack where this one stops at
+    the interpreter's recursion limit ("nested too deeply")."""
+
+    def __init__(self, text: str) -> None:
+        yaml.composer.Composer.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
+        self._events = yaml.CSafeLoader(text)  # its parser's events only
+
+    def check_event(self, *choices: type[yaml.Event]) -> bool:
+        return self._events.check_event(*choices)
+
+    def peek_event(self) -> yaml.Event | None:
+        return self._events.peek_event()
+
+    def get_event(self) -> yaml.Event | None:
+        return self._events.get_event()
+
+
+def _compose_with_libyaml(text: str) -> yaml.Node | None:
+    """The document's node tree, or ``None``: for an empty document, without libyaml, or when
+    libyaml refuses the text. PyYAML's parser then reads it again, and either accepts it or
+    reports the error in the words its messages quote. Where the two differ on a valid document
+    libyaml follows the YAML spec (a tab after ``key:``, a ``?`` inside a flow scalar)."""
+    if not yaml.__with_libyaml__:
+        return None
+    try:
+        return _LibyamlComposer(text).get_single_node()
+    except Exception:  # any refusal (a syntax error, a lone surrogate): PyYAML's turn
+        return None
 
 
 def issue_at(filename: str, mark: yaml.Mark | None, path: str, message: str) -> ConfigIssue:

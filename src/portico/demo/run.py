@@ -259,9 +259,11 @@ async def run_demo(workdir: Path, port: int) -> int:
     try:
         if kept:
             config, key = _kept(config_path, port)
+            _progress("starting the sample backends (orders v1 and v2, two CRM instances)")
             backends = await _start_backends(_backend_ports(config), config_path)
         else:
             ports = _fresh_ports(port)
+            _progress("starting the sample backends (orders v1 and v2, two CRM instances)")
             backends = await start_backends(HOST)
             try:
                 config_path, key = write_config(workdir, ports, backends.ports)
@@ -277,10 +279,21 @@ async def run_demo(workdir: Path, port: int) -> int:
     except DemoError as error:
         print(f"portico demo: {error}", file=sys.stderr)
         return 1
+    listen = config.gateway.listen
+    _progress(
+        f"starting the gateway on {_host(listen.host)}:{listen.port} (a first start also creates "
+        "its database)"
+    )
     try:
         return await _serve(config_path, config, backends, stop, key)
     finally:
         await backends.close()
+
+
+def _progress(step: str) -> None:
+    """Say what the demo is doing before a step that may take seconds (issue 9: a first start
+    is never silent for long)."""
+    print(f"portico demo: {step}", flush=True)
 
 
 def _locate(workdir: Path) -> tuple[Path, Path, bool]:

@@ -13,18 +13,17 @@ import asyncio
 import hashlib
 import logging
 import signal
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from portico.config.errors import ConfigError
-from portico.config.model import TLSListener
 from portico.core.net import host_port
 from portico.gateway.connection import ClientConnection
 from portico.gateway.health import run_active_checks
 from portico.gateway.snapshot import Runtime, retired_services
 from portico.gateway.stats import GatewayStats
+from portico.gateway.tls import server_ssl_context
 from portico.gateway.upstream import Service, Target
 
 log = logging.getLogger("portico.gateway")
@@ -229,23 +228,6 @@ class Gateway:
             service.retire()
         if self._server is not None:
             await self._server.wait_closed()
-
-
-def server_ssl_context(settings: TLSListener) -> ssl.SSLContext:
-    """TLS 1.2+ server context; asks for and verifies client certificates when configured."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = (
-        ssl.TLSVersion.TLSv1_3 if settings.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
-    )
-    context.load_cert_chain(settings.certificate, settings.private_key)
-    if settings.client_ca is not None:
-        context.load_verify_locations(cafile=settings.client_ca)
-    context.verify_mode = {
-        "none": ssl.CERT_NONE,
-        "optional": ssl.CERT_OPTIONAL,
-        "required": ssl.CERT_REQUIRED,
-    }[settings.client_certificate]
-    return context
 
 
 def _sha256(path: Path) -> str:

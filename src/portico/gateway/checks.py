@@ -2,17 +2,16 @@
 
 The HTTPS listener is opened once, at start (``gateway.tls`` takes effect on restart), so these
 run for ``portico check`` and ``serve``, not for a reload: a reload that leaves ``gateway.tls``
-alone is not refused because a certificate file is being renewed.
+alone is not refused because a certificate file is being renewed. The ``ssl`` module is imported
+only for a config that has an HTTPS listener.
 """
 
 from __future__ import annotations
 
-import ssl
 from pathlib import Path
 
 from portico.config.checks import Finding
 from portico.config.model import PorticoConfig
-from portico.gateway.app import server_ssl_context
 
 __all__ = ["listener_errors"]
 
@@ -38,6 +37,10 @@ def listener_errors(config: PorticoConfig) -> list[Finding]:
             errors.append((("gateway", "tls", field), f"cannot read {path!r}: {exc.strerror}"))
     if errors:
         return errors
+    import ssl
+
+    from portico.gateway.tls import server_ssl_context
+
     try:
         server_ssl_context(tls)
     except ssl.SSLError as exc:

@@ -2,14 +2,16 @@
 
 Run by ``portico check`` (and before ``serve`` or a reload accepts a file) through the
 :class:`~portico.config.checks.Checks` of the composition root; each finding names its field.
+
+The X.509 and JWK parsers (cryptography, PyJWT) are imported by the check that needs them, when
+the config has something for them to parse: ``portico check`` of a config without certificate
+subjects or JWK Sets loads neither.
 """
 
 from __future__ import annotations
 
 from portico.config.checks import Finding, Location
 from portico.config.model import PorticoConfig
-from portico.identity.certificates import distinguished_name
-from portico.identity.jwks import ASYMMETRIC_ALGORITHMS, usable_key_count
 
 __all__ = ["identity_errors"]
 
@@ -36,6 +38,8 @@ def _certificate_subjects(config: PorticoConfig) -> list[Finding]:
 
 
 def _subject(text: str) -> object | None:
+    from portico.identity.certificates import distinguished_name
+
     try:
         return distinguished_name(text)
     except ValueError:
@@ -47,7 +51,7 @@ def _client_keys(config: PorticoConfig) -> list[Finding]:
     for tenant_name, tenant in config.tenants.items():
         for name, consumer in tenant.consumers.items():
             oauth = consumer.oauth
-            if oauth is not None and oauth.jwks is not None and usable_key_count(oauth.jwks) == 0:
+            if oauth is not None and oauth.jwks is not None and _usable_keys(oauth.jwks) == 0:
                 errors.append(
                     (
                         ("tenants", tenant_name, "consumers", name, "oauth"),
@@ -57,7 +61,17 @@ def _client_keys(config: PorticoConfig) -> list[Finding]:
     return errors
 
 
+def _usable_keys(jwks: object) -> int:
+    from portico.identity.jwks import usable_key_count
+
+    return usable_key_count(jwks)
+
+
 def _provider_algorithms(config: PorticoConfig) -> list[Finding]:
+    if not config.identity.providers:
+        return []
+    from portico.identity.jwks import ASYMMETRIC_ALGORITHMS
+
     errors: list[Finding] = []
     for name, provider in config.identity.providers.items():
         refused = [a for a in provider.algorithms if a not in ASYMMETRIC_ALGORITHMS]

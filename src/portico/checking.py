@@ -1,0 +1,62 @@
+"""The config as every capability checks it: what ``portico check`` reports, ``serve`` and a
+reload refuse.
+
+- :data:`CHECKS`: the capabilities' own config checks (the policy catalogue validates each policy
+  entry, identity its credentials), handed to the config loader; :func:`load_config` is the
+  loader with all of them.
+- :data:`SERVE_CHECKS` and :func:`load_config_to_serve` add the checks of starting to serve (the
+  HTTPS listener's files), for ``check`` and ``serve``.
+
+Apart from the composition root's snapshot building (:mod:`portico.assembly`, which re-exports
+these) so that ``portico check`` imports no running gateway: no event loop, no upstream pools, no
+connection code (tests/cli/test_cli_conventions.py counts what it imports).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import partial
+from pathlib import Path
+
+from portico.config import loader
+from portico.config.checks import Checks
+from portico.config.model import PorticoConfig
+from portico.gateway import checks as gateway_checks
+from portico.identity import checks as identity_checks
+from portico.policies import registry
+from portico.policies.catalogue import POLICIES
+
+__all__ = [
+    "CHECKS",
+    "SERVE_CHECKS",
+    "load_config",
+    "load_config_text",
+    "load_config_to_serve",
+]
+
+CHECKS = Checks(
+    checks=(partial(registry.route_policy_errors, POLICIES), identity_checks.identity_errors),
+    policy_settings=partial(registry.settings_model, POLICIES),
+)
+SERVE_CHECKS = Checks(
+    checks=(*CHECKS.checks, gateway_checks.listener_errors),
+    policy_settings=CHECKS.policy_settings,
+)
+"""Also what only starting to serve needs: the HTTPS listener's files."""
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> PorticoConfig:
+    """:func:`portico.config.loader.load_config` with every capability's checks."""
+    return loader.load_config(path, env, CHECKS)
+
+
+def load_config_to_serve(path: str | Path, env: Mapping[str, str] | None = None) -> PorticoConfig:
+    """:func:`load_config`, and what ``serve`` would refuse when it starts (``portico check``)."""
+    return loader.load_config(path, env, SERVE_CHECKS)
+
+
+def load_config_text(
+    text: str, filename: str, env: Mapping[str, str] | None = None
+) -> PorticoConfig:
+    """:func:`portico.config.loader.load_config_text` with every capability's checks."""
+    return loader.load_config_text(text, filename, env, CHECKS)
