@@ -44,6 +44,8 @@ _SIZE_UNITS = {
     "GB": 1000**3,
     "GiB": 1024**3,
 }
+MAX_WORKERS = 256
+"""The most gateway processes ``gateway.workers`` may ask for."""
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 """What a name (of a route, service, tenant, consumer, provider) may be made of."""
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -169,6 +171,9 @@ class GatewaySettings(Model):
     drain_timeout: Duration = 30.0
     """On shutdown, how long in-flight requests get to finish."""
     access_log: bool = False
+    workers: Annotated[int, Field(ge=1, le=MAX_WORKERS)] | Literal["auto"] = 1
+    """Gateway processes sharing the listeners (``auto``: one per core the process may use);
+    ``serve --workers`` overrides it; :func:`portico.config.workers.worker_count` resolves it."""
 
     @field_validator("trusted_proxies")
     @classmethod
