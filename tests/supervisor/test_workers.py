@@ -22,6 +22,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tests.identity.helpers import created_key, key_id, keys_command
+from tests.store.conftest import postgres_cluster
 from tests.support.gateway import (
     Config,
     PorticoProcess,
@@ -33,7 +34,14 @@ from tests.support.gateway import (
     with_defaults,
     write_config,
 )
+from tests.support.postgres import PostgresCluster
 from tests.support.upstreams import Upstream
+
+from portico.store.database import create_engine_for
+from portico.store.migrate import upgrade
+from portico.store.repositories import ConfigRevisions
+
+__all__ = ["postgres_cluster"]
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 RELOAD_TIMEOUT = 20.0
@@ -409,3 +417,39 @@ def test_workers_must_be_a_number_or_auto(tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert "is not a number of workers: give 1 to 256, or auto" in result.stderr
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+    ]
+)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """SQLite is migrated by the supervisor; PostgreSQL first by an operator (`db upgrade`)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared.db'}"
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+    with cluster.database() as url:
+        upgrade(url)
+        yield url
+
+
+def test_the_config_revision_is_recorded_once_at_start_and_once_per_reload(
+    upstream: Upstream, start_portico: StartPortico, database_url: str
+) -> None:
+    config = config_with(upstream, "aaa")
+    config["database"] = {"url": database_url}
+    portico = start_portico(config, "--workers", "2")
+    revisions = ConfigRevisions(create_engine_for(database_url))
+
+    assert len(revisions.list()) == 1
+    changed = config_with(upstream, "bbb")
+    changed["database"] = config["database"]
+    portico.write(changed)
+    portico.signal(signal.SIGHUP)
+    wait_for(lambda: "config reloaded" in portico.log(), timeout=RELOAD_TIMEOUT, what="reload")
+    wait_for(lambda: len(revisions.list()) >= 2, what="the revision of the reload")
+    threading.Event().wait(1.0)
+    assert len(revisions.list()) == 2

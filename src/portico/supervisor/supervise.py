@@ -182,7 +182,8 @@ class Supervisor:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self._stop.set)
             self._spawn_task(self._watch_config())
-            self._spawn_task(self._poll_counters())
+            if operations is not None:
+                self._spawn_task(self._poll_counters())
             port = listeners.plain.getsockname()[1]
             print(f"Portico gateway on http://{host_port(config.gateway.listen.host, port)}")
             if operations is not None:
