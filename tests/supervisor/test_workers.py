@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -34,6 +35,7 @@ from tests.support.gateway import (
     with_defaults,
     write_config,
 )
+from tests.support.pki import CertificateAuthority, client_context
 from tests.support.postgres import PostgresCluster
 from tests.support.upstreams import Upstream
 
@@ -382,8 +384,6 @@ def test_a_revoked_key_stops_working_in_every_worker(
 
 
 def test_a_port_in_use_is_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
-    import socket
-
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
@@ -404,9 +404,7 @@ def test_a_port_in_use_is_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     printed = [line for line in result.stderr.splitlines() if not line.startswith("{")]
-    assert printed == [
-        printed[0] if printed else "",
-    ]
+    assert len(printed) == 1, result.stderr
     assert printed[0].startswith("portico serve: error: ")
     assert f"cannot listen on 127.0.0.1:{port} (gateway.listen)" in printed[0]
     assert "portico.cli.worker" not in result.stderr  # refused before any process started
@@ -453,3 +451,83 @@ def test_the_config_revision_is_recorded_once_at_start_and_once_per_reload(
     wait_for(lambda: len(revisions.list()) >= 2, what="the revision of the reload")
     threading.Event().wait(1.0)
     assert len(revisions.list()) == 2
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_the_mtls_listener_is_shared_by_every_worker(
+    upstream: Upstream, start_portico: StartPortico, tmp_path: Path
+) -> None:
+    authority = CertificateAuthority(tmp_path / "pki")
+    server = authority.issue_server()
+    port = free_port()
+    config = config_with(upstream, "api")
+    config["gateway"]["tls"] = {
+        "listen": f"127.0.0.1:{port}",
+        "certificate": str(server.cert_path),
+        "private_key": str(server.key_path),
+        "client_ca": str(authority.cert_path),
+        "client_certificate": "required",
+    }
+    portico = start_portico(config, "--workers", "2")
+    pids = set(worker_pids(portico).values())
+    context = client_context(authority, authority.issue_client("billing"))
+
+    def every_one_answered() -> bool:
+        for _ in range(10):
+            with httpx.Client(
+                base_url=f"https://127.0.0.1:{port}",
+                verify=context,
+                trust_env=False,
+                headers={"Connection": "close"},
+            ) as http:
+                assert http.get("/api/tls").status_code == 200
+        return answered_by(portico, "/api/tls") >= pids
+
+    wait_for(every_one_answered, timeout=60, interval=0, what="every process to answer HTTPS")
+    # Without a client certificate the handshake is refused, by whichever process accepts.
+    with (
+        pytest.raises(httpx.HTTPError),
+        httpx.Client(
+            base_url=f"https://127.0.0.1:{port}",
+            verify=client_context(authority),
+            trust_env=False,
+        ) as http,
+    ):
+        http.get("/api/tls")
+
+
+def test_a_tls_port_in_use_names_gateway_tls_listen(tmp_path: Path) -> None:
+    authority = CertificateAuthority(tmp_path / "pki")
+    server = authority.issue_server()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        config = with_defaults(
+            {
+                "gateway": {
+                    "tls": {
+                        "listen": f"127.0.0.1:{port}",
+                        "certificate": str(server.cert_path),
+                        "private_key": str(server.key_path),
+                    }
+                },
+                "services": {"main": service("http://127.0.0.1:9")},
+                "routes": [route("open", "/open")],
+                "database": {"url": f"sqlite:///{tmp_path / 'portico.db'}"},
+            }
+        )
+        path = write_config(tmp_path / "portico.yaml", config)
+        result = run_portico(
+            "serve", "-c", str(path), "--workers", "2", "--log-format", "json", cwd=tmp_path
+        )
+
+    assert result.returncode == 1
+    printed = [line for line in result.stderr.splitlines() if not line.startswith("{")]
+    assert len(printed) == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port} (gateway.tls.listen)" in printed[0]
