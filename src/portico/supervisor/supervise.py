@@ -63,6 +63,8 @@ POLL_INTERVAL = 1.0
 """How often the counters are pulled between scrapes: what a killed process takes with it."""
 ASK_TIMEOUT = 1.5
 """Longest wait for a gateway process's answer (below the listener's 2 s per check)."""
+START_TIMEOUT = 120.0
+"""Longest wait for the first set of gateway processes to serve (a store that hangs...)."""
 KILL_GRACE = 5.0
 """Beyond ``gateway.drain_timeout``, before a process that does not exit is killed."""
 
@@ -220,9 +222,15 @@ class Supervisor:
     async def _start_all(self) -> None:
         for worker in self.workers:
             await self._spawn(worker)
-        results = await asyncio.gather(
-            *(w.start_result for w in self.workers if w.start_result is not None)
-        )
+        waiting = [w.start_result for w in self.workers if w.start_result is not None]
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                results = await asyncio.gather(*waiting)
+        except TimeoutError:
+            results = [
+                None if w.serving else f"it did not serve within {START_TIMEOUT:g}s"
+                for w in self.workers
+            ]
         failed = [(w, why) for w, why in zip(self.workers, results, strict=True) if why]
         if failed:
             await self._drain()
