@@ -79,6 +79,15 @@ def _parse_size(value: Any) -> int:
     return size
 
 
+def _parse_workers(value: Any) -> int | str:
+    # One message for both forms, rather than one per member of the union.
+    if value == "auto" or (
+        isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WORKERS
+    ):
+        return value  # type: ignore[no-any-return]
+    raise ValueError(f"expected a number of processes from 1 to {MAX_WORKERS}, or auto")
+
+
 def _check_header_name(name: str) -> str:
     if not _HEADER_NAME.match(name):
         raise ValueError(f"{name!r} is not a valid HTTP header name")
@@ -171,7 +180,7 @@ class GatewaySettings(Model):
     drain_timeout: Duration = 30.0
     """On shutdown, how long in-flight requests get to finish."""
     access_log: bool = False
-    workers: Annotated[int, Field(ge=1, le=MAX_WORKERS)] | Literal["auto"] = 1
+    workers: Annotated[int | Literal["auto"], BeforeValidator(_parse_workers)] = 1
     """Gateway processes sharing the listeners (``auto``: one per core the process may use);
     ``serve --workers`` overrides it; :func:`portico.config.workers.worker_count` resolves it."""
 
