@@ -1,8 +1,9 @@
 """``/metrics`` of ``serve --workers``: every gateway process's metrics as one gateway's.
 
 - Counters and histograms (requests, latencies, upstream errors and retries, auth failures) are
-  summed over the processes, those that exited included (:mod:`~portico.supervisor.counters`),
-  under the same names and labels as with one process.
+  summed over the processes, those that exited included
+  (:func:`~portico.supervisor.counters.summed`), under the same names and labels as with one
+  process.
 - What each process sees for itself (a target's health, its circuit breaker) is a gauge per
   process, labelled ``worker`` (the slot, 1 to N): a sum of two breakers' states means nothing.
 - The config's reloads, last reload and routes are the supervisor's: one per reload of the set.
@@ -29,7 +30,6 @@ from portico.operations.metrics import (
     counter_families,
     target_families,
 )
-from portico.supervisor.counters import Tally, add, tally, targets_of
 
 __all__ = ["SupervisorCollector", "registry"]
 
@@ -39,8 +39,6 @@ class Slot(Protocol):
 
     @property
     def slot(self) -> int: ...
-    @property
-    def last(self) -> Tally | None: ...
     @property
     def serving(self) -> bool: ...
     @property
@@ -53,7 +51,7 @@ class Supervised(Protocol):
     @property
     def workers(self) -> Sequence[Slot]: ...
     @property
-    def departed(self) -> GatewayStats: ...
+    def counted(self) -> tuple[GatewayStats, list[TargetView]]: ...
     @property
     def stats(self) -> GatewayStats: ...
     @property
@@ -68,14 +66,9 @@ class SupervisorCollector:
 
     def collect(self) -> Iterator[Metric]:
         supervisor = self._supervisor
-        total = GatewayStats()
-        add(total, tally(supervisor.departed, []))
-        views: list[TargetView] = []
-        for worker in supervisor.workers:
-            counted = worker.last
-            if counted is not None:
-                add(total, counted)
-                views.extend(targets_of(counted, str(worker.slot)))
+        # Summed on the event loop before the scrape (Supervisor.refresh): this runs in a
+        # thread, and must not read counters the loop may be adding to.
+        total, views = supervisor.counted
         yield from counter_families(total)
         yield from target_families(views)
         yield from config_families(supervisor.stats, len(supervisor.config.routes))

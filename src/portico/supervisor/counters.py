@@ -16,7 +16,7 @@ from typing import Any
 from portico.gateway.stats import GatewayStats, Histogram, RouteStats
 from portico.operations.metrics import TargetView
 
-__all__ = ["Tally", "add", "tally", "targets_of"]
+__all__ = ["Tally", "add", "summed", "tally", "targets_of"]
 
 Tally = dict[str, Any]
 """JSON-ready: ``routes``, ``services``, ``auth_failures``, ``targets``."""
@@ -67,6 +67,20 @@ def add(total: GatewayStats, counted: Tally) -> None:
     for route_name, method, reason, count in counted["auth_failures"]:
         refused = (route_name, method, reason)
         total.auth_failures[refused] = total.auth_failures.get(refused, 0) + count
+
+
+def summed(
+    departed: GatewayStats, tallies: list[tuple[int, Tally]]
+) -> tuple[GatewayStats, list[TargetView]]:
+    """The counters of the processes gone and of each process's last ``(slot, tally)``, summed;
+    and what each process sees of the targets, labelled by its slot."""
+    total = GatewayStats()
+    add(total, tally(departed, []))
+    views: list[TargetView] = []
+    for slot, counted in tallies:
+        add(total, counted)
+        views.extend(targets_of(counted, str(slot)))
+    return total, views
 
 
 def targets_of(counted: Tally, worker: str) -> list[TargetView]:

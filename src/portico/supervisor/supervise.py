@@ -43,11 +43,12 @@ from portico.core.net import host_port
 from portico.gateway.app import FileStamp
 from portico.gateway.stats import GatewayStats
 from portico.operations.listener import Operations, ReadinessCheck
+from portico.operations.metrics import TargetView
 from portico.serving import CannotListen, RevisionRecorder, with_listen
 from portico.store.migrate import ensure_current
 from portico.supervisor.channel import Channel, ChannelClosed, Message
 from portico.supervisor.collector import registry
-from portico.supervisor.counters import Tally, add
+from portico.supervisor.counters import Tally, add, summed
 from portico.supervisor.listeners import Listeners, bind_all
 from portico.supervisor.worker import WorkerSpec
 
@@ -115,6 +116,8 @@ class Worker:
         self.state = "starting"
         self.start_result: asyncio.Future[str | None] | None = None
         """``None`` once it serves, or why it could not start."""
+        self.text = ""
+        """The config text it was started with."""
 
     @property
     def pid(self) -> int | None:
@@ -142,6 +145,9 @@ class Supervisor:
         """The reloads of the whole set: one per SIGHUP or edit, as with one process."""
         self.departed = GatewayStats()
         """The counters of processes that exited."""
+        self.counted: tuple[GatewayStats, list[TargetView]] = (GatewayStats(), [])
+        """Every process's counters summed, and their views of the targets, as of the last
+        :meth:`refresh`: what ``/metrics`` shows."""
         self.restarts = 0
         self.stopping = False
         self._started = False
@@ -281,6 +287,7 @@ class Supervisor:
         channel = worker.channel = await Channel.open(ours)
         self._spawn_task(channel.run(partial(self._on_event, worker, process)))
         self._spawn_task(self._watch_exit(worker, process))
+        worker.text = self.text
         with contextlib.suppress(ChannelClosed):
             await channel.send({"event": "start", "text": self.text})
 
@@ -296,6 +303,9 @@ class Supervisor:
             log.info("gateway process %d serves (pid %d)", worker.slot, process.pid)
             if worker.start_result is not None and not worker.start_result.done():
                 worker.start_result.set_result(None)
+            if worker.text != self.text:
+                # A reload came while it started with the text before: it gets the new one now.
+                self._spawn_task(self._catch_up(worker))
         elif kind == "failed":
             why = str(event.get("message", "no reason given"))
             worker.state = f"could not start: {why}"
@@ -368,6 +378,9 @@ class Supervisor:
             serving = [w for w in self.workers if w.serving and w.channel is not None]
             replies = await asyncio.gather(*(self._ask_reload(w, text) for w in serving))
             failed = [(w, why) for w, why in zip(serving, replies, strict=True) if why]
+            for worker, why in zip(serving, replies, strict=True):
+                if not why:
+                    worker.text = text
             for worker, why in failed:
                 log.error("gateway process %d did not reload: %s", worker.slot, why)
             self.stats.reloaded(not failed)
@@ -395,6 +408,15 @@ class Supervisor:
             if before != after:
                 log.warning("%s changed: it takes effect on restart", name)
 
+    async def _catch_up(self, worker: Worker) -> None:
+        async with self._reloading:
+            text = self.text
+            why = await self._ask_reload(worker, text)
+            if why:
+                log.error("gateway process %d did not reload: %s", worker.slot, why)
+            else:
+                worker.text = text
+
     async def _ask_reload(self, worker: Worker, text: str) -> str | None:
         assert worker.channel is not None
         try:
@@ -416,8 +438,10 @@ class Supervisor:
     # -- what the operations listener asks -----------------------------------------------------
 
     async def refresh(self) -> None:
-        """Pull every serving process's counters (before a scrape)."""
+        """Pull every serving process's counters and sum them (before a scrape)."""
         await asyncio.gather(*(self._pull(w) for w in self.workers if w.serving))
+        tallies = [(w.slot, w.last) for w in self.workers if w.last is not None]
+        self.counted = summed(self.departed, tallies)
 
     async def _poll_counters(self) -> None:
         while True:
