@@ -228,6 +228,8 @@ def test_a_killed_worker_is_replaced_and_requests_keep_succeeding(
 ) -> None:
     portico = start_portico(config_with(upstream, "api"), "--workers", "2")
     before = worker_pids(portico)
+    until_every_worker_answers(portico, "/api/x", set(before.values()))
+    scrape(portico)  # what the process to be killed counted is now the supervisor's
 
     os.kill(before[1], signal.SIGKILL)
     # The other process keeps accepting from the shared queue meanwhile.
@@ -243,6 +245,10 @@ def test_a_killed_worker_is_replaced_and_requests_keep_succeeding(
     until_every_worker_answers(portico, "/api/y", set(replaced.values()))
     text = scrape(portico)
     assert samples(text, "portico_worker_restarts_total") == [({}, 1.0)]
+    # The killed process's requests still count: the sum never goes backwards.
+    sent = len([r for r in records(portico) if r.get("route") == "api"])
+    counted = sum(value for _, value in samples(text, "portico_requests_total"))
+    assert counted == sent
     with client(portico.operations_url) as http:
         wait_for(lambda: http.get("/readyz").status_code == 200, what="readiness")
 
@@ -531,3 +537,26 @@ def test_a_tls_port_in_use_names_gateway_tls_listen(tmp_path: Path) -> None:
     printed = [line for line in result.stderr.splitlines() if not line.startswith("{")]
     assert len(printed) == 1, result.stderr
     assert f"cannot listen on 127.0.0.1:{port} (gateway.tls.listen)" in printed[0]
+
+
+def test_an_unreachable_database_is_one_line_before_any_worker_starts(tmp_path: Path) -> None:
+    config = with_defaults(
+        {
+            "services": {"main": service("http://127.0.0.1:9")},
+            "routes": [route("open", "/open")],
+            "database": {"url": "postgresql://portico:secret@127.0.0.1:1/portico"},
+        }
+    )
+    path = write_config(tmp_path / "portico.yaml", config)
+
+    result = run_portico(
+        "serve", "-c", str(path), "--workers", "2", "--log-format", "json", cwd=tmp_path
+    )
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    printed = [line for line in result.stderr.splitlines() if not line.startswith("{")]
+    assert len(printed) == 1, result.stderr
+    assert printed[0].startswith("portico serve: error: ")
+    assert "secret" not in result.stderr
+    assert "gateway process" not in result.stderr
