@@ -560,3 +560,18 @@ def test_an_unreachable_database_is_one_line_before_any_worker_starts(tmp_path: 
     assert printed[0].startswith("portico serve: error: ")
     assert "secret" not in result.stderr
     assert "gateway process" not in result.stderr
+
+
+def test_workers_never_outlive_their_supervisor(
+    upstream: Upstream, start_portico: StartPortico
+) -> None:
+    portico = start_portico(config_with(upstream, "api"), "--workers", "2")
+    pids = worker_pids(portico).values()
+
+    portico.process.kill()
+    portico.wait()
+
+    def gone() -> bool:
+        return all(not Path(f"/proc/{pid}").exists() or _is_zombie(pid) for pid in pids)
+
+    wait_for(gone, timeout=30, what="the gateway processes to exit")
