@@ -575,3 +575,27 @@ def test_workers_never_outlive_their_supervisor(
         return all(not Path(f"/proc/{pid}").exists() or _is_zombie(pid) for pid in pids)
 
     wait_for(gone, timeout=30, what="the gateway processes to exit")
+
+
+def test_a_stuck_worker_fails_health_and_readiness_by_name(
+    upstream: Upstream, start_portico: StartPortico
+) -> None:
+    portico = start_portico(config_with(upstream, "api"), "--workers", "2")
+    stuck = worker_pids(portico)[2]
+
+    os.kill(stuck, signal.SIGSTOP)  # as an event loop blocked for good would look
+    try:
+        with client(portico.operations_url) as http:
+            live = http.get("/healthz")
+            ready = http.get("/readyz")
+        # The other process still takes connections from the shared queue.
+        assert get_on_new_connections(portico, "/api/x", 5) == [200] * 5
+    finally:
+        os.kill(stuck, signal.SIGCONT)
+
+    assert live.status_code == 503
+    assert live.json()["checks"] == {"worker 1": "ok", "worker 2": "no answer within 1.5s"}
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["worker 2"] == "no answer within 1.5s"
+    with client(portico.operations_url) as http:
+        wait_for(lambda: http.get("/healthz").status_code == 200, what="health again")
