@@ -3,6 +3,9 @@
 Starts an upstream (nginx, one worker, a fixed ~100-byte JSON answer), nginx as a plain
 keep-alive reverse proxy (the reference), and Portico with one worker process. Then:
 
+``--workers N`` runs Portico with ``serve --workers N`` and nginx (the proxy and the upstream)
+with ``worker_processes N``, and ``wrk`` with N threads: many processes against many processes.
+
 1. throughput: ``wrk`` with keep-alive connections against each, after a short warm-up;
 2. latency at a fixed rate (1,000 requests/s by default) with ``h2load``, and the p99 each proxy
    adds to the upstream's own.
@@ -17,6 +20,7 @@ import argparse
 import contextlib
 import os
 import sys
+import time
 from pathlib import Path
 
 import harness
@@ -63,6 +67,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--portico", type=Path, default=PORTICO, help="the portico executable")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="Portico's `serve --workers` and nginx's worker_processes (default 1)",
+    )
+    parser.add_argument(
         "--baseline",
         type=Path,
         help="a portico executable of another commit (bench/baseline.py), measured as portico-base",
@@ -73,6 +83,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.only = harness.parse_only(parser, args, TARGETS)
     if "portico-base" in args.only and args.baseline is None:
         parser.error("portico-base needs --baseline")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     return args
 
 
@@ -85,9 +97,11 @@ def start_portico(
     name: str = "portico",
     compiled: bool = True,
     metrics: bool = True,
+    workers: int = 1,
 ) -> Server:
-    """``portico serve`` is one process; its SQLite file lands in the temp dir (the cwd).
-    ``compiled=False`` runs it with ``PORTICO_NATIVE=0`` (the hot path interpreted)."""
+    """``portico serve`` is one process (``workers`` > 1: ``serve --workers``); its SQLite file
+    lands in the temp dir (the cwd). ``compiled=False`` runs it with ``PORTICO_NATIVE=0`` (the
+    hot path interpreted)."""
     if not executable.exists():
         raise SystemExit(f"{executable} not found: run `make install` first")
     port = harness.free_port()
@@ -105,8 +119,17 @@ def start_portico(
         )
     )
     argv = [str(executable), "serve", "-c", str(config)]
+    if workers > 1:
+        argv += ["--workers", str(workers)]
     env = None if compiled else {**os.environ, "PORTICO_NATIVE": "0"}
-    return harness.start_server(stack, name, argv, port, workdir, env=env)
+    server = harness.start_server(stack, name, argv, port, workdir, env=env, ready_timeout=60)
+    # The port answers once one process serves; the banner comes once every one does.
+    deadline = time.monotonic() + 60
+    while "Portico gateway on" not in server.log.read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{name} did not start every process; see {server.log}")
+        time.sleep(0.2)
+    return server
 
 
 def throughput_table(results: Results) -> str:
@@ -156,13 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     harness.check_tools(harness.NGINX, harness.WRK, harness.H2LOAD)
     load_before = harness.machine_summary()
     with harness.bench_session("portico-bench-") as (stack, workdir):
-        upstream = harness.start_upstream(stack, workdir)
+        upstream = harness.start_upstream(stack, workdir, args.workers)
         servers: dict[str, Server] = {}
         for name in args.only:
             if name == "direct":
                 servers[name] = upstream
             elif name == "nginx":
-                servers[name] = harness.start_nginx_proxy(stack, workdir, upstream)
+                servers[name] = harness.start_nginx_proxy(stack, workdir, upstream, args.workers)
             else:
                 executable = args.baseline if name == "portico-base" else args.portico
                 servers[name] = start_portico(
@@ -173,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                     name=name,
                     compiled=name != "portico-py",
                     metrics=name != "portico-nometrics",
+                    workers=args.workers,
                 )
         results = harness.measure(servers, args, workdir)
 
@@ -181,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"portico: {revision}")
     print(f"machine before: {load_before}\nmachine after:  {harness.machine_summary()}")
     print(
-        f"\nThroughput: wrk -t1 -c{args.connections} -d{args.duration:g}s, "
+        f"\nThroughput: wrk -t{args.workers} -c{args.connections} -d{args.duration:g}s, "
         f"keep-alive, after {args.warmup:g}s warm-up{rounds}\n"
     )
     print(throughput_table(results))

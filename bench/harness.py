@@ -187,7 +187,7 @@ def bench_session(prefix: str) -> Iterator[tuple[contextlib.ExitStack, Path]]:
 _NGINX_MAIN = """\
 daemon off;
 master_process on;
-worker_processes 1;
+worker_processes {workers};
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 events {{ worker_connections 4096; }}
@@ -207,8 +207,9 @@ http {{
 """
 
 
-def start_upstream(stack: contextlib.ExitStack, workdir: Path) -> Server:
-    """The fast upstream every stack forwards to: nginx, one worker, a fixed small JSON body."""
+def start_upstream(stack: contextlib.ExitStack, workdir: Path, workers: int = 1) -> Server:
+    """The fast upstream every stack forwards to: nginx, one worker (unless told), a fixed small
+    JSON body."""
     port = free_port()
     body = f"""\
     server {{
@@ -218,11 +219,14 @@ def start_upstream(stack: contextlib.ExitStack, workdir: Path) -> Server:
             return 200 '{UPSTREAM_BODY}';
         }}
     }}"""
-    return _start_nginx(stack, workdir, "upstream", port, body)
+    return _start_nginx(stack, workdir, "upstream", port, body, workers)
 
 
-def start_nginx_proxy(stack: contextlib.ExitStack, workdir: Path, upstream: Server) -> Server:
-    """The reference: nginx as a plain reverse proxy, one worker, upstream keep-alive."""
+def start_nginx_proxy(
+    stack: contextlib.ExitStack, workdir: Path, upstream: Server, workers: int = 1
+) -> Server:
+    """The reference: nginx as a plain reverse proxy, one worker (``workers``: as many as
+    ``portico serve --workers``), upstream keep-alive."""
     port = free_port()
     body = f"""\
     upstream backend {{
@@ -238,16 +242,16 @@ def start_nginx_proxy(stack: contextlib.ExitStack, workdir: Path, upstream: Serv
             proxy_set_header Connection "";
         }}
     }}"""
-    return _start_nginx(stack, workdir, "nginx", port, body)
+    return _start_nginx(stack, workdir, "nginx", port, body, workers)
 
 
 def _start_nginx(
-    stack: contextlib.ExitStack, workdir: Path, name: str, port: int, body: str
+    stack: contextlib.ExitStack, workdir: Path, name: str, port: int, body: str, workers: int = 1
 ) -> Server:
     directory = workdir / name
     directory.mkdir()
     config = directory / "nginx.conf"
-    config.write_text(_NGINX_MAIN.format(dir=directory, body=body))
+    config.write_text(_NGINX_MAIN.format(dir=directory, body=body, workers=workers))
     argv = [NGINX, "-p", str(directory), "-c", str(config), "-e", str(directory / "error.log")]
     return start_server(stack, name, argv, port, workdir)
 
@@ -424,11 +428,14 @@ def _error_lines(output: str, url: str) -> str:
     return "\n".join(lines)
 
 
-def measure_throughput(url: str, *, connections: int, seconds: float, warmup: float) -> Throughput:
-    """A short unrecorded run first: it opens the proxy's upstream connections and warms caches."""
+def measure_throughput(
+    url: str, *, connections: int, seconds: float, warmup: float, threads: int = 1
+) -> Throughput:
+    """A short unrecorded run first: it opens the proxy's upstream connections and warms caches.
+    ``threads``: wrk's, one per process of the server (``--workers``), so wrk is not the limit."""
     if warmup > 0:
-        run_wrk(url, connections=connections, seconds=warmup)
-    return run_wrk(url, connections=connections, seconds=seconds)
+        run_wrk(url, connections=connections, seconds=warmup, threads=threads)
+    return run_wrk(url, connections=connections, seconds=seconds, threads=threads)
 
 
 # --- h2load at a fixed rate -------------------------------------------------------------------
@@ -563,6 +570,7 @@ def measure(servers: dict[str, Server], args: argparse.Namespace, workdir: Path)
                     connections=args.connections,
                     seconds=args.duration,
                     warmup=args.warmup,
+                    threads=getattr(args, "workers", 1),
                 )
             )
     if args.no_fixed_rate:

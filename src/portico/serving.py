@@ -46,7 +46,7 @@ SERVED_ENDPOINTS = ("oauth",)
 """The built-in endpoint providers (``assembly.ENDPOINTS``) that ``serve`` offers; each serves
 nothing unless the config enables it (``identity.oauth``)."""
 
-__all__ = ["CannotListen", "run", "serve"]
+__all__ = ["CannotListen", "RevisionRecorder", "ServedGateway", "run", "serve", "with_listen"]
 
 
 class CannotListen(PorticoError):
@@ -148,6 +148,75 @@ def _log_failure(future: asyncio.Future[int]) -> None:
         log.error("could not record the config revision: %s", future.exception())
 
 
+class ServedGateway:
+    """The live parts of one gateway process: the identity and OAuth state, kept current from
+    the store, and the gateway serving a snapshot built with them. ``portico serve`` makes one;
+    with ``--workers``, each gateway process does (:mod:`portico.supervisor.worker`)."""
+
+    def __init__(
+        self,
+        config: PorticoConfig,
+        config_path: Path,
+        listen: tuple[str, int] | None,
+        *,
+        on_config_applied: Callable[[Path, str], None] | None = None,
+        watch_config: bool = True,
+    ) -> None:
+        url = config.database.url
+        # Consumers and API keys, kept current from the store by a poll of its change counter.
+        self.identity = IdentityState.open(config)
+        # The OAuth server's signing keys and revoked tokens, kept current the same way.
+        self.oauth = OAuthState(Database(url))
+        self.oauth.load()
+        self._listen = listen
+        self._tasks: list[asyncio.Task[None]] = []
+
+        def config_applied(path: Path, sha256: str) -> None:
+            self.identity.use_config(self.gateway.runtime.config)
+            if on_config_applied is not None:
+                on_config_applied(path, sha256)
+
+        # Rate-limit counters, cached responses, idempotency records, nonces: this process's
+        # memory, or Redis (the config's redis section), for the life of the process.
+        self.shared = open_shared_state(config.redis)
+        self.extensions = Extensions(identity=self.identity, oauth=self.oauth, shared=self.shared)
+        self.gateway = Gateway(
+            build_runtime(config, extensions=self.extensions, endpoints=SERVED_ENDPOINTS),
+            config_path=config_path,
+            rebuild=_keeping_listen(runtime_builder(self.extensions, SERVED_ENDPOINTS), listen),
+            on_config_applied=config_applied,
+            watch_config=watch_config,
+        )
+
+    def keep_current(self) -> None:
+        """Start polling the store for identity and OAuth changes (on the running loop)."""
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self.identity.watch()),
+            loop.create_task(self.oauth.run()),
+        ]
+
+    def use_config(self, config: PorticoConfig) -> None:
+        """Serve ``config``, already loaded and checked (by another process: ``--workers``);
+        raises what building its snapshot raises, and the old one keeps serving."""
+        config = with_listen(config, self._listen)
+        gateway = self.gateway
+        runtime = build_runtime(config, gateway.runtime, self.extensions, SERVED_ENDPOINTS)
+        gateway.apply(runtime)
+        gateway.stats.reloaded(True)
+        self.identity.use_config(config)
+
+    async def close(self) -> None:
+        """Drain the gateway (within ``gateway.drain_timeout``), then stop polling the store."""
+        await self.gateway.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.identity.close()
+        self.oauth.close()
+        await self.shared.close()
+
+
 async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
     log.info("gateway code: %s", _native.status())
     config = with_listen(load_config_to_serve(config_path), listen)
@@ -157,24 +226,9 @@ async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
     # there are an operator's decision (`portico db upgrade`).
     ensure_current(url)
     recorder = RevisionRecorder(url)
-    # Consumers and API keys, kept current from the store by a poll of its change counter.
-    identity = IdentityState.open(config)
-    # The OAuth server's signing keys and revoked tokens, kept current the same way.
-    oauth = OAuthState(Database(url))
-    oauth.load()
-
-    def config_applied(path: Path, sha256: str) -> None:
-        identity.use_config(gateway.runtime.config)
-        recorder.record(path, sha256)
-
-    shared = open_shared_state(config.redis)
-    extensions = Extensions(identity=identity, oauth=oauth, shared=shared)
-    gateway = Gateway(
-        build_runtime(config, extensions=extensions, endpoints=SERVED_ENDPOINTS),
-        config_path=config_path,
-        rebuild=_keeping_listen(runtime_builder(extensions, SERVED_ENDPOINTS), listen),
-        on_config_applied=config_applied,
-    )
+    served = ServedGateway(config, config_path, listen, on_config_applied=recorder.record)
+    gateway = served.gateway
+    shared = served.shared
     try:
         await _listening("gateway.listen", config.gateway.listen, gateway.start)
     except CannotListen as exc:
@@ -200,8 +254,7 @@ async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
         except CannotListen:
             await gateway.stop()
             raise
-    identity_watch = asyncio.get_running_loop().create_task(identity.watch())
-    oauth_watch = asyncio.get_running_loop().create_task(oauth.run())
+    served.keep_current()
     recorder.record(config_path, hashlib.sha256(raw).hexdigest())
     gateway.install_signal_handlers()
     address = host_port(config.gateway.listen.host, gateway.port)
@@ -213,14 +266,8 @@ async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
     log.info("shutting down: draining in-flight requests")
     if operations is not None:
         await operations.stop()
-    await gateway.stop()
-    identity_watch.cancel()
-    oauth_watch.cancel()
-    await asyncio.gather(identity_watch, oauth_watch, return_exceptions=True)
-    identity.close()
-    oauth.close()
+    await served.close()
     recorder.close()
-    await shared.close()
     return 0
 
 

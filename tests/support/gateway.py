@@ -142,7 +142,8 @@ class PorticoProcess:
     BANNER = "Portico gateway on http://"
     OPERATIONS_BANNER = "Portico operations on http://"
 
-    def __init__(self, tmp_path: Path, config: Config) -> None:
+    def __init__(self, tmp_path: Path, config: Config, args: tuple[str, ...] = ()) -> None:
+        """``args`` follow ``serve -c FILE`` (``--workers 2``)."""
         self.tmp_path = tmp_path
         self.config_path = tmp_path / "portico.yaml"
         self.log_path = tmp_path / "portico.log"
@@ -151,7 +152,7 @@ class PorticoProcess:
         env.pop("PORTICO_DATABASE_URL", None)
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [_portico_command(), "serve", "-c", str(self.config_path)],
+            [_portico_command(), "serve", "-c", str(self.config_path), *args],
             cwd=tmp_path,
             stdout=subprocess.PIPE,
             stderr=self._log,

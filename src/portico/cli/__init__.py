@@ -20,7 +20,7 @@ from portico.identity.oauth import cli as oauth_cli
 if TYPE_CHECKING:
     from portico.config.model import PorticoConfig
 
-__all__ = ["build_parser", "load_config", "main", "parse_listen"]
+__all__ = ["build_parser", "load_config", "main", "parse_listen", "parse_workers"]
 
 DESCRIPTION = """\
 Portico: a self-hosted API gateway and integration platform.
@@ -36,6 +36,7 @@ examples:
   portico check portico.yaml            list every error in the file, with its line
   portico serve --listen 0.0.0.0:8080   serve it on another address than gateway.listen
   portico keys create --consumer acme/billing --expires 30d
+  portico serve --workers auto           one gateway process per core, supervised
   portico serve --log-format json --log-level warning"""
 
 DEFAULT_CONFIG = "portico.yaml"
@@ -67,9 +68,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from portico.serving import serve
+    from portico.supervisor.supervise import serve
 
-    return serve(Path(args.config), listen=args.listen)
+    # Each gateway process of --workers logs as this command does.
+    log_options = ["--log-level", _log_level(args), "--log-format", _global(args, "log_format")]
+    return serve(Path(args.config), args.listen, args.workers, log_options)
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -112,6 +115,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # -- arguments --------------------------------------------------------------------------------
+
+
+def parse_workers(text: str) -> int | str:
+    """``--workers``: a number of gateway processes, or ``auto`` (one per core)."""
+    from portico.config.workers import parse_workers as parse
+
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -206,6 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="listen here instead of gateway.listen, e.g. 0.0.0.0:8080 or [::1]:8080",
     )
+    serve.add_argument(
+        "--workers",
+        type=parse_workers,
+        metavar="N|auto",
+        help="run N gateway processes sharing the port, supervised (auto: one per core); "
+        "instead of gateway.workers (default 1). See docs/workers.md",
+    )
 
     check = command("check", "validate a config file and list every error with its line", cmd_check)
     check.add_argument(
@@ -267,10 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # The parser class of every subcommand is the class of the parser that made it (argparse).
     args = build_parser().parse_args(argv)
-    debug = bool(_global(args, "debug")) or _global(args, "log_level") == "debug"
+    debug = _debug(args)
     from portico.cli import logs
 
-    logs.configure("debug" if debug else _global(args, "log_level"), _global(args, "log_format"))
+    logs.configure(_log_level(args), _global(args, "log_format"))
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
@@ -280,6 +300,14 @@ def main(argv: list[str] | None = None) -> int:
         from portico.cli.failures import report
 
         return report(exc, _command_name(args), debug=debug)
+
+
+def _debug(args: argparse.Namespace) -> bool:
+    return bool(_global(args, "debug")) or _global(args, "log_level") == "debug"
+
+
+def _log_level(args: argparse.Namespace) -> str:
+    return "debug" if _debug(args) else str(_global(args, "log_level"))
 
 
 def _command_name(args: argparse.Namespace) -> str:

@@ -44,6 +44,8 @@ _SIZE_UNITS = {
     "GB": 1000**3,
     "GiB": 1024**3,
 }
+MAX_WORKERS = 256
+"""The most gateway processes ``gateway.workers`` may ask for."""
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 """What a name (of a route, service, tenant, consumer, provider) may be made of."""
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -75,6 +77,15 @@ def _parse_size(value: Any) -> int:
     if size < 0:
         raise ValueError("a size cannot be negative")
     return size
+
+
+def _parse_workers(value: Any) -> int | str:
+    # One message for both forms, rather than one per member of the union.
+    if value == "auto" or (
+        isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WORKERS
+    ):
+        return value  # type: ignore[no-any-return]
+    raise ValueError(f"expected a number of processes from 1 to {MAX_WORKERS}, or auto")
 
 
 def _check_header_name(name: str) -> str:
@@ -169,6 +180,9 @@ class GatewaySettings(Model):
     drain_timeout: Duration = 30.0
     """On shutdown, how long in-flight requests get to finish."""
     access_log: bool = False
+    workers: Annotated[int | Literal["auto"], BeforeValidator(_parse_workers)] = 1
+    """Gateway processes sharing the listeners (``auto``: one per core the process may use);
+    ``serve --workers`` overrides it; :func:`portico.config.workers.worker_count` resolves it."""
 
     @field_validator("trusted_proxies")
     @classmethod

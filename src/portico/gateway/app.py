@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import logging
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,16 @@ class FileStamp:
         return cls(st.st_mtime_ns, st.st_size, st.st_ino)
 
 
+@dataclass(frozen=True, slots=True)
+class BoundListeners:
+    """Listening sockets opened by another process (``serve --workers``: the supervisor binds
+    them once, each gateway process serves them) instead of ``gateway.listen`` and
+    ``gateway.tls.listen``."""
+
+    plain: socket.socket
+    tls: socket.socket | None = None
+
+
 class Gateway:
     def __init__(
         self,
@@ -52,9 +63,12 @@ class Gateway:
         config_path: Path | None = None,
         rebuild: Callable[[Path, Runtime], Runtime] | None = None,
         on_config_applied: Callable[[Path, str], None] | None = None,
+        watch_config: bool = True,
     ) -> None:
         """``rebuild(path, previous)`` loads the file at ``config_path`` and builds its snapshot
-        (raising :class:`ConfigError` for an invalid file); without it, nothing reloads."""
+        (raising :class:`ConfigError` for an invalid file); without it, nothing reloads.
+        ``watch_config=False``: the file is not watched (another process decides when to
+        reload, and calls :meth:`reload` or :meth:`apply`)."""
         self.runtime = runtime
         self.config_path = config_path if rebuild is not None else None
         self._rebuild = rebuild
@@ -67,6 +81,7 @@ class Gateway:
         self._retired: list[Service] = []
         self._stamp = FileStamp.of(self.config_path) if self.config_path else None
         self._on_config_applied = on_config_applied
+        self._watch = watch_config
         self._stopped = asyncio.Event()
 
     @property
@@ -85,18 +100,31 @@ class Gateway:
         sockets = self._server.sockets
         return int(sockets[0].getsockname()[1])
 
-    async def start(self) -> None:
+    async def start(self, bound: BoundListeners | None = None) -> None:
+        """Listen on ``gateway.listen`` (and ``gateway.tls.listen``), or serve ``bound``."""
         loop = asyncio.get_running_loop()
         listen = self.runtime.settings.listen
-        self._server = await loop.create_server(
-            lambda: ClientConnection(self),
-            listen.host,
-            listen.port,
-            reuse_address=True,
-            backlog=2048,
-        )
+        if bound is not None:
+            self._server = await loop.create_server(
+                lambda: ClientConnection(self), sock=bound.plain, backlog=2048
+            )
+        else:
+            self._server = await loop.create_server(
+                lambda: ClientConnection(self),
+                listen.host,
+                listen.port,
+                reuse_address=True,
+                backlog=2048,
+            )
         tls = self.runtime.settings.tls
-        if tls is not None:
+        if tls is not None and bound is not None and bound.tls is not None:
+            self._tls_server = await loop.create_server(
+                lambda: ClientConnection(self, tls=True),
+                sock=bound.tls,
+                ssl=server_ssl_context(tls),
+                backlog=2048,
+            )
+        elif tls is not None:
             self._tls_server = await loop.create_server(
                 lambda: ClientConnection(self, tls=True),
                 tls.listen.host,
@@ -105,10 +133,12 @@ class Gateway:
                 reuse_address=True,
                 backlog=2048,
             )
+        if self._tls_server is not None:
+            assert tls is not None
             log.info("gateway listening on https://%s", host_port(tls.listen.host, self.tls_port))
         self._sync_health_checks()
         self._background.append(loop.create_task(self._tick()))
-        if self.config_path is not None:
+        if self.config_path is not None and self._watch:
             self._background.append(loop.create_task(self._watch_config()))
         log.info("gateway listening on http://%s", host_port(listen.host, self.port))
 

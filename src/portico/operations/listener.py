@@ -5,7 +5,8 @@ It runs on the gateway's event loop, off the data plane's port, on ``127.0.0.1``
 is ready, Prometheus scrapes it. It speaks plain HTTP/1.1 with keep-alive (httptools parses);
 it answers GET and HEAD only, and every error as problem+json.
 
-- ``GET /healthz``: 200 while the process serves (the event loop answers).
+- ``GET /healthz``: 200 while the process serves (the event loop answers); with liveness
+  checks (``serve --workers``: a gateway process answers), 503 when one fails, saying which.
 - ``GET /readyz``: 200 when every readiness check passes (the config is loaded, the store answers
   a query within two seconds), else 503; the body says which failed, as JSON.
 - ``GET /metrics``: the Prometheus text format (``docs/metrics.md`` lists every metric).
@@ -48,9 +49,19 @@ class ReadinessCheck:
 class Operations:
     """The listener's routes and state; one per process."""
 
-    def __init__(self, metrics: CollectorRegistry, checks: Sequence[ReadinessCheck]) -> None:
+    def __init__(
+        self,
+        metrics: CollectorRegistry,
+        checks: Sequence[ReadinessCheck],
+        liveness: Sequence[ReadinessCheck] = (),
+        before_scrape: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """``before_scrape`` gathers what ``metrics`` reads (``serve --workers``: the counters
+        of every gateway process) before each ``/metrics``."""
         self.metrics = metrics
         self.checks = tuple(checks)
+        self.liveness = tuple(liveness)
+        self._before_scrape = before_scrape
         self._server: asyncio.Server | None = None
 
     @property
@@ -73,27 +84,33 @@ class Operations:
     async def answer(self, method: str, path: str) -> tuple[int, str, bytes]:
         """``(status, content type, body)`` for one request (a problem's id is in its body)."""
         if path == "/healthz":
-            return 200, "text/plain; charset=utf-8", b"ok\n"
+            if not self.liveness:
+                return 200, "text/plain; charset=utf-8", b"ok\n"
+            return await self._report(self.liveness, "live", "not live")
         if path == "/readyz":
-            return await self._readiness()
+            return await self._report(self.checks, "ready", "not ready")
         if path == "/metrics":
+            if self._before_scrape is not None:
+                await self._before_scrape()
             loop = asyncio.get_running_loop()
             # Gathering reads plain memory; only the text is built here, on the loop.
             return 200, CONTENT_TYPE, await loop.run_in_executor(None, exposition, self.metrics)
         return _problem(problems.ROUTE_NOT_FOUND)
 
-    async def _readiness(self) -> tuple[int, str, bytes]:
-        results = await asyncio.gather(*(self._run(check) for check in self.checks))
+    async def _report(
+        self, checks: Sequence[ReadinessCheck], good: str, bad: str
+    ) -> tuple[int, str, bytes]:
+        results = await asyncio.gather(*(self._run(check) for check in checks))
         failed = {name: why for name, why in results if why is not None}
-        required = {check.name for check in self.checks if check.required}
+        required = {check.name for check in checks if check.required}
         blocking = failed.keys() & required
         body = {
-            "status": "not ready" if blocking else "degraded" if failed else "ready",
+            "status": bad if blocking else "degraded" if failed else good,
             "checks": {name: (why or "ok") for name, why in results},
         }
         status = 503 if blocking else 200
         if failed:
-            log.warning("not ready: %s", "; ".join(f"{k}: {v}" for k, v in failed.items()))
+            log.warning("%s: %s", bad, "; ".join(f"{k}: {v}" for k, v in failed.items()))
         return status, "application/json", json.dumps(body).encode() + b"\n"
 
     @staticmethod

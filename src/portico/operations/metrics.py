@@ -8,7 +8,8 @@ next to its standard process metrics (CPU, memory, open files).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -22,10 +23,41 @@ from prometheus_client.process_collector import ProcessCollector
 
 from portico.gateway.app import Gateway
 from portico.gateway.health import CircuitState
-from portico.gateway.stats import LATENCY_BUCKETS, STATUS_CLASSES, Histogram
+from portico.gateway.stats import LATENCY_BUCKETS, STATUS_CLASSES, GatewayStats, Histogram
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _BOUNDS = [repr(bound) for bound in LATENCY_BUCKETS] + ["+Inf"]
+
+
+@dataclass(frozen=True, slots=True)
+class TargetView:
+    """What a gateway process knows of one target at scrape time: each process has its own
+    health checks and circuit breakers (``worker`` names the process when there are several)."""
+
+    service: str
+    target: str
+    available: bool
+    circuit: str | None
+    """The breaker's state (a :class:`CircuitState` value); ``None`` without a breaker."""
+    worker: str | None = None
+
+
+def target_views(gateway: Gateway, worker: str | None = None) -> list[TargetView]:
+    """The targets of the config that serves now, as ``gateway`` sees them."""
+    views: list[TargetView] = []
+    for name, service in gateway.runtime.services.items():
+        for target in service.targets:
+            circuit = target.health.breaker
+            views.append(
+                TargetView(
+                    service=name,
+                    target=target.url,
+                    available=target.health.available(),
+                    circuit=None if circuit is None else circuit.state.value,
+                    worker=worker,
+                )
+            )
+    return views
 
 
 class PorticoCollector:
@@ -36,164 +68,181 @@ class PorticoCollector:
         self._stats = gateway.stats
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._requests()
-        yield from self._upstreams()
-        yield from self._auth()
-        yield from self._deprecated()
-        yield from self._masking()
-        yield from self._config()
+        yield from counter_families(self._stats)
+        yield from target_families(target_views(self._gateway))
+        yield from config_families(self._stats, len(self._gateway.runtime.config.routes))
 
-    def _requests(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily(
-            "portico_requests",
-            "Requests answered, by route, service, method and status class.",
-            labels=["route", "service", "method", "status_class"],
-        )
-        duration = HistogramMetricFamily(
-            "portico_request_duration_seconds",
-            "The whole exchange, from the first byte of the request to the last byte sent.",
-            labels=["route", "service"],
-        )
-        upstream = HistogramMetricFamily(
-            "portico_upstream_duration_seconds",
-            "From sending the request head upstream to receiving the response head.",
-            labels=["route", "service"],
-        )
-        stats = self._stats
-        for route in (stats.unrouted, *stats.routes.values()):
-            labels = [route.route, route.service]
-            for method, counts in route.requests.items():
-                for status_class, count in zip(STATUS_CLASSES, counts, strict=True):
-                    if count:
-                        requests.add_metric([*labels, method, status_class], count)
-            if any(route.duration.counts):
-                duration.add_metric(labels, _buckets(route.duration), route.duration.sum)
-            if any(route.upstream.counts):
-                upstream.add_metric(labels, _buckets(route.upstream), route.upstream.sum)
-        yield requests
-        yield duration
-        yield upstream
 
-    def _upstreams(self) -> Iterator[Metric]:
-        errors = CounterMetricFamily(
-            "portico_upstream_errors",
-            "Failed attempts to reach a service's targets, by kind: connect, timeout, closed "
-            "(the connection ended before a response), invalid (not HTTP).",
-            labels=["service", "kind"],
-        )
-        retries = CounterMetricFamily(
-            "portico_upstream_retries",
-            "Attempts made on another target after a failed one.",
-            labels=["service"],
-        )
-        for counted in self._stats.services.values():
-            for kind, count in counted.errors.items():
-                errors.add_metric([counted.name, kind], count)
-            retries.add_metric([counted.name], counted.retries)
-        healthy = GaugeMetricFamily(
-            "portico_upstream_target_healthy",
-            "1 when the target may receive traffic (health checks and circuit breaker), else 0.",
-            labels=["service", "target"],
-        )
-        breaker = GaugeMetricFamily(
-            "portico_circuit_breaker_state",
-            "The circuit breaker state of each target: 1 for the current state, 0 for the others.",
-            labels=["service", "target", "state"],
-        )
-        healthy_targets = GaugeMetricFamily(
-            "portico_upstream_healthy_targets",
-            "Targets of the service that may receive traffic.",
-            labels=["service"],
-        )
-        for name, service in self._gateway.runtime.services.items():
-            up = 0
-            for target in service.targets:
-                available = target.health.available()
-                up += available
-                healthy.add_metric([name, target.url], 1 if available else 0)
-                circuit = target.health.breaker
-                if circuit is not None:
-                    for state in CircuitState:
-                        current = 1 if circuit.state is state else 0
-                        breaker.add_metric([name, target.url, state.value], current)
-            healthy_targets.add_metric([name], up)
-        yield errors
-        yield retries
-        yield healthy
-        yield breaker
-        yield healthy_targets
+def counter_families(stats: GatewayStats) -> Iterator[Metric]:
+    """The data plane's counters and histograms (summed, with several gateway processes)."""
+    yield from _requests(stats)
+    yield from _upstream_counters(stats)
+    yield from _auth(stats)
+    yield from _deprecated(stats)
+    yield from _masking(stats)
 
-    def _auth(self) -> Iterator[Metric]:
-        failures = CounterMetricFamily(
-            "portico_auth_failures",
-            "Requests refused by a route's auth policy, by method and reason: missing (no "
-            "credentials), invalid, tenant, ip, scope.",
-            labels=["route", "method", "reason"],
-        )
-        for (route, method, reason), count in self._stats.auth_failures.items():
-            failures.add_metric([route, method, reason], count)
-        yield failures
 
-    def _deprecated(self) -> Iterator[Metric]:
-        calls = CounterMetricFamily(
-            "portico_deprecated_requests",
-            "Calls to routes with a deprecation policy, by route and consumer (empty: no "
-            "identity).",
-            labels=["route", "consumer"],
-        )
-        for (route, consumer), count in self._stats.deprecated_requests.items():
-            calls.add_metric([route, consumer], count)
-        yield calls
+def _requests(stats: GatewayStats) -> Iterator[Metric]:
+    requests = CounterMetricFamily(
+        "portico_requests",
+        "Requests answered, by route, service, method and status class.",
+        labels=["route", "service", "method", "status_class"],
+    )
+    duration = HistogramMetricFamily(
+        "portico_request_duration_seconds",
+        "The whole exchange, from the first byte of the request to the last byte sent.",
+        labels=["route", "service"],
+    )
+    upstream = HistogramMetricFamily(
+        "portico_upstream_duration_seconds",
+        "From sending the request head upstream to receiving the response head.",
+        labels=["route", "service"],
+    )
+    for route in (stats.unrouted, *stats.routes.values()):
+        labels = [route.route, route.service]
+        for method, counts in route.requests.items():
+            for status_class, count in zip(STATUS_CLASSES, counts, strict=True):
+                if count:
+                    requests.add_metric([*labels, method, status_class], count)
+        if any(route.duration.counts):
+            duration.add_metric(labels, _buckets(route.duration), route.duration.sum)
+        if any(route.upstream.counts):
+            upstream.add_metric(labels, _buckets(route.upstream), route.upstream.sum)
+    yield requests
+    yield duration
+    yield upstream
 
-    def _masking(self) -> Iterator[Metric]:
-        masked = CounterMetricFamily(
-            "portico_masked_responses",
-            "Response bodies a route's mask policy checked and sent with its fields removed or "
-            "masked.",
-            labels=["route"],
-        )
-        refused = CounterMetricFamily(
-            "portico_mask_refusals",
-            "Responses a mask policy could not check and replaced by 502 response-not-maskable, "
-            "by reason: too_large, invalid_json, encoding, partial, content_type.",
-            labels=["route", "reason"],
-        )
-        passed = CounterMetricFamily(
-            "portico_mask_unchecked_responses",
-            "Responses a mask policy could not check and let through as configured "
-            "(unreadable: pass, non_json: pass), by reason.",
-            labels=["route", "reason"],
-        )
-        for (route, outcome, reason), count in self._stats.masking.items():
-            if outcome == "masked":
-                masked.add_metric([route], count)
-            elif outcome == "refused":
-                refused.add_metric([route, reason], count)
-            else:
-                passed.add_metric([route, reason], count)
-        yield masked
-        yield refused
-        yield passed
 
-    def _config(self) -> Iterator[Metric]:
-        reloads = CounterMetricFamily(
-            "portico_config_reloads",
-            "Config reloads (file change or SIGHUP), by result: success or failure.",
-            labels=["result"],
-        )
-        for result, count in self._stats.reloads.items():
-            reloads.add_metric([result], count)
-        yield reloads
-        yield GaugeMetricFamily(
-            "portico_config_last_reload_success_timestamp_seconds",
-            "When the config that serves now was loaded (Unix time).",
-            value=self._stats.last_reload,
-        )
-        yield GaugeMetricFamily(
-            "portico_routes",
-            "Routes in the config that serves now.",
-            value=len(self._gateway.runtime.config.routes),
-        )
+def _upstream_counters(stats: GatewayStats) -> Iterator[Metric]:
+    errors = CounterMetricFamily(
+        "portico_upstream_errors",
+        "Failed attempts to reach a service's targets, by kind: connect, timeout, closed "
+        "(the connection ended before a response), invalid (not HTTP).",
+        labels=["service", "kind"],
+    )
+    retries = CounterMetricFamily(
+        "portico_upstream_retries",
+        "Attempts made on another target after a failed one.",
+        labels=["service"],
+    )
+    for counted in stats.services.values():
+        for kind, count in counted.errors.items():
+            errors.add_metric([counted.name, kind], count)
+        retries.add_metric([counted.name], counted.retries)
+    yield errors
+    yield retries
+
+
+def target_families(views: Sequence[TargetView]) -> Iterator[Metric]:
+    """The live health of every target; labelled ``worker`` when the views name one (each
+    gateway process has its own view: a sum would mean nothing)."""
+    by_worker = any(view.worker is not None for view in views)
+    extra = ["worker"] if by_worker else []
+    healthy = GaugeMetricFamily(
+        "portico_upstream_target_healthy",
+        "1 when the target may receive traffic (health checks and circuit breaker), else 0.",
+        labels=["service", "target", *extra],
+    )
+    breaker = GaugeMetricFamily(
+        "portico_circuit_breaker_state",
+        "The circuit breaker state of each target: 1 for the current state, 0 for the others.",
+        labels=["service", "target", "state", *extra],
+    )
+    healthy_targets = GaugeMetricFamily(
+        "portico_upstream_healthy_targets",
+        "Targets of the service that may receive traffic.",
+        labels=["service", *extra],
+    )
+    up: dict[tuple[str, ...], int] = {}
+    for view in views:
+        worker = [view.worker or ""] if by_worker else []
+        key = (view.service, *worker)
+        up[key] = up.get(key, 0) + (1 if view.available else 0)
+        healthy.add_metric([view.service, view.target, *worker], 1 if view.available else 0)
+        if view.circuit is not None:
+            for state in CircuitState:
+                current = 1 if view.circuit == state.value else 0
+                breaker.add_metric([view.service, view.target, state.value, *worker], current)
+    for key, count in up.items():
+        healthy_targets.add_metric(list(key), count)
+    yield healthy
+    yield breaker
+    yield healthy_targets
+
+
+def _auth(stats: GatewayStats) -> Iterator[Metric]:
+    failures = CounterMetricFamily(
+        "portico_auth_failures",
+        "Requests refused by a route's auth policy, by method and reason: missing (no "
+        "credentials), invalid, tenant, ip, scope.",
+        labels=["route", "method", "reason"],
+    )
+    for (route, method, reason), count in stats.auth_failures.items():
+        failures.add_metric([route, method, reason], count)
+    yield failures
+
+
+def config_families(stats: GatewayStats, routes: int) -> Iterator[Metric]:
+    """Reloads, the last one, and the routes of the config that serves now."""
+    reloads = CounterMetricFamily(
+        "portico_config_reloads",
+        "Config reloads (file change or SIGHUP), by result: success or failure.",
+        labels=["result"],
+    )
+    for result, count in stats.reloads.items():
+        reloads.add_metric([result], count)
+    yield reloads
+    yield GaugeMetricFamily(
+        "portico_config_last_reload_success_timestamp_seconds",
+        "When the config that serves now was loaded (Unix time).",
+        value=stats.last_reload,
+    )
+    yield GaugeMetricFamily(
+        "portico_routes",
+        "Routes in the config that serves now.",
+        value=routes,
+    )
+
+
+def _deprecated(stats: GatewayStats) -> Iterator[Metric]:
+    calls = CounterMetricFamily(
+        "portico_deprecated_requests",
+        "Calls to routes with a deprecation policy, by route and consumer (empty: no identity).",
+        labels=["route", "consumer"],
+    )
+    for (route, consumer), count in stats.deprecated_requests.items():
+        calls.add_metric([route, consumer], count)
+    yield calls
+
+
+def _masking(stats: GatewayStats) -> Iterator[Metric]:
+    masked = CounterMetricFamily(
+        "portico_masked_responses",
+        "Response bodies a route's mask policy checked and sent with its fields removed or masked.",
+        labels=["route"],
+    )
+    refused = CounterMetricFamily(
+        "portico_mask_refusals",
+        "Responses a mask policy could not check and replaced by 502 response-not-maskable, "
+        "by reason: too_large, invalid_json, encoding, partial, content_type.",
+        labels=["route", "reason"],
+    )
+    passed = CounterMetricFamily(
+        "portico_mask_unchecked_responses",
+        "Responses a mask policy could not check and let through as configured "
+        "(unreadable: pass, non_json: pass), by reason.",
+        labels=["route", "reason"],
+    )
+    for (route, outcome, reason), count in stats.masking.items():
+        if outcome == "masked":
+            masked.add_metric([route], count)
+        elif outcome == "refused":
+            refused.add_metric([route, reason], count)
+        else:
+            passed.add_metric([route, reason], count)
+    yield masked
+    yield refused
+    yield passed
 
 
 def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
