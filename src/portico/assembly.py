@@ -47,6 +47,7 @@ from portico.identity import checks as identity_checks
 from portico.identity.context import BuildContext, EndpointProvider, Extensions
 from portico.policies import registry
 from portico.policies.catalogue import POLICIES
+from portico.policies.validation import checks as validation_checks
 
 __all__ = [
     "CHECKS",
@@ -69,7 +70,11 @@ ENDPOINTS: Catalogue[EndpointProvider] = Catalogue(
 OAuth server's need its live state, which only ``serve`` has)."""
 
 CHECKS = Checks(
-    checks=(partial(registry.route_policy_errors, POLICIES), identity_checks.identity_errors),
+    checks=(
+        partial(registry.route_policy_errors, POLICIES),
+        identity_checks.identity_errors,
+        validation_checks.openapi_errors,
+    ),
     policy_settings=partial(registry.settings_model, POLICIES),
 )
 SERVE_CHECKS = Checks(

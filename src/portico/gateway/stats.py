@@ -127,6 +127,7 @@ class GatewayStats:
         "routes",
         "services",
         "unrouted",
+        "validation_failures",
     )
 
     def __init__(self, enabled: bool = True) -> None:
@@ -139,6 +140,9 @@ class GatewayStats:
         self.auth_failures: dict[tuple[str, str, str], int] = {}
         """(route, method, reason) -> count; reason is ``missing``, ``invalid``, ``tenant``,
         ``ip`` or ``scope``."""
+        self.validation_failures: dict[tuple[str, str], int] = {}
+        """(route, direction) -> count: requests the validation policy refused (``request``),
+        responses it found not to match the document (``response``)."""
         self.reloads = {"success": 0, "failure": 0}
         self.last_reload = time.time()
         """When the config that serves was loaded (a Unix time)."""
@@ -171,6 +175,10 @@ class GatewayStats:
     def auth_failure(self, route: str, method: str, reason: str) -> None:
         key = (route, method, reason)
         self.auth_failures[key] = self.auth_failures.get(key, 0) + 1
+
+    def validation_failure(self, route: str, direction: str) -> None:
+        key = (route, direction)
+        self.validation_failures[key] = self.validation_failures.get(key, 0) + 1
 
     def reloaded(self, ok: bool) -> None:
         self.reloads["success" if ok else "failure"] += 1

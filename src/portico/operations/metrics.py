@@ -39,6 +39,7 @@ class PorticoCollector:
         yield from self._requests()
         yield from self._upstreams()
         yield from self._auth()
+        yield from self._validation()
         yield from self._config()
 
     def _requests(self) -> Iterator[Metric]:
@@ -130,6 +131,17 @@ class PorticoCollector:
         )
         for (route, method, reason), count in self._stats.auth_failures.items():
             failures.add_metric([route, method, reason], count)
+        yield failures
+
+    def _validation(self) -> Iterator[Metric]:
+        failures = CounterMetricFamily(
+            "portico_validation_failures",
+            "Requests a route's validation policy refused (direction request), and upstream "
+            "responses it found not to match the API document (direction response).",
+            labels=["route", "direction"],
+        )
+        for (route, direction), count in self._stats.validation_failures.items():
+            failures.add_metric([route, direction], count)
         yield failures
 
     def _config(self) -> Iterator[Metric]:
