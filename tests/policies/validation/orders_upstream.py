@@ -2,7 +2,8 @@
 
 ``GET /api/orders`` lists orders, ``POST /api/orders`` answers 201 with what it got, ``GET
 /api/orders/{id}`` one order, except order 13, whose answer breaks the document (``qty`` is a
-string): what response reporting must notice. Anything else is a 404. Every request it got is
+string), and order 500, a 500 the document does not describe: what response reporting must
+notice. Anything else is a 404. Every request it got is
 kept in :attr:`OrdersUpstream.received` (method, path and query, body)."""
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class OrdersUpstream:
                 if parts[0] in ("/api/orders", "/orders") and parts[1].isdigit():
                     if self.command == "DELETE":
                         self._answer(204)
+                    elif parts[1] == "500":
+                        self._answer(500, {"error": "broken"})
                     elif parts[1] == "13":
                         self._answer(200, {**ORDER, "qty": "many"})
                     else:
@@ -58,7 +61,7 @@ class OrdersUpstream:
                     return
                 self._answer(404, {"error": "not found"})
 
-            do_GET = do_POST = do_DELETE = do_HEAD = do_PUT = do_PATCH = _serve
+            do_GET = do_POST = do_DELETE = do_HEAD = do_PUT = do_PATCH = _serve  # noqa: N815
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

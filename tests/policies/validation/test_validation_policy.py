@@ -171,7 +171,9 @@ def test_a_body_on_an_operation_that_takes_none_is_refused(http: httpx.Client) -
     assert pointers(response) == [""]
 
 
-def test_every_error_is_listed_to_the_policy_limit(tmp_path: Path, upstream: OrdersUpstream) -> None:
+def test_every_error_is_listed_to_the_policy_limit(
+    tmp_path: Path, upstream: OrdersUpstream
+) -> None:
     shutil.copy(HERE / "orders.yaml", tmp_path / "orders.yaml")
     config = {
         "services": {"orders": {"targets": [upstream.url], "openapi": "orders.yaml"}},

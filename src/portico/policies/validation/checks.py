@@ -47,8 +47,8 @@ def _entry_errors(config: PorticoConfig) -> Iterator[Finding]:
                     f"the validation policy needs services.{name}.openapi",
                 )
     for i, route in enumerate(config.routes):
-        service = config.services.get(route.service)
-        if service is None or service.openapi is not None:
+        owner = config.services.get(route.service)
+        if owner is None or owner.openapi is not None:
             continue
         for j, spec in enumerate(route.policies):
             if spec.type == _TYPE:

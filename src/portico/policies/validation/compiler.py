@@ -268,9 +268,7 @@ class _Compiler:
         for status, response in (spec.get("responses") or {}).items():
             resolved, response_at = self._resolve(response, (*at, "responses", status))
             if isinstance(resolved, dict):
-                responses[str(status).upper()] = ResponseSpec(
-                    self._content(resolved, response_at)
-                )
+                responses[str(status).upper()] = ResponseSpec(self._content(resolved, response_at))
         name = spec.get("operationId")
         return Operation(
             method=method,

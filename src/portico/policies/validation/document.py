@@ -103,9 +103,7 @@ def load_document(path: str | Path) -> OpenAPIDocument:
         raise DocumentError(
             [document.problem(("openapi",), f"{found}: Portico reads OpenAPI 3.0 and 3.1")]
         )
-    problems = [
-        document.problem(pointer, message) for pointer, message in _meta_errors(document)
-    ]
+    problems = [document.problem(pointer, message) for pointer, message in _meta_errors(document)]
     if problems:
         raise DocumentError(problems)
     return document

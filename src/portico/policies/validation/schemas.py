@@ -91,9 +91,7 @@ class SchemaConverter:
                 continue
             if key in _SCHEMA_MAPS and isinstance(value, dict):
                 out[key] = {k: self.convert(v, (*at, key, k)) for k, v in value.items()}
-            elif key in _SCHEMA_LISTS and isinstance(value, list):
-                out[key] = [self.convert(v, (*at, key, i)) for i, v in enumerate(value)]
-            elif key == "items" and isinstance(value, list):
+            elif key in (*_SCHEMA_LISTS, "items") and isinstance(value, list):
                 out[key] = [self.convert(v, (*at, key, i)) for i, v in enumerate(value)]
             elif (key in _SCHEMA_ONE or key == "items") and isinstance(value, dict | bool):
                 out[key] = self.convert(value, (*at, key))
