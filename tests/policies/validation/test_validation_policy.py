@@ -367,3 +367,13 @@ def test_a_header_parameter_given_twice_is_refused(gateway: RunningGateway) -> N
 def test_a_trailing_slash_reaches_the_same_operation(http: httpx.Client) -> None:
     assert http.get("/api/orders/7/").status_code == 200
     assert pointers(http.get("/api/orders/0/")) == ["/path/id"]
+
+
+def test_brackets_inside_strings_do_not_count_as_depth(http: httpx.Client) -> None:
+    body = {"sku": "[[[[{{{{[[[[", "qty": 1, "note": '\\"[[[[[[[[[[[[', "tags": ["]]]]", "[[[["]}
+    assert post_raw(http, json.dumps(body).encode()).status_code == 201
+    nested = {"sku": "A", "qty": 1, "tags": [[[[[[[["x"]]]]]]]]}
+    problem = check_problem(
+        post_raw(http, json.dumps(nested).encode()), 400, PROBLEMS + "json-limit-exceeded"
+    )
+    assert "max_depth" in problem["detail"]

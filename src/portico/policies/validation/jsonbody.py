@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 __all__ = ["JsonLimits", "JsonRejected", "parse_json"]
+
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
+_STRING = re.compile(rb'"[^"]*"')
+_INNERMOST = re.compile(rb"\[\]|\{\}")
 
 
 class JsonRejected(Exception):
@@ -78,8 +83,34 @@ def parse_json(body: bytes, limits: JsonLimits) -> Any:
         ) from None
     except ValueError as exc:  # an integer of more digits than Python converts
         raise JsonRejected("", f"not valid JSON: {str(exc)[:120]}") from None
-    _check_limits(value, limits)
+    if _deeper_than(body, limits.max_depth):
+        raise JsonRejected("", f"nested deeper than {limits.max_depth} levels", "max_depth")
+    # A string over the limit needs that many characters, an array over it two per item: a
+    # body shorter than both cannot break them, and is not walked (most bodies are).
+    if len(text) > limits.max_string_length or len(text) > 2 * limits.max_array_length:
+        _check_limits(value, limits)
     return value
+
+
+def _deeper_than(body: bytes, depth: int) -> bool:
+    """Whether valid JSON ``body`` nests arrays and objects more than ``depth`` levels. Done
+    on its brackets alone, with C-level bytes operations rather than a walk over every value:
+    escaped backslashes and quotes taken out (``\\`` pairs first, as a reader meets them); the
+    bytes cut down to brackets and quotes; strings taken out; then the innermost pairs, once per
+    level.
+    """
+    if body.count(b"[") + body.count(b"{") <= depth:
+        return False
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    structure = unescaped.translate(None, _NOT_STRUCTURE)
+    # Two quotes side by side close one string and open the next, or make an empty one: either
+    # way nothing between them is outside a string. Most strings go so, without a regex.
+    brackets = _STRING.sub(b"", structure.replace(b'""', b""))
+    for _ in range(depth):
+        if not brackets:
+            return False
+        brackets = _INNERMOST.sub(b"", brackets)
+    return bool(brackets)
 
 
 def _check_limits(value: Any, limits: JsonLimits) -> None:
