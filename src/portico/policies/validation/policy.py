@@ -40,6 +40,7 @@ __all__ = ["RequestValidation", "ResponseReporting", "build"]
 
 log = logging.getLogger("portico.validation")
 
+_ACCEPT_FIELD = {"POST": "accept-post", "PATCH": "accept-patch"}
 _OPERATION = "validation.operation"
 """Where the matched operation waits for the response check (``exchange.state``)."""
 
@@ -176,11 +177,15 @@ class RequestValidation:
         if media is None or spec is None:
             said = "no Content-Type" if media is None else f"Content-Type {media[0] or '(two)'}"
             accepted = ", ".join(operation.body_content) or "none"
+            # RFC 9110 §15.5.16: what the operation would take, where a field says it.
+            fields = Headers()
+            if exchange.method in _ACCEPT_FIELD:
+                fields.add(_ACCEPT_FIELD[exchange.method], accepted)
             return problems.problem(
                 problems.UNSUPPORTED_MEDIA_TYPE,
                 exchange.request_id,
                 f"{said}: this operation takes {accepted}",
-                headers=Headers([("accept-post", accepted)]),
+                headers=fields,
             )
         if not (spec.json or is_json(media[0])):
             return None  # a declared non-JSON content is relayed unchecked
