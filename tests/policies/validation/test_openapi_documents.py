@@ -224,3 +224,99 @@ def test_the_document_may_be_json(tmp_path: Path) -> None:
     data = yaml.safe_load(OPENAPI_31)
     (tmp_path / "api.json").write_text(json.dumps(data), encoding="utf-8")
     assert load_config(config_with(tmp_path, "api.json", [{"type": "validation"}]))
+
+
+STYLES = """\
+openapi: 3.1.0
+info: {title: t, version: "1"}
+paths:
+  /items:
+    parameters:
+      - $ref: "#/components/parameters/Page"
+    get:
+      parameters:
+        - name: filter
+          in: query
+          style: deepObject
+          schema:
+            type: object
+            additionalProperties: false
+            properties: {size: {type: integer, maximum: 10}, color: {enum: [red, blue]}}
+        - name: words
+          in: query
+          style: spaceDelimited
+          explode: false
+          schema: {type: array, items: {type: string, maxLength: 3}}
+        - name: point
+          in: query
+          explode: false
+          schema: {type: object, properties: {x: {type: integer}, y: {type: integer}}}
+        - name: where
+          in: query
+          content: {application/json: {schema: {type: object, required: [near]}}}
+        - name: X-Flags
+          in: header
+          schema: {type: array, items: {type: boolean}}
+      responses: {"200": {description: ok}}
+    post:
+      requestBody:
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/Item"}
+      responses:
+        "201":
+          description: created
+          content: {application/json: {schema: {$ref: "#/components/schemas/Item"}}}
+components:
+  parameters:
+    Page: {name: page, in: query, schema: {type: integer, minimum: 1}}
+  schemas:
+    Item:
+      type: object
+      required: [id, name, secret]
+      properties:
+        id: {type: integer, readOnly: true}
+        name: {type: string}
+        secret: {$ref: "#/components/schemas/Secret"}
+    Secret: {type: string, writeOnly: true}
+"""
+
+
+def test_parameter_styles_refs_and_read_only_properties(tmp_path: Path) -> None:
+    document(tmp_path, STYLES)
+    upstream = OrdersUpstream()
+    config = {
+        "services": {"s": {"targets": [upstream.url], "openapi": "api.yaml"}},
+        "routes": [route("r", "/{rest:path}", service="s", policies=[{"type": "validation"}])],
+    }
+
+    try:
+        with running_gateway(tmp_path, config) as gateway, gateway.client() as http:
+
+            def get(query: str, **headers: str) -> list[str]:
+                response = http.get("/items?" + query, headers=headers)
+                if response.status_code != 400:
+                    return []
+                return sorted(e["pointer"] for e in response.json()["errors"])
+
+            fine = "page=2&filter[size]=3&filter[color]=red&words=a%20bc&point=x,1,y,2"
+            assert get(fine + '&where={"near":1}', **{"X-Flags": "true, false"}) == []
+            assert get("page=0") == ["/query/page"]
+            assert get("filter[size]=30&filter[shape]=round") == [
+                "/query/filter",
+                "/query/filter/size",
+            ]
+            assert get("filter[size]=1&filter[size]=2") == ["/query/filter/size"]
+            assert get("words=a%20long") == ["/query/words/1"]
+            assert get("point=x,1,y,b") == ["/query/point/y"]
+            assert get("where={}") == ["/query/where"]
+            assert get("where=nope") == ["/query/where"]
+            assert get("", **{"X-Flags": "true, maybe"}) == ["/header/x-flags/1"]
+
+            # id is readOnly: not required of a request; secret is required of it.
+            created = http.post("/items", json={"name": "n", "secret": "s"})
+            assert created.status_code == 404  # the upstream's: it has no /items
+            missing = http.post("/items", json={"name": "n"})
+            assert [e["pointer"] for e in missing.json()["errors"]] == [""]
+    finally:
+        upstream.close()

@@ -86,24 +86,28 @@ class _Compiler:
         self.document = document
         self.data = document.data
         self.problems: list[str] = []
-        self.converter = SchemaConverter(document)
-        self.skeleton: dict[str, Any] = {"$schema": "https://json-schema.org/draft/2020-12/schema"}
-        self.validators: jsonschema_rs.ValidatorMap | None = None
+        self.validators: dict[str, jsonschema_rs.ValidatorMap] = {}
 
     def problem(self, at: Pointer, message: str) -> None:
         self.problems.append(self.document.problem(at, message))
 
     def table(self) -> OperationTable:
-        for at, schema in walk_schemas(self.data):
-            _place(self.skeleton, at, self.converter.convert(schema, at))
-        self.problems.extend(self.converter.problems)
-        if not self.problems:
+        # Twice: requests and responses differ on readOnly and writeOnly properties.
+        for direction in ("request", "response"):
+            converter = SchemaConverter(self.document, direction)
+            skeleton: dict[str, Any] = {"$schema": "https://json-schema.org/draft/2020-12/schema"}
+            for at, schema in walk_schemas(self.data):
+                _place(skeleton, at, converter.convert(schema, at))
+            if converter.problems:
+                self.problems.extend(converter.problems)
+                break
             try:
-                self.validators = jsonschema_rs.validator_map_for(
-                    self.skeleton, validate_formats=True, ignore_unknown_formats=True, offline=True
+                self.validators[direction] = jsonschema_rs.validator_map_for(
+                    skeleton, validate_formats=True, ignore_unknown_formats=True, offline=True
                 )
             except (ValueError, jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError) as e:
                 self.problems.append(f"{self.document.path}: a schema cannot be compiled: {e}")
+                break
         entries: list[PathEntry] = []
         if not self.problems:
             paths = self.data.get("paths") or {}
@@ -122,10 +126,11 @@ class _Compiler:
         )
         return OperationTable(base_path_of(self.data), entries)
 
-    def _validator(self, at: Pointer) -> jsonschema_rs.Validator | None:
-        assert self.validators is not None
+    def _validator(
+        self, at: Pointer, direction: str = "request"
+    ) -> jsonschema_rs.Validator | None:
         key = "#" + "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in at)
-        found = self.validators.get(key)
+        found = self.validators[direction].get(key)
         if found is None:
             self.problem(at, "this schema could not be compiled")
         return found
@@ -281,7 +286,9 @@ class _Compiler:
             responses=responses,
         )
 
-    def _content(self, item: dict[str, Any], at: Pointer) -> dict[str, MediaType]:
+    def _content(
+        self, item: dict[str, Any], at: Pointer, direction: str = "request"
+    ) -> dict[str, MediaType]:
         out: dict[str, MediaType] = {}
         content = item.get("content")
         if not isinstance(content, dict):
@@ -290,7 +297,7 @@ class _Compiler:
             name = media.split(";", 1)[0].strip().lower()
             validator = None
             if isinstance(spec, dict) and "schema" in spec:
-                validator = self._validator((*at, "content", media, "schema"))
+                validator = self._validator((*at, "content", media, "schema"), direction)
             out[name] = MediaType(name, validator, is_json(name))
         return out
 

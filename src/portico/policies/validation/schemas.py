@@ -67,12 +67,16 @@ def resolve_pointer(data: Any, ref: str) -> tuple[Pointer, Any] | None:
 
 
 class SchemaConverter:
-    """Converts the document's schemas; :attr:`problems` collects what cannot be used."""
+    """Converts the document's schemas; :attr:`problems` collects what cannot be used.
 
-    def __init__(self, document: OpenAPIDocument) -> None:
+    ``direction`` is what the schemas will check: a property marked ``readOnly`` is not
+    required of a request (the server sets it), one marked ``writeOnly`` not of a response."""
+
+    def __init__(self, document: OpenAPIDocument, direction: str = "request") -> None:
         self.document = document
         self.legacy = document.version == "3.0"
         self.problems: list[str] = []
+        self._exempt = "readOnly" if direction == "request" else "writeOnly"
 
     def convert(self, schema: Any, at: Pointer) -> Any:
         if isinstance(schema, bool):
@@ -97,6 +101,12 @@ class SchemaConverter:
                 out[key] = self.convert(value, (*at, key))
             else:
                 out[key] = value
+        required = out.get("required")
+        properties = schema.get("properties")
+        if isinstance(required, list) and isinstance(properties, dict):
+            out["required"] = [
+                name for name in required if not self._exempted(properties.get(name))
+            ]
         if self.legacy:
             out = _legacy_bounds(out)
             if schema.get("nullable") is True:
@@ -106,6 +116,19 @@ class SchemaConverter:
             low, high = _INT_RANGES[fmt]
             out["allOf"] = [*out.get("allOf", ()), {"minimum": low, "maximum": high}]
         return out
+
+    def _exempted(self, schema: Any) -> bool:
+        for _ in range(32):
+            if not isinstance(schema, dict):
+                return False
+            if schema.get(self._exempt) is True:
+                return True
+            ref = schema.get("$ref")
+            if not isinstance(ref, str):
+                return False
+            found = resolve_pointer(self.document.data, ref)
+            schema = found[1] if found else None
+        return False
 
     def _check_ref(self, ref: str, at: Pointer) -> None:
         if not ref.startswith("#"):
