@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 
 import jsonschema_rs
 
-from portico.core.http import HTTP_METHODS
 from portico.policies.validation.document import (
     DocumentError,
     OpenAPIDocument,
@@ -126,9 +125,7 @@ class _Compiler:
         )
         return OperationTable(base_path_of(self.data), entries)
 
-    def _validator(
-        self, at: Pointer, direction: str = "request"
-    ) -> jsonschema_rs.Validator | None:
+    def _validator(self, at: Pointer, direction: str = "request") -> jsonschema_rs.Validator | None:
         key = "#" + "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in at)
         found = self.validators[direction].get(key)
         if found is None:
@@ -176,7 +173,6 @@ class _Compiler:
             operations[method.upper()] = self._operation(
                 method.upper(), template, operation, op_at, list(merged.values())
             )
-        assert all(m in HTTP_METHODS for m in operations)
         return PathEntry(template, regex, names, operations)
 
     def _parameters(self, value: Any, at: Pointer) -> dict[tuple[str, str], Parameter]:
@@ -273,7 +269,9 @@ class _Compiler:
         for status, response in (spec.get("responses") or {}).items():
             resolved, response_at = self._resolve(response, (*at, "responses", status))
             if isinstance(resolved, dict):
-                responses[str(status).upper()] = ResponseSpec(self._content(resolved, response_at))
+                key = str(status)
+                key = key.upper() if key.lower().endswith("xx") else key  # 2xx is 2XX
+                responses[key] = ResponseSpec(self._content(resolved, response_at))
         name = spec.get("operationId")
         return Operation(
             method=method,

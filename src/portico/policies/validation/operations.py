@@ -7,6 +7,7 @@ Everything here is made once per document (``compiler.py``) and only read per re
 
 from __future__ import annotations
 
+import json
 import re
 from urllib.parse import unquote_plus
 
@@ -177,8 +178,6 @@ class Parameter:
             if text == "" and self.allow_empty:
                 return
             if self.json:
-                import json
-
                 try:
                     value = json.loads(text)
                 except ValueError:
