@@ -18,6 +18,7 @@ from portico.assembly import load_config
 from portico.config.errors import ConfigError
 
 HEAD = "info: {title: t, version: '1'}\n"
+HERE = Path(__file__).parent
 
 
 def document(tmp_path: Path, text: str, name: str = "api.yaml") -> Path:
@@ -320,3 +321,32 @@ def test_parameter_styles_refs_and_read_only_properties(tmp_path: Path) -> None:
             assert [e["pointer"] for e in missing.json()["errors"]] == [""]
     finally:
         upstream.close()
+
+
+def test_portico_and_openapi_spec_validator_agree_on_the_documents_here(tmp_path: Path) -> None:
+    # portico check reads documents against the OpenAPI meta-schemas with jsonschema-rs; the
+    # reference validator of the ecosystem must agree on what is valid.
+    from openapi_spec_validator import validate
+    from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
+
+    from portico.policies.validation.compiler import compile_document
+    from portico.policies.validation.document import DocumentError, load_document
+
+    root = HERE.parents[2]
+    valid = [
+        HERE / "orders.yaml",
+        root / "src" / "portico" / "demo" / "orders-v2.openapi.yaml",
+        document(tmp_path, OPENAPI_30, "a.yaml"),
+        document(tmp_path, OPENAPI_31, "b.yaml"),
+        document(tmp_path, STYLES, "c.yaml"),
+    ]
+    for path in valid:
+        validate(yaml.safe_load(path.read_text()))
+        compile_document(load_document(path))
+    broken = document(
+        tmp_path, "openapi: 3.0.3\n" + HEAD + "paths: {/a: {get: {parameters: [{in: query}]}}}\n"
+    )
+    with pytest.raises(OpenAPIValidationError):
+        validate(yaml.safe_load(broken.read_text()))
+    with pytest.raises(DocumentError):
+        load_document(broken)
