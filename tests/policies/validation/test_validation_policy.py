@@ -340,6 +340,11 @@ def test_a_scalar_parameter_given_twice_is_refused(http: httpx.Client) -> None:
     assert "2 times" in errors_of(response)[0]["message"]
 
 
+def test_an_unexploded_array_given_twice_is_refused(http: httpx.Client) -> None:
+    assert pointers(http.get("/api/orders?ids=1,2&ids=3")) == ["/query/ids"]
+    assert http.get("/api/orders?status=open&status=shipped").status_code == 200
+
+
 def test_percent_encoded_and_plus_spelled_values_are_decoded_once(http: httpx.Client) -> None:
     assert http.get("/api/orders?limit=%31%30").status_code == 200
     assert pointers(http.get("/api/orders?limit=%2B1")) == ["/query/limit"]

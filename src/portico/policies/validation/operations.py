@@ -158,6 +158,13 @@ class Parameter:
                 out.append((self.pointer, f"the {self.location} parameter is required"))
             return
         value: object
+        repeatable = self.shape == "array" and (
+            self.location == "header" or (self.style == "form" and self.explode)
+        )
+        if len(texts) > 1 and not repeatable:
+            # One value serialized once: a second occurrence is one a backend may read instead.
+            out.append((self.pointer, f"given {len(texts)} times; this parameter takes one value"))
+            return
         if self.shape == "array":
             value = self._items(texts)
         elif self.shape == "object":
@@ -166,14 +173,6 @@ class Parameter:
                 return  # a serialization not read (form, exploded): left to the upstream
             value = found
         else:
-            if len(texts) > 1:
-                out.append(
-                    (
-                        self.pointer,
-                        f"given {len(texts)} times; this parameter takes one value",
-                    )
-                )
-                return
             text = texts[0]
             if text == "" and self.allow_empty:
                 return
