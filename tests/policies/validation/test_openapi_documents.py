@@ -350,3 +350,23 @@ def test_portico_and_openapi_spec_validator_agree_on_the_documents_here(tmp_path
         validate(yaml.safe_load(broken.read_text()))
     with pytest.raises(DocumentError):
         load_document(broken)
+
+
+def test_a_response_is_found_by_status_then_range_then_default(tmp_path: Path) -> None:
+    from portico.policies.validation.compiler import compile_document
+    from portico.policies.validation.document import load_document
+
+    path = document(
+        tmp_path,
+        "openapi: 3.1.0\n" + HEAD + "paths:\n  /a:\n    get:\n      responses:\n"
+        "        '200': {description: a}\n        2XX: {description: b}\n"
+        "        default: {description: c}\n",
+    )
+    table = compile_document(load_document(path))
+    found = table.find("/a")
+    assert found is not None
+    operation = found[0].operations["GET"]
+    responses = operation.responses
+    assert operation.response(200) is responses["200"]
+    assert operation.response(204) is responses["2XX"]
+    assert operation.response(503) is responses["default"]
