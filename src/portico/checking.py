@@ -25,6 +25,7 @@ from portico.gateway import checks as gateway_checks
 from portico.identity import checks as identity_checks
 from portico.policies import registry
 from portico.policies.catalogue import POLICIES
+from portico.policies.validation import checks as validation_checks
 
 __all__ = [
     "CHECKS",
@@ -35,7 +36,11 @@ __all__ = [
 ]
 
 CHECKS = Checks(
-    checks=(partial(registry.route_policy_errors, POLICIES), identity_checks.identity_errors),
+    checks=(
+        partial(registry.route_policy_errors, POLICIES),
+        identity_checks.identity_errors,
+        validation_checks.openapi_errors,
+    ),
     policy_settings=partial(registry.settings_model, POLICIES),
 )
 SERVE_CHECKS = Checks(

@@ -284,7 +284,7 @@ def test_the_printed_check_command_accepts_the_written_config(
         command, cwd=running.workdir.parent, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "13 routes" in done.stdout
+    assert "14 routes" in done.stdout
 
 
 def test_an_edit_of_the_written_config_is_reloaded(demo: tuple[Demo, list[str]]) -> None:

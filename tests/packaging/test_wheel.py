@@ -125,6 +125,10 @@ def test_the_wheel_carries_the_package_data_and_no_compiled_module(installed: In
         names = archive.namelist()
 
     assert "portico/demo/portico.yaml" in names
+    # The validation policy's OpenAPI meta-schemas, and the demo's OpenAPI document.
+    assert "portico/policies/validation/schemas/oas-3.0.json" in names
+    assert "portico/policies/validation/schemas/oas-3.1.json" in names
+    assert "portico/demo/orders-v2.openapi.yaml" in names
     assert any(n.startswith("portico/store/migrations/versions/") for n in names)
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     # A build in the working tree (make install) stays there: the wheel is the same everywhere.

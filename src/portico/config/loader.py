@@ -27,7 +27,7 @@ from pydantic_core import ErrorDetails
 from portico.config.checks import NO_CHECKS, Checks
 from portico.config.document import DocumentReader
 from portico.config.errors import ConfigError, ConfigIssue
-from portico.config.model import PorticoConfig
+from portico.config.model import CONFIG_DIR, PorticoConfig
 from portico.config.pruning import cross_section_findings
 from portico.config.reporting import semantic_issue, validation_issue, without_consequences
 
@@ -76,8 +76,10 @@ def load_config_text(
 
     config: PorticoConfig | None = None
     errors: list[ErrorDetails] = []
+    # File references in the config are relative to the file's own directory.
+    context = {CONFIG_DIR: Path(filename).parent}
     try:
-        config = PorticoConfig.model_validate(data)
+        config = PorticoConfig.model_validate(data, context=context)
     except ValidationError as exc:
         # Inputs are left out, and ConfigError is raised outside this block so the ValidationError
         # (whose text shows inputs) is not chained to it: an interpolated value may be a secret.
@@ -86,7 +88,7 @@ def load_config_text(
         issue = validation_issue(filename, root, error)
         if issue is not None:
             issues.append(issue)
-    for loc, message in cross_section_findings(config, data, errors, checks):
+    for loc, message in cross_section_findings(config, data, errors, checks, context):
         issue = semantic_issue(filename, root, data, checks, loc, message)
         if issue is not None:
             issues.append(issue)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -23,6 +24,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -48,6 +50,9 @@ MAX_WORKERS = 256
 """The most gateway processes ``gateway.workers`` may ask for."""
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 """What a name (of a route, service, tenant, consumer, provider) may be made of."""
+CONFIG_DIR = "config_dir"
+"""The validation context's key for the directory of the config file: the file references it
+holds (``services.<name>.openapi``) are relative to it."""
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
@@ -297,6 +302,21 @@ class Service(Model):
     policies: tuple[PolicySpec, ...] = ()
     """Policies every route of this service runs before its own; a route's entry of the same
     ``type`` replaces the service's (docs/configuration.md#service-policies)."""
+    openapi: str | None = None
+    """The file of the service's OpenAPI 3.0 or 3.1 document, relative to the config file's
+    directory (read by the capabilities that use it: the ``validation`` policy)."""
+
+    @field_validator("openapi")
+    @classmethod
+    def _relative_to_config(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if not value.strip():
+            raise ValueError("openapi is the path of an OpenAPI document file")
+        base = info.context.get(CONFIG_DIR) if isinstance(info.context, dict) else None
+        if base is not None and not Path(value).is_absolute():
+            return str(Path(base) / value)
+        return value
 
 
 class Match(Model):

@@ -25,9 +25,14 @@ _MAX_PRUNING_ROUNDS = 10
 
 
 def cross_section_findings(
-    config: PorticoConfig | None, data: Any, errors: list[ErrorDetails], checks: Checks
+    config: PorticoConfig | None,
+    data: Any,
+    errors: list[ErrorDetails],
+    checks: Checks,
+    context: dict[str, Any] | None = None,
 ) -> list[Finding]:
     """The config's own cross-section errors and the capabilities' checks, located in the file.
+    ``context`` is the loader's validation context (the config file's directory).
 
     ``config`` is the validated file, or ``None`` when ``errors`` are why it is not. A finding
     that may only be a consequence of something left out (a route naming a service that failed,
@@ -46,7 +51,7 @@ def cross_section_findings(
         dropped |= {unit for unit in units if unit is not None}
         pruned, kept = _without(data, dropped)
         try:
-            partial = PorticoConfig.model_validate(pruned)
+            partial = PorticoConfig.model_validate(pruned, context=context)
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_input=False)
             continue

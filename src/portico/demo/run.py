@@ -162,6 +162,9 @@ def write_config(
     )
     path = workdir / "portico.yaml"
     path.write_text(text, encoding="utf-8")
+    # The OpenAPI document services.orders-v2.openapi names, beside the config (validation).
+    document = resources.files("portico.demo").joinpath("orders-v2.openapi.yaml")
+    (workdir / "orders-v2.openapi.yaml").write_text(document.read_text(encoding="utf-8"))
     return path, credentials.api_key.key
 
 

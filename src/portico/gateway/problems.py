@@ -48,6 +48,18 @@ UNSAFE_REWRITE = ProblemType(
 ROUTE_NOT_FOUND = ProblemType("route-not-found", 404, "No route matches this request")
 METHOD_NOT_ALLOWED = ProblemType("method-not-allowed", 405, "Method not allowed on this route")
 ROUTE_SUNSET = ProblemType("route-sunset", 410, "This route has been retired")
+VALIDATION_FAILED = ProblemType(
+    "validation-failed", 400, "The request does not match the API document"
+)
+JSON_LIMIT_EXCEEDED = ProblemType(
+    "json-limit-exceeded", 400, "The JSON body is past a limit of this route"
+)
+OPERATION_NOT_FOUND = ProblemType(
+    "operation-not-found", 404, "The API document describes no operation at this path"
+)
+UNSUPPORTED_MEDIA_TYPE = ProblemType(
+    "unsupported-media-type", 415, "The operation does not take this content type"
+)
 REQUEST_TIMEOUT = ProblemType("request-timeout", 408, "The request was not received in time")
 REQUEST_TOO_LARGE = ProblemType("request-too-large", 413, "Request body too large")
 URI_TOO_LONG = ProblemType("uri-too-long", 414, "The request target is too long")
@@ -88,6 +100,10 @@ ALL_TYPES: tuple[ProblemType, ...] = (
     ROUTE_NOT_FOUND,
     METHOD_NOT_ALLOWED,
     ROUTE_SUNSET,
+    VALIDATION_FAILED,
+    JSON_LIMIT_EXCEEDED,
+    OPERATION_NOT_FOUND,
+    UNSUPPORTED_MEDIA_TYPE,
     REQUEST_TIMEOUT,
     REQUEST_TOO_LARGE,
     URI_TOO_LONG,

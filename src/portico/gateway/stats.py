@@ -129,6 +129,7 @@ class GatewayStats:
         "routes",
         "services",
         "unrouted",
+        "validation_failures",
     )
 
     def __init__(self, enabled: bool = True) -> None:
@@ -149,6 +150,9 @@ class GatewayStats:
         ``masked``, ``refused`` or ``passed`` (let through unchecked, as configured); reason ""
         for ``masked``, else ``too_large``, ``invalid_json``, ``encoding``, ``partial`` or
         ``content_type``."""
+        self.validation_failures: dict[tuple[str, str], int] = {}
+        """(route, direction) -> count: requests the validation policy refused (``request``),
+        responses it found not to match the document (``response``)."""
         self.reloads = {"success": 0, "failure": 0}
         self.last_reload = time.time()
         """When the config that serves was loaded (a Unix time)."""
@@ -189,6 +193,10 @@ class GatewayStats:
     def mask(self, route: str, outcome: str, reason: str) -> None:
         key = (route, outcome, reason)
         self.masking[key] = self.masking.get(key, 0) + 1
+
+    def validation_failure(self, route: str, direction: str) -> None:
+        key = (route, direction)
+        self.validation_failures[key] = self.validation_failures.get(key, 0) + 1
 
     def reloaded(self, ok: bool) -> None:
         self.reloads["success" if ok else "failure"] += 1

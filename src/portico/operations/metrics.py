@@ -80,6 +80,7 @@ def counter_families(stats: GatewayStats) -> Iterator[Metric]:
     yield from _auth(stats)
     yield from _deprecated(stats)
     yield from _masking(stats)
+    yield from _validation(stats)
 
 
 def _requests(stats: GatewayStats) -> Iterator[Metric]:
@@ -259,3 +260,15 @@ def registry(gateway: Gateway) -> CollectorRegistry:
 
 def exposition(metrics: CollectorRegistry) -> bytes:
     return generate_latest(metrics)
+
+
+def _validation(stats: GatewayStats) -> Iterator[Metric]:
+    failures = CounterMetricFamily(
+        "portico_validation_failures",
+        "Requests a route's validation policy refused (direction request), and upstream "
+        "responses it found not to match the API document (direction response).",
+        labels=["route", "direction"],
+    )
+    for (route, direction), count in stats.validation_failures.items():
+        failures.add_metric([route, direction], count)
+    yield failures

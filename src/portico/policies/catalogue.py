@@ -23,5 +23,6 @@ POLICIES: PolicyTypes = Catalogue(
         "ip-rules": "portico.policies.ip_rules:POLICY",
         "mask": "portico.policies.mask:POLICY",
         "rewrite": "portico.policies.rewrite:POLICY",
+        "validation": "portico.policies.validation:POLICY",
     },
 )

@@ -1,0 +1,168 @@
+"""A JSON body read with the limits that keep a hostile one from costing more than its size.
+
+Checked before any schema sees the value: valid UTF-8 without a byte order mark (RFC 8259
+§8.1), no ``NaN`` or ``Infinity`` (not JSON), no number beyond a double, no key twice in one
+object (a backend that keeps the last of two ``"amount"`` keys would act on a value the
+validator never saw), and the depth, array length and string length limits of the policy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+__all__ = ["JsonLimits", "JsonRejected", "parse_json"]
+
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
+_STRING = re.compile(rb'"[^"]*"')
+_INNERMOST = re.compile(rb"\[\]|\{\}")
+
+
+class JsonRejected(Exception):
+    """The body is not JSON Portico passes on; ``limit`` names the limit it broke, if any."""
+
+    def __init__(self, pointer: str, message: str, limit: str = "") -> None:
+        super().__init__(message)
+        self.pointer = pointer
+        self.message = message
+        self.limit = limit
+
+
+class JsonLimits:
+    __slots__ = ("max_array_length", "max_depth", "max_string_length")
+
+    def __init__(self, max_depth: int, max_array_length: int, max_string_length: int) -> None:
+        self.max_depth = max_depth
+        self.max_array_length = max_array_length
+        self.max_string_length = max_string_length
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise JsonRejected("", f"the key {_quoted(key)} appears twice in one object")
+            seen.add(key)
+    return out
+
+
+def _constant(name: str) -> Any:
+    raise JsonRejected("", f"{name} is not a JSON number")
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise JsonRejected("", f"the number {text[:40]} is out of range")
+    return value
+
+
+def parse_json(body: bytes, limits: JsonLimits) -> Any:
+    """The value of ``body``; raises :class:`JsonRejected`."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise JsonRejected("", f"the body is not valid UTF-8 (at byte {exc.start})") from None
+    if text.startswith("\ufeff"):
+        raise JsonRejected("", "the body starts with a byte order mark, which JSON does not have")
+    try:
+        value = json.loads(
+            text, object_pairs_hook=_pairs, parse_constant=_constant, parse_float=_float
+        )
+    except json.JSONDecodeError as exc:
+        raise JsonRejected(
+            "", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except RecursionError:
+        raise JsonRejected(
+            "", f"nested deeper than {limits.max_depth} levels", "max_depth"
+        ) from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise JsonRejected("", f"not valid JSON: {str(exc)[:120]}") from None
+    if _deeper_than(body, limits.max_depth):
+        raise JsonRejected("", f"nested deeper than {limits.max_depth} levels", "max_depth")
+    # A string over the limit needs that many characters, an array over it two per item: a
+    # body shorter than both cannot break them, and is not walked (most bodies are).
+    if len(text) > limits.max_string_length or len(text) > 2 * limits.max_array_length:
+        _check_limits(value, limits)
+    return value
+
+
+def _deeper_than(body: bytes, depth: int) -> bool:
+    """Whether valid JSON ``body`` nests arrays and objects more than ``depth`` levels. Done
+    on its brackets alone, with C-level bytes operations rather than a walk over every value:
+    escaped backslashes and quotes taken out (``\\`` pairs first, as a reader meets them); the
+    bytes cut down to brackets and quotes; strings taken out; then the innermost pairs, once per
+    level.
+    """
+    if body.count(b"[") + body.count(b"{") <= depth:
+        return False
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    structure = unescaped.translate(None, _NOT_STRUCTURE)
+    # Two quotes side by side close one string and open the next, or make an empty one: either
+    # way nothing between them is outside a string. Most strings go so, without a regex.
+    brackets = _STRING.sub(b"", structure.replace(b'""', b""))
+    for _ in range(depth):
+        if not brackets:
+            return False
+        brackets = _INNERMOST.sub(b"", brackets)
+    return bool(brackets)
+
+
+def _check_limits(value: Any, limits: JsonLimits) -> None:
+    if isinstance(value, str):
+        if len(value) > limits.max_string_length:
+            raise _too_long("", limits)
+        return
+    if not isinstance(value, dict | list):
+        return
+    # Iterative: the depth being checked is the attacker's.
+    stack: list[tuple[Any, int, str]] = [(value, 1, "")]
+    while stack:
+        node, depth, pointer = stack.pop()
+        if depth > limits.max_depth:
+            raise JsonRejected(
+                pointer, f"nested deeper than {limits.max_depth} levels", "max_depth"
+            )
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if len(key) > limits.max_string_length:
+                    raise _too_long(pointer, limits)
+                if isinstance(item, str):
+                    if len(item) > limits.max_string_length:
+                        raise _too_long(f"{pointer}/{_escape(key)}", limits)
+                elif isinstance(item, dict | list):
+                    stack.append((item, depth + 1, f"{pointer}/{_escape(key)}"))
+        else:
+            if len(node) > limits.max_array_length:
+                raise JsonRejected(
+                    pointer,
+                    f"an array of more than {limits.max_array_length} items",
+                    "max_array_length",
+                )
+            for index, item in enumerate(node):
+                if isinstance(item, str):
+                    if len(item) > limits.max_string_length:
+                        raise _too_long(f"{pointer}/{index}", limits)
+                elif isinstance(item, dict | list):
+                    stack.append((item, depth + 1, f"{pointer}/{index}"))
+
+
+def _too_long(pointer: str, limits: JsonLimits) -> JsonRejected:
+    return JsonRejected(
+        pointer,
+        f"a string of more than {limits.max_string_length} characters",
+        "max_string_length",
+    )
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _quoted(key: str) -> str:
+    return json.dumps(key[:80])
