@@ -39,6 +39,7 @@ class PorticoCollector:
         yield from self._requests()
         yield from self._upstreams()
         yield from self._auth()
+        yield from self._policies()
         yield from self._config()
 
     def _requests(self) -> Iterator[Metric]:
@@ -131,6 +132,21 @@ class PorticoCollector:
         for (route, method, reason), count in self._stats.auth_failures.items():
             failures.add_metric([route, method, reason], count)
         yield failures
+
+    def _policies(self) -> Iterator[Metric]:
+        """The policies' own counters and gauges (``GatewayStats.counter`` and ``gauge``)."""
+        for counter in self._stats.counters.values():
+            family = CounterMetricFamily(
+                counter.name, counter.description, labels=list(counter.labels)
+            )
+            for values, count in counter.values.items():
+                family.add_metric(list(values), count)
+            yield family
+        for gauge in self._stats.gauges.values():
+            current = GaugeMetricFamily(gauge.name, gauge.description, labels=list(gauge.labels))
+            for values, value in gauge.values.items():
+                current.add_metric(list(values), value)
+            yield current
 
     def _config(self) -> Iterator[Metric]:
         reloads = CounterMetricFamily(

@@ -19,5 +19,6 @@ POLICIES: PolicyTypes = Catalogue(
         "auth": "portico.policies.auth:POLICY",
         "headers": "portico.policies.headers:POLICY",
         "ip-rules": "portico.policies.ip_rules:POLICY",
+        "rate-limit": "portico.policies.rate_limit:POLICY",
     },
 )
