@@ -23,6 +23,7 @@ from portico.shared.state import SharedState
 def gateway_with_state(
     tmp_path: Path, config: dict[str, Any], shared: SharedState
 ) -> Iterator[RunningGateway]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = write_config(tmp_path / "portico.yaml", with_defaults(config))
     runtime = build_runtime(load_config(path), extensions=Extensions(shared=shared))
     loop = uvloop.new_event_loop()
