@@ -90,6 +90,15 @@ async def test_concurrent_requests_never_exceed_the_limit(state: SharedState) ->
     assert sorted(r[1] for r in results if r[0]) == list(range(50))
 
 
+def _fits(case: tuple[int, int, int, int, int], after: int) -> bool:
+    previous, current, elapsed, window, limit = case
+    at = elapsed + after
+    if at < window:
+        return sliding_used(previous, current, at, window) + 1 <= limit
+    # In the next window (this one's count weighted), nothing more counted meanwhile.
+    return sliding_used(current, 0, at - window, window) + 1 <= limit
+
+
 def test_the_announced_wait_is_the_first_moment_a_request_fits() -> None:
     rng = random.Random(7)
     for _ in range(3000):
@@ -99,19 +108,13 @@ def test_the_announced_wait_is_the_first_moment_a_request_fits() -> None:
         current = rng.randint(0, limit)
         elapsed = rng.randint(0, window - 1)
 
-        def fits(after: int) -> bool:
-            at = elapsed + after
-            if at < window:
-                return sliding_used(previous, current, at, window) + 1 <= limit
-            # In the next window (this one's count weighted), nothing more counted meanwhile.
-            return sliding_used(current, 0, at - window, window) + 1 <= limit
-
-        wait = sliding_wait(previous, current, elapsed, window, limit)
-        if fits(0):
+        case = (previous, current, elapsed, window, limit)
+        wait = sliding_wait(*case)
+        if _fits(case, 0):
             assert wait == 0
             continue
-        assert fits(wait), (previous, current, elapsed, window, limit, wait)
-        assert not fits(wait - 1), (previous, current, elapsed, window, limit, wait)
+        assert _fits(case, wait), (case, wait)
+        assert not _fits(case, wait - 1), (case, wait)
 
 
 def test_a_stored_window_older_than_the_previous_counts_for_nothing() -> None:

@@ -336,14 +336,16 @@ def test_the_counters_of_a_flood_of_keys_stay_within_the_memory_bound(
     upstream: Upstream, tmp_path: Path
 ) -> None:
     state = MemoryState(max_keys=50)
-    with gateway_with_state(tmp_path, config(upstream), state) as running:
-        with running.client() as http:
-            for i in range(300):
-                http.get("/by-header/x", headers={"X-Client-Id": f"client-{i}"})
-            assert len(state.table) <= 50
-            # A value longer than a key may hold is stored by its digest.
-            http.get("/by-header/x", headers={"X-Client-Id": "z" * 10_000})
-            assert max(len(k) for k in state.table._values) < 200
+    with (
+        gateway_with_state(tmp_path, config(upstream), state) as running,
+        running.client() as http,
+    ):
+        for i in range(300):
+            http.get("/by-header/x", headers={"X-Client-Id": f"client-{i}"})
+        assert len(state.table) <= 50
+        # A value longer than a key may hold is stored by its digest.
+        http.get("/by-header/x", headers={"X-Client-Id": "z" * 10_000})
+        assert max(len(k) for k in state.table._values) < 200
 
 
 def test_refusals_are_counted_per_route_and_limit_on_metrics(
