@@ -45,7 +45,7 @@ async def state(request: pytest.FixtureRequest) -> AsyncIterator[SharedState]:
         return
     server: RedisServer = request.getfixturevalue("redis_server")
     server.flush()
-    redis = RedisState(server.url, timeout=1.0, key_prefix="test:")
+    redis = RedisState(server.url, timeout=5.0, key_prefix="test:")
     yield redis
     await redis.close()
 
