@@ -154,8 +154,8 @@ class GatewayStats:
     __slots__ = (
         "auth_failures",
         "counters",
-        "gauges",
         "enabled",
+        "gauges",
         "last_reload",
         "reloads",
         "routes",

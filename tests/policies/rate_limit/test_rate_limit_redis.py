@@ -4,6 +4,7 @@ answer within the timeout, never a hang), logged once and counted."""
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -13,10 +14,11 @@ from typing import Any
 
 import pytest
 from tests.policies.rate_limit.gateways import gateway_with_state
-from tests.support.gateway import check_problem, route
+from tests.support.gateway import check_problem, route, run_portico
 from tests.support.redis import RedisServer, redis_for_session
 from tests.support.upstreams import Upstream
 
+from portico.identity.apikeys import generate_key
 from portico.shared.redis import RedisState
 
 SHARED_STATE_UNAVAILABLE = "https://portico.dev/problems/shared-state-unavailable"
@@ -152,3 +154,57 @@ def test_a_silent_redis_is_given_up_after_the_timeout(
             assert [http.get("/x").status_code for _ in range(3)] == [status] * 3
     finally:
         silent.close()
+
+
+def test_portico_usage_shows_a_consumers_usage_and_remaining_quota(
+    redis_server: RedisServer, upstream: Upstream, tmp_path: Path
+) -> None:
+    redis_server.flush()
+    key = generate_key()
+    limits = [
+        {"name": "hourly", "limit": 10, "window": "1h"},
+        {"name": "daily", "limit": 100, "period": "day"},
+        {"name": "per-route", "limit": 5, "window": "1m", "by": ["consumer", "route"]},
+        {"name": "by-address", "limit": 50, "window": "1m", "by": ["ip"]},
+    ]
+    entry = {"type": "rate-limit", "limits": limits, "time_zone": "Asia/Tokyo"}
+    cfg = {
+        "redis": {"url": redis_server.url},
+        "services": {"main": {"targets": [upstream.url], "retries": 0}},
+        "tenants": {
+            "acme": {"consumers": {"billing": {"api_keys": [{"id": key.id, "sha256": key.sha256}]}}}
+        },
+        "routes": [
+            route(
+                "orders", "/{rest:path}", policies=[{"type": "auth", "methods": ["api_key"]}, entry]
+            )
+        ],
+    }
+    state = RedisState(redis_server.url, timeout=1.0)
+    with gateway_with_state(tmp_path, cfg, state) as running, running.client() as http:
+        for _ in range(3):
+            assert http.get("/x", headers={"X-API-Key": key.key}).status_code == 200
+    done = run_portico(
+        "usage", "--consumer", "acme/billing", "-c", str(tmp_path / "portico.yaml"), "--json",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = {row["limit"]: row for row in json.loads(done.stdout)}
+    assert set(rows) == {"hourly", "daily", "per-route"}  # by-address counts addresses
+    assert (rows["hourly"]["used"], rows["hourly"]["remaining"]) == (3, 7)
+    assert (rows["daily"]["used"], rows["daily"]["remaining"]) == (3, 97)
+    assert rows["daily"]["span"] == "day (Asia/Tokyo)"
+    assert rows["per-route"]["scope"] == "route orders"
+    table = run_portico(
+        "usage", "--consumer", "acme/billing", "-c", str(tmp_path / "portico.yaml"), cwd=tmp_path
+    )
+    assert table.returncode == 0 and "remaining" in table.stdout and "97" in table.stdout
+
+
+def test_portico_usage_without_redis_says_why(tmp_path: Path) -> None:
+    (tmp_path / "portico.yaml").write_text(
+        "services: {main: {targets: ['http://127.0.0.1:1']}}\nroutes: []\n", encoding="utf-8"
+    )
+    done = run_portico("usage", "--consumer", "acme/billing", cwd=tmp_path)
+    assert done.returncode != 0
+    assert "redis section" in done.stderr and "docs/rate-limits.md#usage" in done.stderr
