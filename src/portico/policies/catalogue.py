@@ -17,6 +17,7 @@ POLICIES: PolicyTypes = Catalogue(
     PolicyType,
     {
         "auth": "portico.policies.auth:POLICY",
+        "concurrency": "portico.policies.concurrency:POLICY",
         "headers": "portico.policies.headers:POLICY",
         "ip-rules": "portico.policies.ip_rules:POLICY",
         "rate-limit": "portico.policies.rate_limit:POLICY",
