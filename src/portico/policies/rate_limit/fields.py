@@ -7,9 +7,10 @@ Both are Structured Field Lists (RFC 9651) of quoted policy names with parameter
 
 ``q`` is the quota and ``w`` its window in seconds (a month has no fixed length: its ``w`` is
 left out); ``r`` is what remains and ``t`` the seconds until it grows again: for a calendar quota
-the end of the period, for a sliding window the end of the current window, or, when ``r`` is 0,
-the time until a request fits (as ``Retry-After``). Names are limited to
-``[A-Za-z0-9_.-]`` by the settings, so they need no escaping inside the quotes.
+the end of the period, for a sliding window the end of the current window, and for a limit that
+refused the request, the time until one fits (as ``Retry-After``). The ``RateLimit-Policy`` field
+is made once per limit set (:func:`.limits.policy_field`). Names are limited to ``[A-Za-z0-9_.-]``
+by the settings, so they need no escaping inside the quotes.
 """
 
 from __future__ import annotations
