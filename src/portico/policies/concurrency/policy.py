@@ -78,6 +78,13 @@ class Limiter:
         self.max = settings.max
         self.queue = settings.queue
         self.queue_timeout = settings.queue_timeout
+        # A larger max (a reload) frees places at once for the requests already waiting.
+        while self.in_flight < self.max and self.waiting:
+            waiter = self.waiting.popleft()
+            if not waiter.done():
+                self.in_flight += 1
+                self._gauge.add(self._labels, 1)
+                waiter.set_result(True)
 
     def try_take(self) -> bool:
         if self.in_flight < self.max and not self.waiting:
