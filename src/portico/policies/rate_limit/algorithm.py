@@ -45,7 +45,8 @@ def sliding_state(raw: bytes | None, index: int) -> tuple[int, int]:
     previous"``: a value two windows old counts for nothing."""
     if raw is None:
         return 0, 0
-    stored, current, previous = (int(part) for part in raw.split())
+    parts = raw.split()
+    stored, current, previous = int(parts[0]), int(parts[1]), int(parts[2])
     if stored == index:
         return previous, current
     if stored == index - 1:
@@ -57,7 +58,8 @@ def calendar_state(raw: bytes | None, period: int) -> int:
     """The count of ``period`` from a stored ``"period count"``."""
     if raw is None:
         return 0
-    stored, count = (int(part) for part in raw.split())
+    parts = raw.split()
+    stored, count = int(parts[0]), int(parts[1])
     return count if stored == period else 0
 
 
