@@ -38,6 +38,7 @@ examples:
   portico serve --listen 0.0.0.0:8080   serve it on another address than gateway.listen
   portico keys create --consumer acme/billing --expires 30d
   portico serve --workers auto           one gateway process per core, supervised
+  portico usage --consumer acme/billing  rate limits and quotas used, and what remains
   portico serve --log-format json --log-level warning"""
 
 DEFAULT_CONFIG = "portico.yaml"
@@ -81,6 +82,14 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
     url = args.url if args.url is not None else load_config(args.config).database.url
     return db_upgrade_command(url)
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from portico.policies.rate_limit.usage import usage_command
+
+    return asyncio.run(usage_command(load_config(args.config), args.consumer, as_json=args.json))
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -236,6 +245,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help=f"the config file (default: {DEFAULT_CONFIG})",
     )
+
+    usage = command(
+        "usage",
+        "show a consumer's current usage and remaining quota of each rate limit (from Redis)",
+        cmd_usage,
+    )
+    usage.add_argument(
+        "--consumer", required=True, metavar="TENANT/NAME", help="the consumer, e.g. acme/billing"
+    )
+    usage.add_argument(
+        "-c",
+        "--config",
+        default=DEFAULT_CONFIG,
+        metavar="FILE",
+        help=f"the config file (default: {DEFAULT_CONFIG}); its redis section says where to read",
+    )
+    usage.add_argument("--json", action="store_true", help="one JSON object per limit, a list")
 
     init = command("init", "write a commented starter config file", cmd_init)
     init.add_argument(

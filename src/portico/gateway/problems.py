@@ -63,6 +63,7 @@ UNSUPPORTED_MEDIA_TYPE = ProblemType(
 REQUEST_TIMEOUT = ProblemType("request-timeout", 408, "The request was not received in time")
 REQUEST_TOO_LARGE = ProblemType("request-too-large", 413, "Request body too large")
 URI_TOO_LONG = ProblemType("uri-too-long", 414, "The request target is too long")
+RATE_LIMITED = ProblemType("rate-limited", 429, "Too many requests: a rate limit or quota is spent")
 HEADERS_TOO_LARGE = ProblemType(
     "request-header-fields-too-large", 431, "Request header fields too large"
 )
@@ -76,6 +77,9 @@ NOT_IMPLEMENTED = ProblemType(
 UPSTREAM_UNAVAILABLE = ProblemType("upstream-unavailable", 502, "The upstream service failed")
 SHARED_STATE_UNAVAILABLE = ProblemType(
     "shared-state-unavailable", 503, "A policy's shared state (Redis) did not answer"
+)
+CONCURRENCY_LIMIT_EXCEEDED = ProblemType(
+    "concurrency-limit-exceeded", 503, "The service has too many requests in progress"
 )
 NO_HEALTHY_UPSTREAM = ProblemType(
     "no-healthy-upstream", 503, "No healthy upstream target is available"
@@ -107,11 +111,13 @@ ALL_TYPES: tuple[ProblemType, ...] = (
     REQUEST_TIMEOUT,
     REQUEST_TOO_LARGE,
     URI_TOO_LONG,
+    RATE_LIMITED,
     HEADERS_TOO_LARGE,
     INTERNAL_ERROR,
     NOT_IMPLEMENTED,
     UPSTREAM_UNAVAILABLE,
     RESPONSE_NOT_MASKABLE,
+    CONCURRENCY_LIMIT_EXCEEDED,
     NO_HEALTHY_UPSTREAM,
     UPSTREAM_TIMEOUT,
     VERSION_NOT_SUPPORTED,

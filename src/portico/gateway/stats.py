@@ -116,13 +116,47 @@ class ServiceStats:
         self.errors[kind] = self.errors.get(kind, 0) + 1
 
 
+class LabelledCounter:
+    """A policy's own counter (``portico_rate_limited_requests_total``...): label values ->
+    count, made once when the snapshot is built and kept across reloads."""
+
+    __slots__ = ("description", "labels", "name", "values")
+
+    def __init__(self, name: str, description: str, labels: tuple[str, ...]) -> None:
+        self.name = name
+        """The Prometheus name without ``_total`` (the exposition adds it)."""
+        self.description = description
+        self.labels = labels
+        self.values: dict[tuple[str, ...], int] = {}
+
+    def inc(self, values: tuple[str, ...]) -> None:
+        self.values[values] = self.values.get(values, 0) + 1
+
+
+class LabelledGauge:
+    """A policy's own gauge (requests in flight, queued...): label values -> current value."""
+
+    __slots__ = ("description", "labels", "name", "values")
+
+    def __init__(self, name: str, description: str, labels: tuple[str, ...]) -> None:
+        self.name = name
+        self.description = description
+        self.labels = labels
+        self.values: dict[tuple[str, ...], int] = {}
+
+    def add(self, values: tuple[str, ...], delta: int) -> None:
+        self.values[values] = self.values.get(values, 0) + delta
+
+
 class GatewayStats:
     """Every counter of the data plane, for the life of the process."""
 
     __slots__ = (
         "auth_failures",
+        "counters",
         "deprecated_requests",
         "enabled",
+        "gauges",
         "last_reload",
         "masking",
         "reloads",
@@ -154,6 +188,9 @@ class GatewayStats:
         """(route, direction) -> count: requests the validation policy refused (``request``),
         responses it found not to match the document (``response``)."""
         self.reloads = {"success": 0, "failure": 0}
+        self.counters: dict[str, LabelledCounter] = {}
+        """The policies' own counters, by name (:meth:`counter`)."""
+        self.gauges: dict[str, LabelledGauge] = {}
         self.last_reload = time.time()
         """When the config that serves was loaded (a Unix time)."""
 
@@ -197,6 +234,21 @@ class GatewayStats:
     def validation_failure(self, route: str, direction: str) -> None:
         key = (route, direction)
         self.validation_failures[key] = self.validation_failures.get(key, 0) + 1
+
+    def counter(self, name: str, description: str, labels: tuple[str, ...]) -> LabelledCounter:
+        """A policy's counter, made on first use and the same one after a reload; counted even
+        when ``operations.metrics`` is off (a policy's counters are few and cheap)."""
+        found = self.counters.get(name)
+        if found is None or found.labels != labels:
+            found = self.counters[name] = LabelledCounter(name, description, labels)
+        return found
+
+    def gauge(self, name: str, description: str, labels: tuple[str, ...]) -> LabelledGauge:
+        """A policy's gauge, made on first use and the same one after a reload."""
+        found = self.gauges.get(name)
+        if found is None or found.labels != labels:
+            found = self.gauges[name] = LabelledGauge(name, description, labels)
+        return found
 
     def reloaded(self, ok: bool) -> None:
         self.reloads["success" if ok else "failure"] += 1

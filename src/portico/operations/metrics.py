@@ -81,6 +81,7 @@ def counter_families(stats: GatewayStats) -> Iterator[Metric]:
     yield from _deprecated(stats)
     yield from _masking(stats)
     yield from _validation(stats)
+    yield from _policies(stats)
 
 
 def _requests(stats: GatewayStats) -> Iterator[Metric]:
@@ -272,3 +273,17 @@ def _validation(stats: GatewayStats) -> Iterator[Metric]:
     for (route, direction), count in stats.validation_failures.items():
         failures.add_metric([route, direction], count)
     yield failures
+
+
+def _policies(stats: GatewayStats) -> Iterator[Metric]:
+    """The policies' own counters and gauges (``GatewayStats.counter`` and ``gauge``)."""
+    for counter in stats.counters.values():
+        family = CounterMetricFamily(counter.name, counter.description, labels=list(counter.labels))
+        for values, count in counter.values.items():
+            family.add_metric(list(values), count)
+        yield family
+    for gauge in stats.gauges.values():
+        current = GaugeMetricFamily(gauge.name, gauge.description, labels=list(gauge.labels))
+        for values, value in gauge.values.items():
+            current.add_metric(list(values), value)
+        yield current

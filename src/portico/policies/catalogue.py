@@ -17,11 +17,13 @@ POLICIES: PolicyTypes = Catalogue(
     PolicyType,
     {
         "auth": "portico.policies.auth:POLICY",
+        "concurrency": "portico.policies.concurrency:POLICY",
         "cors": "portico.policies.cors:POLICY",
         "deprecation": "portico.policies.deprecation:POLICY",
         "headers": "portico.policies.headers:POLICY",
         "ip-rules": "portico.policies.ip_rules:POLICY",
         "mask": "portico.policies.mask:POLICY",
+        "rate-limit": "portico.policies.rate_limit:POLICY",
         "rewrite": "portico.policies.rewrite:POLICY",
         "validation": "portico.policies.validation:POLICY",
     },

@@ -1,0 +1,91 @@
+"""What one counter is kept for: the key values of a request (consumer, tenant, route, service,
+client address, a header), as one string.
+
+Each part is tagged (``c=``, ``t=``, ``r=``, ``s=``, ``ip=``, ``h=``) so that values of different
+kinds never meet in one key (a header whose value is a consumer's name is not that consumer). A
+value the request lacks (no consumer before authentication, a missing header) is replaced by the
+client address: an anonymous caller is then limited as an address is, never left unlimited nor
+pooled with every other anonymous caller. The client address is ``exchange.client_ip``, which
+the gateway resolved through ``gateway.trusted_proxies`` only: an ``X-Forwarded-For`` from any
+other peer is not believed. IPv6 clients are counted by prefix (a /64 by default), since one
+host may use any address of its /64, and an IPv4-mapped address counts as the IPv4 one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+
+from portico.gateway.exchange import Exchange
+
+__all__ = ["KeyMaker", "client_key"]
+
+_LONGEST = 128
+"""Longer values (headers) are replaced by a digest: a key's size stays bounded."""
+
+
+def client_key(ip: str, ipv6_prefix: int) -> str:
+    """The address a counter is kept for: IPv4 as it is, IPv6 by its prefix."""
+    if ":" not in ip:
+        return ip
+    try:
+        address = ipaddress.IPv6Address(ip.split("%", 1)[0])
+    except ValueError:
+        return ip
+    mapped = address.ipv4_mapped
+    if mapped is not None:
+        return str(mapped)
+    network = int(address) >> (128 - ipv6_prefix) << (128 - ipv6_prefix)
+    return f"{ipaddress.IPv6Address(network)}/{ipv6_prefix}"
+
+
+def _escape(value: str) -> str:
+    if len(value) > _LONGEST:
+        digest = hashlib.blake2b(value.encode("latin-1", "replace"), digest_size=16)
+        return "#" + digest.hexdigest()
+    if "|" in value or "%" in value:
+        return value.replace("%", "%25").replace("|", "%7C")
+    return value
+
+
+class KeyMaker:
+    """The key values of one limit, in the order its ``by`` lists them."""
+
+    __slots__ = ("_headers", "_kinds", "_route", "_service", "ipv6_prefix")
+
+    def __init__(self, parts: tuple[str, ...], route: str, service: str, ipv6_prefix: int) -> None:
+        self._kinds = tuple(p if not p.startswith("header:") else "header" for p in parts)
+        self._headers = tuple(p[len("header:") :] if p.startswith("header:") else "" for p in parts)
+        self._route = "r=" + _escape(route)
+        self._service = "s=" + _escape(service)
+        self.ipv6_prefix = ipv6_prefix
+
+    def key(self, exchange: Exchange) -> str:
+        out: list[str] = []
+        identity = exchange.identity
+        for kind, header in zip(self._kinds, self._headers, strict=True):
+            if kind == "route":
+                out.append(self._route)
+                continue
+            if kind == "service":
+                out.append(self._service)
+                continue
+            value: str | None = None
+            tag = ""
+            if kind == "consumer":
+                value = identity.consumer if identity is not None else None
+                tag = "c="
+            elif kind == "tenant":
+                value = identity.tenant if identity is not None else None
+                tag = "t="
+            elif kind == "header":
+                found = exchange.headers.get_all(header)
+                # Every field of that name, as one value (RFC 9110 §5.3): a client that repeats
+                # the header gets a key of its own, not the first value's.
+                value = ",".join(v.strip() for v in found) if found else None
+                tag = "h="
+            if value:
+                out.append(tag + _escape(value))
+            else:
+                out.append("ip=" + client_key(exchange.client_ip, self.ipv6_prefix))
+        return "|".join(out)

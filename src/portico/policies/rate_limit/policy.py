@@ -1,0 +1,257 @@
+"""The ``rate-limit`` policy at request time (docs/rate-limits.md).
+
+    policies:
+      - type: rate-limit
+        limits:
+          - {name: burst, limit: 20, window: 1s, by: [consumer]}
+          - {name: daily, limit: 100000, period: day, by: [consumer]}
+        plans:
+          gold: [{name: burst, limit: 200, window: 1s}, {name: daily, limit: 5000000, period: day}]
+        time_zone: Europe/Paris
+
+Every limit of the request's plan is checked and taken in one atomic step (:mod:`.algorithm`):
+in the process's memory with one process (no task is scheduled), in Redis with several. A
+refused request gets 429 ``rate-limited`` with ``Retry-After``; every response of the route, its
+own errors included, carries ``RateLimit-Policy`` and, once the request was counted,
+``RateLimit`` (draft-ietf-httpapi-ratelimit-headers-10, :mod:`.fields`).
+
+Compiled with mypyc (``[tool.portico.native]``): the limits are copied out of the settings into
+plain objects when the snapshot is built.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Mapping
+from zoneinfo import ZoneInfo
+
+from portico.gateway import problems
+from portico.gateway.exchange import Exchange, Reply
+from portico.gateway.headers import Headers
+from portico.gateway.stats import LabelledCounter
+from portico.identity.context import BuildContext
+from portico.policies.rate_limit.algorithm import COUNT
+from portico.policies.rate_limit.fields import limit_field, retry_after
+from portico.policies.rate_limit.keys import KeyMaker
+from portico.policies.rate_limit.limits import CompiledLimit, LimitSet, plan_of
+from portico.policies.rate_limit.settings import LimitSettings, RateLimitSettings
+from portico.shared.state import SharedState, SharedStateUnavailable
+
+__all__ = ["RateLimit", "build"]
+
+log = logging.getLogger("portico.rate_limit")
+
+FIELDS_DONE = "rate-limit-fields"
+"""The exchange state key set once a rate-limit policy wrote the fields of a response."""
+LOG_EVERY = 10.0
+"""Seconds between two log lines about Redis failing: one line, not one per request."""
+
+
+class Counted:
+    """What the policy learnt of one request: the ``RateLimit`` field it answers with."""
+
+    __slots__ = ("field", "policy_field")
+
+    def __init__(self, field: str, policy_field: str) -> None:
+        self.field = field
+        self.policy_field = policy_field
+
+
+class RedisFailures:
+    """Counts Redis failures and logs them at most once every :data:`LOG_EVERY` seconds."""
+
+    __slots__ = ("_counter", "_last", "_suppressed", "route")
+
+    def __init__(self, counter: LabelledCounter, route: str) -> None:
+        self._counter = counter
+        self.route = route
+        self._last = 0.0
+        self._suppressed = 0
+
+    def record(self, outcome: str, error: SharedStateUnavailable) -> None:
+        self._counter.inc((self.route, outcome))
+        now = time.monotonic()
+        if now - self._last < LOG_EVERY:
+            self._suppressed += 1
+            return
+        more = f" ({self._suppressed} more since the last line)" if self._suppressed else ""
+        log.warning(
+            "rate limits of route %s: %s; requests are %s%s",
+            self.route,
+            error,
+            "let through (on_redis_failure: open)"
+            if outcome == "open"
+            else "refused (on_redis_failure: closed)",
+            more,
+        )
+        self._last = now
+        self._suppressed = 0
+
+
+class RateLimit:
+    __slots__ = (
+        "_closed",
+        "_default",
+        "_exempt",
+        "_failures",
+        "_limited",
+        "_plans",
+        "_route",
+        "_state",
+        "_state_key",
+        "needs_body",
+    )
+
+    def __init__(
+        self,
+        state: SharedState,
+        default: LimitSet,
+        plans: Mapping[str, LimitSet],
+        exempt: frozenset[str],
+        closed: bool,
+        limited: LabelledCounter,
+        failures: RedisFailures,
+        route: str,
+    ) -> None:
+        self._state = state
+        self._default = default
+        self._plans = dict(plans)
+        """Consumer id -> the limits of its plan; a consumer not listed has the default."""
+        self._exempt = exempt
+        self._closed = closed
+        self._limited = limited
+        self._failures = failures
+        self._route = route
+        self._state_key = f"{FIELDS_DONE}:{id(self)}"
+        """Where this policy leaves what it counted for its ``on_response`` (a route may have
+        two rate-limit entries: its service's and its own are merged by type, a list is not)."""
+        self.needs_body = False
+
+    def on_request(self, exchange: Exchange) -> Reply | Awaitable[Reply | None] | None:
+        if exchange.method in self._exempt:
+            return None
+        chosen = self._default
+        identity = exchange.identity
+        if identity is not None and self._plans:
+            chosen = self._plans.get(identity.consumer, self._default)
+        now = time.time()
+        keys: list[str] = []
+        args: list[str] = []
+        for limit in chosen.limits:
+            keys.append(limit.prefix + limit.keys.key(exchange))
+            period = limit.period
+            if period is None:
+                args.extend(("0", limit.limit_text, limit.span_text, "0"))
+            else:
+                number, end = period.at(now)
+                # Kept an hour past its period, so that `portico usage` still reads it then.
+                ttl = int((end - now + 3600.0) * 1000)
+                args.extend(("1", limit.limit_text, str(number), str(ttl)))
+        state = self._state
+        if state.local:
+            return self._decide(exchange, chosen, state.run_now(COUNT, keys, args), now)
+        return self._remote(exchange, chosen, keys, args, now)
+
+    async def _remote(
+        self, exchange: Exchange, chosen: LimitSet, keys: list[str], args: list[str], now: float
+    ) -> Reply | None:
+        try:
+            result = await self._state.run(COUNT, keys, args)
+        except SharedStateUnavailable as exc:
+            if self._closed:
+                self._failures.record("closed", exc)
+                headers = Headers([("retry-after", "1")])
+                return problems.problem(
+                    problems.SHARED_STATE_UNAVAILABLE, exchange.request_id, headers=headers
+                )
+            self._failures.record("open", exc)
+            return None
+        return self._decide(exchange, chosen, result, now)
+
+    def _decide(
+        self, exchange: Exchange, chosen: LimitSet, result: list[int], now: float
+    ) -> Reply | None:
+        limits = chosen.limits
+        field, wait, refused = limit_field(limits, result, now)
+        exchange.state[self._state_key] = Counted(field, chosen.policy_field)
+        if refused is None:
+            return None
+        self._limited.inc((self._route, refused.name))
+        seconds = retry_after(wait)
+        headers = Headers([("retry-after", str(seconds))])
+        detail = f"the limit {refused.name!r} of {refused.limit} requests is spent here"
+        return problems.problem(
+            problems.RATE_LIMITED,
+            exchange.request_id,
+            detail,
+            headers=headers,
+            limit=refused.name,
+            retry_after=seconds,
+        )
+
+    def on_response(self, exchange: Exchange, status: int, headers: Headers) -> None:
+        state = exchange.state
+        counted = state.get(self._state_key)
+        if FIELDS_DONE not in state:
+            # The first rate-limit policy to answer: the upstream's own fields do not describe
+            # Portico's limits, and a client must not read two policies of one name.
+            state[FIELDS_DONE] = True
+            headers.remove("ratelimit-policy", "ratelimit")
+        if isinstance(counted, Counted):
+            headers.add("ratelimit-policy", counted.policy_field)
+            headers.add("ratelimit", counted.field)
+        else:
+            # Not counted (an earlier policy answered, or Redis was away): the policy only.
+            headers.add("ratelimit-policy", self._default.policy_field)
+
+
+def _limit_set(
+    settings: tuple[LimitSettings, ...], route: str, service: str, prefix: int, zone: ZoneInfo
+) -> LimitSet:
+    compiled = tuple(
+        CompiledLimit(limit, KeyMaker(limit.by, route, service, prefix), zone) for limit in settings
+    )
+    return LimitSet(compiled, settings)
+
+
+def build(settings: RateLimitSettings, context: BuildContext) -> RateLimit:
+    zone = ZoneInfo(settings.time_zone)
+    route, service = context.route_name, context.service_name
+    prefix = settings.ipv6_prefix
+    default = _limit_set(settings.limits, route, service, prefix, zone)
+    by_plan = {
+        name: _limit_set(limits, route, service, prefix, zone)
+        for name, limits in settings.plans.items()
+    }
+    plans: dict[str, LimitSet] = {}
+    if by_plan:
+        for tenant_name, tenant in context.config.tenants.items():
+            for name in tenant.consumers:
+                consumer_id = f"{tenant_name}/{name}"
+                plan = plan_of(context.config, consumer_id, settings.plan_key)
+                if plan is not None and plan in by_plan:
+                    plans[consumer_id] = by_plan[plan]
+    stats = context.extensions.stats
+    limited = stats.counter(
+        "portico_rate_limited_requests",
+        "Requests refused with 429 by a rate-limit policy, by route and by the limit that "
+        "refused them.",
+        ("route", "limit"),
+    )
+    failures = stats.counter(
+        "portico_rate_limit_redis_failures",
+        "Requests whose rate limits could not be checked because Redis did not answer, by "
+        "route and outcome: open (let through) or closed (refused with 503).",
+        ("route", "outcome"),
+    )
+    return RateLimit(
+        context.extensions.shared,
+        default,
+        plans,
+        frozenset(settings.exempt_methods),
+        settings.on_redis_failure == "closed",
+        limited,
+        RedisFailures(failures, route),
+        route,
+    )
