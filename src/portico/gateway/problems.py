@@ -32,6 +32,12 @@ BAD_REQUEST = ProblemType("bad-request", 400, "Malformed HTTP request")
 UPGRADE_NOT_ALLOWED = ProblemType(
     "upgrade-not-allowed", 400, "This route does not accept protocol upgrades"
 )
+IDEMPOTENCY_KEY_MISSING = ProblemType(
+    "idempotency-key-missing", 400, "This request needs an Idempotency-Key"
+)
+IDEMPOTENCY_KEY_INVALID = ProblemType(
+    "idempotency-key-invalid", 400, "The Idempotency-Key is not a valid key"
+)
 UNAUTHORIZED = ProblemType("unauthorized", 401, "Authentication required")
 INVALID_CREDENTIALS = ProblemType("invalid-credentials", 401, "The credentials are not valid")
 FORBIDDEN = ProblemType("forbidden", 403, "Access to this route is not allowed")
@@ -42,8 +48,16 @@ IP_FORBIDDEN = ProblemType("ip-forbidden", 403, "Requests from this address are 
 ROUTE_NOT_FOUND = ProblemType("route-not-found", 404, "No route matches this request")
 METHOD_NOT_ALLOWED = ProblemType("method-not-allowed", 405, "Method not allowed on this route")
 REQUEST_TIMEOUT = ProblemType("request-timeout", 408, "The request was not received in time")
+IDEMPOTENCY_KEY_IN_FLIGHT = ProblemType(
+    "idempotency-key-in-flight", 409, "A request with this Idempotency-Key is still in progress"
+)
 REQUEST_TOO_LARGE = ProblemType("request-too-large", 413, "Request body too large")
 URI_TOO_LONG = ProblemType("uri-too-long", 414, "The request target is too long")
+IDEMPOTENCY_KEY_REUSED = ProblemType(
+    "idempotency-key-reused",
+    422,
+    "This Idempotency-Key was used for a different request",
+)
 HEADERS_TOO_LARGE = ProblemType(
     "request-header-fields-too-large", 431, "Request header fields too large"
 )
@@ -68,6 +82,8 @@ VERSION_NOT_SUPPORTED = ProblemType(
 ALL_TYPES: tuple[ProblemType, ...] = (
     BAD_REQUEST,
     UPGRADE_NOT_ALLOWED,
+    IDEMPOTENCY_KEY_MISSING,
+    IDEMPOTENCY_KEY_INVALID,
     UNAUTHORIZED,
     INVALID_CREDENTIALS,
     FORBIDDEN,
@@ -76,8 +92,10 @@ ALL_TYPES: tuple[ProblemType, ...] = (
     ROUTE_NOT_FOUND,
     METHOD_NOT_ALLOWED,
     REQUEST_TIMEOUT,
+    IDEMPOTENCY_KEY_IN_FLIGHT,
     REQUEST_TOO_LARGE,
     URI_TOO_LONG,
+    IDEMPOTENCY_KEY_REUSED,
     HEADERS_TOO_LARGE,
     INTERNAL_ERROR,
     NOT_IMPLEMENTED,

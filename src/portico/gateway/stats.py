@@ -121,11 +121,15 @@ class GatewayStats:
 
     __slots__ = (
         "auth_failures",
+        "cache_lookups",
+        "cache_stores",
         "enabled",
+        "idempotency",
         "last_reload",
         "reloads",
         "routes",
         "services",
+        "shared_state_failures",
         "unrouted",
     )
 
@@ -139,6 +143,16 @@ class GatewayStats:
         self.auth_failures: dict[tuple[str, str, str], int] = {}
         """(route, method, reason) -> count; reason is ``missing``, ``invalid``, ``tenant``,
         ``ip`` or ``scope``."""
+        self.cache_lookups: dict[tuple[str, str], int] = {}
+        """(route, result) -> count; result is ``hit``, ``miss`` or ``bypass`` (the ``cache``
+        policy)."""
+        self.cache_stores: dict[str, int] = {}
+        """Route -> responses the ``cache`` policy stored."""
+        self.idempotency: dict[tuple[str, str], int] = {}
+        """(route, outcome) -> count; outcome is ``stored``, ``replayed``, ``in_flight``,
+        ``mismatch``, ``missing`` or ``not_stored`` (the ``idempotency`` policy)."""
+        self.shared_state_failures: dict[tuple[str, str], int] = {}
+        """(policy, route) -> shared-state operations that failed (Redis away or too slow)."""
         self.reloads = {"success": 0, "failure": 0}
         self.last_reload = time.time()
         """When the config that serves was loaded (a Unix time)."""
@@ -171,6 +185,21 @@ class GatewayStats:
     def auth_failure(self, route: str, method: str, reason: str) -> None:
         key = (route, method, reason)
         self.auth_failures[key] = self.auth_failures.get(key, 0) + 1
+
+    def cache_lookup(self, route: str, result: str) -> None:
+        key = (route, result)
+        self.cache_lookups[key] = self.cache_lookups.get(key, 0) + 1
+
+    def cache_stored(self, route: str) -> None:
+        self.cache_stores[route] = self.cache_stores.get(route, 0) + 1
+
+    def idempotency_outcome(self, route: str, outcome: str) -> None:
+        key = (route, outcome)
+        self.idempotency[key] = self.idempotency.get(key, 0) + 1
+
+    def shared_state_failure(self, policy: str, route: str) -> None:
+        key = (policy, route)
+        self.shared_state_failures[key] = self.shared_state_failures.get(key, 0) + 1
 
     def reloaded(self, ok: bool) -> None:
         self.reloads["success" if ok else "failure"] += 1

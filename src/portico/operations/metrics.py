@@ -39,6 +39,7 @@ class PorticoCollector:
         yield from self._requests()
         yield from self._upstreams()
         yield from self._auth()
+        yield from self._shared_state()
         yield from self._config()
 
     def _requests(self) -> Iterator[Metric]:
@@ -130,6 +131,43 @@ class PorticoCollector:
         )
         for (route, method, reason), count in self._stats.auth_failures.items():
             failures.add_metric([route, method, reason], count)
+        yield failures
+
+    def _shared_state(self) -> Iterator[Metric]:
+        stats = self._stats
+        lookups = CounterMetricFamily(
+            "portico_cache_lookups",
+            "Requests a route's cache policy handled, by result: hit (answered from the cache), "
+            "miss (forwarded), bypass (forwarded without a lookup: the request forbade it).",
+            labels=["route", "result"],
+        )
+        for (route, result), count in stats.cache_lookups.items():
+            lookups.add_metric([route, result], count)
+        yield lookups
+        stores = CounterMetricFamily(
+            "portico_cache_stores",
+            "Responses a route's cache policy stored.",
+            labels=["route"],
+        )
+        for route, count in stats.cache_stores.items():
+            stores.add_metric([route], count)
+        yield stores
+        idempotency = CounterMetricFamily(
+            "portico_idempotency_requests",
+            "Requests with an Idempotency-Key, by outcome: stored, replayed, in_flight (409), "
+            "mismatch (422), missing (400), not_stored (a 5xx or a body over the limit).",
+            labels=["route", "outcome"],
+        )
+        for (route, outcome), count in stats.idempotency.items():
+            idempotency.add_metric([route, outcome], count)
+        yield idempotency
+        failures = CounterMetricFamily(
+            "portico_shared_state_failures",
+            "Operations of a policy on the shared state (Redis) that failed or timed out.",
+            labels=["policy", "route"],
+        )
+        for (policy, route), count in stats.shared_state_failures.items():
+            failures.add_metric([policy, route], count)
         yield failures
 
     def _config(self) -> Iterator[Metric]:

@@ -17,7 +17,9 @@ POLICIES: PolicyTypes = Catalogue(
     PolicyType,
     {
         "auth": "portico.policies.auth:POLICY",
+        "cache": "portico.policies.cache:POLICY",
         "headers": "portico.policies.headers:POLICY",
+        "idempotency": "portico.policies.idempotency:POLICY",
         "ip-rules": "portico.policies.ip_rules:POLICY",
     },
 )
