@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from portico.identity import cli as identity_cli
 from portico.identity.oauth import cli as oauth_cli
+from portico.cli import cache as cache_cli
 
 if TYPE_CHECKING:
     from portico.config.model import PorticoConfig
@@ -242,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     identity_cli.register(sub, load_config)
     oauth_cli.register(sub, load_config)
+    cache_cli.register(sub, load_config)
 
     demo = command(
         "demo", "run Portico with sample backends and a sample config, for a first look", cmd_demo
@@ -276,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _command_name(args: argparse.Namespace) -> str:
     words = ["portico"]
-    for key in ("command", "db_command", "keys_command", "oauth_command"):
+    for key in ("command", "db_command", "keys_command", "oauth_command", "cache_command"):
         value = getattr(args, key, None)
         if value:
             words.append(value)
