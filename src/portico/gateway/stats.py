@@ -150,7 +150,7 @@ class GatewayStats:
         """Route -> responses the ``cache`` policy stored."""
         self.idempotency: dict[tuple[str, str], int] = {}
         """(route, outcome) -> count; outcome is ``stored``, ``replayed``, ``in_flight``,
-        ``mismatch``, ``missing`` or ``not_stored`` (the ``idempotency`` policy)."""
+        ``mismatch``, ``missing``, ``invalid`` or ``not_stored`` (the ``idempotency`` policy)."""
         self.shared_state_failures: dict[tuple[str, str], int] = {}
         """(policy, route) -> shared-state operations that failed (Redis away or too slow)."""
         self.reloads = {"success": 0, "failure": 0}

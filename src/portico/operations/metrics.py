@@ -155,7 +155,7 @@ class PorticoCollector:
         idempotency = CounterMetricFamily(
             "portico_idempotency_requests",
             "Requests with an Idempotency-Key, by outcome: stored, replayed, in_flight (409), "
-            "mismatch (422), missing (400), not_stored (a 5xx or a body over the limit).",
+            "mismatch (422), missing and invalid (400), not_stored (the key was freed).",
             labels=["route", "outcome"],
         )
         for (route, outcome), count in stats.idempotency.items():
