@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from portico.cli import cache as cache_cli
 from portico.identity import cli as identity_cli
 from portico.identity.oauth import cli as oauth_cli
-from portico.cli import cache as cache_cli
 
 if TYPE_CHECKING:
     from portico.config.model import PorticoConfig

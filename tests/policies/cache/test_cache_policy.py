@@ -241,9 +241,7 @@ def test_max_ttl_caps_what_the_upstream_asks_for(http: httpx.Client) -> None:
     assert int(status_of(hit).rsplit("=", 1)[1]) <= 5
 
 
-def test_a_body_over_the_limit_streams_through_unstored(
-    origin: Origin, http: httpx.Client
-) -> None:
+def test_a_body_over_the_limit_streams_through_unstored(origin: Origin, http: httpx.Client) -> None:
     url = fresh("/small") + "?size=5000"
     first = http.get(url)
     assert first.status_code == 200

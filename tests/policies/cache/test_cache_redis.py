@@ -112,7 +112,7 @@ def test_vary_variants_are_shared_too(
 def test_purge_of_a_path_and_of_a_route_from_the_cli(
     pair: tuple[PorticoProcess, PorticoProcess], tmp_path: Path, origin: Origin
 ) -> None:
-    one, two = pair
+    one, _ = pair
     with one.client() as http:
         for url in ("/products/1", "/products/1?x=1", "/products/2", "/prices/1"):
             http.get(url)
@@ -169,9 +169,7 @@ def test_redis_away_follows_on_redis_failure(
     on_failure: str, tmp_path: Path, origin: Origin
 ) -> None:
     with running_redis() as server:
-        process = PorticoProcess(
-            tmp_path, config(origin, server.url, on_redis_failure=on_failure)
-        )
+        process = PorticoProcess(tmp_path, config(origin, server.url, on_redis_failure=on_failure))
         try:
             with process.client() as http:
                 http.get("/products/a")

@@ -76,7 +76,9 @@ def upstream() -> Iterator[Upstream]:
 
 
 @contextlib.contextmanager
-def serving(kind: str, directory: Path, config: dict[str, Any], redis_url: str) -> Iterator[Gateway]:
+def serving(
+    kind: str, directory: Path, config: dict[str, Any], redis_url: str
+) -> Iterator[Gateway]:
     """A gateway with the in-process state (in this process), or ``portico serve`` with Redis."""
     if kind == "memory":
         with running_gateway(directory, config) as running:

@@ -50,9 +50,7 @@ def seconds(value: str) -> int:
     return min(int(value), 2**31)
 
 
-def freshness(
-    response: Directives, headers: Headers, default: float, limit: float | None
-) -> float:
+def freshness(response: Directives, headers: Headers, default: float, limit: float | None) -> float:
     """How long a response stays fresh for a shared cache from its generation: ``s-maxage``,
     else ``max-age``, else ``Expires`` (minus ``Date``), else ``default``; at most ``limit``.
     Zero or less: it may not be stored."""
@@ -63,10 +61,7 @@ def freshness(
         lifetime = seconds(response["max-age"])
     else:
         expires = headers.get("expires")
-        if expires is not None:
-            lifetime = _expires_in(expires, headers.get("date"))
-        else:
-            lifetime = default
+        lifetime = _expires_in(expires, headers.get("date")) if expires is not None else default
     if lifetime <= 0:
         return 0.0
     if limit is not None and lifetime > limit:

@@ -44,9 +44,7 @@ def path_prefix(route: str, path: str) -> str:
     return route_prefix(route) + _digest(path) + ":"
 
 
-def primary(
-    route_start: str, exchange: Exchange, scope: str, key_headers: tuple[str, ...]
-) -> str:
+def primary(route_start: str, exchange: Exchange, scope: str, key_headers: tuple[str, ...]) -> str:
     """The key of a request's stored response (or of its variants' field names)."""
     headers = exchange.headers
     parts = [normal_query(exchange.query), exchange.scheme, scope]

@@ -136,7 +136,7 @@ class IdempotencyKeys:
             self._count("invalid")
             detail = (
                 "the Idempotency-Key must be one string of 1 to "
-                f"{self._max_key} characters, such as \"4f1c...\""
+                f'{self._max_key} characters, such as "4f1c..."'
             )
             return problems.problem(problems.IDEMPOTENCY_KEY_INVALID, exchange.request_id, detail)
         key = self._route_start + _digest(_owner(exchange) + "\x00" + given)
