@@ -13,6 +13,8 @@ import pytest
 from tests.policies.cache.origin import Origin
 from tests.support.gateway import RawConnection, RunningGateway, route, running_gateway
 
+from portico.assembly import load_config_text
+from portico.config.errors import ConfigError
 from portico.identity.apikeys import NewApiKey, generate_key
 from portico.operations.metrics import exposition, registry
 
@@ -517,3 +519,52 @@ def test_hits_misses_and_stores_are_counted_for_prometheus(
     assert samples['portico_cache_lookups_total{result="miss",route="open"}'] >= 1
     assert samples['portico_cache_lookups_total{result="bypass",route="open"}'] >= 1
     assert samples['portico_cache_stores_total{route="open"}'] >= 2
+
+
+# -- the route's order -------------------------------------------------------------------------
+
+ORDER_CONFIG = """\
+services:
+  catalogue:
+    targets: [http://127.0.0.1:9]
+    policies:
+      - type: cache
+  plain:
+    targets: [http://127.0.0.1:9]
+routes:
+  - name: products
+    match: {path: /products}
+    service: catalogue
+    policies:
+      - type: auth
+        methods: [api_key]
+  - name: listed-after
+    match: {path: /other}
+    service: plain
+    policies:
+      - type: cache
+        ttl: 5s
+      - type: auth
+        methods: [api_key]
+  - name: fine
+    match: {path: /fine}
+    service: plain
+    policies:
+      - type: auth
+        methods: [api_key]
+      - type: cache
+        ttl: 7s
+"""
+
+
+def test_a_cache_before_auth_is_refused_since_a_hit_would_skip_auth() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(ORDER_CONFIG, "portico.yaml")
+    message = str(caught.value)
+    assert (
+        "portico.yaml:5:15: services.catalogue.policies[0].type: route 'products' runs auth "
+        "after this cache" in message
+    )
+    assert "routes[1].policies[0].type: route 'listed-after' runs auth after this cache" in message
+    assert "'fine'" not in message
+    assert len(caught.value.issues) == 2

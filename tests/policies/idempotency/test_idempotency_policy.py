@@ -25,6 +25,8 @@ from tests.support.gateway import (
 from tests.support.redis import RedisServer, redis_for_session, running_redis
 from tests.support.upstreams import Upstream
 
+from portico.assembly import load_config_text
+from portico.config.errors import ConfigError
 from portico.identity.apikeys import NewApiKey, generate_key
 
 PROBLEMS = "https://portico.dev/problems/"
@@ -349,3 +351,35 @@ def test_redis_away_follows_on_redis_failure(
             assert log.count("idempotency policy of route orders: shared state failed") == 1
         finally:
             process.stop()
+
+
+def test_idempotency_before_auth_is_refused_since_a_replay_would_skip_auth() -> None:
+    text = """\
+services:
+  payments:
+    targets: [http://127.0.0.1:9]
+    policies:
+      - type: idempotency
+routes:
+  - name: charges
+    match: {path: /charges}
+    service: payments
+    policies:
+      - type: auth
+        methods: [api_key]
+  - name: refunds
+    match: {path: /refunds}
+    service: payments
+    policies:
+      - type: auth
+        methods: [api_key]
+      - type: idempotency
+"""
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text, "portico.yaml")
+    message = str(caught.value)
+    assert (
+        "portico.yaml:5:15: services.payments.policies[0].type: route 'charges' runs auth after "
+        "this idempotency policy" in message
+    )
+    assert "'refunds'" not in message
