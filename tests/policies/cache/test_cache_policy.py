@@ -546,6 +546,14 @@ routes:
         ttl: 5s
       - type: auth
         methods: [api_key]
+  - name: addresses
+    match: {path: /addresses}
+    service: plain
+    policies:
+      - type: cache
+        ttl: 6s
+      - type: ip-rules
+        allow: [10.0.0.0/8]
   - name: fine
     match: {path: /fine}
     service: plain
@@ -557,7 +565,7 @@ routes:
 """
 
 
-def test_a_cache_before_auth_is_refused_since_a_hit_would_skip_auth() -> None:
+def test_a_cache_before_auth_or_ip_rules_is_refused_since_a_hit_would_skip_them() -> None:
     with pytest.raises(ConfigError) as caught:
         load_config_text(ORDER_CONFIG, "portico.yaml")
     message = str(caught.value)
@@ -566,5 +574,6 @@ def test_a_cache_before_auth_is_refused_since_a_hit_would_skip_auth() -> None:
         "after this cache" in message
     )
     assert "routes[1].policies[0].type: route 'listed-after' runs auth after this cache" in message
+    assert "routes[2].policies[0].type: route 'addresses' runs ip-rules after this cache" in message
     assert "'fine'" not in message
-    assert len(caught.value.issues) == 2
+    assert len(caught.value.issues) == 3
