@@ -383,3 +383,25 @@ routes:
         "this idempotency policy" in message
     )
     assert "'refunds'" not in message
+
+
+def test_a_lock_shorter_than_the_upstream_may_take_is_refused() -> None:
+    text = """\
+services:
+  slow:
+    targets: [http://127.0.0.1:9]
+    timeouts: {read: 5m}
+routes:
+  - name: reports
+    match: {path: /reports}
+    service: slow
+    policies:
+      - type: idempotency
+"""
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text, "portico.yaml")
+    assert (
+        "portico.yaml:10:9: routes[0].policies[0]: lock_timeout (120s) must be longer than "
+        "timeouts.read of service 'slow' (300s)" in str(caught.value)
+    )
+    load_config_text(text + "        lock_timeout: 6m\n", "portico.yaml")
