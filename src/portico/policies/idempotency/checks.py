@@ -59,7 +59,7 @@ def _lock_errors(
         (
             ("lock_timeout",),
             f"lock_timeout ({settings.lock_timeout:g}s) must be longer than timeouts.read of "
-            f"service {service!r} ({found.timeouts.read:g}s): a retry would run again while the first request is "
-            "still waiting for its answer",
+            f"service {service!r} ({found.timeouts.read:g}s): a retry would run again while "
+            "the first request is still waiting for its answer",
         )
     ]
