@@ -16,6 +16,7 @@ from tests.support.gateway import (
     check_problem,
     route,
     run_portico,
+    wait_for,
     with_defaults,
     write_config,
 )
@@ -176,7 +177,7 @@ def test_redis_away_follows_on_redis_failure(
                 assert status_of(http.get("/products/a")).startswith("Portico; hit")
                 server.stop()
                 try:
-                    for _ in range(3):
+                    for _ in range(4):
                         away = http.get("/products/a")
                         if on_failure == "open":
                             assert away.status_code == 200
@@ -190,8 +191,13 @@ def test_redis_away_follows_on_redis_failure(
                     assert http.get("/plain/a").status_code == 200
                 finally:
                     server.start()
-                http.get("/products/b")
-                assert status_of(http.get("/products/b")).startswith("Portico; hit")
-            assert process.log().count("cache policy of route products: shared state") == 1
+                # Back: stored and served again (a pooled connection that Redis's restart
+                # closed fails its next command once, hence the wait).
+                wait_for(
+                    lambda: status_of(http.get("/products/b")).startswith("Portico; hit"),
+                    what="hits once Redis is back",
+                )
+            # Logged once per ten seconds, not once per request (a slow machine may span two).
+            assert 1 <= process.log().count("cache policy of route products: shared state") <= 2
         finally:
             process.stop()

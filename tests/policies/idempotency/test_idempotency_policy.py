@@ -334,21 +334,25 @@ def test_redis_away_follows_on_redis_failure(
                 assert post(http, "/orders/charge", new_key()).status_code == 200
                 server.stop()
                 try:
-                    away = post(http, "/orders/charge", new_key())
-                    if on_failure == "closed":
-                        check_problem(away, 503, PROBLEMS + "shared-state-unavailable")
-                        assert away.headers["retry-after"] == "1"
-                    else:
-                        assert away.status_code == 200
-                    post(http, "/orders/charge", new_key())
+                    for _ in range(4):
+                        away = post(http, "/orders/charge", new_key())
+                        if on_failure == "closed":
+                            check_problem(away, 503, PROBLEMS + "shared-state-unavailable")
+                            assert away.headers["retry-after"] == "1"
+                        else:
+                            assert away.status_code == 200
                 finally:
                     server.start()
+                # Back: replays again (a pooled connection that Redis's restart closed fails its
+                # next command once, hence the wait).
                 key = new_key()
-                post(http, "/orders/charge", key)
-                assert post(http, "/orders/charge", key).headers["idempotent-replayed"] == "true"
+                wait_for(
+                    lambda: post(http, "/orders/charge", key).headers.get("idempotent-replayed"),
+                    what="replays once Redis is back",
+                )
             log = process.log()
-            # Counted every time, logged once per interval.
-            assert log.count("idempotency policy of route orders: shared state failed") == 1
+            # Logged once per ten seconds, not once per request (a slow machine may span two).
+            assert 1 <= log.count("idempotency policy of route orders: shared state failed") <= 2
         finally:
             process.stop()
 
