@@ -577,3 +577,34 @@ def test_a_cache_before_auth_or_ip_rules_is_refused_since_a_hit_would_skip_them(
     assert "routes[2].policies[0].type: route 'addresses' runs ip-rules after this cache" in message
     assert "'fine'" not in message
     assert len(caught.value.issues) == 3
+
+
+@pytest.mark.parametrize(
+    ("policies", "expected"),
+    [
+        (
+            [{"type": "cache"}, {"type": "cors", "origins": ["https://a.example"]}],
+            "routes[0].policies[0].type: route 'r' runs cors after this cache",
+        ),
+        (
+            [{"type": "mask", "remove": ["ssn"]}, {"type": "cache"}],
+            "routes[0].policies[1].type: route 'r' runs mask before this cache",
+        ),
+        (
+            [{"type": "cache", "scope": "tenant"}, {"type": "mask", "remove": ["ssn"]}],
+            "routes[0].policies[0].scope: route 'r' runs mask, which depends on each consumer's",
+        ),
+    ],
+)
+def test_where_cache_stands_among_body_and_header_policies_is_checked(
+    policies: list[dict[str, Any]], expected: str
+) -> None:
+    # The policy types named here may be added by other folders: the check reads only the
+    # types' names, so its message is there whether or not the type itself is known.
+    config = {
+        "services": {"s": {"targets": ["http://127.0.0.1:9"]}},
+        "routes": [{"name": "r", "match": {"path": "/r"}, "service": "s", "policies": policies}],
+    }
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(json.dumps(config), "portico.yaml")
+    assert expected in str(caught.value)

@@ -1,9 +1,12 @@
-"""The ``idempotency`` policy's check: no ``auth`` or ``ip-rules`` may run after it.
+"""The ``idempotency`` policy's cross-section checks: where it stands among a route's policies,
+and how long its lock lasts.
 
-A replay answers from ``on_request``, so every policy after ``idempotency`` in a route's list is
-skipped on a replay: an ``auth`` there would be bypassed, and the key could not belong to the
-consumer. A service's policies run before the route's own, so an ``idempotency`` on a service
-with an ``auth`` on its route is that mistake too.
+A replay is answered from ``on_request`` at the policy's place: the policies after it do not run
+their ``on_request``, and the stored body does not go through any body hook again, while every
+``on_response`` runs on it as on any answer. So a policy that decides who may have an answer
+(``auth``, ``ip-rules``, ``deprecation``'s 410) or adds response fields per request (``cors``)
+must come before it, and one that changes response bodies (``mask``) after it. A service's
+policies run before the route's own.
 """
 
 from __future__ import annotations
@@ -13,39 +16,50 @@ from portico.config.model import PorticoConfig
 from portico.policies.idempotency.settings import IdempotencySettings
 from portico.policies.registry import effective_policies
 
-GUARDS = ("auth", "ip-rules")
-"""Policies that decide who may have an answer: they must run before a stored one is given."""
+__all__ = ["BEFORE", "BODY_CHANGING", "idempotency_errors"]
 
-__all__ = ["GUARDS", "idempotency_errors"]
+BEFORE = ("auth", "ip-rules", "deprecation", "cors")
+"""Policy types that must run before ``idempotency``."""
+
+BODY_CHANGING = ("mask",)
+"""Policy types that change response bodies: they must run after ``idempotency``."""
 
 
 def idempotency_errors(settings: IdempotencySettings, config: PorticoConfig) -> list[Finding]:
-    """Each route where an entry with these settings runs before one of :data:`GUARDS`, or
-    whose service may take longer to answer than ``lock_timeout``."""
+    """Each route where an entry with these settings stands where a replay would skip a
+    policy, or whose service may take longer to answer than ``lock_timeout``."""
     errors: list[Finding] = []
     for route in config.routes:
         specs = effective_policies(config, route)
         for index, spec in enumerate(specs):
-            if spec.type != "idempotency" or not _applies(spec.model_extra, settings):
+            if spec.type != "idempotency":
+                continue
+            if IdempotencySettings.model_validate(spec.model_extra or {}) != settings:
                 continue
             for finding in _lock_errors(settings, config, route.service):
                 if finding not in errors:  # a service's entry serves each of its routes
                     errors.append(finding)
-            later = [s.type for s in specs[index + 1 :] if s.type in GUARDS]
+            later = [s.type for s in specs[index + 1 :] if s.type in BEFORE]
             if later:
                 errors.append(
                     (
                         ("type",),
                         f"route {route.name!r} runs {later[0]} after this idempotency policy, "
-                        f"so a stored response would be replayed before {later[0]} runs: list "
-                        f"{later[0]} first (a service's policies run before the route's own)",
+                        "but a stored response is replayed at this policy's place: list "
+                        f"{later[0]} before it (a service's policies run before the route's own)",
+                    )
+                )
+            earlier = [s.type for s in specs[:index] if s.type in BODY_CHANGING]
+            if earlier:
+                errors.append(
+                    (
+                        ("type",),
+                        f"route {route.name!r} runs {earlier[0]} before this idempotency "
+                        "policy, so responses would be stored as the upstream sent them and "
+                        f"replays would skip {earlier[0]}: list {earlier[0]} after it",
                     )
                 )
     return errors
-
-
-def _applies(extra: dict[str, object] | None, settings: IdempotencySettings) -> bool:
-    return IdempotencySettings.model_validate(extra or {}) == settings
 
 
 def _lock_errors(
