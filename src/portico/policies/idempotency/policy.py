@@ -203,10 +203,15 @@ class IdempotencyKeys:
     # -- the response --------------------------------------------------------------------------
 
     def on_response(self, exchange: Exchange, status: int, headers: Headers) -> None:
-        if status == 204:  # no body hook sees it: it is whole now
-            held = exchange.state.get(_STATE)
-            if isinstance(held, Held) and not held.done:
-                self._store(held, status, headers, b"")
+        held = exchange.state.get(_STATE)
+        if not isinstance(held, Held) or held.done:
+            return
+        if status >= 500 and not self._store_5xx:
+            # Freed now rather than once the answer is sent: the client's retry may follow it
+            # at once (with Redis, the release is on its way while the answer goes out).
+            self._release(held)
+        elif status == 204:  # no body hook sees it: it is whole now
+            self._store(held, status, headers, b"")
 
     def on_response_body(
         self, exchange: Exchange, status: int, headers: Headers, body: bytes | None
@@ -214,8 +219,9 @@ class IdempotencyKeys:
         held = exchange.state.get(_STATE)
         if not isinstance(held, Held) or held.done:
             return None
-        if body is None or (status >= 500 and not self._store_5xx):
-            return None  # released in on_complete: the client may retry
+        if body is None:
+            self._release(held)  # not stored: the client may retry
+            return None
         self._store(held, status, headers, body)
         return None
 
@@ -223,12 +229,16 @@ class IdempotencyKeys:
         held = exchange.state.get(_STATE)
         if not isinstance(held, Held) or held.done:
             return
-        held.done = True
         if completion.failure == CLIENT_GONE:
             # The request went upstream but its answer was never stored: the upstream may have
             # acted. The lock stays until lock_timeout, so a quick retry gets 409 rather than
             # running a second time.
+            held.done = True
             return
+        self._release(held)  # Portico's own answer, or the upstream broke off
+
+    def _release(self, held: Held) -> None:
+        held.done = True
         self._count("not_stored")
         self._apply(RELEASE, held.key, (held.lock,))
 
