@@ -111,7 +111,7 @@ def test_check_reports_every_error_in_one_run(
             route("ghost", "/ghost", service="nowhere"),
             route("orders", "/orders", policies=[{"type": "auth", "methods": ["mtls"]}]),
             route("uses-broken", "/broken", service="broken"),
-            route("cached", "/cached", policies=[{"type": "cache"}]),
+            route("pigeon", "/pigeon", policies=[{"type": "carrier-pigeon"}]),
         ],
     }
     path = write_config(tmp_path / "portico.yaml", config)
@@ -125,7 +125,7 @@ def test_check_reports_every_error_in_one_run(
     # ...do not hide the checks that span sections, run on the other entries...
     assert "routes[1].service: unknown service 'nowhere'" in err
     assert "routes[2].policies[0].methods[0]: mtls is accepted" in err
-    assert "routes[4].policies[0].type: unknown policy type 'cache'" in err
+    assert "routes[4].policies[0].type: unknown policy type 'carrier-pigeon'" in err
     # ...but what only follows from an invalid entry is not reported as another error.
     assert "unknown service 'broken'" not in err
     assert "5 error(s)" in err

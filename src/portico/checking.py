@@ -38,6 +38,7 @@ __all__ = [
 CHECKS = Checks(
     checks=(
         partial(registry.route_policy_errors, POLICIES),
+        partial(registry.per_process_state_errors, POLICIES),
         identity_checks.identity_errors,
         validation_checks.openapi_errors,
     ),

@@ -260,7 +260,7 @@ def test_policy_settings_errors_are_located_inside_the_policy(tmp_path: Path) ->
                 request:
                   sett: {X-Tenant: acme}
                   remove: ["bad header"]
-              - type: cache
+              - type: carrier-pigeon
         """,
     )
 
@@ -276,7 +276,7 @@ def test_policy_settings_errors_are_located_inside_the_policy(tmp_path: Path) ->
             (11, "routes[0].policies[0].request.remove[0]"),
             "'bad header' is not a valid HTTP header name",
         ),
-        ((12, "routes[0].policies[1].type"), "unknown policy type 'cache'"),
+        ((12, "routes[0].policies[1].type"), "unknown policy type 'carrier-pigeon'"),
     ]
 
 

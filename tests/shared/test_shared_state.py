@@ -158,6 +158,19 @@ def test_memory_state_bounds_its_keys() -> None:
     assert state.get_now("ip:0") is None
 
 
+def test_memory_state_bounds_the_bytes_it_holds() -> None:
+    # A cache of responses under many distinct queries must not exhaust the process's memory.
+    state = MemoryState(max_bytes=100_000)
+    for i in range(1000):
+        state.table.set(f"cache:{i}", b"x" * 1000, None)
+    assert state.table.size <= 100_000
+    assert state.get_now("cache:999") == b"x" * 1000
+    assert state.get_now("cache:0") is None
+    state.table.set("cache:999", b"y", None)
+    state.table.delete("cache:998")
+    assert state.table.size == sum(len(k) + len(v) for k, (v, _) in state.table._values.items())
+
+
 def test_readyz_reports_redis_as_degraded_without_failing(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from portico.cli import cache as cache_cli
 from portico.cli import routes as routes_cli
 from portico.identity import cli as identity_cli
 from portico.identity.oauth import cli as oauth_cli
@@ -298,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     identity_cli.register(sub, load_config)
     oauth_cli.register(sub, load_config)
     routes_cli.register(sub)
+    cache_cli.register(sub, load_config)
 
     demo = command(
         "demo", "run Portico with sample backends and a sample config, for a first look", cmd_demo
@@ -340,7 +342,14 @@ def _log_level(args: argparse.Namespace) -> str:
 
 def _command_name(args: argparse.Namespace) -> str:
     words = ["portico"]
-    for key in ("command", "db_command", "keys_command", "oauth_command", "routes_command"):
+    for key in (
+        "command",
+        "db_command",
+        "keys_command",
+        "oauth_command",
+        "routes_command",
+        "cache_command",
+    ):
         value = getattr(args, key, None)
         if value:
             words.append(value)

@@ -32,6 +32,12 @@ BAD_REQUEST = ProblemType("bad-request", 400, "Malformed HTTP request")
 UPGRADE_NOT_ALLOWED = ProblemType(
     "upgrade-not-allowed", 400, "This route does not accept protocol upgrades"
 )
+IDEMPOTENCY_KEY_MISSING = ProblemType(
+    "idempotency-key-missing", 400, "This request needs an Idempotency-Key"
+)
+IDEMPOTENCY_KEY_INVALID = ProblemType(
+    "idempotency-key-invalid", 400, "The Idempotency-Key is not a valid key"
+)
 UNAUTHORIZED = ProblemType("unauthorized", 401, "Authentication required")
 INVALID_CREDENTIALS = ProblemType("invalid-credentials", 401, "The credentials are not valid")
 FORBIDDEN = ProblemType("forbidden", 403, "Access to this route is not allowed")
@@ -61,9 +67,17 @@ UNSUPPORTED_MEDIA_TYPE = ProblemType(
     "unsupported-media-type", 415, "The operation does not take this content type"
 )
 REQUEST_TIMEOUT = ProblemType("request-timeout", 408, "The request was not received in time")
+IDEMPOTENCY_KEY_IN_FLIGHT = ProblemType(
+    "idempotency-key-in-flight", 409, "A request with this Idempotency-Key is still in progress"
+)
 REQUEST_TOO_LARGE = ProblemType("request-too-large", 413, "Request body too large")
 URI_TOO_LONG = ProblemType("uri-too-long", 414, "The request target is too long")
 RATE_LIMITED = ProblemType("rate-limited", 429, "Too many requests: a rate limit or quota is spent")
+IDEMPOTENCY_KEY_REUSED = ProblemType(
+    "idempotency-key-reused",
+    422,
+    "This Idempotency-Key was used for a different request",
+)
 HEADERS_TOO_LARGE = ProblemType(
     "request-header-fields-too-large", 431, "Request header fields too large"
 )
@@ -94,6 +108,8 @@ VERSION_NOT_SUPPORTED = ProblemType(
 ALL_TYPES: tuple[ProblemType, ...] = (
     BAD_REQUEST,
     UPGRADE_NOT_ALLOWED,
+    IDEMPOTENCY_KEY_MISSING,
+    IDEMPOTENCY_KEY_INVALID,
     UNAUTHORIZED,
     INVALID_CREDENTIALS,
     FORBIDDEN,
@@ -109,9 +125,11 @@ ALL_TYPES: tuple[ProblemType, ...] = (
     OPERATION_NOT_FOUND,
     UNSUPPORTED_MEDIA_TYPE,
     REQUEST_TIMEOUT,
+    IDEMPOTENCY_KEY_IN_FLIGHT,
     REQUEST_TOO_LARGE,
     URI_TOO_LONG,
     RATE_LIMITED,
+    IDEMPOTENCY_KEY_REUSED,
     HEADERS_TOO_LARGE,
     INTERNAL_ERROR,
     NOT_IMPLEMENTED,

@@ -153,15 +153,19 @@ class GatewayStats:
 
     __slots__ = (
         "auth_failures",
+        "cache_lookups",
+        "cache_stores",
         "counters",
         "deprecated_requests",
         "enabled",
         "gauges",
+        "idempotency",
         "last_reload",
         "masking",
         "reloads",
         "routes",
         "services",
+        "shared_state_failures",
         "unrouted",
         "validation_failures",
     )
@@ -187,6 +191,16 @@ class GatewayStats:
         self.validation_failures: dict[tuple[str, str], int] = {}
         """(route, direction) -> count: requests the validation policy refused (``request``),
         responses it found not to match the document (``response``)."""
+        self.cache_lookups: dict[tuple[str, str], int] = {}
+        """(route, result) -> count; result is ``hit``, ``miss`` or ``bypass`` (the ``cache``
+        policy)."""
+        self.cache_stores: dict[str, int] = {}
+        """Route -> responses the ``cache`` policy stored."""
+        self.idempotency: dict[tuple[str, str], int] = {}
+        """(route, outcome) -> count; outcome is ``stored``, ``replayed``, ``in_flight``,
+        ``mismatch``, ``missing``, ``invalid`` or ``not_stored`` (the ``idempotency`` policy)."""
+        self.shared_state_failures: dict[tuple[str, str], int] = {}
+        """(policy, route) -> shared-state operations that failed (Redis away or too slow)."""
         self.reloads = {"success": 0, "failure": 0}
         self.counters: dict[str, LabelledCounter] = {}
         """The policies' own counters, by name (:meth:`counter`)."""
@@ -249,6 +263,21 @@ class GatewayStats:
         if found is None or found.labels != labels:
             found = self.gauges[name] = LabelledGauge(name, description, labels)
         return found
+
+    def cache_lookup(self, route: str, result: str) -> None:
+        key = (route, result)
+        self.cache_lookups[key] = self.cache_lookups.get(key, 0) + 1
+
+    def cache_stored(self, route: str) -> None:
+        self.cache_stores[route] = self.cache_stores.get(route, 0) + 1
+
+    def idempotency_outcome(self, route: str, outcome: str) -> None:
+        key = (route, outcome)
+        self.idempotency[key] = self.idempotency.get(key, 0) + 1
+
+    def shared_state_failure(self, policy: str, route: str) -> None:
+        key = (policy, route)
+        self.shared_state_failures[key] = self.shared_state_failures.get(key, 0) + 1
 
     def reloaded(self, ok: bool) -> None:
         self.reloads["success" if ok else "failure"] += 1

@@ -82,6 +82,7 @@ def counter_families(stats: GatewayStats) -> Iterator[Metric]:
     yield from _masking(stats)
     yield from _validation(stats)
     yield from _policies(stats)
+    yield from _shared_state(stats)
 
 
 def _requests(stats: GatewayStats) -> Iterator[Metric]:
@@ -287,3 +288,40 @@ def _policies(stats: GatewayStats) -> Iterator[Metric]:
         for values, value in gauge.values.items():
             current.add_metric(list(values), value)
         yield current
+
+
+def _shared_state(stats: GatewayStats) -> Iterator[Metric]:
+    lookups = CounterMetricFamily(
+        "portico_cache_lookups",
+        "Requests a route's cache policy handled, by result: hit (answered from the cache), "
+        "miss (forwarded), bypass (forwarded without a lookup: the request forbade it).",
+        labels=["route", "result"],
+    )
+    for (route, result), count in stats.cache_lookups.items():
+        lookups.add_metric([route, result], count)
+    yield lookups
+    stores = CounterMetricFamily(
+        "portico_cache_stores",
+        "Responses a route's cache policy stored.",
+        labels=["route"],
+    )
+    for route, count in stats.cache_stores.items():
+        stores.add_metric([route], count)
+    yield stores
+    idempotency = CounterMetricFamily(
+        "portico_idempotency_requests",
+        "Requests with an Idempotency-Key, by outcome: stored, replayed, in_flight (409), "
+        "mismatch (422), missing and invalid (400), not_stored (the key was freed).",
+        labels=["route", "outcome"],
+    )
+    for (route, outcome), count in stats.idempotency.items():
+        idempotency.add_metric([route, outcome], count)
+    yield idempotency
+    failures = CounterMetricFamily(
+        "portico_shared_state_failures",
+        "Operations of a policy on the shared state (Redis) that failed or timed out.",
+        labels=["policy", "route"],
+    )
+    for (policy, route), count in stats.shared_state_failures.items():
+        failures.add_metric([policy, route], count)
+    yield failures

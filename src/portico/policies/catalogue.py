@@ -17,10 +17,12 @@ POLICIES: PolicyTypes = Catalogue(
     PolicyType,
     {
         "auth": "portico.policies.auth:POLICY",
+        "cache": "portico.policies.cache:POLICY",
         "concurrency": "portico.policies.concurrency:POLICY",
         "cors": "portico.policies.cors:POLICY",
         "deprecation": "portico.policies.deprecation:POLICY",
         "headers": "portico.policies.headers:POLICY",
+        "idempotency": "portico.policies.idempotency:POLICY",
         "ip-rules": "portico.policies.ip_rules:POLICY",
         "mask": "portico.policies.mask:POLICY",
         "rate-limit": "portico.policies.rate_limit:POLICY",

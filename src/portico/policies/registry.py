@@ -29,6 +29,7 @@ __all__ = [
     "build_policy",
     "effective_policies",
     "entry_errors",
+    "per_process_state_errors",
     "route_policy_errors",
     "settings_model",
 ]
@@ -122,6 +123,46 @@ def effective_policies(config: PorticoConfig, route: Route) -> tuple[PolicySpec,
         return route.policies
     own = {spec.type for spec in route.policies}
     return (*(spec for spec in inherited if spec.type not in own), *route.policies)
+
+
+def per_process_state_errors(
+    types: PolicyTypes, config: PorticoConfig, workers: int | None = None
+) -> list[Finding]:
+    """With several gateway processes (``workers``, else ``gateway.workers``) and no ``redis``
+    section, each policy that keeps shared state would keep it per process: a limit of 100 a
+    minute would silently become 100 a minute per process. Each such entry is an error."""
+    if config.redis is not None:
+        return []
+    if workers is None:
+        from portico.config.workers import worker_count
+
+        workers = worker_count(config)
+    if workers <= 1:
+        return []
+    message = (
+        f"the {{kind}} policy keeps state every gateway process must share, and {workers} "
+        "processes would each keep their own: add a redis section (docs/shared-state.md) or "
+        "run one worker"
+    )
+    errors: list[Finding] = []
+    located: list[tuple[Location, PolicySpec]] = [
+        (("services", name, "policies", j), spec)
+        for name, service in config.services.items()
+        for j, spec in enumerate(service.policies)
+    ]
+    located += [
+        (("routes", i, "policies", j), spec)
+        for i, route in enumerate(config.routes)
+        for j, spec in enumerate(route.policies)
+    ]
+    for at, spec in located:
+        try:
+            kind = types.get(spec.type)
+        except ExtensionUnavailable:
+            continue  # reported by entry_errors
+        if kind.shares_state:
+            errors.append(((*at, "type"), message.format(kind=spec.type)))
+    return errors
 
 
 def settings_model(types: PolicyTypes, type_name: str) -> type[BaseModel] | None:

@@ -13,13 +13,46 @@ from __future__ import annotations
 
 from typing import Any
 
-from portico.gateway.stats import GatewayStats, Histogram, RouteStats
+from portico.gateway.stats import (
+    GatewayStats,
+    Histogram,
+    LabelledCounter,
+    LabelledGauge,
+    RouteStats,
+)
 from portico.operations.metrics import TargetView
 
 __all__ = ["Tally", "add", "summed", "tally", "targets_of"]
 
 Tally = dict[str, Any]
-"""JSON-ready: ``routes``, ``services``, ``auth_failures``, ``targets``."""
+"""JSON-ready: ``routes``, ``services``, ``auth_failures``, ``targets``, the policies' keyed
+counters (``keyed``) and their own counters and gauges (``counters``, ``gauges``)."""
+
+KEYED = (
+    "deprecated_requests",
+    "masking",
+    "validation_failures",
+    "cache_lookups",
+    "cache_stores",
+    "idempotency",
+    "shared_state_failures",
+)
+"""The policies' counters of :class:`GatewayStats` keyed by a tuple of labels (or one label):
+summed key by key across processes."""
+
+
+def _keyed_items(stats: GatewayStats, name: str) -> list[list[Any]]:
+    counted: dict[Any, int] = getattr(stats, name)
+    return [
+        [list(key) if isinstance(key, tuple) else [key], count] for key, count in counted.items()
+    ]
+
+
+def _add_keyed(total: GatewayStats, name: str, items: list[list[Any]]) -> None:
+    counted: dict[Any, int] = getattr(total, name)
+    for labels, count in items:
+        key: Any = tuple(labels) if len(labels) != 1 or name != "cache_stores" else labels[0]
+        counted[key] = counted.get(key, 0) + count
 
 
 def tally(stats: GatewayStats, targets: list[TargetView]) -> Tally:
@@ -38,6 +71,15 @@ def tally(stats: GatewayStats, targets: list[TargetView]) -> Tally:
         "services": [[s.name, s.errors, s.retries] for s in stats.services.values()],
         "auth_failures": [[*key, count] for key, count in stats.auth_failures.items()],
         "targets": [[t.service, t.target, t.available, t.circuit] for t in targets],
+        "keyed": {name: _keyed_items(stats, name) for name in KEYED},
+        "counters": [
+            [c.name, c.description, list(c.labels), [[list(k), v] for k, v in c.values.items()]]
+            for c in stats.counters.values()
+        ],
+        "gauges": [
+            [g.name, g.description, list(g.labels), [[list(k), v] for k, v in g.values.items()]]
+            for g in stats.gauges.values()
+        ],
     }
 
 
@@ -67,6 +109,19 @@ def add(total: GatewayStats, counted: Tally) -> None:
     for route_name, method, reason, count in counted["auth_failures"]:
         refused = (route_name, method, reason)
         total.auth_failures[refused] = total.auth_failures.get(refused, 0) + count
+    for name, items in counted.get("keyed", {}).items():
+        if name in KEYED:
+            _add_keyed(total, name, items)
+    # A policy's counters are summed; its gauges too (requests in flight in each process add
+    # up to the requests in flight on the machine).
+    for name, description, labels, values in counted.get("counters", []):
+        counter: LabelledCounter = total.counter(name, description, tuple(labels))
+        for key, count in values:
+            counter.values[tuple(key)] = counter.values.get(tuple(key), 0) + count
+    for name, description, labels, values in counted.get("gauges", []):
+        gauge: LabelledGauge = total.gauge(name, description, tuple(labels))
+        for key, value in values:
+            gauge.values[tuple(key)] = gauge.values.get(tuple(key), 0) + value
 
 
 def summed(
@@ -75,7 +130,9 @@ def summed(
     """The counters of the processes gone and of each process's last ``(slot, tally)``, summed;
     and what each process sees of the targets, labelled by its slot."""
     total = GatewayStats()
-    add(total, tally(departed, []))
+    # What the processes gone had counted, without their gauges: a dead process has nothing
+    # in flight any more.
+    add(total, {**tally(departed, []), "gauges": []})
     views: list[TargetView] = []
     for slot, counted in tallies:
         add(total, counted)

@@ -44,6 +44,8 @@ from portico.gateway.app import FileStamp
 from portico.gateway.stats import GatewayStats
 from portico.operations.listener import Operations, ReadinessCheck
 from portico.operations.metrics import TargetView
+from portico.policies.catalogue import POLICIES
+from portico.policies.registry import per_process_state_errors
 from portico.serving import CannotListen, RevisionRecorder, with_listen
 from portico.store.migrate import ensure_current
 from portico.supervisor.channel import Channel, ChannelClosed, Message
@@ -84,11 +86,21 @@ def serve(
     its gateway processes (each started with ``log_options``, the command's log options)."""
     config = with_listen(load_config_to_serve(config_path), listen)
     count = worker_count(config, workers)
+    refused = per_process_state_errors(POLICIES, config, count)
+    if refused:
+        location, why = refused[0]
+        where = ".".join(str(part) for part in location)
+        raise PerProcessState(f"{config_path}: {where}: {why} (--workers {count})")
     if count == 1:
         return serving.serve(config_path, listen)
     raw = config_path.read_bytes()
     supervisor = Supervisor(config_path, listen, count, config, raw, log_options)
     return uvloop.run(supervisor.run())
+
+
+class PerProcessState(PorticoError):
+    """``serve --workers N`` asked for several processes, and a policy's shared state would be
+    per process (no ``redis`` section)."""
 
 
 def describe_exit(returncode: int) -> str:
