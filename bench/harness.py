@@ -363,6 +363,7 @@ def run_wrk(
     seconds: float,
     threads: int = 1,
     headers: dict[str, str] | None = None,
+    script: Path | None = None,
 ) -> Throughput:
     argv = [
         WRK,
@@ -375,6 +376,8 @@ def run_wrk(
     ]
     for name, value in (headers or {}).items():
         argv += ["-H", f"{name}: {value}"]
+    if script is not None:
+        argv += ["-s", str(script)]
     argv.append(url)
     completed = subprocess.run(
         argv, capture_output=True, text=True, timeout=seconds + 60, check=False
@@ -401,13 +404,14 @@ def measure_with_cpu(
     connections: int,
     seconds: float,
     warmup: float,
+    script: Path | None = None,
 ) -> tuple[Throughput, float]:
     """One wrk run (after an unrecorded warm-up) and the CPU µs per request process ``pid`` spent:
     steadier than requests/s when other work shares the machine."""
     if warmup > 0:
-        run_wrk(url, connections=connections, seconds=warmup, headers=headers)
+        run_wrk(url, connections=connections, seconds=warmup, headers=headers, script=script)
     before = cpu_seconds(pid)
-    result = run_wrk(url, connections=connections, seconds=seconds, headers=headers)
+    result = run_wrk(url, connections=connections, seconds=seconds, headers=headers, script=script)
     used = cpu_seconds(pid) - before
     return result, used / max(1, result.requests) * 1e6
 

@@ -14,6 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from portico.shared.state import Script, SharedState, SharedStateUnavailable
@@ -40,6 +43,10 @@ class RedisState(SharedState):
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry_on_timeout=False,
+            # After a Redis restart every pooled connection is dead: one immediate retry on a
+            # fresh connection, so a restart costs no request its answer (still within timeout).
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError],
             health_check_interval=30,
         )
         self._client: aioredis.Redis = aioredis.Redis(connection_pool=pool)

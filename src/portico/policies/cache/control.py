@@ -56,9 +56,9 @@ def freshness(response: Directives, headers: Headers, default: float, limit: flo
     Zero or less: it may not be stored."""
     lifetime: float
     if "s-maxage" in response:
-        lifetime = seconds(response["s-maxage"])
+        lifetime = float(seconds(response["s-maxage"]))
     elif "max-age" in response:
-        lifetime = seconds(response["max-age"])
+        lifetime = float(seconds(response["max-age"]))
     else:
         expires = headers.get("expires")
         lifetime = _expires_in(expires, headers.get("date")) if expires is not None else default

@@ -15,7 +15,7 @@ from typing import Any
 
 __all__ = ["JsonLimits", "JsonRejected", "parse_json"]
 
-_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
+_NOT_STRUCTURE = bytes([b for b in range(256) if b not in b'[]{}"'])
 _STRING = re.compile(rb'"[^"]*"')
 _INNERMOST = re.compile(rb"\[\]|\{\}")
 
