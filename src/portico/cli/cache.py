@@ -13,7 +13,6 @@ process can reach: the command says so and changes nothing (the entries end with
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -109,6 +108,8 @@ def cmd_purge(args: argparse.Namespace) -> int:
             return sum([await state.delete_prefix(prefix) for prefix in prefixes])
         finally:
             await state.close()
+
+    import asyncio  # here: `portico --help` and `check` must not load the event loop
 
     removed = asyncio.run(purge())
     what = f"paths {', '.join(args.key)} of route" if args.key else "route"
