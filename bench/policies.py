@@ -94,7 +94,7 @@ routes:
       - type: auth
         methods: [api_key]
       - type: rate-limit
-        limits: [{{name: burst, limit: 100000000, window: 1s}}]
+        limits: [{{name: burst, limit: 10000000, window: 1m}}]
       - type: validation
 tenants:
   bench:
