@@ -12,15 +12,11 @@ authentication method against ``gateway.tls``) is checked by that capability, th
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -29,85 +25,57 @@ from pydantic import (
     model_validator,
 )
 
+from portico.config.fields import (
+    CIDR,
+    CONFIG_DIR,
+    MAX_WORKERS,
+    NAME_PATTERN,
+    Duration,
+    HeaderName,
+    IPRules,
+    Model,
+    Name,
+    Size,
+    parse_workers_setting,
+)
+from portico.config.tenants import (
+    ApiKeyRef,
+    ClaimMapping,
+    ClientCertificate,
+    Consumer,
+    Identity,
+    IdentityProvider,
+    OAuthClient,
+    OAuthServer,
+    SignatureKey,
+    Tenant,
+)
 from portico.core.http import HTTP_METHODS
 from portico.core.net import parse_network
 from portico.core.paths import PathTemplate
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
-_SIZE_UNITS = {
-    None: 1,
-    "B": 1,
-    "KB": 1000,
-    "KiB": 1024,
-    "MB": 1000**2,
-    "MiB": 1024**2,
-    "GB": 1000**3,
-    "GiB": 1024**3,
-}
-MAX_WORKERS = 256
-"""The most gateway processes ``gateway.workers`` may ask for."""
-NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
-"""What a name (of a route, service, tenant, consumer, provider) may be made of."""
-CONFIG_DIR = "config_dir"
-"""The validation context's key for the directory of the config file: the file references it
-holds (``services.<name>.openapi``) are relative to it."""
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-
-
-def _parse_duration(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 500ms, 2s or 1m")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    else:
-        raise ValueError("expected a duration such as 500ms, 2s or 1m")
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    return seconds
-
-
-def _parse_size(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError("expected a size such as 512KiB, 10MiB or a number of bytes")
-    if isinstance(value, int):
-        size = value
-    elif isinstance(value, str) and (m := _SIZE.match(value)):
-        size = int(m.group(1)) * _SIZE_UNITS[m.group(2)]
-    else:
-        raise ValueError("expected a size such as 512KiB, 10MiB or a number of bytes")
-    if size < 0:
-        raise ValueError("a size cannot be negative")
-    return size
-
-
-def _parse_workers(value: Any) -> int | str:
-    # One message for both forms, rather than one per member of the union.
-    if value == "auto" or (
-        isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WORKERS
-    ):
-        return value  # type: ignore[no-any-return]
-    raise ValueError(f"expected a number of processes from 1 to {MAX_WORKERS}, or auto")
-
-
-def _check_header_name(name: str) -> str:
-    if not _HEADER_NAME.match(name):
-        raise ValueError(f"{name!r} is not a valid HTTP header name")
-    return name
-
-
-Duration = Annotated[float, BeforeValidator(_parse_duration)]
-Size = Annotated[int, BeforeValidator(_parse_size)]
-HeaderName = Annotated[str, AfterValidator(_check_header_name)]
-
-
-class Model(BaseModel):
-    """Base for every config section: unknown keys are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+__all__ = [
+    "CIDR",
+    "CONFIG_DIR",
+    "MAX_WORKERS",
+    "NAME_PATTERN",
+    "ApiKeyRef",
+    "ClaimMapping",
+    "ClientCertificate",
+    "Consumer",
+    "Duration",
+    "HeaderName",
+    "IPRules",
+    "Identity",
+    "IdentityProvider",
+    "Model",
+    "Name",
+    "OAuthClient",
+    "OAuthServer",
+    "SignatureKey",
+    "Size",
+    "Tenant",
+]
 
 
 class Listen(Model):
@@ -144,24 +112,6 @@ class TLSListener(Model):
         return self
 
 
-def _check_cidr(cidr: str) -> str:
-    try:
-        parse_network(cidr)
-    except ValueError as exc:
-        raise ValueError(f"{cidr!r} is not an IP address or network") from exc
-    return cidr
-
-
-CIDR = Annotated[str, AfterValidator(_check_cidr)]
-
-
-class IPRules(Model):
-    """Allow and deny lists of addresses and networks (IPv4 and IPv6). Deny wins."""
-
-    allow: tuple[CIDR, ...] = ()
-    deny: tuple[CIDR, ...] = ()
-
-
 class GatewaySettings(Model):
     listen: Listen = Listen()
     tls: TLSListener | None = None
@@ -185,7 +135,7 @@ class GatewaySettings(Model):
     drain_timeout: Duration = 30.0
     """On shutdown, how long in-flight requests get to finish."""
     access_log: bool = False
-    workers: Annotated[int | Literal["auto"], BeforeValidator(_parse_workers)] = 1
+    workers: Annotated[int | Literal["auto"], BeforeValidator(parse_workers_setting)] = 1
     """Gateway processes sharing the listeners (``auto``: one per core the process may use);
     ``serve --workers`` overrides it; :func:`portico.config.workers.worker_count` resolves it."""
 
@@ -395,211 +345,6 @@ class Redis(Model):
     max_connections: int = Field(64, ge=1, le=10_000)
     """Connections to Redis per gateway process; a request waits for a free one (up to
     ``timeout``) when all are busy."""
-
-
-Name = Annotated[str, Field(pattern=NAME_PATTERN)]
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # A timestamp written without an offset is taken as UTC rather than the server's zone.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
-class ApiKeyRef(Model):
-    """A key declared in the config by its hash (keys made with ``portico keys create`` live in
-    the database instead). ``portico keys generate`` prints a new key and this entry for it."""
-
-    id: str = Field(pattern=r"^[A-Za-z0-9]+$")
-    """The ``<id>`` of ``pk_<id>_<secret>``."""
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    """The hex SHA-256 of the whole key."""
-    expires_at: Annotated[datetime | None, AfterValidator(_aware)] = None
-
-
-class OAuthClient(Model):
-    client_id: str
-    client_secret: str | None = None
-    """The secret itself (use ${VAR}); only its hash is kept in memory."""
-    client_secret_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
-    jwks: dict[str, Any] | None = None
-    """Public keys for ``private_key_jwt`` client authentication (RFC 7523)."""
-    jwks_uri: str | None = None
-    introspect_any: bool = False
-    """May introspect (RFC 7662) the tokens of every client, not only its own: for a resource
-    server that checks the tokens other clients present to it. Any other token is
-    ``{"active": false}`` to a client."""
-
-    @model_validator(mode="after")
-    def _credentials(self) -> OAuthClient:
-        if self.client_secret is not None and self.client_secret_sha256 is not None:
-            raise ValueError("give client_secret or client_secret_sha256, not both")
-        if self.jwks is not None and self.jwks_uri is not None:
-            raise ValueError("give jwks or jwks_uri, not both")
-        if (self.client_secret, self.client_secret_sha256, self.jwks, self.jwks_uri) == (None,) * 4:
-            raise ValueError(
-                "a client needs a client_secret (or client_secret_sha256), or public keys for "
-                "private_key_jwt (jwks or jwks_uri)"
-            )
-        if self.jwks_uri is not None:
-            _check_http_url(self.jwks_uri, "jwks_uri")
-        return self
-
-
-def _check_http_url(value: str, what: str) -> None:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
-        raise ValueError(f"{what} must be an http:// or https:// URL with a host")
-
-
-MIN_HMAC_SECRET_BYTES = 32
-
-
-class SignatureKey(Model):
-    """A key a consumer signs requests with (HTTP Message Signatures, RFC 9421)."""
-
-    keyid: str = Field(min_length=1, max_length=256, pattern=r"^[\x20-\x7e]+$")
-    algorithm: Literal["ed25519", "ecdsa-p256-sha256", "rsa-pss-sha512", "hmac-sha256"]
-    public_key: str | None = None
-    """PEM public key (asymmetric algorithms)."""
-    secret: str | None = None
-    """Shared secret (hmac-sha256; use ${VAR})."""
-
-    @model_validator(mode="after")
-    def _key_material(self) -> SignatureKey:
-        if self.algorithm == "hmac-sha256":
-            if self.secret is None or self.public_key is not None:
-                raise ValueError("hmac-sha256 takes a secret and no public_key")
-            if len(self.secret.encode()) < MIN_HMAC_SECRET_BYTES:
-                raise ValueError(
-                    f"an hmac-sha256 secret needs at least {MIN_HMAC_SECRET_BYTES} bytes"
-                )
-            return self
-        if self.public_key is None or self.secret is not None:
-            raise ValueError(f"{self.algorithm} takes a PEM public_key and no secret")
-        _check_public_key(self.algorithm, self.public_key)
-        return self
-
-
-def _check_public_key(algorithm: str, pem: str) -> None:
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
-    try:
-        key = load_pem_public_key(pem.encode())
-    except (ValueError, TypeError) as exc:
-        raise ValueError("public_key is not a PEM public key") from exc
-    if algorithm == "ed25519" and not isinstance(key, ed25519.Ed25519PublicKey):
-        raise ValueError("public_key is not an Ed25519 key")
-    if algorithm == "ecdsa-p256-sha256" and not (
-        isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)
-    ):
-        raise ValueError("public_key is not an EC P-256 key")
-    if algorithm == "rsa-pss-sha512" and not (
-        isinstance(key, rsa.RSAPublicKey) and key.key_size >= 2048
-    ):
-        raise ValueError("public_key is not an RSA key of 2048 bits or more")
-
-
-def _fingerprint(value: str | None) -> str | None:
-    # Accept the forms tools print (openssl: AB:CD:..., others: abcd...) and keep one.
-    if value is None:
-        return None
-    digest = value.replace(":", "").strip().lower()
-    if not re.fullmatch(r"[0-9a-f]{64}", digest):
-        raise ValueError("expected the 64 hex digits of a SHA-256 fingerprint (colons allowed)")
-    return digest
-
-
-class ClientCertificate(Model):
-    """Maps a TLS client certificate to the consumer, by fingerprint or by subject."""
-
-    sha256_fingerprint: Annotated[str | None, AfterValidator(_fingerprint)] = None
-    """SHA-256 of the certificate's DER, in hex (stored lower-case without colons)."""
-    subject: str | None = None
-    """RFC 4514 string, for example ``CN=billing,O=Acme`` (checked by identity)."""
-
-    @model_validator(mode="after")
-    def _one_of(self) -> ClientCertificate:
-        if (self.sha256_fingerprint is None) == (self.subject is None):
-            raise ValueError("give either sha256_fingerprint or subject")
-        return self
-
-
-class Consumer(Model):
-    scopes: tuple[str, ...] = ()
-    metadata: dict[str, str] = {}
-    api_keys: tuple[ApiKeyRef, ...] = ()
-    oauth: OAuthClient | None = None
-    signature_keys: tuple[SignatureKey, ...] = ()
-    certificates: tuple[ClientCertificate, ...] = ()
-    ip_rules: IPRules = IPRules()
-
-
-class Tenant(Model):
-    consumers: dict[Name, Consumer] = {}
-    metadata: dict[str, str] = {}
-
-
-class ClaimMapping(Model):
-    consumer: str = "sub"
-    tenant: str | None = None
-    scopes: str = "scope"
-    """A space-separated string claim or a list claim."""
-
-
-class IdentityProvider(Model):
-    """An external issuer whose JWTs are accepted (verified with its JWKS)."""
-
-    issuer: str
-    jwks_uri: str
-    audiences: tuple[str, ...] = Field(min_length=1)
-    algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
-    claims: ClaimMapping = ClaimMapping()
-    clock_skew: Duration = 30.0
-    jwks_cache_ttl: Duration = 300.0
-    jwks_min_refresh_interval: Duration = 10.0
-
-
-class OAuthServer(Model):
-    """Portico's own OAuth 2.0 authorization server (client credentials grant)."""
-
-    issuer: str
-    """The ``iss`` of issued tokens and the base of the metadata document."""
-    audience: str | None = None
-    """The ``aud`` of issued tokens; the issuer when not given."""
-    token_ttl: Duration = 3600.0
-    signing_algorithm: Literal["EdDSA", "RS256"] = "EdDSA"
-    path_prefix: str = "/oauth2"
-
-    @field_validator("issuer")
-    @classmethod
-    def _issuer_url(cls, value: str) -> str:
-        # RFC 8414 §2: a URL with a scheme and host, and no query or fragment.
-        _check_http_url(value, "issuer")
-        if urlsplit(value).query:
-            raise ValueError("issuer cannot have a query")
-        return value
-
-    @field_validator("token_ttl")
-    @classmethod
-    def _positive_ttl(cls, value: float) -> float:
-        if value < 1:
-            raise ValueError("token_ttl must be at least 1s")
-        return value
-
-    @field_validator("path_prefix")
-    @classmethod
-    def _prefix(cls, value: str) -> str:
-        if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)*/?", value):
-            raise ValueError("path_prefix is a plain path such as /oauth2 (no parameters)")
-        return value
-
-
-class Identity(Model):
-    oauth: OAuthServer | None = None
-    providers: dict[Name, IdentityProvider] = {}
 
 
 class PorticoConfig(Model):

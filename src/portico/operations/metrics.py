@@ -8,8 +8,9 @@ next to its standard process metrics (CPU, memory, open files).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -207,17 +208,6 @@ def config_families(stats: GatewayStats, routes: int) -> Iterator[Metric]:
     )
 
 
-def _deprecated(stats: GatewayStats) -> Iterator[Metric]:
-    calls = CounterMetricFamily(
-        "portico_deprecated_requests",
-        "Calls to routes with a deprecation policy, by route and consumer (empty: no identity).",
-        labels=["route", "consumer"],
-    )
-    for (route, consumer), count in stats.deprecated_requests.items():
-        calls.add_metric([route, consumer], count)
-    yield calls
-
-
 def _masking(stats: GatewayStats) -> Iterator[Metric]:
     masked = CounterMetricFamily(
         "portico_masked_responses",
@@ -264,18 +254,6 @@ def exposition(metrics: CollectorRegistry) -> bytes:
     return generate_latest(metrics)
 
 
-def _validation(stats: GatewayStats) -> Iterator[Metric]:
-    failures = CounterMetricFamily(
-        "portico_validation_failures",
-        "Requests a route's validation policy refused (direction request), and upstream "
-        "responses it found not to match the API document (direction response).",
-        labels=["route", "direction"],
-    )
-    for (route, direction), count in stats.validation_failures.items():
-        failures.add_metric([route, direction], count)
-    yield failures
-
-
 def _policies(stats: GatewayStats) -> Iterator[Metric]:
     """The policies' own counters and gauges (``GatewayStats.counter`` and ``gauge``)."""
     for counter in stats.counters.values():
@@ -290,38 +268,60 @@ def _policies(stats: GatewayStats) -> Iterator[Metric]:
         yield current
 
 
+def _keyed(
+    name: str, help_text: str, labels: list[str], counted: Mapping[Any, int]
+) -> CounterMetricFamily:
+    """One counter family from a :class:`GatewayStats` dict keyed by its label values (a tuple,
+    or the one value of a single label)."""
+    family = CounterMetricFamily(name, help_text, labels=labels)
+    for key, count in counted.items():
+        family.add_metric(list(key) if isinstance(key, tuple) else [key], count)
+    return family
+
+
+def _deprecated(stats: GatewayStats) -> Iterator[Metric]:
+    yield _keyed(
+        "portico_deprecated_requests",
+        "Calls to routes with a deprecation policy, by route and consumer (empty: no identity).",
+        ["route", "consumer"],
+        stats.deprecated_requests,
+    )
+
+
+def _validation(stats: GatewayStats) -> Iterator[Metric]:
+    yield _keyed(
+        "portico_validation_failures",
+        "Requests a route's validation policy refused (direction request), and upstream "
+        "responses it found not to match the API document (direction response).",
+        ["route", "direction"],
+        stats.validation_failures,
+    )
+
+
 def _shared_state(stats: GatewayStats) -> Iterator[Metric]:
-    lookups = CounterMetricFamily(
+    yield _keyed(
         "portico_cache_lookups",
         "Requests a route's cache policy handled, by result: hit (answered from the cache), "
         "miss (forwarded), bypass (forwarded without a lookup: the request forbade it).",
-        labels=["route", "result"],
+        ["route", "result"],
+        stats.cache_lookups,
     )
-    for (route, result), count in stats.cache_lookups.items():
-        lookups.add_metric([route, result], count)
-    yield lookups
-    stores = CounterMetricFamily(
+    yield _keyed(
         "portico_cache_stores",
         "Responses a route's cache policy stored.",
-        labels=["route"],
+        ["route"],
+        stats.cache_stores,
     )
-    for route, count in stats.cache_stores.items():
-        stores.add_metric([route], count)
-    yield stores
-    idempotency = CounterMetricFamily(
+    yield _keyed(
         "portico_idempotency_requests",
         "Requests with an Idempotency-Key, by outcome: stored, replayed, in_flight (409), "
         "mismatch (422), missing and invalid (400), not_stored (the key was freed).",
-        labels=["route", "outcome"],
+        ["route", "outcome"],
+        stats.idempotency,
     )
-    for (route, outcome), count in stats.idempotency.items():
-        idempotency.add_metric([route, outcome], count)
-    yield idempotency
-    failures = CounterMetricFamily(
+    yield _keyed(
         "portico_shared_state_failures",
         "Operations of a policy on the shared state (Redis) that failed or timed out.",
-        labels=["policy", "route"],
+        ["policy", "route"],
+        stats.shared_state_failures,
     )
-    for (policy, route), count in stats.shared_state_failures.items():
-        failures.add_metric([policy, route], count)
-    yield failures
