@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -270,6 +271,10 @@ RUNNING_GATEWAY = (
 """What serves requests: ``check`` validates a file and starts none of it."""
 PARSERS = ("cryptography", "jwt", "http_message_signatures", "ssl", "asyncio")
 """What only credentials, signatures, TLS or I/O need."""
+REQUEST_TIME = re.compile(
+    r"portico\.policies\.\w+\.policy|portico\.identity\.(apikeys|jwt|signatures|mtls|oauth\.authn)"
+)
+"""The policies' and authentication methods' request-time code."""
 
 
 def loaded_from(loaded: set[str], packages: tuple[str, ...]) -> set[str]:
@@ -288,15 +293,24 @@ def test_check_imports_no_store_no_http_client_and_no_running_gateway(tmp_path: 
         **proxy_config("http://127.0.0.1:9"),
         "tenants": {"acme": {"consumers": {"billing": {}}}},
     }
-    config["routes"][0]["policies"] = [{"type": "auth", "methods": ["api_key", "oauth"]}]
+    config["routes"][0]["policies"] = [
+        {"type": "auth", "methods": ["api_key", "oauth", "signature"], "api_key": {}},
+        {"type": "rate-limit", "limit": 10, "per": "1m"},
+        {"type": "headers", "request": {"set": {"X-A": "1"}}},
+        {"type": "cors", "origins": ["https://app.example"]},
+    ]
     config["identity"] = {"oauth": {"issuer": "https://portico.example"}}
     path = write_config(tmp_path / "portico.yaml", config)
 
     loaded = modules_after("check", str(path), cwd=tmp_path)
 
     assert "portico.checking" in loaded and "pydantic" in loaded  # it did check the file
-    assert "portico.policies.auth" in loaded  # and the route's policy
+    assert {"portico.policies.auth", "portico.policies.rate_limit"} <= loaded  # and the policies
     assert not loaded_from(loaded, (*HEAVY, *RUNNING_GATEWAY))
+    # Policies and methods are checked by their settings models: their request-time code, and
+    # the libraries only it needs, are imported when a gateway is built, not by `check`.
+    assert not {name for name in loaded if REQUEST_TIME.fullmatch(name)}
+    assert not loaded_from(loaded, ("http_message_signatures", "asyncio"))
 
 
 def test_check_of_a_config_without_credentials_imports_no_crypto_and_no_event_loop(

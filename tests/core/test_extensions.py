@@ -12,11 +12,12 @@ import textwrap
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from portico.assembly import ENDPOINTS
-from portico.core.extensions import Catalogue, ExtensionUnavailable
+from portico.core.extensions import Catalogue, Deferred, ExtensionUnavailable
 from portico.identity.authn import METHODS, AuthMethod
 from portico.identity.context import EndpointProvider
 from portico.policies.catalogue import POLICIES
@@ -132,3 +133,35 @@ def test_every_built_in_reference_resolves_to_an_entry_of_its_catalogue(
 
     assert loaded
     assert all(isinstance(entry, entry_type) for entry in loaded.values())
+
+
+def test_a_deferred_value_is_imported_when_first_asked_and_checked_then(modules: Path) -> None:
+    name = write_module(modules, 'GEAR = Widget = None\nLABEL = "gear"\n')
+
+    label: Deferred[str] = Deferred(f"{name}:LABEL", str)
+    assert name not in sys.modules  # nothing imported yet
+    assert label.reference == f"{name}:LABEL"
+    assert label.get() == "gear" and name in sys.modules
+    assert label.reference is None  # resolved once
+    assert Deferred(42).get() == 42  # a value at hand is given back as it is
+
+    with pytest.raises(TypeError, match=f"{name}:GEAR is NoneType, not str"):
+        Deferred(f"{name}:GEAR", str).get()
+    with pytest.raises(ValueError, match=re.escape("is not 'package.module:NAME'")):
+        Deferred("nowhere.gears")  # the form is checked at once, not at the first build
+    missing = Deferred("nowhere.gears:build")
+    with pytest.raises(ExtensionUnavailable, match=re.escape("gears:build is not available")):
+        missing.get()
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [*(POLICIES.get(n) for n in POLICIES.names()), *(METHODS.get(n) for n in METHODS.names())],
+    ids=[*POLICIES.names(), *(f"auth method {n}" for n in METHODS.names())],
+)
+def test_every_built_in_policy_and_method_names_code_that_exists(
+    entry: PolicyType[Any] | AuthMethod[Any],
+) -> None:
+    """Declared by reference so that ``portico check`` does not import them: each reference
+    names a function of the module it points to."""
+    assert callable(entry._build.get())

@@ -21,7 +21,7 @@ from portico.config.errors import ConfigIssue
 from portico.config.interpolation import interpolate
 from portico.config.model import PorticoConfig
 
-__all__ = ["DocumentReader", "Located", "issue_at", "join_path"]
+__all__ = ["DocumentReader", "Located", "compose", "issue_at", "join_path"]
 
 _STR = "tag:yaml.org,2002:str"
 _MAP = "tag:yaml.org,2002:map"
@@ -78,7 +78,7 @@ class DocumentReader:
         """The document's data and where each value came from; ``None`` when it cannot be read
         at all (its issues are in :attr:`issues` either way)."""
         try:
-            root = _compose_with_libyaml(text) or yaml.compose(text, Loader=yaml.SafeLoader)
+            root = compose(text)
         except yaml.MarkedYAMLError as exc:
             self.issues.append(_syntax_issue(self.filename, exc))
             return None
@@ -249,6 +249,12 @@ class _LibyamlComposer(yaml.composer.Composer, yaml.resolver.Resolver):
 
     def get_event(self) -> yaml.Event | None:
         return self._events.get_event()
+
+
+def compose(text: str) -> yaml.Node | None:
+    """The node tree of a YAML (or JSON) text, as ``yaml.compose`` with PyYAML's safe loader
+    gives it, read by libyaml's parser when it accepts the text; PyYAML's errors otherwise."""
+    return _compose_with_libyaml(text) or yaml.compose(text, Loader=yaml.SafeLoader)
 
 
 def _compose_with_libyaml(text: str) -> yaml.Node | None:

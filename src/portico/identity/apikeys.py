@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from portico.core.http import REALM
 from portico.gateway.exchange import Exchange, Identity
-from portico.identity.authn import AuthMethod, AuthResult, MethodSettings, Rejected
+from portico.identity.authn import AuthResult, MethodSettings, Rejected
 from portico.identity.method_settings import ApiKeySettings
 
 if TYPE_CHECKING:
@@ -239,7 +239,3 @@ def build_authenticator(
         # No live state (a runtime built outside `portico serve`): keys declared in the config.
         state = IdentityState.for_config(context.config)
     return ApiKeyAuthenticator(state, settings.options or ApiKeySettings())
-
-
-METHOD = AuthMethod(build_authenticator, ApiKeySettings)
-"""The ``api_key`` method, as ``identity.authn.METHODS`` names it."""

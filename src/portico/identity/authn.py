@@ -7,11 +7,13 @@ an :class:`~portico.gateway.exchange.Identity` lets the request in, a :class:`Re
 with the method's ``WWW-Authenticate`` challenge. With no credentials at all the answer is 401 with
 the challenges of every accepted method. Responses never say whether a key or client exists.
 
-Methods are built once per snapshot by ``build_authenticator(settings, context)`` in their module,
-which declares it as an :class:`AuthMethod` (``METHOD``); :data:`METHODS`, a
-:class:`~portico.core.extensions.Catalogue`, names that declaration, and imports its module on
-first use (:func:`auth_method`). ``settings`` is a :class:`MethodSettings`: the method's name as
-the route lists it (``jwt:okta``, whose ``provider`` is ``okta``) and the route's options for it.
+Methods are built once per snapshot by ``build_authenticator(settings, context)`` in their module.
+Each is declared as an :class:`AuthMethod` (its options model, and its builder by reference) in
+:mod:`portico.identity.method_settings`; :data:`METHODS`, a
+:class:`~portico.core.extensions.Catalogue`, names those declarations (:func:`auth_method`). A
+method's module is imported when a route using it is first built, not when a config is checked.
+``settings`` is a :class:`MethodSettings`: the method's name as the route lists it (``jwt:okta``,
+whose ``provider`` is ``okta``) and the route's options for it.
 A method may declare ``options``, a Pydantic model: the ``auth`` policy then validates the options
 with it when the config is checked and passes the model instance; without one, a route cannot
 give the method options.
@@ -29,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
-from portico.core.extensions import Catalogue
+from portico.core.extensions import Catalogue, Deferred
 from portico.gateway.exchange import Exchange, Identity
 
 if TYPE_CHECKING:
@@ -109,19 +111,22 @@ class MethodSettings(Generic[O_co]):
 
 
 class AuthMethod(Generic[O_co]):
-    """How the ``auth`` policy builds a method and validates a route's options for it: a
-    method's module declares one, ``METHOD = AuthMethod(build_authenticator, ApiKeySettings)``,
-    and :data:`METHODS` names it."""
+    """How the ``auth`` policy builds a method and validates a route's options for it:
+    ``AuthMethod("portico.identity.apikeys:build_authenticator", ApiKeySettings)``, declared in
+    :mod:`portico.identity.method_settings` and named by :data:`METHODS`. The builder is given by
+    reference, so that checking a config imports the options model and not the method's code."""
 
     __slots__ = ("_build", "options")
 
     def __init__(
         self,
-        build: Callable[[MethodSettings[O_co], BuildContext], Authenticator],
+        build: Callable[[MethodSettings[O_co], BuildContext], Authenticator] | str,
         options: type[O_co] | None = None,
     ) -> None:
-        self._build = build
-        """Called once per route and snapshot."""
+        self._build: Deferred[Callable[[MethodSettings[O_co], BuildContext], Authenticator]] = (
+            Deferred(build)
+        )
+        """Called once per route and snapshot; imported on the first build."""
         self.options = options
         """The model of the route's options for the method; ``None``: it takes none."""
 
@@ -129,22 +134,23 @@ class AuthMethod(Generic[O_co]):
         """The method's authenticator for one route: ``name`` as the route lists it, ``options``
         as :attr:`options` validated them."""
         model = self.options
+        build = self._build.get()
         if options is None:
-            return self._build(MethodSettings(name), context)
+            return build(MethodSettings(name), context)
         if model is None or not isinstance(options, model):
             raise TypeError(f"method {name!r}: options of {type(options).__name__} given")
-        return self._build(MethodSettings(name, options), context)
+        return build(MethodSettings(name, options), context)
 
 
 METHODS: Catalogue[AuthMethod[BaseModel]] = Catalogue(
     "authentication method",
     AuthMethod,
     {
-        "api_key": "portico.identity.apikeys:METHOD",
-        "oauth": "portico.identity.oauth.authn:METHOD",
-        "jwt": "portico.identity.jwt:METHOD",
-        "signature": "portico.identity.signatures:METHOD",
-        "mtls": "portico.identity.mtls:METHOD",
+        "api_key": "portico.identity.method_settings:API_KEY",
+        "oauth": "portico.identity.method_settings:OAUTH",
+        "jwt": "portico.identity.method_settings:JWT",
+        "signature": "portico.identity.method_settings:SIGNATURE",
+        "mtls": "portico.identity.method_settings:MTLS",
     },
 )
 """The methods a route's ``auth`` may list, by the part of the name before any ``:``."""

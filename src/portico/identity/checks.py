@@ -62,7 +62,7 @@ def _client_keys(config: PorticoConfig) -> list[Finding]:
 
 
 def _usable_keys(jwks: object) -> int:
-    from portico.identity.jwks import usable_key_count
+    from portico.identity.keyset import usable_key_count
 
     return usable_key_count(jwks)
 
@@ -70,7 +70,7 @@ def _usable_keys(jwks: object) -> int:
 def _provider_algorithms(config: PorticoConfig) -> list[Finding]:
     if not config.identity.providers:
         return []
-    from portico.identity.jwks import ASYMMETRIC_ALGORITHMS
+    from portico.identity.keyset import ASYMMETRIC_ALGORITHMS
 
     errors: list[Finding] = []
     for name, provider in config.identity.providers.items():

@@ -24,9 +24,10 @@ from jwt import PyJWK
 
 from portico.config.model import ClaimMapping, IdentityProvider
 from portico.gateway.exchange import Exchange
-from portico.identity.authn import AuthMethod, AuthResult, MethodSettings, Rejected
+from portico.identity.authn import AuthResult, MethodSettings, Rejected
 from portico.identity.bearer import INVALID_TOKEN, BearerAuthenticator
-from portico.identity.jwks import ASYMMETRIC_ALGORITHMS, RemoteKeySet, RemoteKeySets
+from portico.identity.jwks import RemoteKeySet, RemoteKeySets
+from portico.identity.keyset import ASYMMETRIC_ALGORITHMS
 from portico.identity.method_settings import BearerSettings
 from portico.identity.tokencache import VerifiedToken, VerifiedTokenCache
 
@@ -229,7 +230,3 @@ def build_authenticator(
         min_refresh_interval=provider.jwks_min_refresh_interval,
     )
     return ProviderAuthenticator(name, provider, keys, cache, settings.options)
-
-
-METHOD = AuthMethod(build_authenticator, BearerSettings)
-"""The ``jwt`` method, as ``identity.authn.METHODS`` names it."""

@@ -27,8 +27,9 @@ from cryptography import x509
 from portico.config.model import PorticoConfig
 from portico.core.http import REALM
 from portico.gateway.exchange import Exchange, Identity
-from portico.identity.authn import AuthMethod, AuthResult, Rejected
+from portico.identity.authn import AuthResult, Rejected
 from portico.identity.certificates import distinguished_name
+from portico.identity.method_settings import NEEDS_CLIENT_CERTIFICATES
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -48,11 +49,6 @@ CHALLENGE = f'MutualTLS realm="{REALM}"'
 """No ``WWW-Authenticate`` scheme is registered for client certificates; this one names the
 method so a client knows to present a certificate on the HTTPS listener."""
 INVALID_CERTIFICATE = f'MutualTLS realm="{REALM}", error="invalid_certificate"'
-NEEDS_CLIENT_CERTIFICATES = (
-    "mtls is accepted, but the gateway does not ask for client certificates: set gateway.tls "
-    "with client_ca and client_certificate"
-)
-"""Why a route cannot accept ``mtls``: ``portico check`` reports it at the method's line."""
 
 
 def peer_certificate(exchange: Exchange) -> bytes | None:
@@ -171,7 +167,3 @@ def build_authenticator(
         # No live state (a runtime built outside `portico serve`): the config's consumers.
         state = IdentityState.for_config(context.config)
     return MutualTLSAuthenticator(state, CertificateMap.from_config(context.config))
-
-
-METHOD = AuthMethod(build_authenticator)
-"""The ``mtls`` method, as ``identity.authn.METHODS`` names it."""

@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import http_sf
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -49,12 +49,12 @@ from http_message_signatures import (
     VerificationKey,
     algorithms,
 )
-from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from portico.config.model import Duration, HeaderName, PorticoConfig, SignatureKey
+from portico.config.model import PorticoConfig, SignatureKey
 from portico.core.http import REALM
 from portico.gateway.exchange import Exchange, Identity
-from portico.identity.authn import AuthMethod, AuthResult, Rejected
+from portico.identity.authn import AuthResult, Rejected
+from portico.identity.method_settings import SignatureSettings
 from portico.shared.state import SharedState, SharedStateUnavailable
 
 if TYPE_CHECKING:
@@ -66,7 +66,6 @@ __all__ = [
     "DEFAULT_NONCE_CAPACITY",
     "NonceStore",
     "NonceStoreFull",
-    "Settings",
     "SignatureAuthenticator",
     "SignatureSettings",
     "SignerKey",
@@ -91,7 +90,6 @@ ALGORITHMS: Mapping[str, type[algorithms.HTTPSignatureAlgorithm]] = {
 }
 
 # Fields a route cannot require to be covered: the signature's own.
-_UNCOVERABLE = frozenset({"signature", "signature-input"})
 
 
 class _Refused(Exception):
@@ -150,35 +148,6 @@ class NonceStore:
 _NONCES = NonceStore()
 """The process's nonces: shared by every route and kept across config reloads, so that a reload
 does not reopen the window for replays."""
-
-
-def _lower_names(names: tuple[str, ...]) -> tuple[str, ...]:
-    lowered = tuple(dict.fromkeys(name.lower() for name in names))
-    refused = [name for name in lowered if name in _UNCOVERABLE]
-    if refused:
-        raise ValueError(f"{refused[0]!r} cannot be covered by a signature")
-    return lowered
-
-
-class SignatureSettings(BaseModel):
-    """Per-route options of the method: ``signature: {headers: [date], max_age: 2m}``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    headers: Annotated[tuple[HeaderName, ...], AfterValidator(_lower_names)] = ()
-    """Header fields every signature must cover, besides the method and the request target."""
-    max_age: Duration = 300.0
-    """How old ``created`` may be."""
-    clock_skew: Duration = 5.0
-    """How far in the future ``created`` may be (and the tolerance on ``expires``)."""
-    require_nonce: bool = True
-    """Refuse signatures without a ``nonce``; a nonce is never accepted twice in the window."""
-    tag: str | None = None
-    """Verify the signature whose ``tag`` parameter has this value (needed when clients send
-    several signatures); without it a request must carry exactly one signature."""
-
-
-Settings = SignatureSettings
-"""The settings model the ``auth`` policy validates this method's options with."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -498,7 +467,3 @@ def build_authenticator(
     route_settings = settings.options or SignatureSettings()
     keys = signer_keys(context.config, route_settings.clock_skew)
     return SignatureAuthenticator(state, keys, route_settings, shared=context.extensions.shared)
-
-
-METHOD = AuthMethod(build_authenticator, SignatureSettings)
-"""The ``signature`` method, as ``identity.authn.METHODS`` names it."""

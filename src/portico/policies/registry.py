@@ -2,7 +2,9 @@
 
 A policy's folder declares one :class:`PolicyType` in its ``__init__.py``: the Pydantic model of
 its settings (validated by ``portico check`` with file:line errors), a ``build`` function that
-turns validated settings into a policy object once, when the runtime snapshot is built, and
+turns validated settings into a policy object once, when the runtime snapshot is built (given by
+reference, ``"portico.policies.cors.policy:build"``, so that checking a config never imports the
+request-time code), and
 optionally ``checks``: its cross-section checks (a setting that needs another section of the
 config). :mod:`portico.policies.catalogue` names the built-in types; the functions here take that
 catalogue from the composition root, which hands :func:`route_policy_errors` and
@@ -18,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from portico.config.checks import Finding, Location
 from portico.config.model import PolicySpec, PorticoConfig, Route
-from portico.core.extensions import Catalogue, ExtensionUnavailable
+from portico.core.extensions import Catalogue, Deferred, ExtensionUnavailable
 from portico.gateway.policy import Policy
 from portico.identity.context import BuildContext
 
@@ -42,14 +44,14 @@ S_co = TypeVar("S_co", bound=BaseModel, covariant=True)
 
 class PolicyType(Generic[S_co]):
     """One policy type, as its folder declares it:
-    ``POLICY = PolicyType(HeadersSettings, build)``."""
+    ``POLICY = PolicyType(HeadersSettings, "portico.policies.headers.policy:build")``."""
 
     __slots__ = ("_build", "_checks", "settings", "shares_state")
 
     def __init__(
         self,
         settings: type[S_co],
-        build: Callable[[S_co, BuildContext], Policy],
+        build: Callable[[S_co, BuildContext], Policy] | str,
         checks: Callable[[S_co, PorticoConfig], Iterable[Finding]] | None = None,
         *,
         shares_state: bool = False,
@@ -60,7 +62,8 @@ class PolicyType(Generic[S_co]):
         cached responses, idempotency records) in ``BuildContext.extensions.shared``: with more
         than one process, such a policy needs the config's ``redis`` section."""
         """The model of the entry's keys other than ``type``."""
-        self._build = build
+        self._build: Deferred[Callable[[S_co, BuildContext], Policy]] = Deferred(build)
+        """Imported on the first build, not when a config is checked."""
         self._checks = checks
         """``checks(settings, config)``: findings located relative to the policy entry."""
 
@@ -74,7 +77,7 @@ class PolicyType(Generic[S_co]):
 
     def build(self, entry: Mapping[str, object], context: BuildContext) -> Policy:
         """The policy object of a validated entry, for one route of one snapshot."""
-        return self._build(self.settings.model_validate(entry), context)
+        return self._build.get()(self.settings.model_validate(entry), context)
 
 
 PolicyTypes = Catalogue[PolicyType[BaseModel]]

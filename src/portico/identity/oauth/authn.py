@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from portico.config.model import OAuthServer
 from portico.gateway.exchange import Exchange
-from portico.identity.authn import AuthMethod, AuthResult, MethodSettings, Rejected
+from portico.identity.authn import AuthResult, MethodSettings, Rejected
 from portico.identity.bearer import INVALID_TOKEN, BearerAuthenticator
 from portico.identity.method_settings import BearerSettings
 from portico.identity.oauth.state import OAuthState
@@ -111,7 +111,3 @@ def build_authenticator(
         directory,
         settings.options,
     )
-
-
-METHOD = AuthMethod(build_authenticator, BearerSettings)
-"""The ``oauth`` method, as ``identity.authn.METHODS`` names it."""

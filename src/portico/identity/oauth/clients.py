@@ -29,7 +29,8 @@ from jwt import PyJWK
 
 from portico.config.model import PorticoConfig
 from portico.gateway.headers import Headers
-from portico.identity.jwks import ASYMMETRIC_ALGORITHMS, KeySet, RemoteKeySet, RemoteKeySets
+from portico.identity.jwks import RemoteKeySet, RemoteKeySets
+from portico.identity.keyset import ASYMMETRIC_ALGORITHMS, KeySet
 
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")

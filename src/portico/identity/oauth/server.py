@@ -33,7 +33,7 @@ from portico.gateway.endpoints import BuiltinEndpoint
 from portico.gateway.exchange import Exchange, Reply
 from portico.gateway.headers import Headers
 from portico.identity.context import EndpointProvider, Extensions
-from portico.identity.jwks import ASYMMETRIC_ALGORITHMS
+from portico.identity.keyset import ASYMMETRIC_ALGORITHMS
 from portico.identity.oauth.clients import (
     AUTH_METHODS,
     Client,

@@ -9,10 +9,9 @@ config, ``policy.py`` what runs per request (compiled). The methods it lists are
 from __future__ import annotations
 
 from portico.policies.auth.checks import auth_errors
-from portico.policies.auth.policy import build
 from portico.policies.auth.settings import AuthSettings
 from portico.policies.registry import PolicyType
 
 __all__ = ["POLICY"]
 
-POLICY = PolicyType(AuthSettings, build, checks=auth_errors)
+POLICY = PolicyType(AuthSettings, "portico.policies.auth.policy:build", checks=auth_errors)

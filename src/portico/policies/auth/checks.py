@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from portico.config.checks import Finding
 from portico.config.model import PorticoConfig
-from portico.identity.mtls import NEEDS_CLIENT_CERTIFICATES
+from portico.identity.method_settings import NEEDS_CLIENT_CERTIFICATES
 from portico.policies.auth.settings import AuthSettings
 
 __all__ = ["auth_errors"]

@@ -9,10 +9,11 @@
 from __future__ import annotations
 
 from portico.policies.cache.checks import cache_errors
-from portico.policies.cache.policy import build
 from portico.policies.cache.settings import CacheSettings
 from portico.policies.registry import PolicyType
 
 __all__ = ["POLICY"]
 
-POLICY = PolicyType(CacheSettings, build, cache_errors, shares_state=True)
+POLICY = PolicyType(
+    CacheSettings, "portico.policies.cache.policy:build", cache_errors, shares_state=True
+)

@@ -6,10 +6,9 @@ gateway process, with a short bounded queue, then 503 (docs/rate-limits.md#upstr
 
 from __future__ import annotations
 
-from portico.policies.concurrency.policy import build
 from portico.policies.concurrency.settings import ConcurrencySettings
 from portico.policies.registry import PolicyType
 
 __all__ = ["POLICY"]
 
-POLICY = PolicyType(ConcurrencySettings, build)
+POLICY = PolicyType(ConcurrencySettings, "portico.policies.concurrency.policy:build")

@@ -7,10 +7,9 @@ preflights, before the route's other policies).
 
 from __future__ import annotations
 
-from portico.policies.cors.policy import build
 from portico.policies.cors.settings import CorsSettings
 from portico.policies.registry import PolicyType
 
 __all__ = ["POLICY"]
 
-POLICY = PolicyType(CorsSettings, build)
+POLICY = PolicyType(CorsSettings, "portico.policies.cors.policy:build")

@@ -6,10 +6,9 @@
 
 from __future__ import annotations
 
-from portico.policies.deprecation.policy import build
 from portico.policies.deprecation.settings import DeprecationSettings
 from portico.policies.registry import PolicyType
 
 __all__ = ["POLICY"]
 
-POLICY = PolicyType(DeprecationSettings, build)
+POLICY = PolicyType(DeprecationSettings, "portico.policies.deprecation.policy:build")

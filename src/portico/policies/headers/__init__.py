@@ -6,10 +6,9 @@
 
 from __future__ import annotations
 
-from portico.policies.headers.policy import build
 from portico.policies.headers.settings import HeadersSettings
 from portico.policies.registry import PolicyType
 
 __all__ = ["POLICY"]
 
-POLICY = PolicyType(HeadersSettings, build)
+POLICY = PolicyType(HeadersSettings, "portico.policies.headers.policy:build")

@@ -9,10 +9,14 @@ state.
 from __future__ import annotations
 
 from portico.policies.idempotency.checks import idempotency_errors
-from portico.policies.idempotency.policy import build
 from portico.policies.idempotency.settings import IdempotencySettings
 from portico.policies.registry import PolicyType
 
 __all__ = ["POLICY"]
 
-POLICY = PolicyType(IdempotencySettings, build, idempotency_errors, shares_state=True)
+POLICY = PolicyType(
+    IdempotencySettings,
+    "portico.policies.idempotency.policy:build",
+    idempotency_errors,
+    shares_state=True,
+)

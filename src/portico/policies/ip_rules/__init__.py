@@ -6,10 +6,9 @@
 
 from __future__ import annotations
 
-from portico.policies.ip_rules.policy import build
 from portico.policies.ip_rules.settings import IPRulesSettings
 from portico.policies.registry import PolicyType
 
 __all__ = ["POLICY"]
 
-POLICY = PolicyType(IPRulesSettings, build)
+POLICY = PolicyType(IPRulesSettings, "portico.policies.ip_rules.policy:build")

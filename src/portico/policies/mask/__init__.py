@@ -6,10 +6,9 @@ lack a scope (docs/masking.md).
 
 from __future__ import annotations
 
-from portico.policies.mask.policy import build
 from portico.policies.mask.settings import MaskSettings
 from portico.policies.registry import PolicyType
 
 __all__ = ["POLICY"]
 
-POLICY = PolicyType(MaskSettings, build)
+POLICY = PolicyType(MaskSettings, "portico.policies.mask.policy:build")

@@ -9,10 +9,14 @@ the counting (one script, in Lua for Redis and in Python for one process).
 from __future__ import annotations
 
 from portico.policies.rate_limit.checks import rate_limit_errors
-from portico.policies.rate_limit.policy import build
 from portico.policies.rate_limit.settings import RateLimitSettings
 from portico.policies.registry import PolicyType
 
 __all__ = ["POLICY"]
 
-POLICY = PolicyType(RateLimitSettings, build, rate_limit_errors, shares_state=True)
+POLICY = PolicyType(
+    RateLimitSettings,
+    "portico.policies.rate_limit.policy:build",
+    rate_limit_errors,
+    shares_state=True,
+)

@@ -7,9 +7,8 @@
 from __future__ import annotations
 
 from portico.policies.registry import PolicyType
-from portico.policies.rewrite.policy import build
 from portico.policies.rewrite.settings import RewriteSettings
 
 __all__ = ["POLICY"]
 
-POLICY = PolicyType(RewriteSettings, build)
+POLICY = PolicyType(RewriteSettings, "portico.policies.rewrite.policy:build")

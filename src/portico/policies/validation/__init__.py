@@ -9,9 +9,8 @@ says of it.
 from __future__ import annotations
 
 from portico.policies.registry import PolicyType
-from portico.policies.validation.policy import build
 from portico.policies.validation.settings import ValidationSettings
 
 __all__ = ["POLICY"]
 
-POLICY = PolicyType(ValidationSettings, build)
+POLICY = PolicyType(ValidationSettings, "portico.policies.validation.policy:build")

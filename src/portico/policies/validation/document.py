@@ -23,6 +23,8 @@ from typing import Any
 import jsonschema_rs
 import yaml
 
+from portico.config.document import compose
+
 __all__ = ["DocumentError", "OpenAPIDocument", "Pointer", "load_document"]
 
 Pointer = tuple[str | int, ...]
@@ -82,7 +84,7 @@ def load_document(path: str | Path) -> OpenAPIDocument:
     except UnicodeDecodeError:
         raise DocumentError([f"{path}: the OpenAPI document is not UTF-8 text"]) from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = compose(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
