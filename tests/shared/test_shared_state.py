@@ -201,10 +201,10 @@ def test_readyz_reports_redis_as_degraded_without_failing(
 
 
 async def test_a_redis_restart_costs_no_command_its_answer(redis_server: RedisServer) -> None:
-    """Pooled connections die with the server; the next command retries once on a new one."""
-    state = RedisState(redis_server.url, timeout=1.0, max_connections=4)
+    """The connection dies with the server; the next command retries once on a new one."""
+    state = RedisState(redis_server.url, timeout=1.0)
     try:
-        await asyncio.gather(*(state.set(f"k{i}", b"v") for i in range(4)))  # fill the pool
+        await asyncio.gather(*(state.set(f"k{i}", b"v") for i in range(4)))  # connected
         redis_server.stop()
         redis_server.start()
         assert await state.get("k0") is None  # a new, empty server: an answer, not an error

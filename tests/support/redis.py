@@ -48,6 +48,8 @@ class RedisServer:
         self.directory = directory
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.socket_path = directory / "redis.sock"
+        """The server also listens on this Unix socket."""
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -59,6 +61,8 @@ class RedisServer:
             "--appendonly", "no",
             "--dir", str(self.directory),
             "--protected-mode", "no",
+            "--unixsocket", str(self.socket_path),
+            "--unixsocketperm", "700",
             "--loglevel", "warning",
             "--logfile", str(self.directory / "redis.log"),
         ]  # fmt: skip

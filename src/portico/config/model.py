@@ -337,14 +337,12 @@ class Redis(Model):
     this section it lives in each process."""
 
     url: str = Field(pattern=r"^(redis|rediss|unix)://")
-    """``redis://[user:password@]host:port/db``, ``rediss://`` for TLS, ``unix:///path``."""
+    """``redis://[user:password@]host:port/db``, ``rediss://`` for TLS, ``unix:///path?db=N``;
+    each gateway process keeps one connection, its commands pipelined on it."""
     timeout: Duration = 0.25
     """The longest any one command may take; a policy then follows its ``on_redis_failure``."""
     key_prefix: str = Field("portico:", max_length=64)
     """Prepended to every key, so that several installations can share one server."""
-    max_connections: int = Field(64, ge=1, le=10_000)
-    """Connections to Redis per gateway process; a request waits for a free one (up to
-    ``timeout``) when all are busy."""
 
 
 class PorticoConfig(Model):

@@ -33,5 +33,4 @@ def open_shared_state(redis: Redis | None) -> SharedState:
         redis.url,
         timeout=redis.timeout,
         key_prefix=redis.key_prefix,
-        max_connections=redis.max_connections,
     )
