@@ -599,3 +599,31 @@ def test_a_stuck_worker_fails_health_and_readiness_by_name(
     assert ready.json()["checks"]["worker 2"] == "no answer within 1.5s"
     with client(portico.operations_url) as http:
         wait_for(lambda: http.get("/healthz").status_code == 200, what="health again")
+
+
+def test_a_worker_silent_past_worker_timeout_is_killed_and_replaced(
+    upstream: Upstream, start_portico: StartPortico
+) -> None:
+    """A process that stops answering (stopped here, as an event loop stuck in a blocking call
+    would look) is killed after ``gateway.worker_timeout`` and its slot filled again; the other
+    keeps serving meanwhile."""
+    portico = start_portico(config_with(upstream, "api", worker_timeout="3s"), "--workers", "2")
+    before = worker_pids(portico)
+    until_every_worker_answers(portico, "/api/x", set(before.values()))
+
+    os.kill(before[2], signal.SIGSTOP)
+    assert get_on_new_connections(portico, "/api/x", 5) == [200] * 5
+    replaced = wait_for(
+        lambda: (now := worker_pids(portico))[2] != before[2] and now,
+        timeout=60,
+        what="a new process in slot 2",
+    )
+
+    assert replaced[1] == before[1]
+    log = portico.log()
+    assert f"gateway process 2 (pid {before[2]}) has not answered for" in log
+    assert "(gateway.worker_timeout): its event loop is stuck; killed" in log
+    assert f"gateway process 2 (pid {before[2]}) was killed by SIGKILL" in log
+    until_every_worker_answers(portico, "/api/y", set(replaced.values()))
+    with client(portico.operations_url) as http:
+        wait_for(lambda: http.get("/healthz").status_code == 200, what="health again")

@@ -138,6 +138,10 @@ class GatewaySettings(Model):
     workers: Annotated[int | Literal["auto"], BeforeValidator(parse_workers_setting)] = 1
     """Gateway processes sharing the listeners (``auto``: one per core the process may use);
     ``serve --workers`` overrides it; :func:`portico.config.workers.worker_count` resolves it."""
+    worker_timeout: Duration = Field(30.0, ge=0)
+    """With several workers: a gateway process that does not answer its supervisor for this long
+    (an event loop stuck in a loop or a blocking call) is killed and replaced, as gunicorn's
+    ``timeout`` does. ``0`` never kills one (``/healthz`` still fails by its name)."""
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -8,7 +8,9 @@ the operations listener. Then:
 
 - a gateway process that exits is replaced in its slot, after a backoff that doubles from 0.1 s
   to 10 s while replacements keep dying young (a process that served 10 s is replaced at once),
-  each exit logged with the process's pid and its exit status or signal;
+  each exit logged with the process's pid and its exit status or signal; one that stops
+  answering (its counters are asked for every second) for ``gateway.worker_timeout`` is killed,
+  and so replaced;
 - SIGHUP, or an edit of the config file, checks the file once: refused, it is logged and every
   process keeps its config; accepted, every process is handed the checked text, and the
   revision is recorded once;
@@ -130,6 +132,9 @@ class Worker:
         """``None`` once it serves, or why it could not start."""
         self.text = ""
         """The config text it was started with."""
+        self.silent_since: float | None = None
+        """When it last failed to answer, the loop's time of the ask, while it has not answered
+        since."""
 
     @property
     def pid(self) -> int | None:
@@ -296,6 +301,7 @@ class Supervisor:
             theirs.close()
         worker.process = process
         worker.started_at = loop.time()
+        worker.silent_since = None
         channel = worker.channel = await Channel.open(ours)
         self._spawn_task(channel.run(partial(self._on_event, worker, process)))
         self._spawn_task(self._watch_exit(worker, process))
@@ -464,13 +470,43 @@ class Supervisor:
         process, channel = worker.process, worker.channel
         if process is None or channel is None:
             return
+        asked = asyncio.get_running_loop().time()
         try:
             reply = await channel.ask({"ask": "stats"}, ASK_TIMEOUT)
-        except (TimeoutError, ChannelClosed):
+        except TimeoutError:
+            self._silent(worker, process, asked)
             return
+        except ChannelClosed:
+            return
+        worker.silent_since = None
         # An answer read after the process exited is already in the departed's counters.
         if reply.get("ok") and worker.process is process and process.returncode is None:
             worker.last = reply["tally"]
+
+    def _silent(
+        self, worker: Worker, process: asyncio.subprocess.Process, asked: float
+    ) -> None:
+        """A serving process did not answer: past ``gateway.worker_timeout`` of silence it is
+        killed, and replaced as any process that dies (:meth:`_watch_exit`)."""
+        if worker.process is not process or not worker.serving or process.returncode is not None:
+            return
+        if worker.silent_since is None:
+            worker.silent_since = asked
+        limit = self.config.gateway.worker_timeout
+        silent = asyncio.get_running_loop().time() - worker.silent_since
+        if limit <= 0 or silent < limit:
+            return
+        log.error(
+            "gateway process %d (pid %d) has not answered for %.0fs (gateway.worker_timeout): "
+            "its event loop is stuck; killed",
+            worker.slot,
+            process.pid,
+            silent,
+            extra={"slot": worker.slot, "worker_pid": process.pid},
+        )
+        worker.silent_since = None
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
 
     async def _ready(self, worker: Worker) -> None:
         if not worker.serving:
