@@ -244,7 +244,7 @@ async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
     if config.operations.enabled:
         checks = [recorder.readiness()]
         if not shared.local:
-            checks.append(_shared_state_readiness(shared))
+            checks.append(shared_state_readiness(shared))
         operations = Operations(registry(gateway), checks)
         where = config.operations.listen
         try:
@@ -271,7 +271,7 @@ async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
     return 0
 
 
-def _shared_state_readiness(shared: SharedState) -> ReadinessCheck:
+def shared_state_readiness(shared: SharedState) -> ReadinessCheck:
     """``/readyz`` reports Redis without failing on it: each policy chooses to fail open or
     closed while Redis is away (docs/shared-state.md)."""
 

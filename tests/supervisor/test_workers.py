@@ -37,6 +37,7 @@ from tests.support.gateway import (
 )
 from tests.support.pki import CertificateAuthority, client_context
 from tests.support.postgres import PostgresCluster
+from tests.support.redis import redis_for_session
 from tests.support.upstreams import Upstream
 
 from portico.store.database import create_engine_for
@@ -627,3 +628,29 @@ def test_a_worker_silent_past_worker_timeout_is_killed_and_replaced(
     until_every_worker_answers(portico, "/api/y", set(replaced.values()))
     with client(portico.operations_url) as http:
         wait_for(lambda: http.get("/healthz").status_code == 200, what="health again")
+
+
+def test_the_supervisors_readiness_lists_redis_and_is_degraded_while_it_is_away(
+    upstream: Upstream, start_portico: StartPortico
+) -> None:
+    """Every gateway process shares the one Redis: while it is away the supervisor's /readyz
+    says so by name, with 200 and ``degraded`` (each policy fails open or closed by itself)."""
+    with redis_for_session() as redis_server:
+        config = config_with(upstream, "api")
+        config["redis"] = {"url": redis_server.url, "timeout": "200ms"}
+        portico = start_portico(config, "--workers", "2")
+        with client(portico.operations_url) as http:
+            ready = http.get("/readyz")
+            assert ready.status_code == 200
+            assert ready.json()["status"] == "ready"
+            assert ready.json()["checks"]["redis"] == "ok"
+            redis_server.stop()
+            try:
+                away = http.get("/readyz")
+            finally:
+                redis_server.start()
+            assert away.status_code == 200
+            assert away.json()["status"] == "degraded"
+            assert away.json()["checks"]["redis"] != "ok"
+            assert away.json()["checks"]["worker 1"] == "ok"
+            wait_for(lambda: http.get("/readyz").json()["status"] == "ready", what="ready again")

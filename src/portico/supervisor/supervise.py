@@ -48,7 +48,9 @@ from portico.operations.listener import Operations, ReadinessCheck
 from portico.operations.metrics import TargetView
 from portico.policies.catalogue import POLICIES
 from portico.policies.registry import per_process_state_errors
-from portico.serving import CannotListen, RevisionRecorder, with_listen
+from portico.serving import CannotListen, RevisionRecorder, shared_state_readiness, with_listen
+from portico.shared import open_shared_state
+from portico.shared.state import SharedState
 from portico.store.migrate import ensure_current
 from portico.supervisor.channel import Channel, ChannelClosed, Message
 from portico.supervisor.collector import registry
@@ -154,6 +156,8 @@ class Supervisor:
         self.config_path = config_path
         self.listen = listen
         self.config = config
+        self._shared: SharedState | None = None
+        """The Redis of the config's ``redis`` section, for ``/readyz``."""
         self.text = raw.decode("utf-8-sig")
         self._sha256 = hashlib.sha256(raw).hexdigest()
         self._log_options = tuple(log_options)
@@ -229,12 +233,18 @@ class Supervisor:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._shared is not None:
+                await self._shared.close()
         return 0
 
     def _operations(self, recorder: RevisionRecorder) -> Operations:
         checks = [recorder.readiness()] + [
             ReadinessCheck(f"worker {w.slot}", partial(self._ready, w)) for w in self.workers
         ]
+        if self.config.redis is not None:
+            # Listed as a gateway process lists it: degraded, not unready, while it is away.
+            self._shared = open_shared_state(self.config.redis)
+            checks.append(shared_state_readiness(self._shared))
         liveness = [
             ReadinessCheck(f"worker {w.slot}", partial(self._alive, w)) for w in self.workers
         ]
@@ -483,9 +493,7 @@ class Supervisor:
         if reply.get("ok") and worker.process is process and process.returncode is None:
             worker.last = reply["tally"]
 
-    def _silent(
-        self, worker: Worker, process: asyncio.subprocess.Process, asked: float
-    ) -> None:
+    def _silent(self, worker: Worker, process: asyncio.subprocess.Process, asked: float) -> None:
         """A serving process did not answer: past ``gateway.worker_timeout`` of silence it is
         killed, and replaced as any process that dies (:meth:`_watch_exit`)."""
         if worker.process is not process or not worker.serving or process.returncode is not None:
