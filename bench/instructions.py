@@ -14,6 +14,12 @@ the import and start-up cost cancels out::
 ``--baseline`` is a checkout prepared by ``bench/baseline.py`` (its ``src`` goes first on the
 path, with its own compiled modules). Paths: ``/items/42`` (the common case: nothing to decode)
 and ``/items/caf%C3%A9%20x`` (percent-decoding and canonical re-encoding).
+
+``--policy validation`` (or ``rate-limit``, ``auth``...) measures a POST of a small JSON order to
+a route with that policy against the same POST to a route without it instead: what the policy
+costs per request (the rate limit counts in the process's memory; Redis is not in the loop)::
+
+    .venv/bin/python bench/instructions.py --policy validation
 """
 
 from __future__ import annotations
@@ -79,6 +85,26 @@ class Sink:
         pass
 
 
+POLICY_CONFIG = """\
+gateway: {listen: "127.0.0.1:0"}
+operations: {enabled: false, metrics: true}
+services:
+  backend: {targets: ["http://127.0.0.1:9"], retries: 0, openapi: %(document)s}
+tenants: {bench: {consumers: {load: {api_keys: [{id: %(key_id)s, sha256: %(sha256)s}]}}}}
+routes:
+  - name: orders
+    match: {path: "/orders"}
+    service: backend
+    policies: [%(policies)s]
+"""
+POLICIES = {
+    "none": "",
+    "auth": "{type: auth, methods: [api_key]}",
+    "rate-limit": "{type: rate-limit, limits: [{name: b, limit: 10000000, window: 1m}]}",
+    "validation": "{type: validation}",
+}
+ORDER = b'{"sku": "A-1001", "quantity": 2, "note": "leave at the door"}'
+
 OPERATIONS = {
     "on": "operations: {enabled: false, metrics: true}\n",
     "off": "operations: {enabled: false, metrics: false}\n",
@@ -119,6 +145,49 @@ async def serve(requests: int, path: str, metrics: str) -> None:
     for _ in range(requests):
         client.data_received(request)
         upstream.data_received(RESPONSE)
+    if upstream.target.pool.take_idle() is not upstream:
+        raise SystemExit("the upstream connection was not reused: the loop measured an error")
+
+
+async def serve_policy(requests: int, policy: str) -> None:
+    """POSTs of a small JSON order to a route with ``policy`` (``none``: no policy)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from policies import OPENAPI  # bench/policies.py: the same document and order
+    from portico.assembly import build_runtime, load_config
+    from portico.gateway.app import Gateway
+    from portico.gateway.connection import ClientConnection
+    from portico.gateway.upstream import UpstreamConnection
+    from portico.identity.apikeys import generate_key
+
+    key = generate_key()
+    with tempfile.TemporaryDirectory() as tmp:
+        document = Path(tmp) / "orders.yaml"
+        document.write_text(OPENAPI)
+        config = Path(tmp) / "portico.yaml"
+        settings = {"document": document, "key_id": key.id, "sha256": key.sha256}
+        config.write_text(POLICY_CONFIG % {**settings, "policies": POLICIES[policy]})
+        runtime = build_runtime(load_config(config))
+    gateway = Gateway(runtime)
+    loop = asyncio.get_running_loop()
+    target = runtime.services["backend"].targets[0]
+    upstream = UpstreamConnection(target, loop)
+    upstream.connection_made(Sink(("127.0.0.1", 9)))  # type: ignore[arg-type]
+    target.pool._loop = loop
+    target.pool.active = 1
+    target.pool.release(upstream, True)
+    client = ClientConnection(gateway)
+    client.connection_made(Sink(("127.0.0.1", 40000)))  # type: ignore[arg-type]
+    request = (
+        f"POST /orders HTTP/1.1\r\nHost: api.example\r\nX-API-Key: {key.key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(ORDER)}\r\n\r\n"
+    ).encode() + ORDER
+    for _ in range(requests):
+        client.data_received(request)
+        for _ in range(3):  # a body read whole goes on in a later turn of the loop
+            await asyncio.sleep(0)
+        upstream.data_received(RESPONSE)
+        for _ in range(3):
+            await asyncio.sleep(0)
     if upstream.target.pool.take_idle() is not upstream:
         raise SystemExit("the upstream connection was not reused: the loop measured an error")
 
@@ -172,9 +241,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--metrics", default="on", choices=sorted(OPERATIONS), help=argparse.SUPPRESS
     )
+    parser.add_argument(
+        "--policy",
+        choices=sorted(set(POLICIES) - {"none"}),
+        help="a POST to a route with this policy, against the same POST without it",
+    )
     args = parser.parse_args(argv)
     if args.inner is not None:
-        uvloop.run(serve(args.inner, args.path, args.metrics))  # the loop `portico serve` runs on
+        if args.path.startswith("policy:"):
+            uvloop.run(serve_policy(args.inner, args.path.removeprefix("policy:")))
+        else:  # the loop `portico serve` runs on
+            uvloop.run(serve(args.inner, args.path, args.metrics))
+        return 0
+    if args.policy is not None:
+        print(f"instructions per POST (callgrind; {args.requests} requests less 1,000)\n")
+        print("| route | this tree |")
+        print("| --- | --- |")
+        for policy in ("none", args.policy):
+            path = f"policy:{policy}"
+            total = count(args.requests, path, None, "on") - count(1000, path, None, "on")
+            print(f"| {policy} | {total / (args.requests - 1000):,.0f} |")
         return 0
     trees: list[tuple[str, Path | None, str]] = [
         ("this tree", None, "on"),

@@ -9,6 +9,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -367,6 +368,40 @@ def test_a_header_parameter_given_twice_is_refused(gateway: RunningGateway) -> N
         )
         problem = check_raw_problem(conn.read_response(), 400, PROBLEMS + "validation-failed")
     assert problem["errors"][0]["pointer"] == "/header/x-tenant"
+
+
+def test_cookie_parameters_are_read_from_the_cookie_fields(gateway: RunningGateway) -> None:
+    def get(*cookies: str) -> Any:
+        fields = "".join(f"Cookie: {c}\r\n" for c in cookies)
+        with RawConnection(gateway.port) as conn:
+            conn.send(f"GET /api/orders HTTP/1.1\r\nHost: x\r\n{fields}\r\n".encode())
+            return conn.read_response()
+
+    assert get("theme=dark; session=deadbeef").status == 200
+    assert get("theme=dark").status == 200  # not required
+    assert get("session=deadbeef; ", "lang=en").status == 200  # split over two fields
+    for refused in (["session=NOT-HEX!"], ["session=deadbeef; session=cafebabe"]):
+        problem = check_raw_problem(get(*refused), 400, PROBLEMS + "validation-failed")
+        assert [e["pointer"] for e in problem["errors"]] == ["/cookie/session"]
+    # Two fields, one session each: a backend may read either, so one value is not enough.
+    split = check_raw_problem(
+        get("session=deadbeef", "session=0000000z"), 400, PROBLEMS + "validation-failed"
+    )
+    assert split["errors"][0]["message"] == "given 2 times; this parameter takes one value"
+
+
+def test_an_exploded_form_object_is_read_from_its_properties(http: httpx.Client) -> None:
+    """``shade`` is an object in ``form`` style, exploded: ``?color=red&size=9``."""
+    assert http.get("/api/orders", params={"color": "red", "size": "9"}).status_code == 200
+    assert http.get("/api/orders", params={"size": "50"}).status_code == 200
+    assert sorted(pointers(http.get("/api/orders", params={"color": "green", "size": "51"}))) == [
+        "/query/shade/color",
+        "/query/shade/size",
+    ]
+    twice = http.get("/api/orders?color=red&color=blue")
+    assert errors_of(twice) == [
+        {"pointer": "/query/shade/color", "message": "given more than once"}
+    ]
 
 
 def test_a_trailing_slash_reaches_the_same_operation(http: httpx.Client) -> None:

@@ -186,8 +186,8 @@ class _Compiler:
             name, where = spec.get("name"), spec.get("in")
             if not isinstance(name, str) or where not in ("path", "query", "header", "cookie"):
                 continue
-            if where == "cookie" or (where == "header" and name.lower() in _IGNORED_HEADERS):
-                continue  # cookies are not validated; these headers are described elsewhere
+            if where == "header" and name.lower() in _IGNORED_HEADERS:
+                continue  # described elsewhere (OpenAPI says to ignore them)
             key_name = name.lower() if where == "header" else name
             out[(key_name, where)] = self._parameter(spec, spec_at, key_name, where)
         return out

@@ -44,6 +44,8 @@ def schema_errors(
     validator: jsonschema_rs.Validator, value: object, base: str, out: list[Error], limit: int
 ) -> None:
     """Append every error of ``value`` (up to ``limit`` in ``out``), pointed below ``base``."""
+    if validator.is_valid(value):  # the common case, without building an error iterator
+        return
     for error in validator.iter_errors(value):
         if len(out) >= limit:
             return
@@ -102,7 +104,7 @@ _SEPARATORS = {"form": ",", "simple": ",", "spaceDelimited": " ", "pipeDelimited
 
 
 class Parameter:
-    """One parameter of an operation (``in``: path, query or header)."""
+    """One parameter of an operation (``in``: path, query, header or cookie)."""
 
     __slots__ = (
         "allow_empty",
@@ -159,7 +161,8 @@ class Parameter:
             return
         value: object
         repeatable = self.shape == "array" and (
-            self.location == "header" or (self.style == "form" and self.explode)
+            self.location == "header"
+            or (self.style == "form" and self.explode and self.location == "query")
         )
         if len(texts) > 1 and not repeatable:
             # One value serialized once: a second occurrence is one a backend may read instead.
@@ -202,14 +205,33 @@ class Parameter:
     def _object(self, texts: list[str]) -> dict[str, object] | None:
         if self.style == "deepObject":
             return None  # gathered from name[key] query names by the operation
-        if self.explode and self.location == "query":
-            return None
+        if self.explode and self.location in ("query", "cookie"):
+            return None  # an exploded query object is Operation.form_objects'; a cookie's: unread
         parts = ",".join(texts).split(",")
         out: dict[str, object] = {}
         for i in range(0, len(parts) - 1, 2):
             key = parts[i]
             out[key] = coerce(parts[i + 1], self.property_kinds.get(key, ()))
         return out
+
+    def check_form_object(self, query: dict[str, list[str]], out: list[Error], limit: int) -> None:
+        """An object in ``form`` style, exploded: each property is a query parameter of its own
+        (``?role=admin&first=Alex``), so only the properties the schema names can be read."""
+        found: dict[str, object] = {}
+        for name, kinds in self.property_kinds.items():
+            texts = query.get(name)
+            if not texts:
+                continue
+            if len(texts) > 1:
+                out.append((f"{self.pointer}/{escape(name)}", "given more than once"))
+                continue
+            found[name] = coerce(texts[0], kinds)
+        if not found:
+            if self.required:
+                out.append((self.pointer, "the query parameter is required"))
+            return
+        if self.validator is not None:
+            schema_errors(self.validator, found, self.pointer, out, limit)
 
     def check_deep_object(self, query: dict[str, list[str]], out: list[Error], limit: int) -> None:
         prefix = self.name + "["
@@ -265,7 +287,9 @@ class Operation:
     __slots__ = (
         "body_content",
         "body_required",
+        "cookies",
         "deep_objects",
+        "form_objects",
         "has_body",
         "headers",
         "method",
@@ -292,13 +316,16 @@ class Operation:
         self.name = name
         """The operationId, or ``METHOD path``."""
         self.path_parameters = tuple(p for p in parameters if p.location == "path")
-        self.query = tuple(
-            p for p in parameters if p.location == "query" and p.style != "deepObject"
+        query = [p for p in parameters if p.location == "query"]
+        self.deep_objects = tuple(p for p in query if p.style == "deepObject")
+        self.form_objects = tuple(
+            p for p in query if p.shape == "object" and p.style == "form" and p.explode
         )
-        self.deep_objects = tuple(
-            p for p in parameters if p.location == "query" and p.style == "deepObject"
+        self.query = tuple(
+            p for p in query if p not in self.deep_objects and p not in self.form_objects
         )
         self.headers = tuple(p for p in parameters if p.location == "header")
+        self.cookies = tuple(p for p in parameters if p.location == "cookie")
         self.has_body = has_body
         self.body_required = body_required
         self.body_content = body_content
@@ -315,7 +342,7 @@ class Operation:
         for parameter in self.path_parameters:
             text = path_values.get(parameter.name)
             parameter.check([] if text is None else [text], out, limit)
-        if self.query or self.deep_objects:
+        if self.query or self.deep_objects or self.form_objects:
             values: dict[str, list[str]] = {}
             if not parse_query(query, values):
                 out.append(("/query", "not valid UTF-8 once percent-decoded"))
@@ -324,8 +351,14 @@ class Operation:
                 parameter.check(values.get(parameter.name, []), out, limit)
             for parameter in self.deep_objects:
                 parameter.check_deep_object(values, out, limit)
+            for parameter in self.form_objects:
+                parameter.check_form_object(values, out, limit)
         for parameter in self.headers:
             parameter.check(headers.get_all(parameter.name), out, limit)
+        if self.cookies:
+            cookies = parse_cookies(headers.get_all("cookie"))
+            for parameter in self.cookies:
+                parameter.check(cookies.get(parameter.name, []), out, limit)
 
     def response(self, status: int) -> ResponseSpec | None:
         responses = self.responses
@@ -335,6 +368,20 @@ class Operation:
             if found is None:
                 found = responses.get("default")
         return found
+
+
+def parse_cookies(fields: list[str]) -> dict[str, list[str]]:
+    """Name -> values of the ``Cookie`` fields (RFC 6265 §4.2: ``a=1; b=2``; a browser sends
+    one field, HTTP/2 may split it in several). Values are taken as sent, quotes and all: cookies
+    are not percent-encoded. A name given twice has two values (refused for a one-value
+    parameter, as a backend may read either)."""
+    found: dict[str, list[str]] = {}
+    for field in fields:
+        for pair in field.split(";"):
+            name, sep, value = pair.strip().partition("=")
+            if sep and name:
+                found.setdefault(name.strip(), []).append(value.strip())
+    return found
 
 
 class PathEntry:
