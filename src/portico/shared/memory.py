@@ -108,6 +108,9 @@ class MemoryState(SharedState):
     async def get(self, key: str) -> bytes | None:
         return self.table.get(key)
 
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return [self.table.get(key) for key in keys]
+
     async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
         self.table.set(key, value, ttl)
 

@@ -66,6 +66,12 @@ class RedisState(SharedState):
         value: bytes | None = await self._command("GET", "GET", self._key(key))
         return value
 
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        values: list[bytes | None] = await self._command(
+            "MGET", "MGET", *[self.prefix + key for key in keys]
+        )
+        return values
+
     async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
         if ttl is None:
             await self._command("SET", "SET", self._key(key), value)

@@ -58,6 +58,10 @@ class SharedState(ABC):
     @abstractmethod
     async def get(self, key: str) -> bytes | None: ...
 
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of ``keys``, in one round trip where the backend can (Redis ``MGET``)."""
+        return [await self.get(key) for key in keys]
+
     @abstractmethod
     async def set(self, key: str, value: bytes, ttl: float | None = None) -> None: ...
 

@@ -40,6 +40,8 @@ class Origin:
                 self.rfile.read(length)
                 self._answer(body=True)
 
+            do_PUT = do_PATCH = do_DELETE = do_PURGE = do_POST
+
             def _answer(self, body: bool) -> None:
                 fields = {k.lower(): v for k, v in self.headers.items()}
                 with origin._lock:

@@ -608,3 +608,45 @@ def test_where_cache_stands_among_body_and_header_policies_is_checked(
     with pytest.raises(ConfigError) as caught:
         load_config_text(json.dumps(config), "portico.yaml")
     assert expected in str(caught.value)
+
+
+# -- invalidation by unsafe requests (RFC 9111 §4.4) ---------------------------------------------
+
+
+def test_a_successful_unsafe_request_makes_every_stored_response_of_its_path_stale(
+    origin: Origin, http: httpx.Client
+) -> None:
+    path = fresh()
+    urls = [path + "?h=Cache-Control:max-age%3D60", path + "?h=Cache-Control:max-age%3D60&a=1"]
+    other = fresh() + "?h=Cache-Control:max-age%3D60"
+    for url in (*urls, other):
+        http.get(url)
+        assert is_hit(http.get(url))
+
+    for method in ("POST", "PUT", "DELETE", "PATCH", "PURGE"):  # an unknown method is unsafe
+        changed = http.request(method, path + "?status=200")
+        assert changed.status_code == 200
+        for url in urls:  # every query of the path: stale, stored again
+            stale = http.get(url)
+            assert status_of(stale) == "Portico; fwd=miss; stored; detail=invalidated"
+            assert is_hit(http.get(url))
+    assert is_hit(http.get(other))  # another path keeps its responses
+
+
+def test_an_unsafe_request_that_fails_invalidates_nothing(
+    origin: Origin, http: httpx.Client
+) -> None:
+    url = fresh() + "?h=Cache-Control:max-age%3D60"
+    http.get(url)
+    path = url.split("?")[0]
+    for status in (400, 404, 500, 503):
+        assert http.post(f"{path}?status={status}").status_code == status
+        assert is_hit(http.get(url))
+
+
+def test_a_head_or_options_request_invalidates_nothing(origin: Origin, http: httpx.Client) -> None:
+    url = fresh() + "?h=Cache-Control:max-age%3D60"
+    http.get(url)
+    http.head(url)
+    http.request("OPTIONS", url)
+    assert is_hit(http.get(url))

@@ -119,6 +119,24 @@ def test_vary_variants_are_shared_too(
         )
 
 
+def test_an_unsafe_request_through_one_process_makes_the_path_stale_in_the_other(
+    pair: tuple[PorticoProcess, PorticoProcess], origin: Origin
+) -> None:
+    one, two = pair
+    url = "/products/changing?h=Cache-Control:max-age%3D60"
+    with one.client(headers=HOST) as first, two.client(headers=HOST) as second:
+        first.get(url)
+        stored_soon(second, url)
+        assert first.put("/products/changing?status=204").status_code == 204
+
+        def stale() -> httpx.Response | None:
+            response = second.get(url)
+            return response if "detail=invalidated" in status_of(response) else None
+
+        assert wait_for(stale, what="the stored response made stale")  # the write leaves async
+        stored_soon(second, url)  # stored again, and served
+
+
 def test_purge_of_a_path_and_of_a_route_from_the_cli(
     pair: tuple[PorticoProcess, PorticoProcess], tmp_path: Path, origin: Origin
 ) -> None:

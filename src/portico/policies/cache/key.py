@@ -13,7 +13,8 @@ the upstream receives them alike), then a digest of everything else that selects
 
 Responses that ``Vary`` are stored under that key plus a digest of the request's values of the
 named fields. The route and path come first, in clear, so that a purge of a route or of a path is
-a prefix.
+a prefix; and so that an unsafe request (``POST``, ``PUT``, ``DELETE``...) that succeeds on a path
+makes every stored response of that path stale with one key (:func:`invalidation`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,15 @@ from urllib.parse import quote
 from portico.gateway.exchange import Exchange
 from portico.gateway.headers import Headers
 
-__all__ = ["KEY_PREFIX", "normal_query", "path_prefix", "route_prefix", "scope_of", "variant"]
+__all__ = [
+    "KEY_PREFIX",
+    "invalidation",
+    "normal_query",
+    "path_prefix",
+    "route_prefix",
+    "scope_of",
+    "variant",
+]
 
 KEY_PREFIX = "cache:"
 _SEP = "\x00"
@@ -42,6 +51,13 @@ def route_prefix(route: str) -> str:
 def path_prefix(route: str, path: str) -> str:
     """Every key of one path of a route (any query, consumer or variant) starts with this."""
     return route_prefix(route) + _digest(path) + ":"
+
+
+def invalidation(route_start: str, path: str) -> str:
+    """Where the time of the last unsafe request that succeeded on ``path`` is kept: responses
+    of the path stored before it are not served (RFC 9111 §4.4), whatever their query,
+    consumer or variant. Its last part cannot be a digest's, so it is no response's key."""
+    return route_start + _digest(path) + ":invalidated"
 
 
 def primary(route_start: str, exchange: Exchange, scope: str, key_headers: tuple[str, ...]) -> str:

@@ -34,7 +34,7 @@ from portico.policies.cache.control import (
     vary_names,
 )
 from portico.policies.cache.entry import StoredResponse, decode, encode, encode_vary
-from portico.policies.cache.key import primary, route_prefix, scope_of, variant
+from portico.policies.cache.key import invalidation, primary, route_prefix, scope_of, variant
 from portico.policies.cache.settings import CacheSettings
 from portico.shared.failures import StateFailures, unavailable
 from portico.shared.state import SharedState, SharedStateUnavailable
@@ -43,6 +43,13 @@ __all__ = ["ResponseCache", "build"]
 
 _STATE = "cache"
 """The exchange's scratch entry of this policy."""
+
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+"""RFC 9110 §9.2.1. A response to any other method that is not an error makes what is stored
+for its path stale (RFC 9111 §4.4: unknown methods count as unsafe)."""
+_MARKER_TTL = 366 * 86400.0
+"""How long an invalidation is kept without ``max_ttl``: longer than any response is stored,
+short of a year's ``max-age``."""
 
 _CONDITIONAL = ("if-none-match", "if-modified-since", "if-match", "if-unmodified-since", "range")
 """Requests the origin must evaluate (a stored 200 is not their answer): looked up never."""
@@ -91,10 +98,12 @@ class Pending:
 class Lookup:
     """What the policy knows of one request, from ``on_request`` to the response body."""
 
-    __slots__ = ("credentialed", "detail", "fwd", "key", "pending", "store")
+    __slots__ = ("credentialed", "detail", "fwd", "invalidation", "key", "pending", "store")
 
-    def __init__(self, key: str, credentialed: bool, store: bool) -> None:
+    def __init__(self, key: str, invalidation: str, credentialed: bool, store: bool) -> None:
         self.key = key
+        self.invalidation = invalidation
+        """The key of the path's last invalidation."""
         self.credentialed = credentialed
         """It carries credentials Portico did not check (``Authorization`` or ``Cookie`` and no
         identity): RFC 9111 §3.5 applies."""
@@ -147,7 +156,7 @@ class ResponseCache:
     def on_request(self, exchange: Exchange) -> Outcome:
         method = exchange.method
         if method != "GET" and method != "HEAD":
-            return None
+            return None  # an unsafe one invalidates the path once answered (on_response)
         headers = exchange.headers
         credentialed = exchange.identity is None and (
             "authorization" in headers or "cookie" in headers
@@ -156,7 +165,8 @@ class ResponseCache:
         key = primary(
             self._route_start, exchange, scope_of(exchange, self._scope), self._key_headers
         )
-        state = Lookup(key, credentialed, "no-store" not in request)
+        marker = invalidation(self._route_start, exchange.path)
+        state = Lookup(key, marker, credentialed, "no-store" not in request)
         exchange.state[_STATE] = state
         if _refuses_stored(request, headers):
             state.fwd = "request"
@@ -173,12 +183,14 @@ class ResponseCache:
         found = _decoded(shared.get_now(key))
         if isinstance(found, tuple):
             found = _decoded(shared.get_now(variant(key, headers, found)))
-        return self._answer(exchange, state, request, found)
+        return self._answer(exchange, state, request, found, shared.get_now(marker))
 
     async def _lookup(self, exchange: Exchange, state: Lookup, request: Directives) -> Reply | None:
         shared = self._shared
         try:
-            found = _decoded(await shared.get(state.key))
+            # The entry and the path's invalidation in one round trip.
+            value, marker = await shared.get_many([state.key, state.invalidation])
+            found = _decoded(value)
             if isinstance(found, tuple):
                 found = _decoded(await shared.get(variant(state.key, exchange.headers, found)))
         except SharedStateUnavailable as exc:
@@ -190,7 +202,7 @@ class ResponseCache:
             state.detail = "shared-state-unavailable"
             self._stats.cache_lookup(self._route, "miss")
             return None
-        return self._answer(exchange, state, request, found)
+        return self._answer(exchange, state, request, found, marker)
 
     def _answer(
         self,
@@ -198,8 +210,13 @@ class ResponseCache:
         state: Lookup,
         request: Directives,
         found: StoredResponse | tuple[str, ...] | None,
+        marker: bytes | None,
     ) -> Reply | None:
         if not isinstance(found, StoredResponse) or (state.credentialed and not found.shared):
+            self._stats.cache_lookup(self._route, "miss")
+            return None
+        if marker is not None and found.stored_at <= _invalidated_at(marker):
+            state.detail = "invalidated"  # an unsafe request changed the resource since
             self._stats.cache_lookup(self._route, "miss")
             return None
         age = max(0.0, time.time() - found.stored_at)
@@ -224,6 +241,10 @@ class ResponseCache:
     # -- the response --------------------------------------------------------------------------
 
     def on_response(self, exchange: Exchange, status: int, headers: Headers) -> None:
+        if exchange.method not in _SAFE:
+            if 200 <= status < 400:
+                self._invalidate(exchange)
+            return
         state = exchange.state.get(_STATE)
         if not isinstance(state, Lookup) or state.fwd == "hit":
             return
@@ -313,14 +334,32 @@ class ResponseCache:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _write(self, writes: list[tuple[str, bytes]], ttl: float) -> None:
+    def _invalidate(self, exchange: Exchange) -> None:
+        """What is stored for the path is stale from now: every query, consumer and variant
+        (RFC 9111 §4.4)."""
+        marker = invalidation(self._route_start, exchange.path)
+        now = repr(time.time()).encode()
+        ttl = self._max_ttl if self._max_ttl is not None else _MARKER_TTL
+        task = asyncio.get_running_loop().create_task(self._write([(marker, now)], ttl, False))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _write(self, writes: list[tuple[str, bytes]], ttl: float, count: bool = True) -> None:
         try:
             for key, value in writes:
                 await self._shared.set(key, value, ttl)
         except SharedStateUnavailable as exc:
             self._failures.failed(exc)
             return
-        self._stats.cache_stored(self._route)
+        if count:
+            self._stats.cache_stored(self._route)
+
+
+def _invalidated_at(marker: bytes) -> float:
+    try:
+        return float(marker)
+    except ValueError:  # not Portico's: as if the path had just changed
+        return time.time()
 
 
 def _decoded(value: bytes | None) -> StoredResponse | tuple[str, ...] | None:
