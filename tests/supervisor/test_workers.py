@@ -207,6 +207,25 @@ def test_metrics_sum_the_requests_of_every_worker(
         assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+def test_the_policies_counters_are_summed_over_every_worker(
+    upstream: Upstream, start_portico: StartPortico
+) -> None:
+    config = config_with(upstream)
+    policies = [{"type": "deprecation", "since": "2026-01-01"}, {"type": "mask", "remove": ["x"]}]
+    config["routes"] = [route("old", "/old/{rest:path}", strip_prefix="/old", policies=policies)]
+    portico = start_portico(config, "--workers", "2")
+    until_every_worker_answers(portico, "/old/x", set(worker_pids(portico).values()))
+    calls = float(len([r for r in records(portico) if r.get("path") == "/old/x"]))
+
+    def summed() -> bool:
+        text = scrape(portico)
+        return samples(text, "portico_deprecated_requests_total") == [
+            ({"route": "old", "consumer": ""}, calls)
+        ] and samples(text, "portico_masked_responses_total") == [({"route": "old"}, calls)]
+
+    wait_for(summed, what="each process's policy counters to be summed")
+
+
 def test_readiness_and_health_name_every_worker(
     upstream: Upstream, start_portico: StartPortico
 ) -> None:

@@ -117,8 +117,10 @@ class ServiceStats:
 
 
 class LabelledCounter:
-    """A policy's own counter (``portico_rate_limited_requests_total``...): label values ->
-    count, made once when the snapshot is built and kept across reloads."""
+    """A policy's own counter (``portico_rate_limited_requests_total``,
+    ``portico_cache_lookups_total``...): label values -> count, obtained when the policy is built
+    (:meth:`GatewayStats.counter`) and kept across reloads. The gateway knows none of them: the
+    metrics exposition and the supervisor's sum read them all alike."""
 
     __slots__ = ("description", "labels", "name", "values")
 
@@ -152,22 +154,14 @@ class GatewayStats:
     """Every counter of the data plane, for the life of the process."""
 
     __slots__ = (
-        "auth_failures",
-        "cache_lookups",
-        "cache_stores",
         "counters",
-        "deprecated_requests",
         "enabled",
         "gauges",
-        "idempotency",
         "last_reload",
-        "masking",
         "reloads",
         "routes",
         "services",
-        "shared_state_failures",
         "unrouted",
-        "validation_failures",
     )
 
     def __init__(self, enabled: bool = True) -> None:
@@ -177,30 +171,6 @@ class GatewayStats:
         self.unrouted = RouteStats("", "")
         """Requests Portico answered before any route was chosen (400, 404, 405, 408...)."""
         self.services: dict[str, ServiceStats] = {}
-        self.auth_failures: dict[tuple[str, str, str], int] = {}
-        """(route, method, reason) -> count; reason is ``missing``, ``invalid``, ``tenant``,
-        ``ip`` or ``scope``."""
-        self.deprecated_requests: dict[tuple[str, str], int] = {}
-        """(route, consumer) -> calls to a route of the ``deprecation`` policy; the consumer is
-        ``""`` when the call carried no identity."""
-        self.masking: dict[tuple[str, str, str], int] = {}
-        """(route, outcome, reason) -> count of responses a ``mask`` policy saw: outcome
-        ``masked``, ``refused`` or ``passed`` (let through unchecked, as configured); reason ""
-        for ``masked``, else ``too_large``, ``invalid_json``, ``encoding``, ``partial`` or
-        ``content_type``."""
-        self.validation_failures: dict[tuple[str, str], int] = {}
-        """(route, direction) -> count: requests the validation policy refused (``request``),
-        responses it found not to match the document (``response``)."""
-        self.cache_lookups: dict[tuple[str, str], int] = {}
-        """(route, result) -> count; result is ``hit``, ``miss`` or ``bypass`` (the ``cache``
-        policy)."""
-        self.cache_stores: dict[str, int] = {}
-        """Route -> responses the ``cache`` policy stored."""
-        self.idempotency: dict[tuple[str, str], int] = {}
-        """(route, outcome) -> count; outcome is ``stored``, ``replayed``, ``in_flight``,
-        ``mismatch``, ``missing``, ``invalid`` or ``not_stored`` (the ``idempotency`` policy)."""
-        self.shared_state_failures: dict[tuple[str, str], int] = {}
-        """(policy, route) -> shared-state operations that failed (Redis away or too slow)."""
         self.reloads = {"success": 0, "failure": 0}
         self.counters: dict[str, LabelledCounter] = {}
         """The policies' own counters, by name (:meth:`counter`)."""
@@ -233,25 +203,10 @@ class GatewayStats:
             stats = self.services[name] = ServiceStats(name)
         return stats
 
-    def auth_failure(self, route: str, method: str, reason: str) -> None:
-        key = (route, method, reason)
-        self.auth_failures[key] = self.auth_failures.get(key, 0) + 1
-
-    def deprecated_request(self, route: str, consumer: str) -> None:
-        key = (route, consumer)
-        self.deprecated_requests[key] = self.deprecated_requests.get(key, 0) + 1
-
-    def mask(self, route: str, outcome: str, reason: str) -> None:
-        key = (route, outcome, reason)
-        self.masking[key] = self.masking.get(key, 0) + 1
-
-    def validation_failure(self, route: str, direction: str) -> None:
-        key = (route, direction)
-        self.validation_failures[key] = self.validation_failures.get(key, 0) + 1
-
     def counter(self, name: str, description: str, labels: tuple[str, ...]) -> LabelledCounter:
-        """A policy's counter, made on first use and the same one after a reload; counted even
-        when ``operations.metrics`` is off (a policy's counters are few and cheap)."""
+        """A policy's counter, asked for when the policy is built: made on first use, then the
+        same one for every policy that asks for ``name``, after a reload too. Counted even when
+        ``operations.metrics`` is off unless the policy checks :attr:`enabled` when built."""
         found = self.counters.get(name)
         if found is None or found.labels != labels:
             found = self.counters[name] = LabelledCounter(name, description, labels)
@@ -263,21 +218,6 @@ class GatewayStats:
         if found is None or found.labels != labels:
             found = self.gauges[name] = LabelledGauge(name, description, labels)
         return found
-
-    def cache_lookup(self, route: str, result: str) -> None:
-        key = (route, result)
-        self.cache_lookups[key] = self.cache_lookups.get(key, 0) + 1
-
-    def cache_stored(self, route: str) -> None:
-        self.cache_stores[route] = self.cache_stores.get(route, 0) + 1
-
-    def idempotency_outcome(self, route: str, outcome: str) -> None:
-        key = (route, outcome)
-        self.idempotency[key] = self.idempotency.get(key, 0) + 1
-
-    def shared_state_failure(self, policy: str, route: str) -> None:
-        key = (policy, route)
-        self.shared_state_failures[key] = self.shared_state_failures.get(key, 0) + 1
 
     def reloaded(self, ok: bool) -> None:
         self.reloads["success" if ok else "failure"] += 1

@@ -8,9 +8,8 @@ next to its standard process metrics (CPU, memory, open files).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -78,12 +77,7 @@ def counter_families(stats: GatewayStats) -> Iterator[Metric]:
     """The data plane's counters and histograms (summed, with several gateway processes)."""
     yield from _requests(stats)
     yield from _upstream_counters(stats)
-    yield from _auth(stats)
-    yield from _deprecated(stats)
-    yield from _masking(stats)
-    yield from _validation(stats)
     yield from _policies(stats)
-    yield from _shared_state(stats)
 
 
 def _requests(stats: GatewayStats) -> Iterator[Metric]:
@@ -174,18 +168,6 @@ def target_families(views: Sequence[TargetView]) -> Iterator[Metric]:
     yield healthy_targets
 
 
-def _auth(stats: GatewayStats) -> Iterator[Metric]:
-    failures = CounterMetricFamily(
-        "portico_auth_failures",
-        "Requests refused by a route's auth policy, by method and reason: missing (no "
-        "credentials), invalid, tenant, ip, scope.",
-        labels=["route", "method", "reason"],
-    )
-    for (route, method, reason), count in stats.auth_failures.items():
-        failures.add_metric([route, method, reason], count)
-    yield failures
-
-
 def config_families(stats: GatewayStats, routes: int) -> Iterator[Metric]:
     """Reloads, the last one, and the routes of the config that serves now."""
     reloads = CounterMetricFamily(
@@ -206,36 +188,6 @@ def config_families(stats: GatewayStats, routes: int) -> Iterator[Metric]:
         "Routes in the config that serves now.",
         value=routes,
     )
-
-
-def _masking(stats: GatewayStats) -> Iterator[Metric]:
-    masked = CounterMetricFamily(
-        "portico_masked_responses",
-        "Response bodies a route's mask policy checked and sent with its fields removed or masked.",
-        labels=["route"],
-    )
-    refused = CounterMetricFamily(
-        "portico_mask_refusals",
-        "Responses a mask policy could not check and replaced by 502 response-not-maskable, "
-        "by reason: too_large, invalid_json, encoding, partial, content_type.",
-        labels=["route", "reason"],
-    )
-    passed = CounterMetricFamily(
-        "portico_mask_unchecked_responses",
-        "Responses a mask policy could not check and let through as configured "
-        "(unreadable: pass, non_json: pass), by reason.",
-        labels=["route", "reason"],
-    )
-    for (route, outcome, reason), count in stats.masking.items():
-        if outcome == "masked":
-            masked.add_metric([route], count)
-        elif outcome == "refused":
-            refused.add_metric([route, reason], count)
-        else:
-            passed.add_metric([route, reason], count)
-    yield masked
-    yield refused
-    yield passed
 
 
 def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
@@ -266,62 +218,3 @@ def _policies(stats: GatewayStats) -> Iterator[Metric]:
         for values, value in gauge.values.items():
             current.add_metric(list(values), value)
         yield current
-
-
-def _keyed(
-    name: str, help_text: str, labels: list[str], counted: Mapping[Any, int]
-) -> CounterMetricFamily:
-    """One counter family from a :class:`GatewayStats` dict keyed by its label values (a tuple,
-    or the one value of a single label)."""
-    family = CounterMetricFamily(name, help_text, labels=labels)
-    for key, count in counted.items():
-        family.add_metric(list(key) if isinstance(key, tuple) else [key], count)
-    return family
-
-
-def _deprecated(stats: GatewayStats) -> Iterator[Metric]:
-    yield _keyed(
-        "portico_deprecated_requests",
-        "Calls to routes with a deprecation policy, by route and consumer (empty: no identity).",
-        ["route", "consumer"],
-        stats.deprecated_requests,
-    )
-
-
-def _validation(stats: GatewayStats) -> Iterator[Metric]:
-    yield _keyed(
-        "portico_validation_failures",
-        "Requests a route's validation policy refused (direction request), and upstream "
-        "responses it found not to match the API document (direction response).",
-        ["route", "direction"],
-        stats.validation_failures,
-    )
-
-
-def _shared_state(stats: GatewayStats) -> Iterator[Metric]:
-    yield _keyed(
-        "portico_cache_lookups",
-        "Requests a route's cache policy handled, by result: hit (answered from the cache), "
-        "miss (forwarded), bypass (forwarded without a lookup: the request forbade it).",
-        ["route", "result"],
-        stats.cache_lookups,
-    )
-    yield _keyed(
-        "portico_cache_stores",
-        "Responses a route's cache policy stored.",
-        ["route"],
-        stats.cache_stores,
-    )
-    yield _keyed(
-        "portico_idempotency_requests",
-        "Requests with an Idempotency-Key, by outcome: stored, replayed, in_flight (409), "
-        "mismatch (422), missing and invalid (400), not_stored (the key was freed).",
-        ["route", "outcome"],
-        stats.idempotency,
-    )
-    yield _keyed(
-        "portico_shared_state_failures",
-        "Operations of a policy on the shared state (Redis) that failed or timed out.",
-        ["policy", "route"],
-        stats.shared_state_failures,
-    )

@@ -3,7 +3,8 @@
 Redis going away fails every request of every route that needs it at once; one log line per
 request would bury the log (and the disk) in identical lines. :class:`StateFailures` counts each
 failure in ``portico_shared_state_failures_total`` and logs at most one line per interval for
-its policy and route, saying how many failures it did not log since.
+its policy and route, saying how many failures it did not log since. Every policy that uses the
+shared state counts in that one counter, obtained by its name when the policy is built.
 """
 
 from __future__ import annotations
@@ -28,12 +29,16 @@ log = logging.getLogger("portico.shared")
 class StateFailures:
     """The failures of one policy of one route: counted always, logged now and then."""
 
-    __slots__ = ("_last_logged", "_policy", "_route", "_stats", "_unlogged", "on_failure")
+    __slots__ = ("_counted", "_last_logged", "_policy", "_route", "_unlogged", "on_failure")
 
     def __init__(self, policy: str, route: str, stats: GatewayStats, on_failure: str) -> None:
         self._policy = policy
         self._route = route
-        self._stats = stats
+        self._counted = stats.counter(
+            "portico_shared_state_failures",
+            "Operations of a policy on the shared state (Redis) that failed or timed out.",
+            ("policy", "route"),
+        )
         self.on_failure = on_failure
         """``open`` (go on without the state) or ``closed`` (answer 503)."""
         self._last_logged = -LOG_INTERVAL
@@ -44,7 +49,7 @@ class StateFailures:
         return self.on_failure == "closed"
 
     def failed(self, exc: SharedStateUnavailable | Exception) -> None:
-        self._stats.shared_state_failure(self._policy, self._route)
+        self._counted.inc((self._policy, self._route))
         now = time.monotonic()
         if now - self._last_logged < LOG_INTERVAL:
             self._unlogged += 1

@@ -25,34 +25,8 @@ from portico.operations.metrics import TargetView
 __all__ = ["Tally", "add", "summed", "tally", "targets_of"]
 
 Tally = dict[str, Any]
-"""JSON-ready: ``routes``, ``services``, ``auth_failures``, ``targets``, the policies' keyed
-counters (``keyed``) and their own counters and gauges (``counters``, ``gauges``)."""
-
-KEYED = (
-    "deprecated_requests",
-    "masking",
-    "validation_failures",
-    "cache_lookups",
-    "cache_stores",
-    "idempotency",
-    "shared_state_failures",
-)
-"""The policies' counters of :class:`GatewayStats` keyed by a tuple of labels (or one label):
-summed key by key across processes."""
-
-
-def _keyed_items(stats: GatewayStats, name: str) -> list[list[Any]]:
-    counted: dict[Any, int] = getattr(stats, name)
-    return [
-        [list(key) if isinstance(key, tuple) else [key], count] for key, count in counted.items()
-    ]
-
-
-def _add_keyed(total: GatewayStats, name: str, items: list[list[Any]]) -> None:
-    counted: dict[Any, int] = getattr(total, name)
-    for labels, count in items:
-        key: Any = tuple(labels) if len(labels) != 1 or name != "cache_stores" else labels[0]
-        counted[key] = counted.get(key, 0) + count
+"""JSON-ready: ``routes``, ``services``, ``targets``, and the policies' counters and gauges
+(``counters``, ``gauges``)."""
 
 
 def tally(stats: GatewayStats, targets: list[TargetView]) -> Tally:
@@ -69,9 +43,7 @@ def tally(stats: GatewayStats, targets: list[TargetView]) -> Tally:
             for route in (stats.unrouted, *stats.routes.values())
         ],
         "services": [[s.name, s.errors, s.retries] for s in stats.services.values()],
-        "auth_failures": [[*key, count] for key, count in stats.auth_failures.items()],
         "targets": [[t.service, t.target, t.available, t.circuit] for t in targets],
-        "keyed": {name: _keyed_items(stats, name) for name in KEYED},
         "counters": [
             [c.name, c.description, list(c.labels), [[list(k), v] for k, v in c.values.items()]]
             for c in stats.counters.values()
@@ -106,12 +78,6 @@ def add(total: GatewayStats, counted: Tally) -> None:
         for kind, count in errors.items():
             service_stats.errors[kind] = service_stats.errors.get(kind, 0) + count
         service_stats.retries += retries
-    for route_name, method, reason, count in counted["auth_failures"]:
-        refused = (route_name, method, reason)
-        total.auth_failures[refused] = total.auth_failures.get(refused, 0) + count
-    for name, items in counted.get("keyed", {}).items():
-        if name in KEYED:
-            _add_keyed(total, name, items)
     # A policy's counters are summed; its gauges too (requests in flight in each process add
     # up to the requests in flight on the machine).
     for name, description, labels, values in counted.get("counters", []):

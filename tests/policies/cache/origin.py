@@ -40,7 +40,17 @@ class Origin:
                 self.rfile.read(length)
                 self._answer(body=True)
 
-            do_PUT = do_PATCH = do_DELETE = do_PURGE = do_POST
+            def do_PUT(self) -> None:
+                self.do_POST()
+
+            def do_PATCH(self) -> None:
+                self.do_POST()
+
+            def do_DELETE(self) -> None:
+                self.do_POST()
+
+            def do_PURGE(self) -> None:  # a method Portico does not know
+                self.do_POST()
 
             def _answer(self, body: bool) -> None:
                 fields = {k.lower(): v for k, v in self.headers.items()}

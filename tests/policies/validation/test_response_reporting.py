@@ -58,7 +58,8 @@ def gateway(
 
 
 def failures(gateway: RunningGateway, route_name: str) -> int:
-    counts = gateway.call(lambda: dict(gateway.gateway.stats.validation_failures))
+    counted = gateway.gateway.stats.counters["portico_validation_failures"]
+    counts = gateway.call(lambda: dict(counted.values))
     return counts.get((route_name, "response"), 0)
 
 

@@ -38,7 +38,7 @@ from portico.core.http import REALM
 from portico.gateway import problems
 from portico.gateway.exchange import Exchange, Identity, Reply
 from portico.gateway.headers import Headers
-from portico.gateway.stats import GatewayStats
+from portico.gateway.stats import LabelledCounter
 from portico.identity.authn import Authenticator, AuthResult, Rejected, auth_method
 from portico.identity.context import BuildContext
 from portico.identity.state import IdentityState
@@ -58,12 +58,12 @@ class Auth:
     __slots__ = (
         "_all_of",
         "_any_of",
+        "_failures",
         "_insufficient",
         "_missing",
         "_route",
         "_scope_detail",
         "_state",
-        "_stats",
         "_steps",
         "_tenants",
         "needs_body",
@@ -75,10 +75,10 @@ class Auth:
         scopes: ScopeRule,
         tenants: tuple[str, ...],
         state: IdentityState,
-        stats: GatewayStats | None = None,
+        failures: LabelledCounter | None = None,
         route: str = "",
     ) -> None:
-        self._stats = stats
+        self._failures = failures
         """Where refusals are counted (portico_auth_failures_total); ``None``: not counted."""
         self._route = route
         self._steps = authenticators
@@ -133,9 +133,9 @@ class Auth:
         return self._decide(exchange, await pending, method)
 
     def _count(self, method: str, reason: str) -> None:
-        stats = self._stats
-        if stats is not None:
-            stats.auth_failure(self._route, method, reason)
+        failures = self._failures
+        if failures is not None:
+            failures.inc((self._route, method, reason))
 
     def _decide(self, exchange: Exchange, result: AuthResult, method: str) -> Reply | None:
         if isinstance(result, Rejected):
@@ -194,11 +194,17 @@ def build(settings: AuthSettings, context: BuildContext) -> Auth:
             raise ValueError(f"route {context.route_name!r}: {exc}") from None
         authenticators.append(kind.build(method, settings.options_for(method), context))
     stats = context.extensions.stats
+    failures = stats.counter(
+        "portico_auth_failures",
+        "Requests refused by a route's auth policy, by method and reason: missing (no "
+        "credentials), invalid, tenant, ip, scope.",
+        ("route", "method", "reason"),
+    )
     return Auth(
         tuple(authenticators),
         settings.scopes,
         settings.tenants,
         state,
-        stats if stats.enabled else None,
+        failures if stats.enabled else None,
         context.route_name,
     )

@@ -23,7 +23,7 @@ import time
 from portico.gateway.exchange import Exchange, Reply
 from portico.gateway.headers import Headers
 from portico.gateway.policy import Outcome
-from portico.gateway.stats import GatewayStats
+from portico.gateway.stats import LabelledCounter
 from portico.identity.context import BuildContext
 from portico.policies.cache.control import (
     Directives,
@@ -120,13 +120,14 @@ class ResponseCache:
     __slots__ = (
         "_failures",
         "_key_headers",
+        "_lookups",
         "_max_ttl",
         "_route",
         "_route_start",
         "_scope",
         "_shared",
-        "_stats",
         "_statuses",
+        "_stores",
         "_tasks",
         "_ttl",
         "needs_body",
@@ -134,20 +135,27 @@ class ResponseCache:
     )
 
     def __init__(
-        self, settings: CacheSettings, route: str, shared: SharedState, stats: GatewayStats
+        self,
+        settings: CacheSettings,
+        route: str,
+        shared: SharedState,
+        lookups: LabelledCounter,
+        stores: LabelledCounter,
+        failures: StateFailures,
     ) -> None:
         self.needs_body = False
         self.response_body_limit = settings.max_body_size
         self._route = route
         self._route_start = route_prefix(route)
         self._shared = shared
-        self._stats = stats
+        self._lookups = lookups
+        self._stores = stores
         self._ttl = settings.ttl
         self._max_ttl = settings.max_ttl
         self._scope = settings.scope
         self._statuses = frozenset(settings.statuses)
         self._key_headers = tuple(name.lower() for name in settings.key_headers)
-        self._failures = StateFailures("cache", route, stats, settings.on_redis_failure)
+        self._failures = failures
         self._tasks: set[asyncio.Task[None]] = set()
         """Writes under way: held so that the loop does not drop them half done."""
 
@@ -170,12 +178,12 @@ class ResponseCache:
         exchange.state[_STATE] = state
         if _refuses_stored(request, headers):
             state.fwd = "request"
-            self._stats.cache_lookup(self._route, "bypass")
+            self._lookups.inc((self._route, "bypass"))
             return None
         for name in _CONDITIONAL:
             if name in headers:
                 state.fwd = "bypass"
-                self._stats.cache_lookup(self._route, "bypass")
+                self._lookups.inc((self._route, "bypass"))
                 return None
         shared = self._shared
         if not shared.local:
@@ -200,7 +208,7 @@ class ResponseCache:
                 return unavailable(exchange.request_id)
             state.store = False  # it would fail too, and hold a connection of the pool meanwhile
             state.detail = "shared-state-unavailable"
-            self._stats.cache_lookup(self._route, "miss")
+            self._lookups.inc((self._route, "miss"))
             return None
         return self._answer(exchange, state, request, found, marker)
 
@@ -213,26 +221,26 @@ class ResponseCache:
         marker: bytes | None,
     ) -> Reply | None:
         if not isinstance(found, StoredResponse) or (state.credentialed and not found.shared):
-            self._stats.cache_lookup(self._route, "miss")
+            self._lookups.inc((self._route, "miss"))
             return None
         if marker is not None and found.stored_at <= _invalidated_at(marker):
             state.detail = "invalidated"  # an unsafe request changed the resource since
-            self._stats.cache_lookup(self._route, "miss")
+            self._lookups.inc((self._route, "miss"))
             return None
         age = max(0.0, time.time() - found.stored_at)
         remaining = found.lifetime - age
         if remaining <= 0:
             state.fwd = "stale"
-            self._stats.cache_lookup(self._route, "miss")
+            self._lookups.inc((self._route, "miss"))
             return None
         if ("max-age" in request and age > seconds(request["max-age"])) or (
             "min-fresh" in request and remaining < seconds(request["min-fresh"])
         ):
             state.fwd = "request"
-            self._stats.cache_lookup(self._route, "bypass")
+            self._lookups.inc((self._route, "bypass"))
             return None
         state.fwd = "hit"
-        self._stats.cache_lookup(self._route, "hit")
+        self._lookups.inc((self._route, "hit"))
         headers = Headers(found.headers)
         headers.set("age", str(int(age)))
         headers.add("cache-status", f"Portico; hit; ttl={int(remaining)}")
@@ -352,7 +360,7 @@ class ResponseCache:
             self._failures.failed(exc)
             return
         if count:
-            self._stats.cache_stored(self._route)
+            self._stores.inc((self._route,))
 
 
 def _invalidated_at(marker: bytes) -> float:
@@ -395,6 +403,16 @@ def _status(state: Lookup, stored: str) -> str:
 
 
 def build(settings: CacheSettings, context: BuildContext) -> ResponseCache:
-    return ResponseCache(
-        settings, context.route_name, context.extensions.shared, context.extensions.stats
+    stats = context.extensions.stats
+    route = context.route_name
+    lookups = stats.counter(
+        "portico_cache_lookups",
+        "Requests a route's cache policy handled, by result: hit (answered from the cache), "
+        "miss (forwarded), bypass (forwarded without a lookup: the request forbade it).",
+        ("route", "result"),
     )
+    stores = stats.counter(
+        "portico_cache_stores", "Responses a route's cache policy stored.", ("route",)
+    )
+    failures = StateFailures("cache", route, stats, settings.on_redis_failure)
+    return ResponseCache(settings, route, context.extensions.shared, lookups, stores, failures)

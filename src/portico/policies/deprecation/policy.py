@@ -27,7 +27,7 @@ from portico.gateway import problems
 from portico.gateway.completion import Completion
 from portico.gateway.exchange import Exchange, Reply
 from portico.gateway.headers import Headers
-from portico.gateway.stats import GatewayStats
+from portico.gateway.stats import LabelledCounter
 from portico.identity.context import BuildContext
 from portico.policies.deprecation.settings import DeprecationSettings
 
@@ -35,14 +35,14 @@ __all__ = ["CountedDeprecation", "Deprecation", "build"]
 
 
 class Deprecation:
-    __slots__ = ("_fields", "_gone_detail", "_route", "_stats", "_sunset", "needs_body")
+    __slots__ = ("_calls", "_fields", "_gone_detail", "_route", "_sunset", "needs_body")
 
     def __init__(
-        self, settings: DeprecationSettings, route: str, stats: GatewayStats | None
+        self, settings: DeprecationSettings, route: str, calls: LabelledCounter | None
     ) -> None:
         self.needs_body = False
         self._route = route
-        self._stats = stats
+        self._calls = calls
         since = int(settings.since.timestamp())
         fields: list[tuple[str, str]] = [("deprecation", f"@{since}")]
         self._sunset = -1.0
@@ -80,15 +80,20 @@ class CountedDeprecation(Deprecation):
     __slots__ = ()
 
     def on_complete(self, exchange: Exchange, completion: Completion) -> None:
-        stats = self._stats
-        assert stats is not None
+        calls = self._calls
+        assert calls is not None
         identity = exchange.identity
-        stats.deprecated_request(self._route, identity.consumer if identity is not None else "")
+        calls.inc((self._route, identity.consumer if identity is not None else ""))
 
 
 def build(settings: DeprecationSettings, context: BuildContext) -> Deprecation:
     stats = context.extensions.stats
+    calls = stats.counter(
+        "portico_deprecated_requests",
+        "Calls to routes with a deprecation policy, by route and consumer (empty: no identity).",
+        ("route", "consumer"),
+    )
     if not stats.enabled:
         # Without counting, no completion hook: it would make every exchange timed for nothing.
         return Deprecation(settings, context.route_name, None)
-    return CountedDeprecation(settings, context.route_name, stats)
+    return CountedDeprecation(settings, context.route_name, calls)

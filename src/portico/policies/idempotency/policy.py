@@ -28,7 +28,7 @@ from portico.gateway.completion import CLIENT_GONE, Completion
 from portico.gateway.exchange import Exchange, Reply
 from portico.gateway.headers import Headers
 from portico.gateway.policy import Outcome
-from portico.gateway.stats import GatewayStats
+from portico.gateway.stats import LabelledCounter
 from portico.identity.context import BuildContext
 from portico.policies.idempotency.records import (
     ACQUIRED,
@@ -85,12 +85,12 @@ class IdempotencyKeys:
         "_lock_ms",
         "_max_key",
         "_methods",
+        "_outcomes",
         "_required",
         "_retention_ms",
         "_route",
         "_route_start",
         "_shared",
-        "_stats",
         "_store_5xx",
         "_tasks",
         "needs_body",
@@ -102,7 +102,8 @@ class IdempotencyKeys:
         settings: IdempotencySettings,
         route: str,
         shared: SharedState,
-        stats: GatewayStats,
+        outcomes: LabelledCounter,
+        failures: StateFailures,
     ) -> None:
         self.needs_body = True  # the fingerprint covers the body
         self.response_body_limit = settings.max_body_size
@@ -115,8 +116,8 @@ class IdempotencyKeys:
         self._route = route
         self._route_start = "idem:" + quote(route, safe="") + ":"
         self._shared = shared
-        self._stats = stats
-        self._failures = StateFailures("idempotency", route, stats, settings.on_redis_failure)
+        self._outcomes = outcomes
+        self._failures = failures
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- the request ---------------------------------------------------------------------------
@@ -265,7 +266,7 @@ class IdempotencyKeys:
             self._failures.failed(exc)
 
     def _count(self, outcome: str) -> None:
-        self._stats.idempotency_outcome(self._route, outcome)
+        self._outcomes.inc((self._route, outcome))
 
 
 def parse_key(value: str) -> str | None:
@@ -323,6 +324,13 @@ def _digest(text: str) -> str:
 
 
 def build(settings: IdempotencySettings, context: BuildContext) -> IdempotencyKeys:
-    return IdempotencyKeys(
-        settings, context.route_name, context.extensions.shared, context.extensions.stats
+    stats = context.extensions.stats
+    route = context.route_name
+    outcomes = stats.counter(
+        "portico_idempotency_requests",
+        "Requests with an Idempotency-Key, by outcome: stored, replayed, in_flight (409), "
+        "mismatch (422), missing and invalid (400), not_stored (the key was freed).",
+        ("route", "outcome"),
     )
+    failures = StateFailures("idempotency", route, stats, settings.on_redis_failure)
+    return IdempotencyKeys(settings, route, context.extensions.shared, outcomes, failures)

@@ -34,7 +34,7 @@ from typing import Any
 from portico.gateway import problems
 from portico.gateway.exchange import Exchange, Reply
 from portico.gateway.headers import Headers
-from portico.gateway.stats import GatewayStats
+from portico.gateway.stats import LabelledCounter
 from portico.identity.context import BuildContext
 from portico.policies.mask.settings import (
     ANY_INDEX,
@@ -121,18 +121,27 @@ class FieldMask:
     __slots__ = (
         "_fold",
         "_mask",
+        "_masked_responses",
         "_pass_non_json",
         "_pass_unreadable",
+        "_refusals",
         "_remove",
         "_replacement",
         "_route",
-        "_stats",
+        "_unchecked_responses",
         "_unless",
         "needs_body",
         "response_body_limit",
     )
 
-    def __init__(self, settings: MaskSettings, stats: GatewayStats | None, route: str) -> None:
+    def __init__(
+        self,
+        settings: MaskSettings,
+        route: str,
+        masked: LabelledCounter | None,
+        refused: LabelledCounter | None,
+        unchecked: LabelledCounter | None,
+    ) -> None:
         self._remove = tuple(parse_path(path) for path in settings.remove)
         self._mask = tuple(parse_path(path) for path in settings.mask)
         if settings.ignore_case:
@@ -143,8 +152,11 @@ class FieldMask:
         self._unless = frozenset(settings.unless_scopes)
         self._pass_unreadable = settings.unreadable == "pass"
         self._pass_non_json = settings.non_json == "pass"
-        self._stats = stats
         self._route = route
+        # Where the responses are counted; ``None``: not counted.
+        self._masked_responses = masked
+        self._refusals = refused
+        self._unchecked_responses = unchecked
         self.response_body_limit = settings.max_body_size
         self.needs_body = False
 
@@ -216,9 +228,9 @@ class FieldMask:
         charset = _charset(types[0])
         if charset and charset not in ("utf-8", "utf8"):
             headers.set("content-type", types[0].partition(";")[0].strip() + "; charset=utf-8")
-        stats = self._stats
-        if stats is not None:
-            stats.mask(self._route, "masked", "")
+        counted = self._masked_responses
+        if counted is not None:
+            counted.inc((self._route,))
         return masked
 
     @staticmethod
@@ -229,13 +241,14 @@ class FieldMask:
             return json.dumps(document, separators=(",", ":")).encode("ascii")
 
     def _cannot_check(self, exchange: Exchange, reason: str) -> Reply | None:
-        stats = self._stats
         if self._pass_non_json if reason == CONTENT_TYPE else self._pass_unreadable:
-            if stats is not None:
-                stats.mask(self._route, "passed", reason)
+            unchecked = self._unchecked_responses
+            if unchecked is not None:
+                unchecked.inc((self._route, reason))
             return None
-        if stats is not None:
-            stats.mask(self._route, "refused", reason)
+        refused = self._refusals
+        if refused is not None:
+            refused.inc((self._route, reason))
         log.warning(
             "request %s: route %s: response not maskable (%s), refused",
             exchange.request_id,
@@ -304,4 +317,23 @@ class FieldMask:
 
 def build(settings: MaskSettings, context: BuildContext) -> FieldMask:
     stats = context.extensions.stats
-    return FieldMask(settings, stats if stats.enabled else None, context.route_name)
+    masked = stats.counter(
+        "portico_masked_responses",
+        "Response bodies a route's mask policy checked and sent with its fields removed or masked.",
+        ("route",),
+    )
+    refused = stats.counter(
+        "portico_mask_refusals",
+        "Responses a mask policy could not check and replaced by 502 response-not-maskable, "
+        "by reason: too_large, invalid_json, encoding, partial, content_type.",
+        ("route", "reason"),
+    )
+    unchecked = stats.counter(
+        "portico_mask_unchecked_responses",
+        "Responses a mask policy could not check and let through as configured "
+        "(unreadable: pass, non_json: pass), by reason.",
+        ("route", "reason"),
+    )
+    if not stats.enabled:
+        return FieldMask(settings, context.route_name, None, None, None)
+    return FieldMask(settings, context.route_name, masked, refused, unchecked)

@@ -22,7 +22,7 @@ from urllib.parse import unquote
 from portico.gateway import problems
 from portico.gateway.exchange import Exchange, Reply
 from portico.gateway.headers import Headers
-from portico.gateway.stats import GatewayStats
+from portico.gateway.stats import LabelledCounter
 from portico.identity.context import BuildContext
 from portico.policies.validation.compiler import load_table
 from portico.policies.validation.jsonbody import JsonLimits, JsonRejected, parse_json
@@ -68,12 +68,12 @@ def _media_type(headers: Headers) -> tuple[str, str] | None:
 
 class RequestValidation:
     __slots__ = (
+        "_failures",
         "_limits",
         "_max_body",
         "_max_errors",
         "_pass_undocumented",
         "_route",
-        "_stats",
         "_table",
         "needs_body",
     )
@@ -83,7 +83,7 @@ class RequestValidation:
         table: OperationTable,
         settings: ValidationSettings,
         route: str,
-        stats: GatewayStats | None,
+        failures: LabelledCounter | None,
     ) -> None:
         self._table = table
         self._limits = JsonLimits(
@@ -93,7 +93,7 @@ class RequestValidation:
         self._max_errors = settings.max_errors
         self._pass_undocumented = settings.undocumented == "pass"
         self._route = route
-        self._stats = stats
+        self._failures = failures
         # Every body is read: an operation that takes none must be able to refuse one.
         self.needs_body = True
 
@@ -108,9 +108,9 @@ class RequestValidation:
         return route.upstream_path(exchange.path, exchange.path_params, False)
 
     def _count(self, direction: str) -> None:
-        stats = self._stats
-        if stats is not None:
-            stats.validation_failure(self._route, direction)
+        failures = self._failures
+        if failures is not None:
+            failures.inc((self._route, direction))
 
     def on_request(self, exchange: Exchange) -> Reply | None:
         found = self._table.find(self._path(exchange))
@@ -226,9 +226,9 @@ class ResponseReporting(RequestValidation):
         table: OperationTable,
         settings: ValidationSettings,
         route: str,
-        stats: GatewayStats | None,
+        failures: LabelledCounter | None,
     ) -> None:
-        super().__init__(table, settings, route, stats)
+        super().__init__(table, settings, route, failures)
         self.response_body_limit = settings.response_max_body_size
 
     def _remember(self, exchange: Exchange, operation: Operation) -> None:
@@ -290,7 +290,13 @@ def build(settings: ValidationSettings, context: BuildContext) -> RequestValidat
         )
     table = load_table(source, settings.base_path)
     stats = context.extensions.stats
-    counted = stats if stats.enabled else None
+    failures = stats.counter(
+        "portico_validation_failures",
+        "Requests a route's validation policy refused (direction request), and upstream "
+        "responses it found not to match the API document (direction response).",
+        ("route", "direction"),
+    )
+    counted = failures if stats.enabled else None
     if settings.responses == "report":
         return ResponseReporting(table, settings, context.route_name, counted)
     return RequestValidation(table, settings, context.route_name, counted)
