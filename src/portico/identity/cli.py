@@ -2,8 +2,10 @@
 
 The key itself is printed once, alone on standard output (so ``KEY=$(portico keys create ...)``
 works); everything else goes to standard error. Every change bumps the identity change counter
-and is appended to the audit log in the same transaction, so running gateways pick it up within
-a second and the audit log names the key id (never the key).
+and is appended to the audit log in the same transaction, so running gateways pick it up at
+their next poll of the store (every 0.25 s), and the audit log names the key id (never the key).
+A command that changes keys returns two polls after its commit: a script that creates a key and
+uses it at once, or revokes one and expects it refused, finds the gateways already agreeing.
 """
 
 from __future__ import annotations
@@ -142,6 +144,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         AuditLog(session).append(
             _actor(), "api_key.create", stored.id, {"consumer": consumer, **_times(stored)}
         )
+    _settle()
     _say(f"Created API key {new.id} for {consumer}{_until(expires_at)}.")
     _say("This is the only time the key is shown; store it now:")
     print(new.key, flush=True)
@@ -227,6 +230,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
             created.id,
             {"consumer": created.consumer, "rotated_from": old.id, **_times(created)},
         )
+    _settle()
     _say(f"Rotated API key {old.id} of {old.consumer}: it keeps working{_until(old.valid_until)}.")
     _say(f"New API key {created.id}{_until(expires_at)}. This is the only time it is shown:")
     print(new.key, flush=True)
@@ -249,7 +253,8 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     if before is not None and before.revoked_at is not None:
         _say(f"API key {key.id} was already revoked at {_when(before.revoked_at)}.")
     else:
-        _say(f"Revoked API key {key.id} of {key.consumer}; gateways refuse it within a second.")
+        _settle()
+        _say(f"Revoked API key {key.id} of {key.consumer}; running gateways refuse it now.")
     return 0
 
 
@@ -325,6 +330,16 @@ def _when(value: datetime | None) -> str:
 
 def _until(value: datetime | None) -> str:
     return f" until {_when(value)}" if value is not None else ""
+
+
+def _settle() -> None:
+    """Wait two polls of the running gateways (``IdentityState.watch``): a poll that started
+    just before the commit missed it, the next one sees it."""
+    import time
+
+    from portico.identity.state import POLL_INTERVAL
+
+    time.sleep(2 * POLL_INTERVAL)
 
 
 def _say(text: str) -> None:
