@@ -401,6 +401,17 @@ def test_one_failing_target_is_one_issue(tmp_path: Path) -> None:
     assert where(issue) == (3, "services.orders.targets[0]")
 
 
+def test_a_target_url_with_credentials_is_refused_without_showing_them(tmp_path: Path) -> None:
+    """They would reach the upstream in the Host field; the message never repeats the URL."""
+    path = write(tmp_path, "services:\n  orders:\n    targets: ['${TARGET}']\n")
+
+    (issue,) = issues_of(path, env={"TARGET": "http://svc:s3cret@orders.internal:8080"})
+
+    assert where(issue) == (3, "services.orders.targets[0]")
+    assert "cannot carry credentials" in issue.message
+    assert "s3cret" not in str(issue)
+
+
 def test_environment_variables_are_interpolated_before_validation(tmp_path: Path) -> None:
     path = write(
         tmp_path,

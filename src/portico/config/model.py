@@ -182,6 +182,12 @@ class Target(Model):
             raise ValueError("expected an http:// or https:// URL with a host")
         if parts.query or parts.fragment:
             raise ValueError("a target URL cannot have a query or fragment")
+        if "@" in parts.netloc:
+            # It would reach the upstream in the Host field, and credentials belong in a header.
+            raise ValueError(
+                "a target URL cannot carry credentials (user:password@); send them with a "
+                "headers policy (request: {set: {Authorization: ...}})"
+            )
         return value
 
 

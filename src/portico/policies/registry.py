@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from portico.config.checks import Finding, Location
 from portico.config.model import PolicySpec, PorticoConfig, Route
+from portico.config.reporting import without_consequences
 from portico.core.extensions import Catalogue, Deferred, ExtensionUnavailable
 from portico.gateway.policy import Policy
 from portico.identity.context import BuildContext
@@ -72,7 +73,8 @@ class PolicyType(Generic[S_co]):
         try:
             settings = self.settings.model_validate(entry)
         except ValidationError as exc:
-            return [(tuple(e["loc"]), e["msg"]) for e in exc.errors()]
+            errors = exc.errors(include_url=False, include_input=False)
+            return [(tuple(e["loc"]), e["msg"]) for e in without_consequences(errors)]
         return list(self._checks(settings, config)) if self._checks is not None else []
 
     def build(self, entry: Mapping[str, object], context: BuildContext) -> Policy:

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from tests.policies.rate_limit.gateways import gateway_with_state
 from tests.support.gateway import RunningGateway, check_problem, route, running_gateway
 from tests.support.upstreams import Upstream
@@ -390,3 +391,21 @@ def test_invalid_settings_are_reported_by_check(entry: dict[str, Any], message: 
         load_config_text(text, "portico.yaml")
     assert message in str(caught.value)
     assert "portico.yaml:" in str(caught.value)
+
+
+def test_a_bad_limit_is_one_error_not_also_an_empty_list() -> None:
+    """Pydantic drops the item that failed and then finds the list too short: that second
+    message says nothing the first did not, so it is not shown."""
+    text = yaml.safe_dump(
+        {
+            "services": {"main": {"targets": ["http://127.0.0.1:1"]}},
+            "routes": [
+                route("r", "/r", policies=[rate_limit(limit("b", 20_000_000, window="1m"))])
+            ],
+        }
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text, "portico.yaml")
+    assert len(caught.value.issues) == 1
+    assert "a window's limit is at most 10000000" in str(caught.value)
+    assert "at least 1 item" not in str(caught.value)
