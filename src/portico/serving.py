@@ -17,6 +17,7 @@ import hashlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -34,6 +35,7 @@ from portico.identity.oauth.state import OAuthState
 from portico.identity.state import IdentityState
 from portico.operations.listener import Operations, ReadinessCheck
 from portico.operations.metrics import registry
+from portico.policies.rate_limit.usage import usage_report
 from portico.shared import open_shared_state
 from portico.shared.state import SharedState, SharedStateUnavailable
 from portico.store.database import Database, create_engine_for
@@ -245,7 +247,10 @@ async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
         checks = [recorder.readiness()]
         if not shared.local:
             checks.append(shared_state_readiness(shared))
-        operations = Operations(registry(gateway), checks)
+        # A consumer's rate-limit usage, read from this process's counters (`portico usage`
+        # asks here when there is no Redis to read them from).
+        usage = partial(usage_report, lambda: gateway.runtime.config, shared)
+        operations = Operations(registry(gateway), checks, reports={"/usage/": usage})
         where = config.operations.listen
         try:
             await _listening(

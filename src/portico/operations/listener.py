@@ -10,6 +10,8 @@ it answers GET and HEAD only, and every error as problem+json.
 - ``GET /readyz``: 200 when every readiness check passes (the config is loaded, the store answers
   a query within two seconds), else 503; the body says which failed, as JSON.
 - ``GET /metrics``: the Prometheus text format (``docs/metrics.md`` lists every metric).
+- Reports the composition root adds under a path prefix (``reports``): ``GET /usage/TENANT/NAME``,
+  a consumer's rate-limit usage in one gateway process's memory (``portico usage`` without Redis).
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
+from urllib.parse import unquote
 
 import httptools
 from prometheus_client import CollectorRegistry
@@ -32,6 +35,10 @@ log = logging.getLogger("portico.operations")
 
 CHECK_TIMEOUT = 2.0
 MAX_HEAD = 8 * 1024
+
+
+Report = Callable[[str], Awaitable[tuple[int, str, bytes]]]
+"""A report of the listener: the rest of the path -> ``(status, content type, body)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +62,12 @@ class Operations:
         checks: Sequence[ReadinessCheck],
         liveness: Sequence[ReadinessCheck] = (),
         before_scrape: Callable[[], Awaitable[None]] | None = None,
+        reports: Mapping[str, Report] | None = None,
     ) -> None:
         """``before_scrape`` gathers what ``metrics`` reads (``serve --workers``: the counters
-        of every gateway process) before each ``/metrics``."""
+        of every gateway process) before each ``/metrics``. ``reports`` answers the paths under
+        each prefix (``"/usage/"``), given the rest of the path, percent-decoded."""
+        self.reports = dict(reports or {})
         self.metrics = metrics
         self.checks = tuple(checks)
         self.liveness = tuple(liveness)
@@ -95,6 +105,9 @@ class Operations:
             loop = asyncio.get_running_loop()
             # Gathering reads plain memory; only the text is built here, on the loop.
             return 200, CONTENT_TYPE, await loop.run_in_executor(None, exposition, self.metrics)
+        for prefix, report in self.reports.items():
+            if path.startswith(prefix):
+                return await report(unquote(path[len(prefix) :]))
         return _problem(problems.ROUTE_NOT_FOUND)
 
     async def _report(

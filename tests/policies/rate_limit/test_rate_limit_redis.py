@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from tests.policies.rate_limit.gateways import gateway_with_state
-from tests.support.gateway import check_problem, route, run_portico
+from tests.support.gateway import PorticoProcess, check_problem, route, run_portico
+from tests.support.oauth import free_port
 from tests.support.redis import RedisServer, redis_for_session
 from tests.support.upstreams import Upstream
 
@@ -201,10 +203,70 @@ def test_portico_usage_shows_a_consumers_usage_and_remaining_quota(
     assert table.returncode == 0 and "remaining" in table.stdout and "97" in table.stdout
 
 
-def test_portico_usage_without_redis_says_why(tmp_path: Path) -> None:
+def test_portico_usage_without_redis_asks_the_running_gateway(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """One process keeps its counters in its memory: ``portico usage`` asks it on its operations
+    listener, and prints what ``--json`` prints with Redis."""
+    key = generate_key()
+    cfg = {
+        "operations": {"listen": {"host": "127.0.0.1", "port": free_port()}},
+        "services": {"main": {"targets": [upstream.url], "retries": 0}},
+        "tenants": {
+            "acme": {"consumers": {"billing": {"api_keys": [{"id": key.id, "sha256": key.sha256}]}}}
+        },
+        "routes": [
+            route(
+                "orders",
+                "/{rest:path}",
+                policies=[
+                    {"type": "auth", "methods": ["api_key"]},
+                    {
+                        "type": "rate-limit",
+                        "limits": [{"name": "hourly", "limit": 10, "window": "1h"}],
+                    },
+                ],
+            )
+        ],
+    }
+    process = PorticoProcess(tmp_path, cfg)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{process.port}") as http:
+            for _ in range(4):
+                assert http.get("/x", headers={"X-API-Key": key.key}).status_code == 200
+        done = run_portico(
+            "usage", "--consumer", "acme/billing", "-c", str(process.config_path), "--json",
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        (row,) = json.loads(done.stdout)
+        assert (row["limit"], row["used"], row["remaining"]) == ("hourly", 4, 6)
+        # The same report, as the listener serves it; a consumer that sent nothing used nothing.
+        ops = f"http://127.0.0.1:{cfg['operations']['listen']['port']}"  # type: ignore[index]
+        assert httpx.get(f"{ops}/usage/acme/billing").json() == json.loads(done.stdout)
+        (idle,) = httpx.get(f"{ops}/usage/acme/nobody").json()
+        assert (idle["used"], idle["remaining"]) == (0, 10)
+    finally:
+        process.stop()
+
+
+def test_portico_usage_without_redis_or_gateway_says_why_in_one_line(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
     (tmp_path / "portico.yaml").write_text(
-        "services: {main: {targets: ['http://127.0.0.1:1']}}\nroutes: []\n", encoding="utf-8"
+        "services: {main: {targets: ['http://127.0.0.1:1']}}\nroutes: []\n"
+        f"operations: {{listen: '127.0.0.1:{port}'}}\n",
+        encoding="utf-8",
     )
     done = run_portico("usage", "--consumer", "acme/billing", cwd=tmp_path)
     assert done.returncode != 0
-    assert "redis section" in done.stderr and "docs/rate-limits.md#usage" in done.stderr
+    assert f"nothing answered on its operations listener at 127.0.0.1:{port}" in done.stderr
+    assert "is portico serve running with this config?" in done.stderr
+    assert "Traceback" not in done.stderr
+
+    (tmp_path / "portico.yaml").write_text(
+        "services: {main: {targets: ['http://127.0.0.1:1']}}\nroutes: []\n"
+        "operations: {enabled: false}\n",
+        encoding="utf-8",
+    )
+    disabled = run_portico("usage", "--consumer", "acme/billing", cwd=tmp_path)
+    assert disabled.returncode != 0 and "operations.enabled: false" in disabled.stderr

@@ -1,19 +1,23 @@
 """A consumer's current usage and remaining quota, per limit: what ``portico usage`` prints.
 
-It reads the same counters the gateways write, through :class:`~portico.shared.state.SharedState`
-(Redis, when the config has a ``redis`` section). A limit counts one consumer when it is keyed by
+It reads the same counters the gateways write, through :class:`~portico.shared.state.SharedState`:
+in Redis, when the config has a ``redis`` section; otherwise the one gateway process keeps them in
+its memory, and ``portico usage`` asks it, on its operations listener (``GET /usage/TENANT/NAME``,
+:func:`usage_report`). A limit counts one consumer when it is keyed by
 ``consumer`` or ``tenant``, possibly with ``route`` or ``service``; a limit keyed by client
 address or header counts addresses or header values, not consumers, and is not listed.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from portico.config.model import PorticoConfig
@@ -30,7 +34,7 @@ from portico.policies.registry import effective_policies
 from portico.shared import open_shared_state
 from portico.shared.state import SharedState
 
-__all__ = ["Usage", "consumer_usage", "format_usage", "usage_command"]
+__all__ = ["Usage", "consumer_usage", "format_usage", "usage_command", "usage_report"]
 
 POLICY_TYPE = "rate-limit"
 
@@ -171,28 +175,75 @@ def _duration(seconds: int) -> str:
 
 
 class UsageUnavailable(PorticoError):
-    """``portico usage`` without a ``redis`` section: one process's counters live in its memory,
-    where no other process can read them."""
+    """``portico usage`` could not read the counters: no Redis, and the gateway that keeps them
+    in its memory does not answer on its operations listener."""
+
+
+def _rows_json(rows: list[Usage]) -> bytes:
+    return json.dumps([{**asdict(row), "remaining": row.remaining} for row in rows]).encode()
+
+
+async def usage_report(
+    config: Callable[[], PorticoConfig], state: SharedState, consumer_id: str
+) -> tuple[int, str, bytes]:
+    """``GET /usage/TENANT/NAME`` on the operations listener: the consumer's usage as
+    ``portico usage --json`` prints it, from this process's counters (``config`` is the one the
+    gateway serves now)."""
+    rows = await consumer_usage(config(), consumer_id, state)
+    return 200, "application/json", _rows_json(rows) + b"\n"
+
+
+def _from_gateway(config: PorticoConfig, consumer_id: str) -> list[Usage]:
+    """The usage the running gateway keeps in its memory, asked on its operations listener."""
+    where = config.operations.listen
+    address = f"{where.host}:{where.port}"
+    if not config.operations.enabled:
+        raise UsageUnavailable(
+            "portico usage: this config has no redis section, so the gateway keeps its counters "
+            "in its memory and is asked on its operations listener, which the config disables "
+            "(operations.enabled: false)"
+        )
+    connection = http.client.HTTPConnection(where.host, where.port, timeout=5)
+    try:
+        connection.request("GET", "/usage/" + quote(consumer_id, safe="/"))
+        response = connection.getresponse()
+        body = response.read()
+    except OSError as exc:
+        raise UsageUnavailable(
+            f"portico usage: the gateway keeps its counters in its memory (no redis section), "
+            f"and nothing answered on its operations listener at {address} ({exc.strerror or exc})"
+            ": is portico serve running with this config?"
+        ) from None
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise UsageUnavailable(
+            f"portico usage: the operations listener at {address} answered {response.status} "
+            "to /usage: is it a Portico of this version?"
+        )
+    return [
+        Usage(r["limit"], r["scope"], r["span"], r["used"], r["quota"], r["resets_in"])
+        for r in json.loads(body)
+    ]
 
 
 async def usage_command(config: PorticoConfig, consumer_id: str, *, as_json: bool = False) -> int:
-    """``portico usage --consumer TENANT/NAME``: read the counters in Redis and print them."""
-    if config.redis is None:
-        raise UsageUnavailable(
-            "portico usage reads the counters from Redis, and this config has no redis section: "
-            "a single process keeps its counters in its own memory (docs/rate-limits.md#usage)"
-        )
+    """``portico usage --consumer TENANT/NAME``: the counters in Redis, or those the running
+    gateway keeps in its memory (asked on its operations listener), printed."""
     tenant, _, name = consumer_id.partition("/")
     known = config.tenants.get(tenant)
     if known is None or name not in known.consumers:
         print(f"note: {consumer_id} is not a consumer of the config", file=sys.stderr)
-    state = open_shared_state(config.redis)
-    try:
-        rows = await consumer_usage(config, consumer_id, state)
-    finally:
-        await state.close()
+    if config.redis is None:
+        rows = _from_gateway(config, consumer_id)
+    else:
+        state = open_shared_state(config.redis)
+        try:
+            rows = await consumer_usage(config, consumer_id, state)
+        finally:
+            await state.close()
     if as_json:
-        print(json.dumps([{**asdict(row), "remaining": row.remaining} for row in rows], indent=2))
+        print(json.dumps(json.loads(_rows_json(rows)), indent=2))
     else:
         print(format_usage(consumer_id, rows))
     return 0
