@@ -101,6 +101,9 @@ NO_HEALTHY_UPSTREAM = ProblemType(
 UPSTREAM_TIMEOUT = ProblemType(
     "upstream-timeout", 504, "The upstream service did not answer in time"
 )
+NOT_CACHED = ProblemType(
+    "not-cached", 504, "The request asked for a stored response only, and none is stored"
+)
 VERSION_NOT_SUPPORTED = ProblemType(
     "http-version-not-supported", 505, "Only HTTP/1.0 and HTTP/1.1 are served on this listener"
 )
@@ -138,6 +141,7 @@ ALL_TYPES: tuple[ProblemType, ...] = (
     CONCURRENCY_LIMIT_EXCEEDED,
     NO_HEALTHY_UPSTREAM,
     UPSTREAM_TIMEOUT,
+    NOT_CACHED,
     VERSION_NOT_SUPPORTED,
 )
 

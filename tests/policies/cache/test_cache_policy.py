@@ -11,13 +11,20 @@ from typing import Any
 import httpx
 import pytest
 from tests.policies.cache.origin import Origin
-from tests.support.gateway import RawConnection, RunningGateway, route, running_gateway
+from tests.support.gateway import (
+    RawConnection,
+    RunningGateway,
+    check_problem,
+    route,
+    running_gateway,
+)
 
 from portico.assembly import load_config_text
 from portico.config.errors import ConfigError
 from portico.identity.apikeys import NewApiKey, generate_key
 from portico.operations.metrics import exposition, registry
 
+PROBLEMS = "https://portico.dev/problems/"
 KEYS: dict[str, NewApiKey] = {name: generate_key() for name in ("billing", "support", "shop")}
 
 
@@ -650,3 +657,20 @@ def test_a_head_or_options_request_invalidates_nothing(origin: Origin, http: htt
     http.head(url)
     http.request("OPTIONS", url)
     assert is_hit(http.get(url))
+
+
+def test_only_if_cached_is_answered_from_the_cache_or_504_without_asking_upstream(
+    origin: Origin, http: httpx.Client
+) -> None:
+    url = fresh() + "?h=Cache-Control:max-age%3D60"
+    only = {"Cache-Control": "only-if-cached"}
+    before = origin.count
+    for asked in (only, {"Cache-Control": "only-if-cached, max-age=0"}):
+        check_problem(http.get(url, headers=asked), 504, PROBLEMS + "not-cached")
+    conditional = {**only, "If-None-Match": '"x"'}
+    check_problem(http.get(url, headers=conditional), 504, PROBLEMS + "not-cached")
+    assert origin.count == before  # none of them reached the upstream
+
+    http.get(url)  # now stored
+    hit = http.get(url, headers=only)
+    assert hit.status_code == 200 and is_hit(hit)

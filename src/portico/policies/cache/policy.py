@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from portico.gateway import problems
 from portico.gateway.exchange import Exchange, Reply
 from portico.gateway.headers import Headers
 from portico.gateway.policy import Outcome
@@ -179,12 +180,12 @@ class ResponseCache:
         if _refuses_stored(request, headers):
             state.fwd = "request"
             self._lookups.inc((self._route, "bypass"))
-            return None
+            return _not_cached(exchange, request)
         for name in _CONDITIONAL:
             if name in headers:
                 state.fwd = "bypass"
                 self._lookups.inc((self._route, "bypass"))
-                return None
+                return _not_cached(exchange, request)
         shared = self._shared
         if not shared.local:
             return self._lookup(exchange, state, request)
@@ -209,7 +210,7 @@ class ResponseCache:
             state.store = False  # it would fail too, and hold a connection of the pool meanwhile
             state.detail = "shared-state-unavailable"
             self._lookups.inc((self._route, "miss"))
-            return None
+            return _not_cached(exchange, request)
         return self._answer(exchange, state, request, found, marker)
 
     def _answer(
@@ -222,23 +223,23 @@ class ResponseCache:
     ) -> Reply | None:
         if not isinstance(found, StoredResponse) or (state.credentialed and not found.shared):
             self._lookups.inc((self._route, "miss"))
-            return None
+            return _not_cached(exchange, request)
         if marker is not None and found.stored_at <= _invalidated_at(marker):
             state.detail = "invalidated"  # an unsafe request changed the resource since
             self._lookups.inc((self._route, "miss"))
-            return None
+            return _not_cached(exchange, request)
         age = max(0.0, time.time() - found.stored_at)
         remaining = found.lifetime - age
         if remaining <= 0:
             state.fwd = "stale"
             self._lookups.inc((self._route, "miss"))
-            return None
+            return _not_cached(exchange, request)
         if ("max-age" in request and age > seconds(request["max-age"])) or (
             "min-fresh" in request and remaining < seconds(request["min-fresh"])
         ):
             state.fwd = "request"
             self._lookups.inc((self._route, "bypass"))
-            return None
+            return _not_cached(exchange, request)
         state.fwd = "hit"
         self._lookups.inc((self._route, "hit"))
         headers = Headers(found.headers)
@@ -361,6 +362,19 @@ class ResponseCache:
             return
         if count:
             self._stores.inc((self._route,))
+
+
+def _not_cached(exchange: Exchange, request: Directives) -> Reply | None:
+    """``None`` (go upstream), or the 504 a request with ``only-if-cached`` gets instead
+    (RFC 9111 §5.2.1.7): it asked for a stored response only."""
+    if "only-if-cached" not in request:
+        return None
+    exchange.state.pop(_STATE, None)  # nothing to store or report: the upstream is not asked
+    return problems.problem(
+        problems.NOT_CACHED,
+        exchange.request_id,
+        "no fresh stored response answers this request (only-if-cached)",
+    )
 
 
 def _invalidated_at(marker: bytes) -> float:
