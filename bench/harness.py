@@ -717,3 +717,23 @@ def run(main: Callable[[], int]) -> None:
 
 def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def start_redis(stack: contextlib.ExitStack, workdir: Path) -> int:
+    """A throwaway redis-server (no persistence); its port once it answers PING."""
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    port = free_port()
+    argv = [binary, "--bind", HOST, "--port", str(port), "--save", "", "--appendonly",
+            "no", "--dir", str(workdir), "--logfile", str(workdir / "redis.log")]  # fmt: skip
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    stack.callback(process.terminate)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((HOST, port), timeout=1) as connection:
+                connection.sendall(b"PING\r\n")
+                if connection.recv(16).startswith(b"+PONG"):
+                    return port
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"redis-server did not start on {port}")

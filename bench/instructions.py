@@ -112,6 +112,27 @@ OPERATIONS = {
 }
 
 
+def _wired(gateway: Any, runtime: Any, client_type: Any, upstream_type: Any) -> tuple[Any, Any]:
+    """A client connection to ``gateway`` and one pooled upstream connection to its backend,
+    both on transports that keep nothing. The types are passed in: a baseline's own (its modules
+    moved between commits)."""
+    loop = asyncio.get_running_loop()
+    target = runtime.services["backend"].targets[0]
+    upstream = upstream_type(target, loop)
+    upstream.connection_made(Sink(("127.0.0.1", 9)))
+    target.pool._loop = loop
+    target.pool.active = 1
+    target.pool.release(upstream, True)
+    client = client_type(gateway)
+    client.connection_made(Sink(("127.0.0.1", 40000)))
+    return client, upstream
+
+
+def _check_reused(upstream: Any) -> None:
+    if upstream.target.pool.take_idle() is not upstream:
+        raise SystemExit("the upstream connection was not reused: the loop measured an error")
+
+
 async def serve(requests: int, path: str, metrics: str) -> None:
     try:
         from portico.assembly import build_runtime, load_config
@@ -131,22 +152,12 @@ async def serve(requests: int, path: str, metrics: str) -> None:
         config = Path(tmp) / "portico.yaml"
         config.write_text(CONFIG % {"operations": OPERATIONS[metrics]})
         runtime = build_runtime(load_config(config))
-    gateway = Gateway(runtime)
-    loop = asyncio.get_running_loop()
-    target = runtime.services["backend"].targets[0]
-    upstream = UpstreamConnection(target, loop)
-    upstream.connection_made(Sink(("127.0.0.1", 9)))  # type: ignore[arg-type]
-    target.pool._loop = loop
-    target.pool.active = 1
-    target.pool.release(upstream, True)
-    client = ClientConnection(gateway)
-    client.connection_made(Sink(("127.0.0.1", 40000)))  # type: ignore[arg-type]
+    client, upstream = _wired(Gateway(runtime), runtime, ClientConnection, UpstreamConnection)
     request = f"GET {path} HTTP/1.1\r\nHost: api.example\r\nAccept: */*\r\n\r\n".encode()
     for _ in range(requests):
         client.data_received(request)
         upstream.data_received(RESPONSE)
-    if upstream.target.pool.take_idle() is not upstream:
-        raise SystemExit("the upstream connection was not reused: the loop measured an error")
+    _check_reused(upstream)
 
 
 async def serve_policy(requests: int, policy: str) -> None:
@@ -167,16 +178,7 @@ async def serve_policy(requests: int, policy: str) -> None:
         settings = {"document": document, "key_id": key.id, "sha256": key.sha256}
         config.write_text(POLICY_CONFIG % {**settings, "policies": POLICIES[policy]})
         runtime = build_runtime(load_config(config))
-    gateway = Gateway(runtime)
-    loop = asyncio.get_running_loop()
-    target = runtime.services["backend"].targets[0]
-    upstream = UpstreamConnection(target, loop)
-    upstream.connection_made(Sink(("127.0.0.1", 9)))  # type: ignore[arg-type]
-    target.pool._loop = loop
-    target.pool.active = 1
-    target.pool.release(upstream, True)
-    client = ClientConnection(gateway)
-    client.connection_made(Sink(("127.0.0.1", 40000)))  # type: ignore[arg-type]
+    client, upstream = _wired(Gateway(runtime), runtime, ClientConnection, UpstreamConnection)
     request = (
         f"POST /orders HTTP/1.1\r\nHost: api.example\r\nX-API-Key: {key.key}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(ORDER)}\r\n\r\n"
@@ -188,8 +190,7 @@ async def serve_policy(requests: int, policy: str) -> None:
         upstream.data_received(RESPONSE)
         for _ in range(3):
             await asyncio.sleep(0)
-    if upstream.target.pool.take_idle() is not upstream:
-        raise SystemExit("the upstream connection was not reused: the loop measured an error")
+    _check_reused(upstream)
 
 
 def count(requests: int, path: str, baseline: Path | None, metrics: str) -> int:

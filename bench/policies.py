@@ -19,13 +19,9 @@ does not move with other load on a shared machine, Redis's own CPU is not in it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
-import shutil
-import socket
 import statistics
 import subprocess
-import time
 from pathlib import Path
 
 import harness
@@ -152,26 +148,6 @@ def check(port: int, path: str, headers: dict[str, str]) -> None:
         raise RuntimeError(f"{path} answered {response.status}: {body!r}")
 
 
-def start_redis(stack: contextlib.ExitStack, workdir: Path) -> int:
-    """A throwaway redis-server (no persistence); its port once it answers PING."""
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    port = harness.free_port()
-    argv = [binary, "--bind", harness.HOST, "--port", str(port), "--save", "", "--appendonly",
-            "no", "--dir", str(workdir), "--logfile", str(workdir / "redis.log")]  # fmt: skip
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
-    stack.callback(process.terminate)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((harness.HOST, port), timeout=1) as connection:
-                connection.sendall(b"PING\r\n")
-                if connection.recv(16).startswith(b"+PONG"):
-                    return port
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"redis-server did not start on {port}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     harness.check_tools(harness.NGINX, harness.WRK)
@@ -184,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     cpu_us: dict[str, list[float]] = {name: [] for name in ROUTES}
     with harness.bench_session("portico-bench-policies-") as (stack, workdir):
         upstream = harness.start_upstream(stack, workdir)
-        redis_port = start_redis(stack, workdir)
+        redis_port = harness.start_redis(stack, workdir)
         (workdir / "orders.yaml").write_text(OPENAPI)
         script = workdir / "post.lua"
         script.write_text(WRK_SCRIPT.format(body=BODY))

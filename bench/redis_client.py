@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
+import contextlib
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import harness
 import redis.asyncio as aioredis
 import uvloop
 from harness import progress, table
@@ -37,26 +37,6 @@ if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return {n, 0}
 """
 COUNT = Script("bench", SCRIPT, python=lambda table, keys, args, now: [0, 0])
-
-
-def _start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(directory)],
-        stdout=subprocess.DEVNULL,
-    )
-    for _ in range(200):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.1):
-                return process, port
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("redis-server did not start")
 
 
 async def _portico(url: str, calls: int, concurrency: int) -> float:
@@ -139,19 +119,18 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=50, help="calls in flight at once")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians shown")
     options = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="portico-bench-redis-") as directory:
-        process, port = _start_redis(Path(directory))
-        url = f"redis://127.0.0.1:{port}/0"
-        try:
-            figures: dict[str, list[float]] = {"portico": [], "redis-py": [], "harness": []}
-            clients = (("redis-py", _redis_py), ("portico", _portico), ("harness", _nothing))
-            for round_number in range(options.rounds):
-                for name, run in clients:
-                    progress(f"round {round_number + 1}: {name}")
-                    figures[name].append(uvloop.run(run(url, options.calls, options.concurrency)))
-        finally:
-            process.terminate()
-            process.wait()
+    with (
+        tempfile.TemporaryDirectory(prefix="portico-bench-redis-") as directory,
+        contextlib.ExitStack() as stack,
+    ):
+        port = harness.start_redis(stack, Path(directory))
+        url = f"redis://{harness.HOST}:{port}/0"
+        figures: dict[str, list[float]] = {"portico": [], "redis-py": [], "harness": []}
+        clients = (("redis-py", _redis_py), ("portico", _portico), ("harness", _nothing))
+        for round_number in range(options.rounds):
+            for name, run in clients:
+                progress(f"round {round_number + 1}: {name}")
+                figures[name].append(uvloop.run(run(url, options.calls, options.concurrency)))
     ours = statistics.median(figures["portico"]) * 1e6
     theirs = statistics.median(figures["redis-py"]) * 1e6
     rows = [

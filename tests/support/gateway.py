@@ -32,6 +32,8 @@ import yaml
 
 from portico.assembly import build_runtime, load_config
 from portico.gateway.app import Gateway
+from portico.identity.context import Extensions
+from portico.shared.state import SharedState
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -111,9 +113,15 @@ class RunningGateway:
 
 
 @contextlib.contextmanager
-def running_gateway(tmp_path: Path, config: Config) -> Iterator[RunningGateway]:
+def running_gateway(
+    tmp_path: Path, config: Config, shared: SharedState | None = None
+) -> Iterator[RunningGateway]:
+    """A gateway in this process on its own event loop thread; ``shared``: the shared state it
+    uses (a small MemoryState, a RedisState), closed with it, instead of the config's."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = write_config(tmp_path / "portico.yaml", with_defaults(config))
-    runtime = build_runtime(load_config(path))
+    extensions = Extensions(shared=shared) if shared is not None else None
+    runtime = build_runtime(load_config(path), extensions=extensions)
     loop = uvloop.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="gateway-loop", daemon=True)
     thread.start()
@@ -129,6 +137,8 @@ def running_gateway(tmp_path: Path, config: Config) -> Iterator[RunningGateway]:
             yield RunningGateway(gateway, loop, path)
         finally:
             asyncio.run_coroutine_threadsafe(gateway.stop(), loop).result(timeout=30)
+            if shared is not None:
+                asyncio.run_coroutine_threadsafe(shared.close(), loop).result(timeout=10)
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)

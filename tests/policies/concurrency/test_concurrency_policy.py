@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.policies.rate_limit.gateways import gateway_with_state
 from tests.support.gateway import (
     RawConnection,
     RunningGateway,
@@ -125,7 +124,7 @@ def test_places_taken_before_a_reload_are_still_counted_after_it(
     from portico.shared.memory import MemoryState
 
     shared = MemoryState()  # the process's long-lived state, as `portico serve` holds it
-    with gateway_with_state(tmp_path, config(upstream, queue=0), shared) as gateway:
+    with running_gateway(tmp_path, config(upstream, queue=0), shared=shared) as gateway:
         held = [pool.submit(send, gateway, "/one/hold") for _ in range(2)]
         wait_for(lambda: upstream.in_flight == 2, what="two requests held upstream")
         extensions = Extensions(stats=gateway.gateway.stats, shared=shared)

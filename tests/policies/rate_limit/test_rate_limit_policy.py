@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from tests.policies.rate_limit.gateways import gateway_with_state
 from tests.support.gateway import RunningGateway, check_problem, route, running_gateway
 from tests.support.upstreams import Upstream
 
@@ -338,7 +337,7 @@ def test_the_counters_of_a_flood_of_keys_stay_within_the_memory_bound(
 ) -> None:
     state = MemoryState(max_keys=50)
     with (
-        gateway_with_state(tmp_path, config(upstream), state) as running,
+        running_gateway(tmp_path, config(upstream), shared=state) as running,
         running.client() as http,
     ):
         for i in range(300):

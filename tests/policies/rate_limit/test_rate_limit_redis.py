@@ -14,8 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.policies.rate_limit.gateways import gateway_with_state
-from tests.support.gateway import PorticoProcess, check_problem, route, run_portico
+from tests.support.gateway import (
+    PorticoProcess,
+    check_problem,
+    route,
+    run_portico,
+    running_gateway,
+)
 from tests.support.oauth import free_port
 from tests.support.redis import RedisServer, redis_for_session
 from tests.support.upstreams import Upstream
@@ -55,8 +60,8 @@ def test_gateways_sharing_redis_share_one_limit(
     first_state = RedisState(redis_server.url, timeout=1.0)
     second_state = RedisState(redis_server.url, timeout=1.0)
     with (
-        gateway_with_state(tmp_path / "a", config(upstream), first_state) as first,
-        gateway_with_state(tmp_path / "b", config(upstream), second_state) as second,
+        running_gateway(tmp_path / "a", config(upstream), shared=first_state) as first,
+        running_gateway(tmp_path / "b", config(upstream), shared=second_state) as second,
         first.client() as one,
         second.client() as two,
     ):
@@ -74,7 +79,7 @@ def test_a_stopped_redis_fails_closed_with_503_and_recovers(
     state = RedisState(redis_server.url, timeout=0.3)
     caplog.set_level(logging.WARNING, logger="portico.rate_limit")
     with (
-        gateway_with_state(tmp_path, config(upstream, "closed"), state) as running,
+        running_gateway(tmp_path, config(upstream, "closed"), shared=state) as running,
         running.client() as http,
     ):
         assert http.get("/x").status_code == 200
@@ -102,7 +107,7 @@ def test_a_stopped_redis_fails_open_without_the_ratelimit_field(
 ) -> None:
     state = RedisState(redis_server.url, timeout=0.3)
     with (
-        gateway_with_state(tmp_path, config(upstream, "open"), state) as running,
+        running_gateway(tmp_path, config(upstream, "open"), shared=state) as running,
         running.client() as http,
     ):
         redis_server.stop()
@@ -149,7 +154,7 @@ def test_a_silent_redis_is_given_up_after_the_timeout(
     state = RedisState(f"redis://127.0.0.1:{silent.port}/0", timeout=0.3)
     try:
         with (
-            gateway_with_state(tmp_path, config(upstream, on_failure), state) as running,
+            running_gateway(tmp_path, config(upstream, on_failure), shared=state) as running,
             running.client(timeout=5.0) as http,
         ):
             # Within the client's 5 s, though Redis never answers: the policy gave up at 0.3 s.
@@ -183,7 +188,7 @@ def test_portico_usage_shows_a_consumers_usage_and_remaining_quota(
         ],
     }
     state = RedisState(redis_server.url, timeout=1.0)
-    with gateway_with_state(tmp_path, cfg, state) as running, running.client() as http:
+    with running_gateway(tmp_path, cfg, shared=state) as running, running.client() as http:
         for _ in range(3):
             assert http.get("/x", headers={"X-API-Key": key.key}).status_code == 200
     done = run_portico(

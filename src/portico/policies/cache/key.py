@@ -29,6 +29,7 @@ from portico.gateway.headers import Headers
 __all__ = [
     "KEY_PREFIX",
     "invalidation",
+    "invalidation_of",
     "normal_query",
     "path_prefix",
     "route_prefix",
@@ -58,6 +59,12 @@ def invalidation(route_start: str, path: str) -> str:
     of the path stored before it are not served (RFC 9111 §4.4), whatever their query,
     consumer or variant. Its last part cannot be a digest's, so it is no response's key."""
     return route_start + _digest(path) + ":invalidated"
+
+
+def invalidation_of(key: str) -> str:
+    """:func:`invalidation` of the path a :func:`primary` key is for, without digesting the
+    path again (the key is ``{route}:{path digest}:{rest digest}``)."""
+    return key[: key.rfind(":") + 1] + "invalidated"
 
 
 def primary(route_start: str, exchange: Exchange, scope: str, key_headers: tuple[str, ...]) -> str:

@@ -35,7 +35,14 @@ from portico.policies.cache.control import (
     vary_names,
 )
 from portico.policies.cache.entry import StoredResponse, decode, encode, encode_vary
-from portico.policies.cache.key import invalidation, primary, route_prefix, scope_of, variant
+from portico.policies.cache.key import (
+    invalidation,
+    invalidation_of,
+    primary,
+    route_prefix,
+    scope_of,
+    variant,
+)
 from portico.policies.cache.settings import CacheSettings
 from portico.shared.failures import StateFailures, unavailable
 from portico.shared.state import SharedState, SharedStateUnavailable
@@ -174,7 +181,7 @@ class ResponseCache:
         key = primary(
             self._route_start, exchange, scope_of(exchange, self._scope), self._key_headers
         )
-        marker = invalidation(self._route_start, exchange.path)
+        marker = invalidation_of(key)
         state = Lookup(key, marker, credentialed, "no-store" not in request)
         exchange.state[_STATE] = state
         if _refuses_stored(request, headers):
