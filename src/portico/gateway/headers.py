@@ -50,7 +50,12 @@ class Headers:
 
     def remove(self, *names: str) -> None:
         drop = {n.lower() for n in names}
-        self.items = [(k, v) for k, v in self.items if k not in drop]
+        for key, _ in self.items:
+            if key in drop:
+                self.items = [(k, v) for k, v in self.items if k not in drop]
+                return
+        # Nothing to remove: the list is left as it is (the proxy then knows that only
+        # appended fields are new, and relays the upstream's own as they came).
 
     def copy(self) -> Headers:
         return Headers(self.items)

@@ -56,6 +56,13 @@ RESPONSE_HOP_BY_HOP = frozenset(
 _LENGTH = frozenset({b"content-length"})
 
 
+def _tokens(fields: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """The tokens of the ``Connection`` fields: the hop-by-hop fields they name are dropped."""
+    return frozenset(
+        token for k, v in fields if k == b"connection" for token in connection_tokens(v)
+    )
+
+
 class Forward:
     __slots__ = (
         "_attempts_left",
@@ -290,12 +297,22 @@ class Forward:
         if pipeline:
             # Policies work on text fields; without any, the raw fields are relayed as they came.
             headers = conn.headers()
+            original = headers.items
+            count = len(original)
             for policy in pipeline:
                 policy.on_response(exchange, status, headers)
-            fields = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items]
-            tokens = frozenset(
-                token for k, v in fields if k == b"connection" for token in connection_tokens(v)
-            )
+            items = headers.items
+            if items is original and len(items) >= count:
+                # The policies only added fields (every other change makes a new list): the
+                # upstream's are relayed as they came, the added ones encoded.
+                added = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in items[count:]]
+                if added:
+                    fields = fields + added
+                    if any(k == b"connection" for k, _ in added):
+                        tokens = _tokens(fields)
+            else:
+                fields = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in items]
+                tokens = _tokens(fields)
         drop = RESPONSE_HOP_BY_HOP | tokens if tokens else RESPONSE_HOP_BY_HOP
         if conn.has_location and route.rewrite_location:
             host = request.special.get("host") or target.host_header

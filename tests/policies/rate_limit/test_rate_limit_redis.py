@@ -275,3 +275,55 @@ def test_portico_usage_without_redis_or_gateway_says_why_in_one_line(tmp_path: P
     )
     disabled = run_portico("usage", "--consumer", "acme/billing", cwd=tmp_path)
     assert disabled.returncode != 0 and "operations.enabled: false" in disabled.stderr
+
+
+def _script_calls(redis_server: RedisServer) -> int:
+    client = redis_server.client()
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval"))
+
+
+@pytest.mark.parametrize("lease", ["auto", "off"])
+def test_a_busy_process_takes_permits_by_lease_and_never_more_than_the_limit(
+    redis_server: RedisServer, upstream: Upstream, tmp_path: Path, lease: str
+) -> None:
+    redis_server.flush()
+    client = redis_server.client()
+    client.config_resetstat()
+    client.close()
+    limit = 1000
+    limits = [{"name": "busy", "limit": limit, "window": "1h", "by": ["route"]}]
+    entry = {"type": "rate-limit", "limits": limits, "lease": lease}
+    cfg = {
+        "services": {"main": {"targets": [upstream.url], "retries": 0}},
+        "routes": [route("busy", "/{rest:path}", policies=[entry])],
+    }
+    state = RedisState(redis_server.url, timeout=2.0)
+    with running_gateway(tmp_path, cfg, shared=state) as gateway, gateway.client() as http:
+        answers = [http.get("/x") for _ in range(1100)]
+    statuses = [a.status_code for a in answers]
+    calls = _script_calls(redis_server)
+    stored = redis_server.client()
+    try:
+        raw = stored.get("portico:rl:busy:3600s:r=busy")
+    finally:
+        stored.close()
+    assert raw is not None
+    counted = int(raw.split()[1])
+    # Never more than the limit admitted, and every admitted request counted in Redis.
+    assert statuses.count(200) <= limit <= counted
+    assert set(statuses) == {200, 429}
+    if lease == "off":
+        assert calls == len(answers) and statuses.count(200) == limit
+    else:
+        # Permits came a lease at a time; near the end, a sixteenth of what was left at most,
+        # so the limit is spent to within a few permits.
+        assert calls < len(answers) / 4, calls
+        assert statuses.count(200) >= limit - 16
+    # What each answer says is left only falls, and reaches 0 with the 429s.
+    remaining = [int(a.headers["ratelimit"].split("r=")[1].split(";")[0]) for a in answers]
+    assert remaining == sorted(remaining, reverse=True)
+    assert remaining[-1] == 0

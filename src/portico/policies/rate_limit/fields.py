@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+from portico.policies.rate_limit.algorithm import RESULTS_PER_LIMIT
 from portico.policies.rate_limit.limits import CompiledLimit
 
 __all__ = ["limit_field", "retry_after"]
@@ -36,7 +37,7 @@ def limit_field(
     wait_most = 0
     refused: CompiledLimit | None = None
     for i, limit in enumerate(limits):
-        slot = 1 + i * 3
+        slot = 1 + i * RESULTS_PER_LIMIT
         remaining = result[slot]
         wait = result[slot + 1]
         if limit.period is not None:

@@ -61,31 +61,33 @@ class KeyMaker:
         self.ipv6_prefix = ipv6_prefix
 
     def key(self, exchange: Exchange) -> str:
-        out: list[str] = []
+        kinds = self._kinds
+        if len(kinds) == 1:  # the common case: one part, no joining
+            return self._part(exchange, kinds[0], self._headers[0])
+        return "|".join(
+            [self._part(exchange, kinds[i], self._headers[i]) for i in range(len(kinds))]
+        )
+
+    def _part(self, exchange: Exchange, kind: str, header: str) -> str:
+        if kind == "route":
+            return self._route
+        if kind == "service":
+            return self._service
+        value: str | None = None
+        tag = ""
         identity = exchange.identity
-        for kind, header in zip(self._kinds, self._headers, strict=True):
-            if kind == "route":
-                out.append(self._route)
-                continue
-            if kind == "service":
-                out.append(self._service)
-                continue
-            value: str | None = None
-            tag = ""
-            if kind == "consumer":
-                value = identity.consumer if identity is not None else None
-                tag = "c="
-            elif kind == "tenant":
-                value = identity.tenant if identity is not None else None
-                tag = "t="
-            elif kind == "header":
-                found = exchange.headers.get_all(header)
-                # Every field of that name, as one value (RFC 9110 §5.3): a client that repeats
-                # the header gets a key of its own, not the first value's.
-                value = ",".join(v.strip() for v in found) if found else None
-                tag = "h="
-            if value:
-                out.append(tag + _escape(value))
-            else:
-                out.append("ip=" + client_key(exchange.client_ip, self.ipv6_prefix))
-        return "|".join(out)
+        if kind == "consumer":
+            value = identity.consumer if identity is not None else None
+            tag = "c="
+        elif kind == "tenant":
+            value = identity.tenant if identity is not None else None
+            tag = "t="
+        elif kind == "header":
+            found = exchange.headers.get_all(header)
+            # Every field of that name, as one value (RFC 9110 §5.3): a client that repeats
+            # the header gets a key of its own, not the first value's.
+            value = ",".join([v.strip() for v in found]) if found else None
+            tag = "h="
+        if value:
+            return tag + _escape(value)
+        return "ip=" + client_key(exchange.client_ip, self.ipv6_prefix)

@@ -31,9 +31,10 @@ from portico.gateway.exchange import Exchange, Reply
 from portico.gateway.headers import Headers
 from portico.gateway.stats import LabelledCounter
 from portico.identity.context import BuildContext
-from portico.policies.rate_limit.algorithm import COUNT
+from portico.policies.rate_limit.algorithm import COUNT, RESULTS_PER_LIMIT
 from portico.policies.rate_limit.fields import limit_field, retry_after
 from portico.policies.rate_limit.keys import KeyMaker
+from portico.policies.rate_limit.leases import Lease, Leases
 from portico.policies.rate_limit.limits import CompiledLimit, LimitSet, plan_of
 from portico.policies.rate_limit.settings import LimitSettings, RateLimitSettings
 from portico.shared.state import SharedState, SharedStateUnavailable
@@ -95,6 +96,7 @@ class RateLimit:
         "_default",
         "_exempt",
         "_failures",
+        "_leases",
         "_limited",
         "_plans",
         "_route",
@@ -113,8 +115,12 @@ class RateLimit:
         limited: LabelledCounter,
         failures: RedisFailures,
         route: str,
+        leases: Leases | None,
     ) -> None:
         self._state = state
+        self._leases = leases
+        """This process's leases of Redis permits (None: every request counted in the state
+        itself, in the process or one round trip to Redis each)."""
         self._default = default
         self._plans = dict(plans)
         """Consumer id -> the limits of its plan; a consumer not listed has the default."""
@@ -136,22 +142,104 @@ class RateLimit:
         if identity is not None and self._plans:
             chosen = self._plans.get(identity.consumer, self._default)
         now = time.time()
+        leases = self._leases
+        if leases is not None:
+            return self._leased(exchange, chosen, leases, now)
         keys: list[str] = []
         args: list[str] = []
         for limit in chosen.limits:
             keys.append(limit.prefix + limit.keys.key(exchange))
-            period = limit.period
-            if period is None:
-                args.extend(("0", limit.limit_text, limit.span_text, "0"))
-            else:
-                number, end = period.at(now)
-                # Kept an hour past its period, so that `portico usage` still reads it then.
-                ttl = int((end - now + 3600.0) * 1000)
-                args.extend(("1", limit.limit_text, str(number), str(ttl)))
+            _add_arguments(args, limit, now, 1)
         state = self._state
         if state.local:
             return self._decide(exchange, chosen, state.run_now(COUNT, keys, args), now)
         return self._remote(exchange, chosen, keys, args, now)
+
+    def _leased(
+        self, exchange: Exchange, chosen: LimitSet, leases: Leases, now: float
+    ) -> Reply | Awaitable[Reply | None] | None:
+        """Every limit answered from this process's leases when each holds a permit (no round
+        trip); else one request to Redis for the limits whose lease is spent."""
+        clock = time.monotonic()
+        limits = chosen.limits
+        count = len(limits)
+        keys: list[str] = []
+        held: list[Lease] = []
+        usable = True
+        for i in range(count):
+            limit = limits[i]
+            key = limit.prefix + limit.keys.key(exchange)
+            keys.append(key)
+            lease = leases.of(key, clock)
+            held.append(lease)
+            if not lease.usable(clock):
+                usable = False
+        if usable:
+            result = [1]
+            for i in range(count):
+                lease = held[i]
+                remaining = lease.take()
+                reset = int((lease.deadline - clock) * 1000) if limits[i].period is None else 0
+                result.extend((remaining, 0, reset, 1, lease.window))
+            return self._decide(exchange, chosen, result, now)
+        args: list[str] = []
+        wants: list[int] = []
+        for i in range(count):
+            lease = held[i]
+            if lease.usable(clock):
+                lease.left -= 1  # reserved for this request: given back if it is refused
+                want = 0
+            else:
+                want = lease.ask(clock)
+                lease.pending += 1
+            wants.append(want)
+            _add_arguments(args, limits[i], now, want)
+        return self._remote_leased(exchange, chosen, keys, args, held, wants, now, clock)
+
+    async def _remote_leased(
+        self,
+        exchange: Exchange,
+        chosen: LimitSet,
+        keys: list[str],
+        args: list[str],
+        held: list[Lease],
+        wants: list[int],
+        now: float,
+        sent: float,
+    ) -> Reply | None:
+        reserved = [lease.window for lease in held]
+        try:
+            result = await self._state.run(COUNT, keys, args)
+        except SharedStateUnavailable as exc:
+            for lease, want, window in zip(held, wants, reserved, strict=True):
+                if want == 0:
+                    lease.give_back(window)
+                else:
+                    lease.pending -= 1
+            return self._unavailable(exchange, exc)
+        admitted = result[0] == 1
+        clock = time.monotonic()
+        for i, limit in enumerate(chosen.limits):
+            lease = held[i]
+            slot = 1 + i * RESULTS_PER_LIMIT
+            if wants[i] == 0:
+                if not admitted:
+                    lease.give_back(reserved[i])
+                result[slot] = lease.remaining + lease.left
+                if limit.period is None:
+                    result[slot + 2] = max(0, int((lease.deadline - clock) * 1000))
+                continue
+            lease.pending -= 1
+            if not admitted:
+                continue
+            if limit.period is None:
+                deadline = sent + result[slot + 2] / 1000
+            else:
+                deadline = sent + (limit.period.at(now)[1] - now)
+            result[slot] = lease.grant(
+                result[slot + 4], result[slot + 3], result[slot], deadline, clock
+            )
+        return self._decide(exchange, chosen, result, now)
 
     async def _remote(
         self, exchange: Exchange, chosen: LimitSet, keys: list[str], args: list[str], now: float
@@ -159,15 +247,18 @@ class RateLimit:
         try:
             result = await self._state.run(COUNT, keys, args)
         except SharedStateUnavailable as exc:
-            if self._closed:
-                self._failures.record("closed", exc)
-                headers = Headers([("retry-after", "1")])
-                return problems.problem(
-                    problems.SHARED_STATE_UNAVAILABLE, exchange.request_id, headers=headers
-                )
-            self._failures.record("open", exc)
-            return None
+            return self._unavailable(exchange, exc)
         return self._decide(exchange, chosen, result, now)
+
+    def _unavailable(self, exchange: Exchange, error: SharedStateUnavailable) -> Reply | None:
+        if self._closed:
+            self._failures.record("closed", error)
+            headers = Headers([("retry-after", "1")])
+            return problems.problem(
+                problems.SHARED_STATE_UNAVAILABLE, exchange.request_id, headers=headers
+            )
+        self._failures.record("open", error)
+        return None
 
     def _decide(
         self, exchange: Exchange, chosen: LimitSet, result: list[int], now: float
@@ -204,6 +295,18 @@ class RateLimit:
         else:
             # Not counted (an earlier policy answered, or Redis was away): the policy only.
             headers.add("ratelimit-policy", self._default.policy_field)
+
+
+def _add_arguments(args: list[str], limit: CompiledLimit, now: float, want: int) -> None:
+    """The counting script's five arguments for one limit (:mod:`.algorithm`)."""
+    period = limit.period
+    if period is None:
+        args.extend(("0", limit.limit_text, limit.span_text, "0", str(want)))
+    else:
+        number, end = period.at(now)
+        # Kept an hour past its period, so that `portico usage` still reads it then.
+        ttl = int((end - now + 3600.0) * 1000)
+        args.extend(("1", limit.limit_text, str(number), str(ttl), str(want)))
 
 
 def _limit_set(
@@ -254,4 +357,5 @@ def build(settings: RateLimitSettings, context: BuildContext) -> RateLimit:
         limited,
         RedisFailures(failures, route),
         route,
+        Leases() if settings.lease == "auto" and not context.extensions.shared.local else None,
     )

@@ -97,6 +97,10 @@ class RateLimitSettings(BaseModel):
     """The zone whose calendar a ``period`` follows (an IANA name such as Europe/Paris)."""
     on_redis_failure: Literal["open", "closed"] = "open"
     """Redis did not answer: let the request through (``open``) or refuse it with 503."""
+    lease: Literal["auto", "off"] = "auto"
+    """With Redis: each gateway process takes permits a few at a time and decides the requests
+    they cover without a round trip (``auto``; never more than the limit, at worst a few less),
+    or asks Redis for every request (``off``: the ``RateLimit`` fields exact to the unit)."""
     ipv6_prefix: int = Field(64, ge=32, le=128)
     """IPv6 clients are counted by this prefix: one host usually has a whole /64."""
     exempt_methods: tuple[str, ...] = ()
