@@ -96,6 +96,12 @@ class PrometheusServer:
         assert body["status"] == "success", f"label_values({match}, {label}): {body}"
         return list(body["data"])
 
+    def label_names(self, match: str) -> list[str]:
+        """The label names of the series ``match`` selects (none: no such series stored)."""
+        body = self.api.get("/api/v1/labels", params={"match[]": match}).json()
+        assert body["status"] == "success", f"labels of {match}: {body}"
+        return list(body["data"])
+
     def close(self) -> None:
         self.api.close()
 
