@@ -2,7 +2,8 @@
 
 A page's blocks run in order in one bash session, as a reader pastes them into one terminal
 (variables and ``cd`` carry over), from a scratch directory laid out like the repository: ``.venv``
-is the repository's, ``.demo`` the running demo's work directory. What each kind of block is:
+and ``examples`` are the repository's, ``.demo`` the running demo's work directory. What each
+kind of block is:
 
 - ``sh`` and ``bash``: run as they are;
 - ``console``: the commands after ``$ `` (with their ``\\`` continuation lines) run; the other

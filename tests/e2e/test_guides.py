@@ -153,8 +153,10 @@ def guide_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuideDemo]:
     base = tmp_path_factory.mktemp("guides")
     scratch = base / "repository"
     scratch.mkdir()
-    # Laid out like the repository the guides are read from: .venv/bin/portico, .demo/...
+    # Laid out like the repository the guides are read from: .venv/bin/portico, .demo/...,
+    # examples/ (docs/metrics.md checks examples/prometheus.yml)
     (scratch / ".venv").symlink_to(ROOT / ".venv")
+    (scratch / "examples").symlink_to(ROOT / "examples")
     _wrappers(base / "bin")
     command = [str(scratch / ".venv" / "bin" / "portico"), "demo"]
     if in_namespace:

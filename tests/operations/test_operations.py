@@ -8,12 +8,8 @@ while traffic flows and answers a ``histogram_quantile`` query through its own H
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import shutil
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +26,7 @@ from tests.support.gateway import (
     service,
     wait_for,
 )
+from tests.support.prometheus import promtool, running_prometheus
 from tests.support.upstreams import Upstream, refused_url
 
 from portico.identity.apikeys import generate_key
@@ -38,8 +35,6 @@ from portico.operations.metrics import CONTENT_TYPE
 from portico.serving import RevisionRecorder
 
 KEY = generate_key()
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 
 
 def config(upstream: Upstream) -> dict[str, object]:
@@ -259,51 +254,23 @@ def test_reloads_are_counted_by_result(portico: tuple[PorticoProcess, Upstream])
 
 
 def test_promtool_accepts_a_real_scrape(portico: tuple[PorticoProcess, Upstream]) -> None:
-    if not os.path.exists(PROMTOOL):
-        pytest.fail("promtool missing: make test installs Debian's prometheus package")
     process, _ = portico
     with process.client() as http:
         http.get("/orders/1", headers={"X-API-Key": KEY.key})
-    result = subprocess.run(
-        [PROMTOOL, "check", "metrics"],
-        input=scrape(process),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = promtool("check", "metrics", stdin=scrape(process))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "", result.stdout  # not even a naming warning
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_a_real_prometheus_scrapes_portico_and_computes_a_p99(
     portico: tuple[PorticoProcess, Upstream], tmp_path: Path
 ) -> None:
-    if not os.path.exists(PROMETHEUS):
-        pytest.fail("prometheus missing: make test installs Debian's prometheus package")
     process, _ = portico
     (tmp_path / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         "scrape_configs:\n"
         "  - job_name: portico\n"
         f"    static_configs: [{{targets: ['127.0.0.1:{process.operations_port}']}}]\n"
-    )
-    port = free_port()
-    prometheus = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "prometheus.log").open("wb"),
     )
     stop = threading.Event()
 
@@ -316,32 +283,26 @@ def test_a_real_prometheus_scrapes_portico_and_computes_a_p99(
     sender = threading.Thread(target=traffic, daemon=True)
     sender.start()
     try:
-        api = httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=10)
-        query = (
-            "histogram_quantile(0.99, sum by (le) "
-            '(rate(portico_request_duration_seconds_bucket{route="orders"}[15s])))'
-        )
+        with running_prometheus(tmp_path / "prometheus.yml", tmp_path) as prometheus:
+            query = (
+                "histogram_quantile(0.99, sum by (le) "
+                '(rate(portico_request_duration_seconds_bucket{route="orders"}[15s])))'
+            )
 
-        def p99() -> float | None:
-            try:
-                body = api.get("/api/v1/query", params={"query": query}).json()
-            except (httpx.HTTPError, json.JSONDecodeError):
-                return None
-            result = body.get("data", {}).get("result", [])
-            if not result:
-                return None
-            value = float(result[0]["value"][1])
-            return value if value == value and value > 0 else None  # NaN until two scrapes
+            def p99() -> float | None:
+                result = prometheus.result(query)
+                if not result:
+                    return None
+                value = float(result[0]["value"][1])
+                return value if value == value and value > 0 else None  # NaN until two scrapes
 
-        value = wait_for(p99, timeout=60, interval=0.5, what="Prometheus to compute the p99")
-        assert 0 < value <= 60  # seconds, within the histogram's buckets
-        up = api.get("/api/v1/query", params={"query": 'up{job="portico"}'}).json()
-        assert up["data"]["result"][0]["value"][1] == "1"
+            value = wait_for(p99, timeout=60, interval=0.5, what="Prometheus to compute the p99")
+            assert 0 < value <= 60  # seconds, within the histogram's buckets
+            up = prometheus.result('up{job="portico"}')
+            assert up[0]["value"][1] == "1"
     finally:
         stop.set()
         sender.join(timeout=10)
-        prometheus.terminate()
-        prometheus.wait(timeout=30)
 
 
 def test_readiness_reports_an_unreachable_store_as_503() -> None:
