@@ -55,6 +55,9 @@ class PKI:
     """For localhost, 127.0.0.1 and ::1, by the other CA."""
     expired: Issued
     """For localhost and 127.0.0.1, by the trusted CA, expired an hour ago."""
+    partner: Issued
+    """A client certificate of the trusted CA naming localhost, as a partner of an mTLS
+    listener may hold: a client certificate, not a server's."""
     gateway: Issued
     """The gateway's client certificate (CN=portico-gateway), by the trusted CA."""
     stranger: Issued
@@ -73,6 +76,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
         orders=ca.issue_server(("orders.internal",)),
         impostor=other_ca.issue_server(),
         expired=ca.issue_server(("localhost", "127.0.0.1"), expired=True),
+        partner=ca.issue_client("localhost", dns_names=("localhost",)),
         gateway=ca.issue_client("portico-gateway"),
         stranger=other_ca.issue_client("portico-gateway"),
     )
@@ -209,9 +213,10 @@ def test_a_certificate_from_another_ca_with_the_right_name_is_refused(
         ("orders", "localhost", "Hostname mismatch"),
         ("orders", "127.0.0.1", "IP address mismatch"),
         ("expired", "localhost", "certificate has expired"),
+        ("partner", "localhost", "unsuitable certificate purpose"),
     ],
 )
-def test_a_certificate_for_another_name_or_out_of_date_is_refused(
+def test_a_certificate_for_another_name_out_of_date_or_not_a_servers_is_refused(
     identity: str,
     host: str,
     why: str,

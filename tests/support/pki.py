@@ -112,14 +112,25 @@ class CertificateAuthority:
             expired=expired,
         )
 
-    def issue_client(self, common_name: str, organization: str = "Acme") -> Issued:
+    def issue_client(
+        self, common_name: str, organization: str = "Acme", *, dns_names: tuple[str, ...] = ()
+    ) -> Issued:
+        """A client certificate (extended key usage clientAuth only); ``dns_names`` in its SAN
+        make one that names a host, as a server certificate would."""
         subject = x509.Name(
             [
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
                 x509.NameAttribute(NameOID.COMMON_NAME, common_name),
             ]
         )
-        return self._issue(f"client-{common_name}", subject, ExtendedKeyUsageOID.CLIENT_AUTH)
+        alt_names = (
+            x509.SubjectAlternativeName([x509.DNSName(name) for name in dns_names])
+            if dns_names
+            else None
+        )
+        return self._issue(
+            f"client-{common_name}", subject, ExtendedKeyUsageOID.CLIENT_AUTH, alt_names
+        )
 
     def _issue(
         self,
