@@ -9,7 +9,8 @@
 - :func:`build_runtime` compiles a validated config into the gateway's immutable
   :class:`~portico.gateway.snapshot.Runtime`: the router, each route's policy pipeline from the
   catalogue, the built-in endpoints of the providers it is asked to serve, and the live services
-  (carried over from the previous snapshot when unchanged).
+  (carried over from the previous snapshot when neither their settings nor their TLS files
+  changed).
 - :func:`runtime_builder`: what the gateway is handed to reload its config file, since the
   gateway never imports a policy.
 
@@ -44,6 +45,7 @@ from portico.gateway.policy import (
 )
 from portico.gateway.router import RouteMatcher, Router
 from portico.gateway.snapshot import CompiledRoute, Runtime
+from portico.gateway.tls import upstream_tls_fingerprint
 from portico.gateway.upstream import Service
 from portico.identity.context import BuildContext, EndpointProvider, Extensions
 from portico.policies import registry
@@ -98,7 +100,9 @@ def build_runtime(
         old = previous.services.get(name) if previous else None
         services[name] = (
             old
-            if old is not None and old.spec == spec
+            if old is not None
+            and old.spec == spec
+            and old.tls_fingerprint == upstream_tls_fingerprint(spec.tls)
             else Service(name, spec, stats.service(name))
         )
 

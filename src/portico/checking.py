@@ -5,7 +5,8 @@ reload refuse.
   entry, identity its credentials), handed to the config loader; :func:`load_config` is the
   loader with all of them.
 - :data:`SERVE_CHECKS` and :func:`load_config_to_serve` add the checks of starting to serve (the
-  HTTPS listener's files), for ``check`` and ``serve``.
+  HTTPS listener's files), for ``check`` and ``serve``; :func:`check_config_to_serve` is that
+  with the warnings ``portico check`` prints.
 
 Apart from the composition root's snapshot building (:mod:`portico.assembly`, which re-exports
 these) so that ``portico check`` imports no running gateway: no event loop, no upstream pools, no
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from portico.config import loader
 from portico.config.checks import Checks
+from portico.config.loader import CheckedConfig
 from portico.config.model import PorticoConfig
 from portico.gateway import checks as gateway_checks
 from portico.identity import checks as identity_checks
@@ -30,6 +32,7 @@ from portico.policies.validation import checks as validation_checks
 __all__ = [
     "CHECKS",
     "SERVE_CHECKS",
+    "check_config_to_serve",
     "load_config",
     "load_config_text",
     "load_config_to_serve",
@@ -41,12 +44,15 @@ CHECKS = Checks(
         partial(registry.per_process_state_errors, POLICIES),
         identity_checks.identity_errors,
         validation_checks.openapi_errors,
+        gateway_checks.upstream_tls_errors,
     ),
     policy_settings=partial(registry.settings_model, POLICIES),
+    warnings=(gateway_checks.upstream_tls_warnings,),
 )
 SERVE_CHECKS = Checks(
     checks=(*CHECKS.checks, gateway_checks.listener_errors),
     policy_settings=CHECKS.policy_settings,
+    warnings=CHECKS.warnings,
 )
 """Also what only starting to serve needs: the HTTPS listener's files."""
 
@@ -59,6 +65,11 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Porti
 def load_config_to_serve(path: str | Path, env: Mapping[str, str] | None = None) -> PorticoConfig:
     """:func:`load_config`, and what ``serve`` would refuse when it starts (``portico check``)."""
     return loader.load_config(path, env, SERVE_CHECKS)
+
+
+def check_config_to_serve(path: str | Path, env: Mapping[str, str] | None = None) -> CheckedConfig:
+    """:func:`load_config_to_serve`, with what ``portico check`` warns of."""
+    return loader.check_config(path, env, SERVE_CHECKS)
 
 
 def load_config_text(

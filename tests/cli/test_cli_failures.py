@@ -24,6 +24,7 @@ from tests.support.gateway import (
     with_defaults,
     write_config,
 )
+from tests.support.pki import CertificateAuthority
 
 UNREACHABLE_POSTGRES = "postgresql://portico:secret@127.0.0.1:1/portico"
 
@@ -220,6 +221,33 @@ def test_missing_tls_files_are_one_line(tmp_path: Path) -> None:
         "gateway.tls.private_key",
     ]
     assert all(line.startswith(f"{path}:") and "cannot read" in line for line in lines)
+
+
+def test_unusable_upstream_tls_files_are_one_line_each(tmp_path: Path) -> None:
+    authority = CertificateAuthority(tmp_path / "pki")
+    client, other = authority.issue_client("portico"), authority.issue_client("other")
+    services = {
+        "missing": service(
+            "https://127.0.0.1:9", tls={"trusted_ca": str(tmp_path / "missing-ca.pem")}
+        ),
+        "mismatched": service(
+            "https://127.0.0.1:9",
+            tls={"certificate": str(client.cert_path), "private_key": str(other.key_path)},
+        ),
+    }
+    path = config_file(tmp_path, services=services, routes=[route("open", "/open", "missing")])
+
+    result = portico("serve", "-c", str(path), "--log-format", "json", cwd=tmp_path)
+
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = printed_lines(result.stderr)
+    assert [line.split(": ", 2)[1] for line in lines] == [
+        "services.missing.tls.trusted_ca",
+        "services.mismatched.tls.private_key",
+    ]
+    assert "cannot read" in lines[0] and "No such file or directory" in lines[0]
+    assert f"is not the key of the certificate '{client.cert_path}'" in lines[1]
 
 
 def test_a_route_serve_could_not_run_is_refused_by_check_in_one_line(tmp_path: Path) -> None:

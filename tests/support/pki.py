@@ -90,7 +90,11 @@ class CertificateAuthority:
         self.cert_path = directory / f"{self.slug}.pem"
         self.cert_path.write_bytes(self.certificate.public_bytes(serialization.Encoding.PEM))
 
-    def issue_server(self, hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")) -> Issued:
+    def issue_server(
+        self, hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"), *, expired: bool = False
+    ) -> Issued:
+        """A server certificate for ``hosts`` (DNS names and IP addresses in its SAN);
+        ``expired``: its validity ended an hour ago."""
         names: list[x509.GeneralName] = []
         for host in hosts:
             try:
@@ -99,20 +103,34 @@ class CertificateAuthority:
                 names.append(x509.DNSName(host))
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
         return self._issue(
-            "server",
+            "server-"
+            + "-".join(h.replace(":", "_") for h in hosts)
+            + ("-expired" if expired else ""),
             subject,
             ExtendedKeyUsageOID.SERVER_AUTH,
             x509.SubjectAlternativeName(names),
+            expired=expired,
         )
 
-    def issue_client(self, common_name: str, organization: str = "Acme") -> Issued:
+    def issue_client(
+        self, common_name: str, organization: str = "Acme", *, dns_names: tuple[str, ...] = ()
+    ) -> Issued:
+        """A client certificate (extended key usage clientAuth only); ``dns_names`` in its SAN
+        make one that names a host, as a server certificate would."""
         subject = x509.Name(
             [
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
                 x509.NameAttribute(NameOID.COMMON_NAME, common_name),
             ]
         )
-        return self._issue(f"client-{common_name}", subject, ExtendedKeyUsageOID.CLIENT_AUTH)
+        alt_names = (
+            x509.SubjectAlternativeName([x509.DNSName(name) for name in dns_names])
+            if dns_names
+            else None
+        )
+        return self._issue(
+            f"client-{common_name}", subject, ExtendedKeyUsageOID.CLIENT_AUTH, alt_names
+        )
 
     def _issue(
         self,
@@ -120,9 +138,12 @@ class CertificateAuthority:
         subject: x509.Name,
         usage: x509.ObjectIdentifier,
         alt_names: x509.SubjectAlternativeName | None = None,
+        *,
+        expired: bool = False,
     ) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
+        until = now - datetime.timedelta(hours=1) if expired else now + _DAY
         builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
@@ -130,7 +151,7 @@ class CertificateAuthority:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - _DAY)
-            .not_valid_after(now + _DAY)
+            .not_valid_after(until)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .add_extension(
@@ -158,6 +179,23 @@ def client_context(
     context = ssl.create_default_context(cafile=str(trust.cert_path))
     if identity is not None:
         context.load_cert_chain(identity.cert_path, identity.key_path)
+    for name, version in versions.items():
+        setattr(context, name, version)
+    return context
+
+
+def server_context(
+    identity: Issued,
+    client_ca: CertificateAuthority | None = None,
+    **versions: ssl.TLSVersion,
+) -> ssl.SSLContext:
+    """A server context presenting ``identity``; with ``client_ca``, it requires a client
+    certificate of that CA. ``versions`` may set ``minimum_version`` and ``maximum_version``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(identity.cert_path, identity.key_path)
+    if client_ca is not None:
+        context.load_verify_locations(cafile=str(client_ca.cert_path))
+        context.verify_mode = ssl.CERT_REQUIRED
     for name, version in versions.items():
         setattr(context, name, version)
     return context

@@ -24,6 +24,8 @@ anything else                   echo: method, path, query, headers and body as J
 
 :attr:`Upstream.mode` makes every request (but ``/health``) misbehave: ``"drop"`` reads the
 request and closes without answering, ``"status"`` answers :attr:`Upstream.forced_status`.
+Given an ``ssl`` server context, an :class:`Upstream` speaks HTTPS, and records the SNI of each
+handshake, the client certificates it was shown and the handshakes it refused.
 :class:`WebSocketEcho` is a WebSocket echo server built on the ``websockets`` library.
 """
 
@@ -34,6 +36,7 @@ import io
 import json
 import select
 import socket
+import ssl
 import threading
 import time
 import zlib
@@ -98,8 +101,18 @@ class _Closed(Exception):
 class Upstream:
     """A threaded HTTP/1.1 test server; see the module docstring for its paths."""
 
-    def __init__(self, name: str = "upstream") -> None:
+    def __init__(self, name: str = "upstream", tls: ssl.SSLContext | None = None) -> None:
+        """``tls``: a server context of its own (its ``sni_callback`` is set here)."""
         self.name = name
+        self.tls = tls
+        self.server_names: list[str | None] = []
+        """The SNI of each TLS handshake, ``None`` when the client sent none."""
+        self.client_subjects: list[str | None] = []
+        """The commonName of the client certificate of each accepted handshake, if any."""
+        self.refused_handshakes: list[str] = []
+        """Why each refused (or failed) TLS handshake failed, as OpenSSL put it."""
+        if tls is not None:
+            tls.sni_callback = self._sni
         self.healthy = True
         self.mode: Mode = "normal"
         self.forced_status = 503
@@ -120,7 +133,23 @@ class Upstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def url_for(self, host: str) -> str:
+        """The URL naming this server by ``host`` (``localhost``) instead of its address."""
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def handshakes(self) -> int:
+        """TLS handshakes accepted."""
+        with self._lock:
+            return len(self.client_subjects)
+
+    def _sni(self, _: ssl.SSLObject, name: str | None, __: ssl.SSLContext) -> None:
+        with self._lock:
+            self.server_names.append(name)
 
     @property
     def count(self) -> int:
@@ -171,6 +200,11 @@ class Upstream:
 
     def _serve_connection(self, conn: socket.socket) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            secured = self._handshake(conn)
+            if secured is None:
+                return
+            conn = secured
         rfile = cast(io.BufferedReader, conn.makefile("rb", buffering=BLOCK))
         try:
             while not self._stopping.is_set():
@@ -184,6 +218,33 @@ class Upstream:
             with contextlib.suppress(OSError):
                 rfile.close()
                 conn.close()
+
+    def _handshake(self, conn: socket.socket) -> ssl.SSLSocket | None:
+        """The TLS server side of ``conn``; ``None`` (recorded, closed) when it failed."""
+        assert self.tls is not None
+        conn.settimeout(10)
+        try:
+            secured = self.tls.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            with self._lock:
+                self._connections.discard(conn)
+                self.refused_handshakes.append(getattr(exc, "reason", None) or str(exc))
+            conn.close()
+            return None
+        secured.settimeout(None)
+        peer = secured.getpeercert()
+        subject = None
+        if peer:
+            for rdn in peer.get("subject", ()):
+                for key, value in rdn:
+                    if key == "commonName":
+                        subject = value
+        with self._lock:
+            # wrap_socket took over the socket: close() must now shut the TLS one down.
+            self._connections.discard(conn)
+            self._connections.add(secured)
+            self.client_subjects.append(subject)
+        return secured
 
     def _serve_one(self, conn: socket.socket, rfile: io.BufferedReader) -> bool:
         """Serve one request; whether the connection may carry another."""
@@ -352,6 +413,8 @@ class Upstream:
     def _hold(self, conn: socket.socket) -> None:
         """Wait for :meth:`release_held`; give up if the peer closes the connection meanwhile."""
         while not self._released.wait(0.02):
+            if isinstance(conn, ssl.SSLSocket):
+                continue  # no peeking into TLS records: wait for the release only
             readable, _, _ = select.select([conn], [], [], 0)
             if readable and conn.recv(1, socket.MSG_PEEK) == b"":
                 raise _Closed()

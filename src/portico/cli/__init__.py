@@ -57,16 +57,22 @@ def load_config(path: str | Path) -> PorticoConfig:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from portico.checking import load_config_to_serve
+    from portico.checking import check_config_to_serve
     from portico.config.errors import ConfigError
 
     try:
-        config = load_config_to_serve(args.config)
+        checked = check_config_to_serve(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         print(f"{len(exc.issues)} error(s) in {args.config}", file=sys.stderr)
         return 1
-    print(f"{args.config}: ok ({len(config.services)} services, {len(config.routes)} routes)")
+    for warning in checked.warnings:
+        print(warning, file=sys.stderr)
+    config = checked.config
+    summary = f"{len(config.services)} services, {len(config.routes)} routes"
+    if checked.warnings:
+        summary += f"; {len(checked.warnings)} warning(s)"
+    print(f"{args.config}: ok ({summary})")
     return 0
 
 

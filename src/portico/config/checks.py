@@ -32,9 +32,15 @@ class Checks:
     checks: tuple[ConfigCheck, ...] = ()
     policy_settings: Callable[[str], type[BaseModel] | None] | None = None
     """The settings model of a policy type, to suggest the closest known key for an unknown one."""
+    warnings: tuple[ConfigCheck, ...] = ()
+    """Checks of a valid config whose findings are warnings (``portico check`` prints them and
+    accepts the file): a choice that is allowed, and that a reader should know was made."""
 
     def findings(self, config: PorticoConfig) -> list[Finding]:
         return [finding for check in self.checks for finding in check(config)]
+
+    def warning_findings(self, config: PorticoConfig) -> list[Finding]:
+        return [finding for check in self.warnings for finding in check(config)]
 
 
 NO_CHECKS = Checks()

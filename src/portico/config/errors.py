@@ -22,6 +22,8 @@ class ConfigIssue:
     column: int | None
     path: str
     message: str
+    warning: bool = False
+    """A warning of ``portico check`` (the file is accepted), not a reason to refuse it."""
 
     def __str__(self) -> str:
         where = self.file
@@ -29,6 +31,8 @@ class ConfigIssue:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
+        if self.warning:
+            where += ": warning"
         if self.path:
             return f"{where}: {self.path}: {self.message}"
         return f"{where}: {self.message}"

@@ -17,8 +17,10 @@ Every problem found on the way is reported at once, in file order, as a
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -31,7 +33,15 @@ from portico.config.model import CONFIG_DIR, PorticoConfig
 from portico.config.pruning import cross_section_findings
 from portico.config.reporting import semantic_issue, validation_issue, without_consequences
 
-__all__ = ["load_config", "load_config_text"]
+__all__ = ["CheckedConfig", "check_config", "load_config", "load_config_text"]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedConfig:
+    """A valid config and what its checks warn of (:attr:`Checks.warnings`), in file order."""
+
+    config: PorticoConfig
+    warnings: tuple[ConfigIssue, ...] = ()
 
 
 def load_config(
@@ -42,6 +52,13 @@ def load_config(
     ``env`` supplies the ``${VAR}`` values and defaults to ``os.environ``; ``checks`` are the
     capabilities' own (the composition root's :func:`portico.assembly.load_config` gives them all).
     """
+    return check_config(path, env, checks).config
+
+
+def check_config(
+    path: str | Path, env: Mapping[str, str] | None = None, checks: Checks = NO_CHECKS
+) -> CheckedConfig:
+    """:func:`load_config`, with the warnings of ``checks`` located in the file."""
     filename = os.fspath(path)
     try:
         raw = Path(path).read_bytes()
@@ -60,13 +77,19 @@ def load_config(
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         issue = ConfigIssue(filename, line, column, "", "the file is not valid UTF-8 text")
         raise ConfigError([issue]) from None
-    return load_config_text(text, filename, env, checks)
+    return _check_text(text, filename, env, checks)
 
 
 def load_config_text(
     text: str, filename: str, env: Mapping[str, str] | None = None, checks: Checks = NO_CHECKS
 ) -> PorticoConfig:
     """Like :func:`load_config`, for text already read; issues name ``filename``."""
+    return _check_text(text, filename, env, checks).config
+
+
+def _check_text(
+    text: str, filename: str, env: Mapping[str, str] | None, checks: Checks
+) -> CheckedConfig:
     reader = DocumentReader(filename, os.environ if env is None else env)
     document = reader.read(text)
     issues = reader.issues
@@ -96,7 +119,12 @@ def load_config_text(
     if issues:
         raise ConfigError(_in_file_order(issues))
     assert config is not None
-    return config
+    warnings = [
+        dataclasses.replace(issue, warning=True)
+        for loc, message in checks.warning_findings(config)
+        if (issue := semantic_issue(filename, root, data, checks, loc, message)) is not None
+    ]
+    return CheckedConfig(config, tuple(_in_file_order(warnings)))
 
 
 def _file_error(filename: str, message: str) -> ConfigError:

@@ -12,14 +12,18 @@ authentication method against ``gateway.tls``) is checked by that capability, th
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -239,6 +243,78 @@ class Keepalive(Model):
     """Shorter than common upstream keep-alive timeouts (5 s) so we never reuse a closing socket."""
 
 
+_DNS_NAME = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+
+
+def _relative_to_config_dir(value: str, info: ValidationInfo) -> str:
+    """A file the config names, relative to the config file's directory when not absolute."""
+    base = info.context.get(CONFIG_DIR) if isinstance(info.context, dict) else None
+    if base is not None and not Path(value).is_absolute():
+        return str(Path(base) / value)
+    return value
+
+
+def _path(value: str) -> str:
+    if not value.strip():
+        raise ValueError("expected the path of a file")
+    return value
+
+
+ConfigFile = Annotated[str, AfterValidator(_path), AfterValidator(_relative_to_config_dir)]
+"""The path of a file, relative to the config file's directory unless absolute."""
+
+
+class UpstreamTLS(Model):
+    """How Portico speaks TLS to a service's ``https://`` targets (docs/upstream-tls.md).
+
+    The names follow ``gateway.tls`` (``certificate``, ``private_key``, ``min_version``) and the
+    upstream settings of nginx (``proxy_ssl_trusted_certificate``, ``proxy_ssl_name``,
+    ``proxy_ssl_verify``) and Envoy (``trusted_ca``, ``sni``). Files are relative to the config
+    file's directory, as ``openapi`` is.
+    """
+
+    trusted_ca: ConfigFile | None = None
+    """PEM CA certificates the targets' certificates must chain to, instead of the system's."""
+    certificate: ConfigFile | None = None
+    """PEM client certificate chain presented to the targets (mTLS to the backend)."""
+    private_key: ConfigFile | None = None
+    """The unencrypted PEM private key of ``certificate``."""
+    server_name: str | None = None
+    """The name sent as SNI and checked against the targets' certificates, instead of each
+    target's host."""
+    verify: StrictBool = True
+    """Whether the targets' certificates and names are checked. Only a YAML boolean is taken: a
+    quoted ``"no"``, or a variable's text, is refused rather than read as false."""
+    min_version: Literal["1.2", "1.3"] = "1.2"
+
+    @field_validator("server_name")
+    @classmethod
+    def _host_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.isascii():
+            raise ValueError("write an internationalised name in its ASCII (xn--) form")
+        name = value.lower()
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            if not _DNS_NAME.match(name):
+                raise ValueError(
+                    "expected a host name such as orders.internal, without scheme, port or path"
+                ) from None
+        return name
+
+    @model_validator(mode="after")
+    def _consistent(self) -> UpstreamTLS:
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("certificate and private_key go together: set both or neither")
+        if not self.verify and self.trusted_ca is not None:
+            raise ValueError("trusted_ca has no use with verify: false; remove one of them")
+        return self
+
+
 class PolicySpec(Model):
     """One entry of a route's or a service's ``policies`` list; ``type`` picks the policy, the
     rest configures it.
@@ -259,6 +335,9 @@ class Service(Model):
     health_check: HealthCheck = HealthCheck()
     circuit_breaker: CircuitBreaker | None = CircuitBreaker()
     keepalive: Keepalive = Keepalive()
+    tls: UpstreamTLS | None = None
+    """TLS to the ``https://`` targets: by default verified against the system's CA store, with
+    each target's host name as SNI."""
     policies: tuple[PolicySpec, ...] = ()
     """Policies every route of this service runs before its own; a route's entry of the same
     ``type`` replaces the service's (docs/configuration.md#service-policies)."""
@@ -273,10 +352,7 @@ class Service(Model):
             return None
         if not value.strip():
             raise ValueError("openapi is the path of an OpenAPI document file")
-        base = info.context.get(CONFIG_DIR) if isinstance(info.context, dict) else None
-        if base is not None and not Path(value).is_absolute():
-            return str(Path(base) / value)
-        return value
+        return _relative_to_config_dir(value, info)
 
 
 class Match(Model):

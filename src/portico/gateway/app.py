@@ -199,7 +199,11 @@ class Gateway:
                 self._checks.pop(key).cancel()
         for key, (target, _) in wanted.items():
             if key not in self._checks:
-                self._checks[key] = loop.create_task(run_active_checks(target.url, target.health))
+                self._checks[key] = loop.create_task(
+                    run_active_checks(
+                        target.url, target.health, target.ssl_context, target.server_name
+                    )
+                )
 
     async def _watch_config(self) -> None:
         assert self.config_path is not None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -38,6 +39,44 @@ def describe_os_error(exc: OSError) -> str:
         return exc.strerror.lower()
     text = str(exc)
     return text if text else type(exc).__name__
+
+
+_TLS_REASONS = {
+    # Alerts a target sends while it judges our client certificate. Portico's client contexts
+    # never offer post-handshake authentication, so they come from the handshake only (with
+    # TLS 1.3, after Portico's side of it is done and the request written).
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the target requires a client certificate",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": (
+        "the target refused the handshake (a client certificate it requires, or no cipher in "
+        "common)"
+    ),
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the target refused our client certificate",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "the target refused our client certificate",
+    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": "the target refused our client certificate",
+    "TLSV1_ALERT_UNKNOWN_CA": "the target does not trust the issuer of our client certificate",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "the target says our client certificate has expired",
+    "SSLV3_ALERT_CERTIFICATE_REVOKED": "the target says our client certificate is revoked",
+    "TLSV1_ALERT_DECRYPT_ERROR": "the target could not verify our certificate's signature",
+    # The rest of the handshake.
+    "WRONG_VERSION_NUMBER": "the target does not answer in TLS (is it an http:// port?)",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "no TLS version in common (see tls.min_version)",
+    "UNSUPPORTED_PROTOCOL": "no TLS version in common (see tls.min_version)",
+    "TLSV1_ALERT_NO_APPLICATION_PROTOCOL": "the target does not speak HTTP/1.1 (ALPN)",
+}
+"""OpenSSL's reasons for a failed handshake, in the words of the log."""
+
+
+def describe_tls_error(exc: ssl.SSLError) -> str:
+    """A failed TLS handshake as a phrase for the log: why the certificate did not verify (the
+    hostname it is not valid for, the issuer that is not trusted), or what the target refused."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: the target's certificate did not verify: {exc.verify_message}"
+    reason = exc.reason or ""
+    meaning = _TLS_REASONS.get(reason)
+    if meaning is not None:
+        return f"TLS: {meaning}"
+    detail = reason.lower().replace("_", " ") if reason else type(exc).__name__
+    return f"TLS handshake failed ({detail})"
 
 
 def counted(n: int, noun: str) -> str:
@@ -263,8 +302,19 @@ class _ProbeResponse:
         self.done = True
 
 
-async def probe(url: str, path: str, timeout: float) -> tuple[int, str]:
-    """GET ``path`` on the target: its status code, or 0 and why it could not be reached."""
+async def probe(
+    url: str,
+    path: str,
+    timeout: float,
+    ssl_context: ssl.SSLContext | None,
+    server_name: str | None,
+) -> tuple[int, str]:
+    """GET ``path`` on the target: its status code, or 0 and why it could not be reached.
+
+    An ``https://`` target is probed with ``ssl_context`` and ``server_name``, the TLS settings
+    of the requests it serves (its :class:`~portico.gateway.upstream.Target`'s), so that a probe
+    never passes where a request would fail; ``None`` for an ``http://`` target.
+    """
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -272,7 +322,10 @@ async def probe(url: str, path: str, timeout: float) -> tuple[int, str]:
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(
-                host, port, ssl=parts.scheme == "https" or None
+                host,
+                port,
+                ssl=ssl_context,
+                server_hostname=server_name if ssl_context is not None else None,
             )
             writer.write(
                 f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUser-Agent: portico-health\r\n"
@@ -287,8 +340,10 @@ async def probe(url: str, path: str, timeout: float) -> tuple[int, str]:
                 parser.feed_data(data)
             return int(parser.get_status_code()), ""
     except TimeoutError:
-        # Before OSError: TimeoutError is one of its subclasses.
+        # Before OSError: TimeoutError and SSLError are among its subclasses.
         return 0, f"no response within {timeout:g}s"
+    except ssl.SSLError as tls_error:
+        return 0, describe_tls_error(tls_error)
     except OSError as os_error:
         return 0, describe_os_error(os_error)
     except httptools.HttpParserError:
@@ -298,12 +353,17 @@ async def probe(url: str, path: str, timeout: float) -> tuple[int, str]:
             writer.close()
 
 
-async def run_active_checks(url: str, health: TargetHealth) -> None:
+async def run_active_checks(
+    url: str,
+    health: TargetHealth,
+    ssl_context: ssl.SSLContext | None,
+    server_name: str | None,
+) -> None:
     """Probe one target for ever (cancelled when its service leaves the runtime)."""
     settings = health.active
     assert settings is not None
     while True:
-        status, reason = await probe(url, settings.path, settings.timeout)
+        status, reason = await probe(url, settings.path, settings.timeout, ssl_context, server_name)
         ok = status in settings.expected_statuses
         if status and not ok:
             reason = f"status {status}"

@@ -109,7 +109,7 @@ class ServiceStats:
     def __init__(self, name: str) -> None:
         self.name = name
         self.errors: dict[str, int] = {}
-        """Kind (``connect``, ``timeout``, ``closed``, ``invalid``) -> count."""
+        """Kind (``connect``, ``tls``, ``timeout``, ``closed``, ``invalid``) -> count."""
         self.retries = 0
 
     def error(self, kind: str) -> None:

@@ -9,6 +9,7 @@ buffering, with flow control in both directions (a slow reader pauses the other 
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -17,13 +18,16 @@ import httptools
 
 from portico.config import model
 from portico.gateway.headers import Headers
-from portico.gateway.health import TargetHealth, describe_os_error
+from portico.gateway.health import TargetHealth, describe_os_error, describe_tls_error
 from portico.gateway.stats import ServiceStats
+from portico.gateway.tls import upstream_ssl_context, upstream_tls_fingerprint
 
 if TYPE_CHECKING:
     from portico.gateway.connection import ClientConnection
     from portico.gateway.proxy import Forward
 
+
+log = logging.getLogger("portico.gateway")
 
 _NOTED = frozenset({b"content-length", b"transfer-encoding", b"connection", b"location"})
 """Response fields that decide framing: a Content-Length passes through as is; a chunked body is
@@ -61,7 +65,7 @@ class UpstreamError(Exception):
         self.sent = sent
         """Whether request bytes may have reached the upstream (decides if a retry is safe)."""
         self.kind = kind
-        """For the metrics: ``connect``, ``timeout``, ``closed`` or ``invalid``."""
+        """For the metrics: ``connect``, ``tls``, ``timeout``, ``closed`` or ``invalid``."""
 
 
 class UpstreamTimeout(UpstreamError):
@@ -245,6 +249,13 @@ class UpstreamConnection(asyncio.Protocol):
         if self.head_received and self._close_delimited:
             forward.upstream_done(self)  # a response delimited by closing the connection
             return
+        if isinstance(exc, ssl.SSLError) and not self.head_received:
+            # With TLS 1.3 a target judges our certificate after our side of the handshake is
+            # done, so its refusal arrives once the request is written. The target read none of
+            # it, but that is only known when its alert arrives before its reset, which is a
+            # race: the request counts as sent, the same whichever arrives first.
+            self._fail(UpstreamError(describe_tls_error(exc), sent=self.sent, kind="tls"))
+            return
         reason = "the upstream closed the connection before the response was complete"
         if isinstance(exc, OSError):
             reason += f" ({describe_os_error(exc)})"
@@ -377,13 +388,18 @@ class Pool:
                     target.host,
                     target.port,
                     ssl=target.ssl_context,
-                    server_hostname=target.host if target.ssl_context else None,
+                    server_hostname=target.server_name,
                 )
         except TimeoutError as timed_out:
-            # Before OSError, of which TimeoutError is a subclass. The names differ because mypyc
-            # gives a name reused by two ``except ... as`` clauses the first clause's type.
+            # Before OSError, of which TimeoutError and SSLError are subclasses. The names differ
+            # because mypyc gives a name reused by two ``except ... as`` clauses the first
+            # clause's type. The TLS handshake is part of connecting, within the same timeout.
             reason = f"connect timeout: not connected within {timeout:g}s"
             raise UpstreamTimeout(reason, sent=False) from timed_out
+        except ssl.SSLError as tls_error:
+            raise UpstreamError(
+                describe_tls_error(tls_error), sent=False, kind="tls"
+            ) from tls_error
         except OSError as os_error:
             reason = describe_os_error(os_error)
             raise UpstreamError(reason, sent=False, kind="connect") from os_error
@@ -434,13 +450,20 @@ class Target:
         "pool",
         "port",
         "retired",
+        "server_name",
         "ssl_context",
         "timeouts",
         "url",
         "weight",
     )
 
-    def __init__(self, spec: model.Target, service: model.Service, service_name: str) -> None:
+    def __init__(
+        self,
+        spec: model.Target,
+        service: model.Service,
+        service_name: str,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
         parts = urlsplit(spec.url)
         self.url = spec.url
         self.label = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
@@ -452,7 +475,18 @@ class Target:
         self.host_header = parts.netloc
         self.origin = f"{parts.scheme}://{parts.netloc}".lower()
         self.base_path = parts.path.rstrip("/")
-        self.ssl_context = ssl.create_default_context() if parts.scheme == "https" else None
+        https = parts.scheme == "https"
+        self.ssl_context = ssl_context if https else None
+        """The service's context (one per snapshot) for an ``https://`` target, else ``None``."""
+        tls = service.tls
+        # SNI and the name checked against the certificate: the URL's host unless the service
+        # names another. An IP address is checked against the certificate's IP addresses and
+        # never sent as SNI (RFC 6066 §3), which Python's ssl module sees to.
+        self.server_name = (
+            (tls.server_name if tls is not None and tls.server_name else self.host)
+            if https
+            else None
+        )
         self.timeouts = service.timeouts
         self.health = TargetHealth(
             service_name, self.label, service.health_check, service.circuit_breaker
@@ -465,14 +499,27 @@ class Target:
 class Service:
     """The live side of a configured service: targets with pools and health, and the balancer."""
 
-    __slots__ = ("name", "spec", "stats", "targets")
+    __slots__ = ("name", "spec", "stats", "targets", "tls_fingerprint")
 
     def __init__(self, name: str, spec: model.Service, stats: ServiceStats | None = None) -> None:
         self.name = name
         self.spec = spec
-        self.targets = tuple(Target(t, spec, name) for t in spec.targets)
+        https = any(urlsplit(t.url).scheme == "https" for t in spec.targets)
+        self.tls_fingerprint = upstream_tls_fingerprint(spec.tls)
+        """The TLS files as they were read: a reload that finds them changed builds the service
+        again (:func:`portico.assembly.build_runtime`)."""
+        # One context for all the targets, made here, once per snapshot: no TLS choice is left
+        # to a request, and a service without https:// targets makes none.
+        context = upstream_ssl_context(spec.tls) if https else None
+        self.targets = tuple(Target(t, spec, name, context) for t in spec.targets)
         self.stats = stats if stats is not None else ServiceStats(name)
         """Failures and retries, kept by name across reloads (see GatewayStats)."""
+        if https and spec.tls is not None and not spec.tls.verify:
+            log.warning(
+                "service %r: the certificates of its targets are not verified (tls.verify: false)",
+                name,
+                extra={"service": name},
+            )
 
     def pick(self, exclude: tuple[Target, ...] = ()) -> Target | None:
         """Choose a target for the next attempt, skipping unavailable and already tried ones."""

@@ -114,8 +114,9 @@ def _requests(stats: GatewayStats) -> Iterator[Metric]:
 def _upstream_counters(stats: GatewayStats) -> Iterator[Metric]:
     errors = CounterMetricFamily(
         "portico_upstream_errors",
-        "Failed attempts to reach a service's targets, by kind: connect, timeout, closed "
-        "(the connection ended before a response), invalid (not HTTP).",
+        "Failed attempts to reach a service's targets, by kind: connect, tls (the TLS "
+        "handshake failed), timeout, closed (the connection ended before a response), invalid "
+        "(not HTTP).",
         labels=["service", "kind"],
     )
     retries = CounterMetricFamily(
