@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from portico.config.model import OAuthServer
+from portico.core.errors import PorticoError
 from portico.identity.jwks import RemoteKeySets
 from portico.identity.oauth.keys import KeyRing, SigningKey
 from portico.identity.oauth.tokens import DEFAULT_LEEWAY
@@ -30,6 +31,7 @@ from portico.identity.tokencache import VerifiedTokenCache
 if TYPE_CHECKING:
     from portico.identity.oauth.repository import KeyRotation
     from portico.store.database import Database
+    from portico.store.secrets import Secrets
 
 log = logging.getLogger("portico.identity.oauth")
 
@@ -51,6 +53,7 @@ class OAuthState:
     def __init__(
         self,
         database: Database,
+        secrets: Secrets,
         *,
         poll_interval: float = POLL_INTERVAL,
         remote_key_sets: RemoteKeySets | None = None,
@@ -67,7 +70,7 @@ class OAuthState:
         self._keys: list[SigningKey] = []
         self._version: int | None = None
         self._caches: dict[Hashable, VerifiedTokenCache] = {}
-        self._signing_keys = SigningKeys(database)
+        self._signing_keys = SigningKeys(database, secrets)
         self._revocations = RevokedTokens(database)
         self._assertions = ClientAssertions(database)
         self._changes = IdentityChanges(database)
@@ -123,6 +126,10 @@ class OAuthState:
             await asyncio.sleep(self.poll_interval)
             try:
                 await self.refresh()
+            except PorticoError as exc:
+                # Said in one line (a secrets key missing here, a database away): the keys and
+                # revocations in memory serve on, and the next poll tries again.
+                log.error("could not refresh OAuth keys and revocations from the store: %s", exc)
             except Exception:
                 log.exception("could not refresh OAuth keys and revocations from the store")
 
