@@ -142,14 +142,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{column.protects} ({column.name}): {per_column[column.name]}"
         for column in sealed_columns()
     )
-    _say(f"Keys from {secrets.origin}. Stored secrets: {what}.")
     unopenable = found.unopenable(secrets)
     if unopenable:
         count = sum(unopenable.values())
         raise SecretsCommandError(
-            f"{count} stored secret(s) have no configured key: Portico refuses to start so; "
-            "configure the key that sealed them (docs/secrets.md)"
+            f"{count} stored secret(s) have no configured key ({secrets.origin}; the table "
+            "shows which): Portico refuses to start so; configure the key that sealed them "
+            "(docs/secrets.md)"
         )
+    if keys is None:
+        _say(f"No secrets key is configured yet: {secrets.origin}. Stored secrets: {what}.")
+    else:
+        _say(f"Keys from {secrets.origin}. Stored secrets: {what}.")
     return 0
 
 

@@ -1,10 +1,10 @@
 """Master keys: the keys that wrap the data key of every stored secret, and their text form.
 
 A master key is 32 random bytes, written in base64 (``portico secrets generate-key`` prints one;
-``openssl rand -base64 32`` makes one too). Nothing about it is stored in the database but its
-*key id*, which every sealed secret carries so that rotation can be gradual: sixteen hex digits
-derived from the key with HKDF, so the id says which key it is without saying anything of it,
-and an operator never has to name a key.
+``openssl rand -base64 32`` makes one too; :mod:`portico.core.secret_keys` reads the text).
+Nothing about it is stored in the database but its *key id*, which every sealed secret carries
+so that rotation can be gradual: sixteen hex digits derived from the key with HKDF, so the id
+says which key it is without saying anything of it, and an operator never has to name a key.
 
 The key itself is never used directly: HKDF derives the AES-256-GCM key that wraps data keys
 (and, separately, the key id), so each use has a key of its own.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -22,13 +21,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from portico.core.secret_keys import KEY_BYTES, decode_key
+
 __all__ = ["KEY_BYTES", "MasterKey", "MasterKeys", "generate_key_text", "parse_key"]
 
-KEY_BYTES = 32
-"""256 bits: AES-256 for the wrapping key, and no key to guess."""
-# 32 bytes are 43 base64 digits and one "=" of padding; either alphabet (standard, as openssl
-# writes it, or URL-safe), with or without the padding.
-_BASE64_KEY = re.compile(r"[A-Za-z0-9+/_-]{43}=?")
 _WRAPPING_INFO = b"portico secrets v1: wrapping key"
 _KEY_ID_INFO = b"portico secrets: key id"
 
@@ -54,15 +50,9 @@ class MasterKey:
 
 
 def parse_key(text: str) -> MasterKey:
-    """A master key from its base64 text; ``ValueError`` saying why not (never repeating it)."""
-    cleaned = text.strip()
-    if not _BASE64_KEY.fullmatch(cleaned):
-        raise ValueError(
-            f"not a secrets key: expected {KEY_BYTES} random bytes in base64 (44 characters; "
-            "`portico secrets generate-key` prints one)"
-        )
-    urlsafe = cleaned.replace("+", "-").replace("/", "_").rstrip("=") + "="
-    return MasterKey.from_bytes(base64.urlsafe_b64decode(urlsafe))
+    """A master key from its base64 text (:func:`portico.core.secret_keys.decode_key`);
+    ``ValueError`` saying why not, never repeating it."""
+    return MasterKey.from_bytes(decode_key(text))
 
 
 def generate_key_text() -> str:

@@ -22,6 +22,7 @@ environment are fixed for the life of a process.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import stat
@@ -31,6 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
+from portico.core.secret_keys import KeyFileProblem, read_key_file
 from portico.store.database import normalise_url
 from portico.store.secrets.errors import BadSecretsKey, SecretsKeyMissing
 from portico.store.secrets.keys import MasterKey, MasterKeys, generate_key_text, parse_key
@@ -45,16 +47,13 @@ __all__ = [
     "add_key",
     "default_key_file",
     "key_source",
-    "parse_key_file",
     "write_key_file",
 ]
 
+log = logging.getLogger("portico.store.secrets")
+
 ENVIRONMENT_VARIABLE = "PORTICO_SECRETS_KEY"
 _SEPARATORS = re.compile(r"[\s,]+")
-# Others may not read the file, nor anyone but its owner write it (a key written in by someone
-# else would seal new secrets for them). Group read is allowed: a service group, or Kubernetes'
-# fsGroup, is a common way to hand a file to a process.
-_LOOSE_MODE = stat.S_IWGRP | stat.S_IRWXO
 FILE_HEADER = """\
 # Portico's secrets key (docs/secrets.md): it encrypts the secrets Portico stores in its
 # database. Keep it apart from the database's backups, and do not lose it: without it they
@@ -121,7 +120,7 @@ class FixedKeys:
 class NoKeys:
     """No key configured, where Portico must not make one; ``reason`` says what to do."""
 
-    origin = "no secrets key configured"
+    origin = "neither PORTICO_SECRETS_KEY nor database.secrets_key_file is set"
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
@@ -142,7 +141,8 @@ class KeyFile:
     def __init__(self, path: Path, *, generated: bool = False) -> None:
         self.path = path
         self.generated = generated
-        self.origin = f"the key file {path}"
+        made = " that Portico makes beside the database" if generated else ""
+        self.origin = f"the key file {path}{made}"
         self._lock = threading.Lock()
         self._stamp: tuple[int, ...] | None = None
         self._keys: MasterKeys | None = None
@@ -153,7 +153,13 @@ class KeyFile:
             if keys is not None:
                 return keys
             if create and self.generated:
-                write_key_file(self.path, [generate_key_text()], replace=False)
+                if write_key_file(self.path, [generate_key_text()], replace=False):
+                    log.warning(
+                        "made the secrets key file %s: it encrypts the secrets Portico stores "
+                        "in the database; keep a copy of it apart from the database's backups "
+                        "(docs/secrets.md)",
+                        self.path,
+                    )
                 keys = self._read()
                 if keys is not None:
                     return keys
@@ -178,55 +184,20 @@ class KeyFile:
 
     def _read(self) -> MasterKeys | None:
         try:
-            status = os.stat(self.path)
+            status, keys = read_key_file(self.path)
         except FileNotFoundError:
             self._stamp = self._keys = None
             return None
-        except OSError as exc:
-            raise BadSecretsKey(
-                f"cannot use the secrets key file {self.path}: {exc.strerror}"
-            ) from None
-        stamp = (
-            status.st_dev,
-            status.st_ino,
-            status.st_size,
-            status.st_mtime_ns,
-            status.st_mode,
-        )
-        if stamp == self._stamp and self._keys is not None:
-            return self._keys
-        if not stat.S_ISREG(status.st_mode):
-            raise BadSecretsKey(f"the secrets key file {self.path} is not a file")
-        if status.st_mode & _LOOSE_MODE:
-            raise BadSecretsKey(
-                f"the secrets key file {self.path} may be read or written by other users (mode "
-                f"{stat.S_IMODE(status.st_mode):04o}): let only its owner use it, "
-                f"chmod 600 {self.path}"
+        except KeyFileProblem as exc:
+            raise BadSecretsKey(str(exc)) from None
+        # The status read before the text: a change made meanwhile is read again next time.
+        stamp = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_mode)
+        if stamp != self._stamp or self._keys is None:
+            self._keys = MasterKeys.of(
+                (MasterKey.from_bytes(key) for key in keys), f"the key file {self.path}"
             )
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise BadSecretsKey(f"cannot read the secrets key file {self.path}: {why}") from None
-        self._keys = parse_key_file(text, self.path)
-        self._stamp = stamp
+            self._stamp = stamp
         return self._keys
-
-
-def parse_key_file(text: str, path: Path) -> MasterKeys:
-    """The keys of a key file: one a line, newest first; ``#`` comments and blank lines."""
-    keys: list[MasterKey] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        content = line.strip()
-        if not content or content.startswith("#"):
-            continue
-        try:
-            keys.append(parse_key(content))
-        except ValueError as exc:
-            raise BadSecretsKey(f"the secrets key file {path}, line {number}: {exc}") from None
-    if not keys:
-        raise BadSecretsKey(f"the secrets key file {path} holds no key ({_HINT})")
-    return MasterKeys.of(keys, f"the key file {path}")
 
 
 def write_key_file(path: Path, keys: list[str], *, replace: bool) -> bool:
@@ -264,7 +235,7 @@ def add_key(path: Path, key: str) -> MasterKeys:
         lines.insert(first, f"{key}\n")
         _write_atomically(path, "".join(lines), replace=True, like=before)
         break
-    return parse_key_file(path.read_text(encoding="utf-8"), path)
+    return KeyFile(path).keys(create=False)
 
 
 def _write_atomically(
