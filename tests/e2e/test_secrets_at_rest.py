@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ from tests.support.gateway import PorticoProcess, run_portico, wait_for
 from tests.support.oauth import BILLING_SECRET
 from tests.support.upstreams import Upstream
 
-from portico.store.secrets.keys import parse_key
+from portico.identity.oauth.state import POLL_INTERVAL
+from portico.store.secrets.keys import generate_key_text, parse_key
 
 ISSUER = "https://auth.portico.test"
 AUDIENCE = "https://api.portico.test"
@@ -230,3 +232,49 @@ def test_gateway_processes_of_one_server_share_the_key_portico_made(
         assert os.stat(key_file).st_nlink == 1  # the temporary it was made from is gone
     finally:
         process.stop()
+
+
+def test_a_gateway_without_the_new_key_keeps_serving_says_so_in_one_line_and_a_restart_mends_it(
+    tmp_path: Path, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, new = generate_key_text(), generate_key_text()
+    monkeypatch.setenv("PORTICO_SECRETS_KEY", old)
+    served = config(upstream, tmp_path / "portico.db")
+    (tmp_path / "first").mkdir()
+    process = PorticoProcess(tmp_path / "first", served)
+    path = process.config_path
+    both = {"PORTICO_SECRETS_KEY": f"{new},{old}"}
+    try:
+        before = fetch_token(process)
+        for command in (("secrets", "rotate-key"), ("oauth", "rotate-key")):
+            result = run_portico(*command, "-c", str(path), cwd=tmp_path, env=both)
+            assert result.returncode == 0, result.stderr
+
+        # The gateway was given the old key only: it cannot open what is sealed with the new one.
+        wait_for(lambda: "could not refresh" in process.log(), timeout=10, what="the refusal")
+        refusal = next(line for line in process.log().splitlines() if "could not refresh" in line)
+        assert f"sealed with the secrets key {parse_key(new).id}, which is not configured" in (
+            refusal
+        )
+        assert "Traceback" not in process.log()
+        # It goes on with the signing key it holds: tokens it issues verify as before.
+        during = fetch_token(process)
+        assert jwt.get_unverified_header(during)["kid"] == jwt.get_unverified_header(before)["kid"]
+        for token in (before, during):
+            assert verified(process, token)["sub"] == "acme/billing"
+        time.sleep(4 * POLL_INTERVAL)  # polls that fail the same way again
+        assert process.log().count("could not refresh") == 1  # said once, not at every poll
+    finally:
+        process.stop()
+
+    monkeypatch.setenv("PORTICO_SECRETS_KEY", both["PORTICO_SECRETS_KEY"])
+    (tmp_path / "second").mkdir()
+    restarted = PorticoProcess(tmp_path / "second", served)
+    try:
+        after = fetch_token(restarted)
+        assert jwt.get_unverified_header(after)["kid"] != jwt.get_unverified_header(before)["kid"]
+        for token in (before, during, after):
+            assert verified(restarted, token)["sub"] == "acme/billing"
+        assert "could not refresh" not in restarted.log()
+    finally:
+        restarted.stop()

@@ -122,16 +122,26 @@ class OAuthState:
 
     async def run(self) -> None:
         """Poll for changes until cancelled."""
+        failing: str | None = None
         while True:
             await asyncio.sleep(self.poll_interval)
             try:
                 await self.refresh()
             except PorticoError as exc:
-                # Said in one line (a secrets key missing here, a database away): the keys and
-                # revocations in memory serve on, and the next poll tries again.
-                log.error("could not refresh OAuth keys and revocations from the store: %s", exc)
+                # Said in one line (a secrets key missing here, a database away), once until it
+                # changes, not at every poll: the keys and revocations in memory serve on, and
+                # each poll tries again.
+                if str(exc) != failing:
+                    log.error(
+                        "could not refresh OAuth keys and revocations from the store: %s", exc
+                    )
+                failing = str(exc)
             except Exception:
                 log.exception("could not refresh OAuth keys and revocations from the store")
+            else:
+                if failing is not None:
+                    log.info("OAuth keys and revocations refreshed from the store again")
+                failing = None
 
     async def refresh(self) -> None:
         version = await self._in_thread(self._changes.version)
