@@ -234,47 +234,72 @@ def test_gateway_processes_of_one_server_share_the_key_portico_made(
         process.stop()
 
 
-def test_a_gateway_without_the_new_key_keeps_serving_says_so_in_one_line_and_a_restart_mends_it(
+def test_a_gateway_without_the_new_key_keeps_serving_and_revoking_then_a_restart_mends_it(
     tmp_path: Path, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Given the old key only (``PORTICO_SECRETS_KEY``) while the store moves to a new one, a
+    gateway says so once, in one line; it goes on signing with the key it holds, and enforces
+    the revocations another process makes. Restarted with both keys, it is current again."""
     old, new = generate_key_text(), generate_key_text()
-    monkeypatch.setenv("PORTICO_SECRETS_KEY", old)
+    both = f"{new},{old}"
     served = config(upstream, tmp_path / "portico.db")
-    (tmp_path / "first").mkdir()
-    process = PorticoProcess(tmp_path / "first", served)
-    path = process.config_path
-    both = {"PORTICO_SECRETS_KEY": f"{new},{old}"}
+    for name in ("lagging", "current", "restarted"):
+        (tmp_path / name).mkdir()
+    monkeypatch.setenv("PORTICO_SECRETS_KEY", old)
+    lagging = PorticoProcess(tmp_path / "lagging", served)
+    path = lagging.config_path
+    current: PorticoProcess | None = None
     try:
-        before = fetch_token(process)
+        before, revoked = fetch_token(lagging), fetch_token(lagging)
         for command in (("secrets", "rotate-key"), ("oauth", "rotate-key")):
-            result = run_portico(*command, "-c", str(path), cwd=tmp_path, env=both)
+            result = run_portico(
+                *command, "-c", str(path), cwd=tmp_path, env={"PORTICO_SECRETS_KEY": both}
+            )
             assert result.returncode == 0, result.stderr
 
-        # The gateway was given the old key only: it cannot open what is sealed with the new one.
-        wait_for(lambda: "could not refresh" in process.log(), timeout=10, what="the refusal")
-        refusal = next(line for line in process.log().splitlines() if "could not refresh" in line)
+        # It cannot open what is sealed with the new key now, and says so.
+        wait_for(lambda: "could not refresh" in lagging.log(), timeout=10, what="the refusal")
+        refusal = next(line for line in lagging.log().splitlines() if "could not refresh" in line)
         assert f"sealed with the secrets key {parse_key(new).id}, which is not configured" in (
             refusal
         )
-        assert "Traceback" not in process.log()
+        assert "Traceback" not in lagging.log()
         # It goes on with the signing key it holds: tokens it issues verify as before.
-        during = fetch_token(process)
+        during = fetch_token(lagging)
         assert jwt.get_unverified_header(during)["kid"] == jwt.get_unverified_header(before)["kid"]
         for token in (before, during):
-            assert verified(process, token)["sub"] == "acme/billing"
+            assert verified(lagging, token)["sub"] == "acme/billing"
+        # A token revoked through a process that has the key is refused by this one too.
+        assert status_of(lagging, revoked) == 200
+        monkeypatch.setenv("PORTICO_SECRETS_KEY", both)
+        current = PorticoProcess(tmp_path / "current", served)
+        with current.client() as client:
+            response = client.post(
+                "/oauth2/revoke", data={"token": revoked}, auth=("billing-app", BILLING_SECRET)
+            )
+        assert response.status_code == 200
+        wait_for(lambda: status_of(lagging, revoked) == 401, timeout=10, what="the revocation")
+        assert status_of(lagging, before) == 200
         time.sleep(4 * POLL_INTERVAL)  # polls that fail the same way again
-        assert process.log().count("could not refresh") == 1  # said once, not at every poll
+        assert lagging.log().count("could not refresh") == 1  # said once, not at every poll
     finally:
-        process.stop()
+        lagging.stop()
+        if current is not None:
+            current.stop()
 
-    monkeypatch.setenv("PORTICO_SECRETS_KEY", both["PORTICO_SECRETS_KEY"])
-    (tmp_path / "second").mkdir()
-    restarted = PorticoProcess(tmp_path / "second", served)
+    restarted = PorticoProcess(tmp_path / "restarted", served)
     try:
         after = fetch_token(restarted)
         assert jwt.get_unverified_header(after)["kid"] != jwt.get_unverified_header(before)["kid"]
         for token in (before, during, after):
             assert verified(restarted, token)["sub"] == "acme/billing"
+        assert status_of(restarted, revoked) == 401
         assert "could not refresh" not in restarted.log()
     finally:
         restarted.stop()
+
+
+def status_of(process: PorticoProcess, token: str) -> int:
+    """What a route protected by the ``oauth`` method answers ``token``."""
+    with process.client(headers={"Connection": "close"}) as client:
+        return client.get("/orders", headers={"authorization": f"Bearer {token}"}).status_code

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Hashable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from portico.config.model import OAuthServer
 from portico.core.errors import PorticoError
@@ -47,6 +47,14 @@ T = TypeVar("T")
 def retired_key_lifetime(settings: OAuthServer) -> timedelta:
     """How long a retired key stays published: past the expiry of the last token it signed."""
     return timedelta(seconds=settings.token_ttl + DEFAULT_LEEWAY + PROPAGATION_MARGIN)
+
+
+class _StoreRead(NamedTuple):
+    version: int
+    keys: list[SigningKey] | None
+    """``None`` when they could not be opened: ``unreadable`` says why."""
+    revoked: dict[str, float]
+    unreadable: PorticoError | None = None
 
 
 class OAuthState:
@@ -79,7 +87,7 @@ class OAuthState:
     # -- start-up and the CLI (synchronous) ----------------------------------------------------
 
     def load(self) -> None:
-        self._apply(*self._read())
+        self._apply(self._read())
 
     def ensure_signing_key(self, settings: OAuthServer) -> KeyRotation | None:
         """Create the first signing key, or one of the configured algorithm, when there is none.
@@ -146,7 +154,7 @@ class OAuthState:
     async def refresh(self) -> None:
         version = await self._in_thread(self._changes.version)
         if version != self._version:
-            self._apply(*await self._in_thread(self._read))
+            self._apply(await self._in_thread(self._read))
         else:
             change = self.keyring.next_change
             if change is not None and datetime.now(UTC) >= change:
@@ -160,15 +168,27 @@ class OAuthState:
     def close(self) -> None:
         self.database.dispose()
 
-    def _read(self) -> tuple[int, list[SigningKey], dict[str, float]]:
+    def _read(self) -> _StoreRead:
         # The version first: a change committed after it is read is seen at the next poll.
         version = self._changes.version()
-        return version, self._signing_keys.published(), self._revocations.current()
+        revoked = self._revocations.current()
+        try:
+            keys = self._signing_keys.published()
+        except PorticoError as exc:
+            return _StoreRead(version, None, revoked, exc)
+        return _StoreRead(version, keys, revoked)
 
-    def _apply(self, version: int, keys: list[SigningKey], revoked: dict[str, float]) -> None:
-        self._version = version
-        self._keys = keys
-        self.revoked = revoked
+    def _apply(self, read: _StoreRead) -> None:
+        """What was read, in effect; raises why the signing keys could not be opened, if so."""
+        self.revoked = read.revoked
+        if read.keys is None:
+            # Keys this process cannot open (its secrets key lacks the one that sealed them):
+            # the revocations apply all the same, the keys in memory serve on, and the version
+            # is not taken, so that every poll tries the keys again.
+            assert read.unreadable is not None
+            raise read.unreadable
+        self._version = read.version
+        self._keys = read.keys
         self._rebuild_keyring()
 
     def _rebuild_keyring(self) -> None:
