@@ -190,10 +190,12 @@ def policy_costs(config: Path, token: str, count: int = 20000) -> dict[str, floa
     from portico.identity.oauth.state import OAuthState
     from portico.identity.state import IdentityState
     from portico.store.database import Database
+    from portico.store.secrets import open_secrets
 
     loaded = load_config(config)
     identity = IdentityState.open(loaded)
-    state = OAuthState(Database(loaded.database.url))
+    url = loaded.database.url
+    state = OAuthState(Database(url), open_secrets(url, loaded.database.secrets_key_file))
     state.load()
     runtime = build_runtime(
         loaded, extensions=Extensions(identity=identity, oauth=state), endpoints=("oauth",)

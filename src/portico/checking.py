@@ -5,8 +5,8 @@ reload refuse.
   entry, identity its credentials), handed to the config loader; :func:`load_config` is the
   loader with all of them.
 - :data:`SERVE_CHECKS` and :func:`load_config_to_serve` add the checks of starting to serve (the
-  HTTPS listener's files), for ``check`` and ``serve``; :func:`check_config_to_serve` is that
-  with the warnings ``portico check`` prints.
+  HTTPS listener's files, the secrets key file), for ``check`` and ``serve``;
+  :func:`check_config_to_serve` is that with the warnings ``portico check`` prints.
 
 Apart from the composition root's snapshot building (:mod:`portico.assembly`, which re-exports
 these) so that ``portico check`` imports no running gateway: no event loop, no upstream pools, no
@@ -20,9 +20,10 @@ from functools import partial
 from pathlib import Path
 
 from portico.config import loader
-from portico.config.checks import Checks
+from portico.config.checks import Checks, Finding
 from portico.config.loader import CheckedConfig
 from portico.config.model import PorticoConfig
+from portico.core.secret_keys import KeyFileProblem, read_key_file
 from portico.gateway import checks as gateway_checks
 from portico.identity import checks as identity_checks
 from portico.policies import registry
@@ -36,6 +37,7 @@ __all__ = [
     "load_config",
     "load_config_text",
     "load_config_to_serve",
+    "secrets_key_file_errors",
 ]
 
 CHECKS = Checks(
@@ -49,12 +51,30 @@ CHECKS = Checks(
     policy_settings=partial(registry.settings_model, POLICIES),
     warnings=(gateway_checks.upstream_tls_warnings,),
 )
+
+
+def secrets_key_file_errors(config: PorticoConfig) -> list[Finding]:
+    """``database.secrets_key_file`` missing, open to other users, or not keys: read with the
+    rules the store reads it with, without the store (docs/secrets.md)."""
+    path = config.database.secrets_key_file
+    if path is None:
+        return []
+    where = ("database", "secrets_key_file")
+    try:
+        read_key_file(Path(path))
+    except FileNotFoundError:
+        return [(where, f"no file {path}: `portico secrets generate-key --file {path}` makes one")]
+    except KeyFileProblem as exc:
+        return [(where, str(exc))]
+    return []
+
+
 SERVE_CHECKS = Checks(
-    checks=(*CHECKS.checks, gateway_checks.listener_errors),
+    checks=(*CHECKS.checks, gateway_checks.listener_errors, secrets_key_file_errors),
     policy_settings=CHECKS.policy_settings,
     warnings=CHECKS.warnings,
 )
-"""Also what only starting to serve needs: the HTTPS listener's files."""
+"""Also what only starting to serve needs: the HTTPS listener's files, the secrets key file."""
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> PorticoConfig:

@@ -39,8 +39,9 @@ from portico.policies.rate_limit.usage import usage_report
 from portico.shared import open_shared_state
 from portico.shared.state import SharedState, SharedStateUnavailable
 from portico.store.database import Database, create_engine_for
-from portico.store.migrate import ensure_current
 from portico.store.repositories import ConfigRevisions
+from portico.store.secrets import Secrets, current_store_secrets
+from portico.store.secrets.stored import StoredSecrets
 
 log = logging.getLogger("portico")
 
@@ -48,7 +49,15 @@ SERVED_ENDPOINTS = ("oauth",)
 """The built-in endpoint providers (``assembly.ENDPOINTS``) that ``serve`` offers; each serves
 nothing unless the config enables it (``identity.oauth``)."""
 
-__all__ = ["CannotListen", "RevisionRecorder", "ServedGateway", "run", "serve", "with_listen"]
+__all__ = [
+    "CannotListen",
+    "RevisionRecorder",
+    "ServedGateway",
+    "prepare_store",
+    "run",
+    "serve",
+    "with_listen",
+]
 
 
 class CannotListen(PorticoError):
@@ -150,16 +159,31 @@ def _log_failure(future: asyncio.Future[int]) -> None:
         log.error("could not record the config revision: %s", future.exception())
 
 
+def prepare_store(config: PorticoConfig) -> Secrets:
+    """What serving needs of the store, done once before any gateway process starts: the
+    secrets keys, the schema (SQLite migrated in place; PostgreSQL must be current, since
+    migrations there are an operator's decision: `portico db upgrade`), and no stored secret
+    that the configured keys cannot open (a refusal now, in one line, rather than failures
+    later)."""
+    url = config.database.url
+    secrets = current_store_secrets(url, config.database.secrets_key_file)
+    with Database(url) as database:
+        StoredSecrets(database).check_openable(secrets)
+    return secrets
+
+
 class ServedGateway:
     """The live parts of one gateway process: the identity and OAuth state, kept current from
     the store, and the gateway serving a snapshot built with them. ``portico serve`` makes one;
-    with ``--workers``, each gateway process does (:mod:`portico.supervisor.worker`)."""
+    with ``--workers``, each gateway process does (:mod:`portico.supervisor.worker`).
+    ``secrets`` opens and seals the secrets stored (the OAuth server's signing keys)."""
 
     def __init__(
         self,
         config: PorticoConfig,
         config_path: Path,
         listen: tuple[str, int] | None,
+        secrets: Secrets,
         *,
         on_config_applied: Callable[[Path, str], None] | None = None,
         watch_config: bool = True,
@@ -168,7 +192,7 @@ class ServedGateway:
         # Consumers and API keys, kept current from the store by a poll of its change counter.
         self.identity = IdentityState.open(config)
         # The OAuth server's signing keys and revoked tokens, kept current the same way.
-        self.oauth = OAuthState(Database(url))
+        self.oauth = OAuthState(Database(url), secrets)
         self.oauth.load()
         self._listen = listen
         self._tasks: list[asyncio.Task[None]] = []
@@ -224,11 +248,9 @@ async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
     config = with_listen(load_config_to_serve(config_path), listen)
     raw = config_path.read_bytes()  # noqa: ASYNC240  (once, before serving starts)
     url = config.database.url
-    # SQLite: migrate in place. PostgreSQL: refuse to start on an old schema, since migrations
-    # there are an operator's decision (`portico db upgrade`).
-    ensure_current(url)
+    secrets = prepare_store(config)
     recorder = RevisionRecorder(url)
-    served = ServedGateway(config, config_path, listen, on_config_applied=recorder.record)
+    served = ServedGateway(config, config_path, listen, secrets, on_config_applied=recorder.record)
     gateway = served.gateway
     shared = served.shared
     try:

@@ -175,7 +175,7 @@ def test_unknown_key_without_a_close_match_lists_the_known_ones(tmp_path: Path) 
     (issue,) = issues_of(path)
 
     assert where(issue) == (2, "database.dsn")
-    assert issue.message == "unknown key 'dsn'; expected one of: url"
+    assert issue.message == "unknown key 'dsn'; expected one of: url, secrets_key_file"
 
 
 def test_wrong_type_is_reported_at_the_value(tmp_path: Path) -> None:

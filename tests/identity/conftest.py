@@ -4,6 +4,6 @@ from __future__ import annotations
 
 # The store's fixtures, so every identity test taking ``database_url`` or ``database`` runs on
 # SQLite and on PostgreSQL exactly as the store's own tests do.
-from tests.store.conftest import database, database_url, postgres_cluster
+from tests.store.conftest import database, database_url, postgres_cluster, secrets
 
-__all__ = ["database", "database_url", "postgres_cluster"]
+__all__ = ["database", "database_url", "postgres_cluster", "secrets"]

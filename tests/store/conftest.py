@@ -10,6 +10,9 @@ from tests.support.postgres import PostgresCluster, cluster_for_session
 
 from portico.store.database import Database
 from portico.store.migrate import upgrade
+from portico.store.secrets import Secrets
+from portico.store.secrets.keys import MasterKeys, generate_key_text, parse_key
+from portico.store.secrets.sources import FixedKeys
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
@@ -39,3 +42,14 @@ def database(database_url: str) -> Iterator[Database]:
     upgrade(database_url)
     with Database(database_url) as db:
         yield db
+
+
+def secrets_with(*keys: str) -> Secrets:
+    """Secrets sealing with the first of ``keys`` (key texts), opening with all of them."""
+    return Secrets(FixedKeys(MasterKeys.of([parse_key(key) for key in keys], "the test's keys")))
+
+
+@pytest.fixture
+def secrets() -> Secrets:
+    """Secrets with one master key of their own."""
+    return secrets_with(generate_key_text())

@@ -64,7 +64,7 @@ def test_upgrade_from_empty_creates_the_tables(database_url: str) -> None:
         "client_assertion_jtis",
         VERSION_TABLE,
     }
-    assert current_revision(database_url) == head_revision() == "0002"
+    assert current_revision(database_url) == head_revision() == "0003"
 
 
 def test_migrated_schema_matches_the_table_definitions(database_url: str) -> None:
@@ -120,8 +120,8 @@ def test_db_upgrade_command_reports_from_and_to(
     assert db_upgrade_command(database_url) == 0
     second = capsys.readouterr().out
 
-    assert "upgraded from (empty) to 0002 (Identity: API keys" in first
-    assert "already at revision 0002" in second
+    assert "upgraded from (empty) to 0003 (Secrets at rest" in first
+    assert "already at revision 0003" in second
     assert "nothing to do" in second
 
 

@@ -40,6 +40,7 @@ from portico.identity.oauth.state import OAuthState
 from portico.identity.state import IdentityState
 from portico.store.database import Database
 from portico.store.migrate import upgrade
+from portico.store.secrets import Secrets, open_secrets
 
 StartGateway = Callable[..., "ServingGateway"]
 """The ``start`` fixture of the OAuth tests: starts a gateway, keyword arguments go to
@@ -58,11 +59,13 @@ class ServingGateway(RunningGateway):
         oauth: OAuthState,
         identity: IdentityState,
         database_url: str,
+        secrets: Secrets,
     ) -> None:
         super().__init__(gateway, loop, config_path)
         self.oauth = oauth
         self.identity = identity
         self.database_url = database_url
+        self.secrets = secrets
 
 
 @contextlib.contextmanager
@@ -73,9 +76,10 @@ def serving_gateway(tmp_path: Path, config: Config) -> Iterator[ServingGateway]:
     database_url = config["database"]["url"]
     path = write_config(tmp_path / "portico.yaml", config)
     loaded = load_config(path)
-    upgrade(database_url)
+    secrets = open_secrets(database_url, loaded.database.secrets_key_file)
+    upgrade(database_url, secrets=secrets)
     identity = IdentityState.open(loaded)
-    oauth = OAuthState(Database(database_url))
+    oauth = OAuthState(Database(database_url), secrets)
     oauth.load()
     runtime = build_runtime(
         loaded, extensions=Extensions(identity=identity, oauth=oauth), endpoints=("oauth",)
@@ -101,7 +105,7 @@ def serving_gateway(tmp_path: Path, config: Config) -> Iterator[ServingGateway]:
     try:
         gateway = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=30)
         try:
-            yield ServingGateway(gateway, loop, path, oauth, identity, database_url)
+            yield ServingGateway(gateway, loop, path, oauth, identity, database_url, secrets)
         finally:
             asyncio.run_coroutine_threadsafe(stop(gateway), loop).result(timeout=30)
     finally:

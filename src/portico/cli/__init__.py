@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from portico.cli import cache as cache_cli
 from portico.cli import routes as routes_cli
+from portico.cli import secrets as secrets_cli
 from portico.identity import cli as identity_cli
 from portico.identity.oauth import cli as oauth_cli
 
@@ -86,9 +87,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from portico.store.migrate import db_upgrade_command
+    from portico.store.secrets import open_secrets
 
-    url = args.url if args.url is not None else load_config(args.config).database.url
-    return db_upgrade_command(url)
+    if args.url is not None:
+        # No config: the secrets key comes from PORTICO_SECRETS_KEY, or the SQLite file's own.
+        url, key_file = args.url, None
+    else:
+        settings = load_config(args.config).database
+        url, key_file = settings.url, settings.secrets_key_file
+    return db_upgrade_command(url, open_secrets(url, key_file))
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
@@ -306,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     oauth_cli.register(sub, load_config)
     routes_cli.register(sub)
     cache_cli.register(sub, load_config)
+    secrets_cli.register(sub, load_config)
 
     demo = command(
         "demo", "run Portico with sample backends and a sample config, for a first look", cmd_demo
@@ -355,6 +363,7 @@ def _command_name(args: argparse.Namespace) -> str:
         "oauth_command",
         "routes_command",
         "cache_command",
+        "secrets_command",
     ):
         value = getattr(args, key, None)
         if value:

@@ -416,6 +416,22 @@ class Route(Model):
 
 class Database(Model):
     url: str = "sqlite:///portico.db"
+    secrets_key_file: str | None = None
+    """The file of the key that seals the secrets Portico stores (docs/secrets.md), relative to
+    the config file's directory. Not the key itself: the config's text is stored in the
+    database, which is what the key protects."""
+
+    @field_validator("secrets_key_file")
+    @classmethod
+    def _key_file_relative_to_config(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if not value.strip():
+            raise ValueError("secrets_key_file is the path of a key file")
+        base = info.context.get(CONFIG_DIR) if isinstance(info.context, dict) else None
+        if base is not None and not Path(value).is_absolute():
+            return str(Path(base) / value)
+        return value
 
 
 class Redis(Model):

@@ -11,7 +11,6 @@ uses it at once, or revokes one and expects it refused, finds the gateways alrea
 from __future__ import annotations
 
 import argparse
-import getpass
 import re
 import sys
 from collections.abc import Callable
@@ -132,7 +131,7 @@ def register(subparsers: Any, load_config: Callable[[Path], PorticoConfig]) -> N
 def cmd_create(args: argparse.Namespace) -> int:
     from portico.identity.apikeys import generate_key
     from portico.identity.store import ApiKeys
-    from portico.store.repositories import AuditLog
+    from portico.store.repositories import AuditLog, command_line_actor
 
     config = _config(args)
     consumer = _consumer(config, args.consumer)
@@ -142,7 +141,10 @@ def cmd_create(args: argparse.Namespace) -> int:
     with _database(config) as database, database.write() as session:
         stored = ApiKeys(session).add(new.id, consumer, new.sha256, expires_at=expires_at, now=now)
         AuditLog(session).append(
-            _actor(), "api_key.create", stored.id, {"consumer": consumer, **_times(stored)}
+            command_line_actor(),
+            "api_key.create",
+            stored.id,
+            {"consumer": consumer, **_times(stored)},
         )
     _settle()
     _say(f"Created API key {new.id} for {consumer}{_until(expires_at)}.")
@@ -193,7 +195,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_rotate(args: argparse.Namespace) -> int:
     from portico.identity.apikeys import generate_key
     from portico.identity.store import ApiKeys
-    from portico.store.repositories import AuditLog
+    from portico.store.repositories import AuditLog, command_line_actor
 
     config = _config(args)
     _not_declared(config, args.key_id)
@@ -219,13 +221,13 @@ def cmd_rotate(args: argparse.Namespace) -> int:
             now=now,
         )
         AuditLog(session).append(
-            _actor(),
+            command_line_actor(),
             "api_key.rotate",
             old.id,
             {"consumer": old.consumer, "rotated_to": created.id, **_times(old)},
         )
         AuditLog(session).append(
-            _actor(),
+            command_line_actor(),
             "api_key.create",
             created.id,
             {"consumer": created.consumer, "rotated_from": old.id, **_times(created)},
@@ -239,7 +241,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
 
 def cmd_revoke(args: argparse.Namespace) -> int:
     from portico.identity.store import ApiKeys
-    from portico.store.repositories import AuditLog
+    from portico.store.repositories import AuditLog, command_line_actor
 
     config = _config(args)
     _not_declared(config, args.key_id)
@@ -248,7 +250,10 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         key = ApiKeys(session).revoke(args.key_id)
         if before is not None and before.revoked_at is None:
             AuditLog(session).append(
-                _actor(), "api_key.revoke", key.id, {"consumer": key.consumer, **_times(key)}
+                command_line_actor(),
+                "api_key.revoke",
+                key.id,
+                {"consumer": key.consumer, **_times(key)},
             )
     if before is not None and before.revoked_at is not None:
         _say(f"API key {key.id} was already revoked at {_when(before.revoked_at)}.")
@@ -279,10 +284,11 @@ def _config(args: argparse.Namespace) -> PorticoConfig:
 
 def _database(config: PorticoConfig) -> Database:
     from portico.store.database import Database
-    from portico.store.migrate import ensure_current
+    from portico.store.secrets import current_store_secrets
 
-    # SQLite is migrated in place, PostgreSQL must be current: the rules of `portico serve`.
-    ensure_current(config.database.url)
+    # SQLite is migrated in place, PostgreSQL must be current: the rules of `portico serve`
+    # (a migration may seal what was stored in plain text before, with the config's keys).
+    current_store_secrets(config.database.url, config.database.secrets_key_file)
     return Database(config.database.url)
 
 
@@ -304,13 +310,6 @@ def _not_declared(config: PorticoConfig, key_id: str) -> None:
                     f"API key {key_id} is declared in the config (tenants.{tenant_name}."
                     f"consumers.{name}.api_keys): change it there"
                 )
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):  # no user name in a minimal container
-        return "cli"
 
 
 def _times(key: StoredApiKey) -> dict[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from alembic import command
@@ -24,6 +25,9 @@ from portico.store.database import (
     normalise_url,
     write_engine,
 )
+
+if TYPE_CHECKING:
+    from portico.store.secrets import Secrets
 
 __all__ = [
     "MIGRATIONS",
@@ -69,9 +73,13 @@ def head_revision() -> str:
     return head
 
 
-def upgrade(url: str, revision: str = "head") -> None:
-    """Migrate the database at ``url`` to ``revision``; does nothing when it is already there."""
-    _upgrade(url, revision)
+def upgrade(url: str, revision: str = "head", secrets: Secrets | None = None) -> None:
+    """Migrate the database at ``url`` to ``revision``; does nothing when it is already there.
+
+    ``secrets``: what a revision that seals stored values uses (0003 seals the OAuth signing
+    keys stored before in plain text); without, such a revision fails if it has any to seal.
+    """
+    _upgrade(url, revision, secrets)
 
 
 def current_revision(url: str) -> str | None:
@@ -84,14 +92,14 @@ def current_revision(url: str) -> str | None:
         engine.dispose()
 
 
-def ensure_current(url: str) -> None:
+def ensure_current(url: str, secrets: Secrets | None = None) -> None:
     """Make sure the schema is at head before serving.
 
     SQLite is migrated in place. PostgreSQL is only checked: ``SchemaNotCurrent`` asks the
-    operator to run ``portico db upgrade``.
+    operator to run ``portico db upgrade``. ``secrets``: as for :func:`upgrade`.
     """
     if normalise_url(url).get_backend_name() == "sqlite":
-        upgrade(url)
+        upgrade(url, secrets=secrets)
         return
     current = current_revision(url)
     _check_known(current)
@@ -103,7 +111,7 @@ def ensure_current(url: str) -> None:
         )
 
 
-def db_upgrade_command(url: str) -> int:
+def db_upgrade_command(url: str, secrets: Secrets | None = None) -> int:
     """``portico db upgrade``: migrate to head and say from which revision to which."""
     try:
         normalise_url(url)
@@ -112,7 +120,7 @@ def db_upgrade_command(url: str) -> int:
         return 1
     shown = display_url(url)
     try:
-        before, after = _upgrade(url, "head")
+        before, after = _upgrade(url, "head", secrets)
     except StoreError as exc:
         print(f"portico db upgrade: {exc}", file=sys.stderr)
         return 1
@@ -129,7 +137,7 @@ def db_upgrade_command(url: str) -> int:
     return 0
 
 
-def _upgrade(url: str, revision: str) -> tuple[str | None, str | None]:
+def _upgrade(url: str, revision: str, secrets: Secrets | None) -> tuple[str | None, str | None]:
     engine = create_engine_for(url)
     try:
         # One transaction for the lock, the check and every revision: a failed migration leaves
@@ -143,6 +151,7 @@ def _upgrade(url: str, revision: str) -> tuple[str | None, str | None]:
             _check_known(before)
             config = alembic_config()
             config.attributes["connection"] = connection
+            config.attributes["secrets"] = secrets
             try:
                 command.upgrade(config, revision)
             except CommandError as exc:

@@ -17,6 +17,7 @@ They return frozen dataclasses, never ORM objects, so nothing outside the store 
 from __future__ import annotations
 
 import builtins
+import getpass
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -30,7 +31,14 @@ from sqlalchemy.orm import Session
 from portico.store.database import Database, write_engine
 from portico.store.tables import AuditLogRow, ConfigRevisionRow
 
-__all__ = ["AuditEntry", "AuditLog", "ConfigRevision", "ConfigRevisions", "StoreBinding"]
+__all__ = [
+    "AuditEntry",
+    "AuditLog",
+    "ConfigRevision",
+    "ConfigRevisions",
+    "StoreBinding",
+    "command_line_actor",
+]
 
 StoreBinding = Session | sa.Engine | Database
 """What a repository is built over; see the module docstring."""
@@ -146,6 +154,14 @@ class AuditLog(_Repository):
                 )
                 for row in session.scalars(query)
             ]
+
+
+def command_line_actor() -> str:
+    """Who an audit entry of a ``portico`` command names: ``cli:<user>``."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name in a minimal container
+        return "cli"
 
 
 def _revision(row: ConfigRevisionRow) -> ConfigRevision:

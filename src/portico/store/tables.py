@@ -14,6 +14,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "SEALED",
     "ApiKeyRow",
     "AuditLogRow",
     "Base",
@@ -34,6 +35,11 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+SEALED = "portico_sealed"
+"""The key of a column's ``info`` that marks it as holding sealed secrets
+(:mod:`portico.store.secrets`); the value says what they protect. Rotation, ``portico secrets
+status`` and the start-up check find every such column of this module by it."""
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY, so BIGINT there would never be filled in.
 BigIntegerKey = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -141,13 +147,14 @@ class IdentityChangeRow(Base):
 
 
 class SigningKeyRow(Base):
-    """A signing key of the OAuth 2.0 authorization server (private half included)."""
+    """A signing key of the OAuth 2.0 authorization server, its private half sealed."""
 
     __tablename__ = "signing_keys"
 
     kid: Mapped[str] = mapped_column(sa.Text, primary_key=True)
     algorithm: Mapped[str] = mapped_column(sa.Text)
-    private_pem: Mapped[str] = mapped_column(sa.Text)
+    sealed_private_key: Mapped[str] = mapped_column(sa.Text, info={SEALED: "OAuth signing keys"})
+    """The PKCS #8 PEM of the private key, sealed for ``signing_keys.sealed_private_key/<kid>``."""
     public_jwk: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
     activated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -51,7 +51,6 @@ from portico.policies.registry import per_process_state_errors
 from portico.serving import CannotListen, RevisionRecorder, shared_state_readiness, with_listen
 from portico.shared import open_shared_state
 from portico.shared.state import SharedState
-from portico.store.migrate import ensure_current
 from portico.supervisor.channel import Channel, ChannelClosed, Message
 from portico.supervisor.collector import registry
 from portico.supervisor.counters import Tally, add, summed
@@ -181,9 +180,10 @@ class Supervisor:
 
     async def run(self) -> int:
         url = self.config.database.url
-        # Once, before any gateway process: SQLite is migrated in place, PostgreSQL must be
-        # current (`portico db upgrade`), as for `portico serve`.
-        ensure_current(url)
+        # Once, before any gateway process, as for `portico serve`: the store's schema and its
+        # secrets. Each process then reads the same keys: the environment they inherit, or the
+        # key file this one made if it had to (a SQLite database's, docs/secrets.md).
+        serving.prepare_store(self.config)
         self._recorder = RevisionRecorder(url)
         try:
             return await self._run(self._recorder)

@@ -35,6 +35,7 @@ from portico.config.errors import ConfigError
 from portico.gateway.app import BoundListeners
 from portico.operations.metrics import target_views
 from portico.serving import ServedGateway, with_listen
+from portico.store.secrets import open_secrets
 from portico.supervisor.channel import Channel, Message
 from portico.supervisor.counters import tally
 
@@ -135,7 +136,11 @@ class _Process:
         spec = self._spec
         log.info("gateway code: %s", _native.status())
         config = with_listen(load_config_text(text, spec.config_path), spec.listen)
-        served = ServedGateway(config, Path(spec.config_path), spec.listen, watch_config=False)
+        # The keys the supervisor checked: the environment it handed down, or the key file.
+        secrets = open_secrets(config.database.url, config.database.secrets_key_file)
+        served = ServedGateway(
+            config, Path(spec.config_path), spec.listen, secrets, watch_config=False
+        )
         bound = BoundListeners(
             plain=socket.socket(fileno=spec.plain_fd),
             tls=None if spec.tls_fd is None else socket.socket(fileno=spec.tls_fd),

@@ -80,7 +80,9 @@ def test_the_old_key_is_published_until_every_token_it_signed_has_expired(
 ) -> None:
     settings = settings_of(gateway)
     with Database(gateway.database_url) as database:
-        rotation = SigningKeys(database).rotate("EdDSA", retired_key_lifetime(settings))
+        rotation = SigningKeys(database, gateway.secrets).rotate(
+            "EdDSA", retired_key_lifetime(settings)
+        )
     assert rotation is not None
     (retired,) = rotation.retired
     assert retired.retired_at is not None and retired.expires_at is not None
@@ -96,7 +98,7 @@ def test_a_retired_key_drops_out_when_its_publication_ends(gateway: ServingGatew
     assert call(gateway, old_token) == 200  # verified and cached
     with Database(gateway.database_url) as database:
         # A short publication stands in for "the last token it signed has expired".
-        SigningKeys(database).rotate("EdDSA", timedelta(seconds=2))
+        SigningKeys(database, gateway.secrets).rotate("EdDSA", timedelta(seconds=2))
 
     wait_for(lambda: signing_kid(gateway) != old_kid, timeout=5, what="the new signing key")
     assert old_kid in published_kids(gateway)
@@ -112,7 +114,7 @@ def test_a_restart_keeps_the_existing_signing_key(gateway: ServingGateway) -> No
     kid = signing_kid(gateway)
     assert gateway.oauth.ensure_signing_key(settings_of(gateway)) is None
     with Database(gateway.database_url) as database:
-        assert [key.kid for key in SigningKeys(database).published()] == [kid]
+        assert [key.kid for key in SigningKeys(database, gateway.secrets).published()] == [kid]
 
 
 def test_changing_the_signing_algorithm_rotates_to_a_key_of_that_algorithm(

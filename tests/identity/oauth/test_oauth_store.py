@@ -1,21 +1,30 @@
-"""The authorization server's rows, on SQLite and PostgreSQL: keys, revocations, assertions."""
+"""The authorization server's rows, on SQLite and PostgreSQL: keys (their private halves sealed),
+revocations, assertions."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from tests.store.conftest import secrets_with
 
-from portico.identity.oauth.keys import KeyRing
+from portico.identity.oauth.keys import KeyRing, SigningKey, private_pem
 from portico.identity.oauth.repository import ClientAssertions, RevokedTokens, SigningKeys
 from portico.identity.store import IdentityChanges
 from portico.store.database import Database
+from portico.store.migrate import upgrade
+from portico.store.secrets import Secrets, SecretTampered, UnknownSecretsKey
+from portico.store.secrets.keys import generate_key_text
 
 HOUR = timedelta(hours=1)
 
 
-def test_first_key_is_created_once(database: Database) -> None:
-    keys = SigningKeys(database)
+def test_first_key_is_created_once(database: Database, secrets: Secrets) -> None:
+    keys = SigningKeys(database, secrets)
     first = keys.rotate("EdDSA", HOUR, only_if_needed=True)
     again = keys.rotate("EdDSA", HOUR, only_if_needed=True)
     assert first is not None and first.retired == ()
@@ -23,8 +32,10 @@ def test_first_key_is_created_once(database: Database) -> None:
     assert [k.kid for k in keys.published()] == [first.created.kid]
 
 
-def test_rotation_retires_the_active_key_and_announces_the_change(database: Database) -> None:
-    keys = SigningKeys(database)
+def test_rotation_retires_the_active_key_and_announces_the_change(
+    database: Database, secrets: Secrets
+) -> None:
+    keys = SigningKeys(database, secrets)
     first = keys.rotate("EdDSA", HOUR)
     before = IdentityChanges(database).version()
     now = datetime.now(UTC)
@@ -42,8 +53,10 @@ def test_rotation_retires_the_active_key_and_announces_the_change(database: Data
     assert ring.next_change == now + HOUR
 
 
-def test_keys_past_their_publication_are_not_loaded_and_are_deleted(database: Database) -> None:
-    keys = SigningKeys(database)
+def test_keys_past_their_publication_are_not_loaded_and_are_deleted(
+    database: Database, secrets: Secrets
+) -> None:
+    keys = SigningKeys(database, secrets)
     past = datetime.now(UTC) - timedelta(days=1)
     first = keys.rotate("EdDSA", timedelta(seconds=10), now=past)
     keys.rotate("EdDSA", timedelta(seconds=10), now=past + timedelta(seconds=1))
@@ -54,8 +67,10 @@ def test_keys_past_their_publication_are_not_loaded_and_are_deleted(database: Da
     assert len(keys.published()) == 2  # the third and the one it retired; the first is gone
 
 
-def test_a_private_key_survives_the_round_trip_through_the_store(database: Database) -> None:
-    keys = SigningKeys(database)
+def test_a_private_key_survives_the_round_trip_through_the_store(
+    database: Database, secrets: Secrets
+) -> None:
+    keys = SigningKeys(database, secrets)
     rotation = keys.rotate("RS256", HOUR)
     assert rotation is not None
     (loaded,) = keys.published()
@@ -97,3 +112,110 @@ def test_a_client_assertion_id_is_accepted_once(database: Database) -> None:
     assert assertions.remember("client-a abc", until) is False
     assert assertions.remember("client-b abc", until) is True
     assert assertions.purge(datetime.now(UTC) + timedelta(minutes=10)) == 2
+
+
+# -- the private keys at rest ------------------------------------------------------------------
+
+
+def raw_sealed_keys(database: Database) -> dict[str, str]:
+    """``signing_keys`` as the database holds it, read with SQL, past the repository."""
+    with database.engine.connect() as connection:
+        query = sa.text("SELECT kid, sealed_private_key FROM signing_keys")
+        return {kid: value for kid, value in connection.execute(query)}
+
+
+def pem_of(key: SigningKey) -> str:
+    return private_pem(key.private_key)
+
+
+def test_the_database_never_holds_a_private_key_in_plain_text(
+    database: Database, secrets: Secrets
+) -> None:
+    keys = SigningKeys(database, secrets)
+    created = [keys.rotate(algorithm, HOUR) for algorithm in ("EdDSA", "RS256")]
+
+    raw = raw_sealed_keys(database)
+    columns = {c["name"] for c in sa.inspect(database.engine).get_columns("signing_keys")}
+    assert "private_pem" not in columns
+    for rotation in created:
+        assert rotation is not None
+        pem = pem_of(rotation.created)
+        value = raw[rotation.created.kid]
+        assert value.startswith("portico:v1:")
+        assert "PRIVATE KEY" not in value
+        for line in pem.splitlines()[1:-1]:
+            assert line not in value
+    # What the repository reads back is the key that was made.
+    assert {k.kid: pem_of(k) for k in keys.published()} == {
+        r.created.kid: pem_of(r.created) for r in created if r is not None
+    }
+
+
+def test_no_byte_of_a_private_key_reaches_the_sqlite_files(
+    tmp_path: Path, secrets: Secrets
+) -> None:
+    url = f"sqlite:///{tmp_path / 'portico.db'}"
+    upgrade(url)
+    with Database(url) as database:
+        rotation = SigningKeys(database, secrets).rotate("EdDSA", HOUR)
+    assert rotation is not None
+    private = rotation.created.private_key
+    assert isinstance(private, ed25519.Ed25519PrivateKey)
+    raw = private.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    der = private.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+    files = b"".join(path.read_bytes() for path in tmp_path.glob("portico.db*"))  # -wal too
+
+    assert rotation.created.kid.encode() in files  # the row is there
+    for secret in (raw, der, pem_of(rotation.created).splitlines()[1].encode()):
+        assert secret not in files
+
+
+def test_a_sealed_key_moved_to_another_row_does_not_open(
+    database: Database, secrets: Secrets
+) -> None:
+    keys = SigningKeys(database, secrets)
+    first, second = keys.rotate("EdDSA", HOUR), keys.rotate("EdDSA", HOUR)
+    assert first is not None and second is not None
+    raw = raw_sealed_keys(database)
+    with database.engine.begin() as connection:
+        # The attacker's swap: the first key's ciphertext in the second key's row.
+        connection.execute(
+            sa.text("UPDATE signing_keys SET sealed_private_key = :value WHERE kid = :kid"),
+            {"value": raw[first.created.kid], "kid": second.created.kid},
+        )
+
+    with pytest.raises(
+        SecretTampered, match=f"signing_keys.sealed_private_key/{second.created.kid}"
+    ):
+        keys.published()
+
+
+def test_an_altered_sealed_key_does_not_open(database: Database, secrets: Secrets) -> None:
+    keys = SigningKeys(database, secrets)
+    rotation = keys.rotate("EdDSA", HOUR)
+    assert rotation is not None
+    value = raw_sealed_keys(database)[rotation.created.kid]
+    altered = value[:-5] + ("A" if value[-5] != "A" else "B") + value[-4:]
+    with database.engine.begin() as connection:
+        connection.execute(
+            sa.text("UPDATE signing_keys SET sealed_private_key = :value"), {"value": altered}
+        )
+
+    with pytest.raises(SecretTampered, match="altered or damaged"):
+        keys.published()
+
+
+def test_keys_sealed_with_another_secrets_key_are_refused_clearly(
+    database: Database, secrets: Secrets
+) -> None:
+    rotation = SigningKeys(database, secrets).rotate("EdDSA", HOUR)
+    assert rotation is not None
+    other = secrets_with(generate_key_text())
+
+    with pytest.raises(UnknownSecretsKey, match=r"was sealed with the secrets key [0-9a-f]{16}"):
+        SigningKeys(database, other).published()

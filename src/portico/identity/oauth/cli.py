@@ -20,6 +20,7 @@ from portico.identity.cli import CommandError
 if TYPE_CHECKING:
     from portico.config.model import PorticoConfig
     from portico.identity.oauth.keys import SigningKey
+    from portico.store.secrets import Secrets
 
 # The store (SQLAlchemy, Alembic) is imported inside the commands: registering them runs on
 # every `portico` invocation, and `portico --help` should not pay for a database layer. Errors
@@ -30,6 +31,12 @@ if TYPE_CHECKING:
 def _load(args: argparse.Namespace) -> PorticoConfig:
     config: PorticoConfig = args.load_config(args.config)
     return config
+
+
+def _current_store(config: PorticoConfig) -> Secrets:
+    from portico.store.secrets import current_store_secrets
+
+    return current_store_secrets(config.database.url, config.database.secrets_key_file)
 
 
 def _when(moment: datetime | None) -> str:
@@ -47,12 +54,11 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
     from portico.identity.oauth.repository import SigningKeys
     from portico.identity.oauth.state import retired_key_lifetime
     from portico.store.database import Database
-    from portico.store.migrate import ensure_current
 
-    ensure_current(config.database.url)
+    secrets = _current_store(config)
     with Database(config.database.url) as database:
         lifetime = timedelta(0) if args.drop_old_keys else retired_key_lifetime(settings)
-        rotation = SigningKeys(database).rotate(settings.signing_algorithm, lifetime)
+        rotation = SigningKeys(database, secrets).rotate(settings.signing_algorithm, lifetime)
     assert rotation is not None
     created = rotation.created
     print(f"new signing key {created.kid} ({created.algorithm}) signs new tokens from now on")
@@ -72,11 +78,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
     config = _load(args)
     from portico.identity.oauth.repository import SigningKeys
     from portico.store.database import Database
-    from portico.store.migrate import ensure_current
 
-    ensure_current(config.database.url)
+    secrets = _current_store(config)
     with Database(config.database.url) as database:
-        keys = SigningKeys(database).published()
+        keys = SigningKeys(database, secrets).published()
     now = datetime.now(UTC)
     rows = [("kid", "algorithm", "state", "activated", "published until")]
     for key in sorted(keys, key=lambda k: k.activated_at, reverse=True):

@@ -5,6 +5,9 @@ identity change counter (:class:`portico.identity.store.IdentityChanges`) in the
 transaction; gateways poll that one value (see
 :mod:`portico.identity.oauth.state`). Recording a client assertion's ``jti`` does not: replay is
 decided by the primary key at insert time, in whichever process receives the assertion.
+
+A signing key's private half is sealed (:mod:`portico.store.secrets`) before it is written and
+opened when it is read: the database never holds it in plain text.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from sqlalchemy.orm import Session
 
 from portico.identity.oauth.keys import SigningAlgorithm, SigningKey, load_private_pem, private_pem
 from portico.identity.store import IdentityChanges
-from portico.store.repositories import _Repository
+from portico.store.repositories import StoreBinding, _Repository
+from portico.store.secrets import Secrets
+from portico.store.secrets.stored import SealedColumn
 from portico.store.tables import ClientAssertionJtiRow, RevokedTokenRow, SigningKeyRow, utc_now
 
 __all__ = ["ClientAssertions", "KeyRotation", "RevokedTokens", "SigningKeys"]
@@ -42,12 +47,16 @@ def _insert_ignoring_duplicates(
     return session.execute(statement).first() is not None
 
 
-def _key(row: SigningKeyRow) -> SigningKey:
+SEALED_PRIVATE_KEY = SealedColumn.of(SigningKeyRow.__table__.c.sealed_private_key)
+
+
+def _key(row: SigningKeyRow, secrets: Secrets) -> SigningKey:
     algorithm: SigningAlgorithm = "RS256" if row.algorithm == "RS256" else "EdDSA"
+    pem = secrets.open(row.sealed_private_key, SEALED_PRIVATE_KEY.context(row.kid))
     return SigningKey(
         kid=row.kid,
         algorithm=algorithm,
-        private_key=load_private_pem(row.private_pem),
+        private_key=load_private_pem(pem.decode("ascii")),
         public_jwk=dict(row.public_jwk),
         created_at=row.created_at,
         activated_at=row.activated_at,
@@ -64,7 +73,12 @@ class KeyRotation:
 
 
 class SigningKeys(_Repository):
-    """The signing keys of the authorization server."""
+    """The signing keys of the authorization server, their private halves sealed with
+    ``secrets``."""
+
+    def __init__(self, binding: StoreBinding, secrets: Secrets) -> None:
+        super().__init__(binding)
+        self._secrets = secrets
 
     def published(self, now: datetime | None = None) -> list[SigningKey]:
         """Every key not yet dropped out (active and retired-but-published)."""
@@ -73,7 +87,7 @@ class SigningKeys(_Repository):
             sa.or_(SigningKeyRow.expires_at.is_(None), SigningKeyRow.expires_at > now)
         )
         with self._transaction(write=False) as session:
-            return [_key(row) for row in session.scalars(query)]
+            return [_key(row, self._secrets) for row in session.scalars(query)]
 
     def rotate(
         self,
@@ -92,6 +106,9 @@ class SigningKeys(_Repository):
         """
         now = now or utc_now()
         key = SigningKey.generate(algorithm, now)  # before the transaction: RSA takes a while
+        sealed = self._secrets.seal(
+            private_pem(key.private_key).encode("ascii"), SEALED_PRIVATE_KEY.context(key.kid)
+        )
         with self._transaction(write=True) as session:
             if session.get_bind().dialect.name == "postgresql":
                 session.execute(sa.text("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE"))
@@ -116,7 +133,7 @@ class SigningKeys(_Repository):
                 SigningKeyRow(
                     kid=key.kid,
                     algorithm=key.algorithm,
-                    private_pem=private_pem(key.private_key),
+                    sealed_private_key=sealed,
                     public_jwk=key.public_jwk,
                     created_at=now,
                     activated_at=now,
@@ -124,7 +141,7 @@ class SigningKeys(_Repository):
             )
             IdentityChanges(session).bump()
             session.flush()
-            return KeyRotation(key, tuple(_key(row) for row in active))
+            return KeyRotation(key, tuple(_key(row, self._secrets) for row in active))
 
 
 class RevokedTokens(_Repository):

@@ -17,9 +17,10 @@ import logging
 import time
 from collections.abc import Callable, Hashable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from portico.config.model import OAuthServer
+from portico.core.errors import PorticoError
 from portico.identity.jwks import RemoteKeySets
 from portico.identity.oauth.keys import KeyRing, SigningKey
 from portico.identity.oauth.tokens import DEFAULT_LEEWAY
@@ -30,6 +31,7 @@ from portico.identity.tokencache import VerifiedTokenCache
 if TYPE_CHECKING:
     from portico.identity.oauth.repository import KeyRotation
     from portico.store.database import Database
+    from portico.store.secrets import Secrets
 
 log = logging.getLogger("portico.identity.oauth")
 
@@ -47,10 +49,19 @@ def retired_key_lifetime(settings: OAuthServer) -> timedelta:
     return timedelta(seconds=settings.token_ttl + DEFAULT_LEEWAY + PROPAGATION_MARGIN)
 
 
+class _StoreRead(NamedTuple):
+    version: int
+    keys: list[SigningKey] | None
+    """``None`` when they could not be opened: ``unreadable`` says why."""
+    revoked: dict[str, float]
+    unreadable: PorticoError | None = None
+
+
 class OAuthState:
     def __init__(
         self,
         database: Database,
+        secrets: Secrets,
         *,
         poll_interval: float = POLL_INTERVAL,
         remote_key_sets: RemoteKeySets | None = None,
@@ -67,7 +78,7 @@ class OAuthState:
         self._keys: list[SigningKey] = []
         self._version: int | None = None
         self._caches: dict[Hashable, VerifiedTokenCache] = {}
-        self._signing_keys = SigningKeys(database)
+        self._signing_keys = SigningKeys(database, secrets)
         self._revocations = RevokedTokens(database)
         self._assertions = ClientAssertions(database)
         self._changes = IdentityChanges(database)
@@ -76,7 +87,7 @@ class OAuthState:
     # -- start-up and the CLI (synchronous) ----------------------------------------------------
 
     def load(self) -> None:
-        self._apply(*self._read())
+        self._apply(self._read())
 
     def ensure_signing_key(self, settings: OAuthServer) -> KeyRotation | None:
         """Create the first signing key, or one of the configured algorithm, when there is none.
@@ -119,17 +130,31 @@ class OAuthState:
 
     async def run(self) -> None:
         """Poll for changes until cancelled."""
+        failing: str | None = None
         while True:
             await asyncio.sleep(self.poll_interval)
             try:
                 await self.refresh()
+            except PorticoError as exc:
+                # Said in one line (a secrets key missing here, a database away), once until it
+                # changes, not at every poll: the keys and revocations in memory serve on, and
+                # each poll tries again.
+                if str(exc) != failing:
+                    log.error(
+                        "could not refresh OAuth keys and revocations from the store: %s", exc
+                    )
+                failing = str(exc)
             except Exception:
                 log.exception("could not refresh OAuth keys and revocations from the store")
+            else:
+                if failing is not None:
+                    log.info("OAuth keys and revocations refreshed from the store again")
+                failing = None
 
     async def refresh(self) -> None:
         version = await self._in_thread(self._changes.version)
         if version != self._version:
-            self._apply(*await self._in_thread(self._read))
+            self._apply(await self._in_thread(self._read))
         else:
             change = self.keyring.next_change
             if change is not None and datetime.now(UTC) >= change:
@@ -143,15 +168,27 @@ class OAuthState:
     def close(self) -> None:
         self.database.dispose()
 
-    def _read(self) -> tuple[int, list[SigningKey], dict[str, float]]:
+    def _read(self) -> _StoreRead:
         # The version first: a change committed after it is read is seen at the next poll.
         version = self._changes.version()
-        return version, self._signing_keys.published(), self._revocations.current()
+        revoked = self._revocations.current()
+        try:
+            keys = self._signing_keys.published()
+        except PorticoError as exc:
+            return _StoreRead(version, None, revoked, exc)
+        return _StoreRead(version, keys, revoked)
 
-    def _apply(self, version: int, keys: list[SigningKey], revoked: dict[str, float]) -> None:
-        self._version = version
-        self._keys = keys
-        self.revoked = revoked
+    def _apply(self, read: _StoreRead) -> None:
+        """What was read, in effect; raises why the signing keys could not be opened, if so."""
+        self.revoked = read.revoked
+        if read.keys is None:
+            # Keys this process cannot open (its secrets key lacks the one that sealed them):
+            # the revocations apply all the same, the keys in memory serve on, and the version
+            # is not taken, so that every poll tries the keys again.
+            assert read.unreadable is not None
+            raise read.unreadable
+        self._version = read.version
+        self._keys = read.keys
         self._rebuild_keyring()
 
     def _rebuild_keyring(self) -> None:
