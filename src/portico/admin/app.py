@@ -24,6 +24,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
+from starlette.routing import Match, Route
 
 from portico.admin.body_limit import BodyLimit
 from portico.admin.context import AdminContext
@@ -122,7 +123,9 @@ def _add_error_handlers(app: FastAPI) -> None:
             exc.status_code,
             problems.BAD_REQUEST.title if exc.status_code < 500 else problems.INTERNAL_ERROR.title,
         )
-        headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
+        headers = {}
+        if exc.status_code == 405:
+            headers["allow"] = ", ".join(_allowed(request))
         return problem_response(kind, request_id_of(request), headers=headers)
 
     async def on_crash(request: Request, exc: Exception) -> Response:
@@ -134,6 +137,18 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_invalid)
     app.add_exception_handler(HTTPException, on_http)
     app.add_exception_handler(Exception, on_crash)
+
+
+def _allowed(request: Request) -> list[str]:
+    """Every method some route takes at this path: Starlette's 405 names only the first route
+    that matched the path, and one path may have a route per method."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match != Match.NONE:
+                methods |= route.methods
+    return sorted(methods)
 
 
 def _error(error: Any) -> dict[str, str]:
@@ -164,7 +179,7 @@ def _add_docs(app: FastAPI) -> None:
             swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{ASSETS}/swagger-ui.css",
             swagger_favicon_url=f"{ASSETS}/favicon.png",
-            swagger_ui_parameters={"persistAuthorization": False},
+            swagger_ui_parameters={"persistAuthorization": False, "validatorUrl": None},
         )
 
     @app.get(f"{ASSETS}/{{name}}", include_in_schema=False)
@@ -251,4 +266,26 @@ def _document(app: FastAPI) -> dict[str, Any]:
                 wanted["412"] = "The entity changed since the ETag given in If-Match"
             for status, description in wanted.items():
                 responses.setdefault(status, {"description": description, "content": _PROBLEM})
+    _link(document)
     return document
+
+
+def _link(document: dict[str, Any]) -> None:
+    """OpenAPI links from a key's creation and rotation to what can be done with the key next:
+    what a client (and schemathesis's stateful tests) follows."""
+    paths = document.get("paths", {})
+    key = f"{PREFIX}/api-keys/{{key_id}}"
+    follow = {
+        "GetApiKey": paths.get(key, {}).get("get", {}).get("operationId"),
+        "RotateApiKey": paths.get(f"{key}/rotate", {}).get("post", {}).get("operationId"),
+        "RevokeApiKey": paths.get(f"{key}/revoke", {}).get("post", {}).get("operationId"),
+    }
+    for path, where in ((f"{PREFIX}/api-keys", "/id"), (f"{key}/rotate", "/new/id")):
+        created = paths.get(path, {}).get("post", {}).get("responses", {}).get("201")
+        if created is None:
+            continue
+        created["links"] = {
+            name: {"operationId": operation, "parameters": {"key_id": f"$response.body#{where}"}}
+            for name, operation in follow.items()
+            if operation is not None
+        }

@@ -182,7 +182,10 @@ def list_api_keys(
     consumer: Annotated[str | None, Query(description="Only this consumer's (`tenant/name`).")] = None,
     tenant: Annotated[str | None, Query(description="Only this tenant's consumers' keys.")] = None,
     status: Annotated[Status | None, Query(description="Only keys in this state now.")] = None,
-    sort: Annotated[str, Query(description="`created_at`, `id` or `consumer`; `-` before it: descending.")] = "created_at",
+    sort: Annotated[
+        Literal["created_at", "-created_at", "id", "-id", "consumer", "-consumer"],
+        Query(description="`created_at`, `id` or `consumer`; `-` before it: descending."),
+    ] = "created_at",
     limit: Limit = DEFAULT,
     cursor: Cursor = None,
 ) -> Response:

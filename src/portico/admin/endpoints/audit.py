@@ -5,12 +5,13 @@ long log never sits in memory). A tenant-scoped token reads its tenant's entries
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -25,6 +26,9 @@ __all__ = ["router"]
 router = APIRouter()
 
 EXPORT_PAGE = 500
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+)
 JSON_LINES = "application/x-ndjson"
 
 
@@ -71,9 +75,39 @@ Actor = Annotated[str | None, Query(description="Only changes by this actor.")]
 Action = Annotated[str | None, Query(description="Only this action (`api_key.revoke`).")]
 Entity = Annotated[str | None, Query(description="Only changes of this entity (its id).")]
 Tenant = Annotated[str | None, Query(description="Only changes of this tenant's entities.")]
-Since = Annotated[AwareDatetime | None, Query(description="At or after (RFC 3339, with offset).")]
-Until = Annotated[AwareDatetime | None, Query(description="Before (RFC 3339, with offset).")]
-Sort = Annotated[str, Query(description="`-at` (newest first, the default) or `at`.")]
+Since = Annotated[
+    str | None,
+    Query(
+        description="At or after this moment (RFC 3339, with its offset).",
+        json_schema_extra={"format": "date-time"},
+    ),
+]
+Until = Annotated[
+    str | None,
+    Query(
+        description="Before this moment (RFC 3339, with its offset).",
+        json_schema_extra={"format": "date-time"},
+    ),
+]
+Sort = Annotated[
+    Literal["-at", "at"], Query(description="`-at` (newest first) or `at` (oldest first).")
+]
+
+
+def _moment(name: str, text: str | None) -> datetime | None:
+    """An RFC 3339 date-time with its offset; a number or a local time is refused (a bare
+    number would read as a Unix time, a time without offset as the server's zone)."""
+    if text is None:
+        return None
+    try:
+        if not _RFC3339.match(text):
+            raise ValueError(text)
+        moment = datetime.fromisoformat(text.replace("z", "Z").replace("t", "T"))
+    except ValueError:
+        raise invalid(
+            f"/query/{name}", "an RFC 3339 date-time with its offset, e.g. 2026-01-31T12:00:00Z"
+        ) from None
+    return moment
 
 
 def _filter(
@@ -82,10 +116,11 @@ def _filter(
     action: str | None,
     entity: str | None,
     tenant: str | None,
-    since: datetime | None,
-    until: datetime | None,
+    since_text: str | None,
+    until_text: str | None,
 ) -> AuditFilter | None:
     """The filter, with a tenant-scoped token's tenant imposed; ``None``: nothing can match."""
+    since, until = _moment("since", since_text), _moment("until", until_text)
     scope = caller.token.tenant
     if scope is not None and tenant is not None and tenant != scope:
         return None
@@ -100,8 +135,6 @@ def _filter(
 
 
 def _order(sort: str) -> bool:
-    if sort not in ("-at", "at"):
-        raise invalid("/query/sort", "sort by -at (newest first) or at")
     return sort == "-at"
 
 

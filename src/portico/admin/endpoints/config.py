@@ -9,7 +9,7 @@ never shown (:func:`portico.core.redaction.redact`; a consumer's credentials are
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
@@ -278,7 +278,11 @@ def _config(request: Request) -> PorticoConfig:
     return context_of(request).config()
 
 
-Sort = Annotated[str, Query(description="A documented field; `-field` sorts descending.")]
+_SORT = Query(description="A documented field; `-field` sorts descending.")
+ByName = Annotated[Literal["name", "-name"], _SORT]
+RouteSort = Annotated[Literal["name", "-name", "service", "-service", "path", "-path"], _SORT]
+ConsumerSort = Annotated[Literal["id", "-id", "tenant", "-tenant", "name", "-name"], _SORT]
+ClientSort = Annotated[Literal["client_id", "-client_id", "consumer", "-consumer"], _SORT]
 
 # -- services -------------------------------------------------------------------------------------
 
@@ -287,8 +291,11 @@ Sort = Annotated[str, Query(description="A documented field; `-field` sorts desc
 def list_services(
     request: Request,
     caller: Caller,
-    balancer: Annotated[str | None, Query(description="Only services with this balancer.")] = None,
-    sort: Sort = "name",
+    balancer: Annotated[
+        Literal["round_robin", "least_connections"] | None,
+        Query(description="Only services with this balancer."),
+    ] = None,
+    sort: ByName = "name",
     limit: Limit = DEFAULT,
     cursor: Cursor = None,
 ) -> Response:
@@ -333,7 +340,7 @@ def list_routes(
     policy: Annotated[
         str | None, Query(description="Only routes that run a policy of this type.")
     ] = None,
-    sort: Sort = "name",
+    sort: RouteSort = "name",
     limit: Limit = DEFAULT,
     cursor: Cursor = None,
 ) -> Response:
@@ -377,7 +384,11 @@ def get_route(
 
 @router.get("/tenants", response_model=TenantPage, summary="List tenants")
 def list_tenants(
-    request: Request, caller: Caller, sort: Sort = "name", limit: Limit = DEFAULT, cursor: Cursor = None
+    request: Request,
+    caller: Caller,
+    sort: ByName = "name",
+    limit: Limit = DEFAULT,
+    cursor: Cursor = None,
 ) -> Response:
     """The tenants of the running config (a tenant-scoped token: its own). Sort by `name`."""
     config = _config(request)
@@ -413,7 +424,7 @@ def list_consumers(
     caller: Caller,
     tenant: Annotated[str | None, Query(description="Only this tenant's consumers.")] = None,
     scope: Annotated[str | None, Query(description="Only consumers granted this scope.")] = None,
-    sort: Sort = "id",
+    sort: ConsumerSort = "id",
     limit: Limit = DEFAULT,
     cursor: Cursor = None,
 ) -> Response:
@@ -456,7 +467,7 @@ def list_oauth_clients(
     request: Request,
     caller: Caller,
     tenant: Annotated[str | None, Query(description="Only this tenant's clients.")] = None,
-    sort: Sort = "client_id",
+    sort: ClientSort = "client_id",
     limit: Limit = DEFAULT,
     cursor: Cursor = None,
 ) -> Response:
