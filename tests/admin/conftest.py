@@ -64,7 +64,14 @@ def admin_config(upstream_url: str, **extra: Any) -> Config:
 def make_token(config_path: Path, role: str, *extra: str) -> str:
     """``portico admin tokens create``: the token it prints once."""
     done = run_portico(
-        "admin", "tokens", "create", "--role", role, *extra, "-c", str(config_path),
+        "admin",
+        "tokens",
+        "create",
+        "--role",
+        role,
+        *extra,
+        "-c",
+        str(config_path),
         cwd=config_path.parent,
     )
     assert done.returncode == 0, done.stderr
@@ -81,7 +88,7 @@ class Admin:
     def url(self) -> str:
         return self.portico.admin_url + "/admin/v1"
 
-    def client(self, token: str | None = "admin", **kwargs: Any) -> httpx.Client:
+    def client(self, token: str | None = "admin", **kwargs: Any) -> httpx.Client:  # noqa: S107
         headers = dict(kwargs.pop("headers", {}))
         if token is not None:
             headers["Authorization"] = f"Bearer {self.tokens.get(token, token)}"

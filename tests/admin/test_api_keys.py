@@ -33,7 +33,9 @@ def test_a_created_key_is_shown_once_and_works_at_the_gateway_at_once(admin: Adm
 
         fetched = http.get(f"/api-keys/{body['id']}")
         assert "key" not in fetched.json()
-        assert key not in fetched.text and hashlib.sha256(key.encode()).hexdigest() not in fetched.text
+        assert (
+            key not in fetched.text and hashlib.sha256(key.encode()).hexdigest() not in fetched.text
+        )
         assert fetched.headers["etag"] == created.headers["etag"]
 
 
@@ -45,7 +47,9 @@ def test_a_revoked_key_is_refused_by_the_gateway_when_the_answer_comes(admin: Ad
         assert revoked.status_code == 200 and revoked.json()["status"] == "revoked"
         assert gateway_status(admin, created["key"]) == 401
         again = http.post(f"/api-keys/{created['id']}/revoke")
-        assert again.status_code == 200 and again.json()["revoked_at"] == revoked.json()["revoked_at"]
+        assert (
+            again.status_code == 200 and again.json()["revoked_at"] == revoked.json()["revoked_at"]
+        )
 
 
 def test_rotation_gives_a_new_key_and_both_work_during_the_overlap(admin: Admin) -> None:
@@ -54,7 +58,10 @@ def test_rotation_gives_a_new_key_and_both_work_during_the_overlap(admin: Admin)
         rotated = http.post(f"/api-keys/{old['id']}/rotate", json={"overlap": 600})
         assert rotated.status_code == 201, rotated.text
         result = rotated.json()
-        assert result["old"]["status"] == "rotated" and result["old"]["rotated_to"] == result["new"]["id"]
+        assert (
+            result["old"]["status"] == "rotated"
+            and result["old"]["rotated_to"] == result["new"]["id"]
+        )
         assert result["new"]["consumer"] == "acme/shop"
         assert gateway_status(admin, old["key"]) == 200
         assert gateway_status(admin, result["new"]["key"]) == 200
@@ -102,16 +109,24 @@ def test_invalid_bodies_are_listed_as_pointer_and_message(admin: Admin) -> None:
         pointers = {error["pointer"] for error in body["errors"]}
         assert pointers == {"/consumer", "/expires_in", "/x"}
         unknown = http.post("/api-keys", json={"consumer": "acme/nobody"})
-        assert check_problem(unknown, 400, "validation-failed")["errors"][0]["pointer"] == "/consumer"
-        not_json = http.post("/api-keys", content=b"{", headers={"content-type": "application/json"})
+        assert (
+            check_problem(unknown, 400, "validation-failed")["errors"][0]["pointer"] == "/consumer"
+        )
+        not_json = http.post(
+            "/api-keys", content=b"{", headers={"content-type": "application/json"}
+        )
         check_problem(not_json, 400, "validation-failed")
-        huge = http.post("/api-keys", content=b"x" * 70_000, headers={"content-type": "application/json"})
+        huge = http.post(
+            "/api-keys", content=b"x" * 70_000, headers={"content-type": "application/json"}
+        )
         check_problem(huge, 413, "request-too-large")
 
 
 def test_lists_filter_sort_and_page_with_a_cursor(admin: Admin) -> None:
     with admin.client("operator") as http:
-        made = [http.post("/api-keys", json={"consumer": "globex/app"}).json()["id"] for _ in range(3)]
+        made = [
+            http.post("/api-keys", json={"consumer": "globex/app"}).json()["id"] for _ in range(3)
+        ]
         seen: list[str] = []
         url: str | None = "/api-keys?consumer=globex/app&limit=2&sort=-created_at"
         pages = 0
@@ -129,7 +144,9 @@ def test_lists_filter_sort_and_page_with_a_cursor(admin: Admin) -> None:
         revoked = http.get("/api-keys?status=revoked").json()["items"]
         assert all(k["status"] == "revoked" for k in revoked)
         bad = http.get("/api-keys?cursor=bm90IGEgY3Vyc29y")
-        assert check_problem(bad, 400, "validation-failed")["errors"][0]["pointer"] == "/query/cursor"
+        assert (
+            check_problem(bad, 400, "validation-failed")["errors"][0]["pointer"] == "/query/cursor"
+        )
         other_sort = http.get("/api-keys?consumer=globex/app&limit=1").json()["next_cursor"]
         mixed = http.get(f"/api-keys?sort=id&cursor={other_sort}")
         check_problem(mixed, 400, "validation-failed")
@@ -158,7 +175,9 @@ def test_every_change_is_audited_with_who_what_before_after_and_request_id(admin
     assert revoke.before is not None and revoke.before["status"] == "active"
     assert revoke.after is not None and revoke.after["status"] == "revoked"
     stored = repr(entries)
-    assert key["key"] not in stored and hashlib.sha256(key["key"].encode()).hexdigest() not in stored
+    assert (
+        key["key"] not in stored and hashlib.sha256(key["key"].encode()).hexdigest() not in stored
+    )
 
 
 def test_a_malformed_request_id_is_replaced(admin: Admin) -> None:

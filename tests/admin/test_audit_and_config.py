@@ -21,7 +21,8 @@ def test_the_audit_log_filters_by_actor_action_entity_and_time(admin: Admin) -> 
         assert [e["action"] for e in by_entity] == ["api_key.revoke", "api_key.create"]
         assert all(e["actor"] == actor and e["role"] == "operator" for e in by_entity)
         revokes = http.get(
-            "/audit-log", params={"action": "api_key.revoke", "actor": actor, "since": started.isoformat()}
+            "/audit-log",
+            params={"action": "api_key.revoke", "actor": actor, "since": started.isoformat()},
         ).json()["items"]
         assert key["id"] in {e["entity"] for e in revokes}
         future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
@@ -37,7 +38,9 @@ def test_the_audit_log_pages_newest_first_without_gaps(admin: Admin) -> None:
         for _ in range(3):
             http.post("/api-keys", json={"consumer": "acme/shop"})
     with admin.client("viewer") as http:
-        everything = [e["id"] for e in http.get("/audit-log", params={"limit": 200}).json()["items"]]
+        everything = [
+            e["id"] for e in http.get("/audit-log", params={"limit": 200}).json()["items"]
+        ]
         assert everything == sorted(everything, reverse=True)
         paged: list[int] = []
         url: str | None = "/audit-log?limit=2"
@@ -65,7 +68,9 @@ def test_a_tenant_scoped_token_reads_only_its_tenants_audit_entries(admin: Admin
         http.post("/api-keys", json={"consumer": "globex/app"})
         http.post("/api-keys", json={"consumer": "acme/shop"})
     with admin.client("acme-viewer") as http:
-        tenants = {e["tenant"] for e in http.get("/audit-log", params={"limit": 200}).json()["items"]}
+        tenants = {
+            e["tenant"] for e in http.get("/audit-log", params={"limit": 200}).json()["items"]
+        }
         assert tenants == {"acme"}
         assert http.get("/audit-log", params={"tenant": "globex"}).json()["items"] == []
         with http.stream("GET", "/audit-log/export") as response:
@@ -73,7 +78,9 @@ def test_a_tenant_scoped_token_reads_only_its_tenants_audit_entries(admin: Admin
         assert exported == {"acme"}
 
 
-def test_config_entities_are_read_from_the_running_config_with_secrets_redacted(admin: Admin) -> None:
+def test_config_entities_are_read_from_the_running_config_with_secrets_redacted(
+    admin: Admin,
+) -> None:
     with admin.client("viewer") as http:
         routes = http.get("/routes").json()["items"]
         assert [r["name"] for r in routes] == ["keyed", "secretive"]
@@ -103,11 +110,13 @@ def test_config_entities_are_read_from_the_running_config_with_secrets_redacted(
 
 def test_config_lists_sort_filter_and_page(admin: Admin) -> None:
     with admin.client("viewer") as http:
-        by_name = [c["id"] for c in http.get("/consumers", params={"sort": "-name"}).json()["items"]]
-        assert by_name == ["acme/shop", "acme/billing", "globex/app"]
-        assert [c["id"] for c in http.get("/consumers", params={"tenant": "globex"}).json()["items"]] == [
-            "globex/app"
+        by_name = [
+            c["id"] for c in http.get("/consumers", params={"sort": "-name"}).json()["items"]
         ]
+        assert by_name == ["acme/shop", "acme/billing", "globex/app"]
+        assert [
+            c["id"] for c in http.get("/consumers", params={"tenant": "globex"}).json()["items"]
+        ] == ["globex/app"]
         scoped = http.get("/consumers", params={"scope": "orders:read"}).json()["items"]
         assert [c["id"] for c in scoped] == ["acme/billing"]
         first = http.get("/consumers", params={"limit": 2})

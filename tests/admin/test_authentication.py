@@ -60,7 +60,9 @@ def test_other_schemes_and_malformed_fields_are_401(admin: Admin, value: str) ->
         lambda t: "padm_" + "a" * 500,
     ],
 )
-def test_a_wrong_token_is_401_invalid_credentials_whatever_is_wrong(admin: Admin, mangle: Any) -> None:
+def test_a_wrong_token_is_401_invalid_credentials_whatever_is_wrong(
+    admin: Admin, mangle: Any
+) -> None:
     with admin.client(token=mangle(admin.tokens["admin"])) as http:
         response = http.get("/whoami")
     body = check_problem(response, 401, "invalid-credentials")
@@ -70,7 +72,9 @@ def test_a_wrong_token_is_401_invalid_credentials_whatever_is_wrong(admin: Admin
 
 @pytest.mark.parametrize("scheme", ["bearer", "BEARER", "bEaReR"])
 def test_the_scheme_is_matched_without_case(admin: Admin, scheme: str) -> None:
-    with admin.client(token=None, headers={"Authorization": f"{scheme} {admin.tokens['viewer']}"}) as http:
+    with admin.client(
+        token=None, headers={"Authorization": f"{scheme} {admin.tokens['viewer']}"}
+    ) as http:
         assert http.get("/whoami").json()["role"] == "viewer"
 
 

@@ -30,7 +30,9 @@ def admin(tmp_path: Path, *args: str) -> tuple[int, str, str]:
 
 def test_a_token_is_printed_once_and_only_its_hash_is_stored(tmp_path: Path) -> None:
     config(tmp_path)
-    code, out, err = admin(tmp_path, "create", "--role", "operator", "--tenant", "acme", "--expires", "30d")
+    code, out, err = admin(
+        tmp_path, "create", "--role", "operator", "--tenant", "acme", "--expires", "30d"
+    )
     assert code == 0, err
     token = out.strip()
     assert token.startswith("padm_") and out.count("\n") == 1
@@ -66,7 +68,10 @@ def test_revoke_is_shown_in_the_list_and_said_once(tmp_path: Path) -> None:
     assert first[0] == second[0] == 0
     assert "was already revoked" in second[2]
     listed = admin(tmp_path, "list")[1]
-    assert next(line for line in listed.splitlines() if line.startswith(token_id)).split()[3] == "revoked"
+    assert (
+        next(line for line in listed.splitlines() if line.startswith(token_id)).split()[3]
+        == "revoked"
+    )
 
 
 def test_mistakes_are_one_line_with_the_usual_exit_codes(tmp_path: Path) -> None:

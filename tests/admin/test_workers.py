@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.admin.conftest import admin_config, make_token
-from tests.support.gateway import PorticoProcess, client
 from tests.supervisor.test_workers import answered_by
+from tests.support.gateway import PorticoProcess, client
 from tests.support.upstreams import Upstream
 
 
@@ -40,7 +40,9 @@ def test_a_key_revoked_through_the_admin_api_stops_working_in_every_gateway_proc
     try:
         assert portico.admin_port is not None
         token = make_token(portico.config_path, "operator")
-        admin = client(portico.admin_url + "/admin/v1", headers={"Authorization": f"Bearer {token}"})
+        admin = client(
+            portico.admin_url + "/admin/v1", headers={"Authorization": f"Bearer {token}"}
+        )
         with admin:
             created = admin.post("/api-keys", json={"consumer": "acme/billing"}).json()
             assert statuses(portico, created["key"], "/keyed/before", 20) == [200] * 20
@@ -50,7 +52,11 @@ def test_a_key_revoked_through_the_admin_api_stops_working_in_every_gateway_proc
         # Both processes took requests before and after the revocation.
         from tests.support.gateway import wait_for
 
-        wait_for(lambda: len(answered_by(portico, "/keyed/before")) == 2, what="both processes before")
-        wait_for(lambda: len(answered_by(portico, "/keyed/after")) == 2, what="both processes after")
+        wait_for(
+            lambda: len(answered_by(portico, "/keyed/before")) == 2, what="both processes before"
+        )
+        wait_for(
+            lambda: len(answered_by(portico, "/keyed/after")) == 2, what="both processes after"
+        )
     finally:
         portico.stop()

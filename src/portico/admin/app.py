@@ -112,9 +112,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def on_invalid(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         errors = [_error(error) for error in exc.errors()]
-        return problem_response(
-            problems.VALIDATION_FAILED, request_id_of(request), errors=errors
-        )
+        return problem_response(problems.VALIDATION_FAILED, request_id_of(request), errors=errors)
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -159,8 +157,10 @@ def _error(error: Any) -> dict[str, str]:
     if where == "body":
         pointer = "".join("/" + part for part in escaped)
     else:
-        pointer = f"/{where}/" + "/".join(escaped).lower() if where == "header" else (
-            f"/{where}/" + "/".join(escaped)
+        pointer = (
+            f"/{where}/" + "/".join(escaped).lower()
+            if where == "header"
+            else (f"/{where}/" + "/".join(escaped))
         )
     return {"pointer": pointer, "message": str(error.get("msg", "invalid"))}
 

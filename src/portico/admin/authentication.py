@@ -72,9 +72,7 @@ class Principal:
     def require_every_tenant(self) -> None:
         """What every tenant shares is not a tenant-scoped token's to see."""
         if self.token.tenant is not None:
-            raise AdminProblem(
-                TENANT_SCOPED, f"the token sees tenant {self.token.tenant} only"
-            )
+            raise AdminProblem(TENANT_SCOPED, f"the token sees tenant {self.token.tenant} only")
 
 
 def context_of(request: Request) -> AdminContext:

@@ -84,7 +84,9 @@ def register(subparsers: Any, load_config: Callable[[Path], PorticoConfig]) -> N
     command("list", "list the admin tokens (never the tokens themselves)", cmd_list)
 
     revoke = command("revoke", "make an admin token stop working now", cmd_revoke)
-    revoke.add_argument("token_id", metavar="TOKEN_ID", help="the id `portico admin tokens list` shows")
+    revoke.add_argument(
+        "token_id", metavar="TOKEN_ID", help="the id `portico admin tokens list` shows"
+    )
 
 
 def cmd_create(args: argparse.Namespace) -> int:
@@ -95,7 +97,9 @@ def cmd_create(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.tenant is not None and args.tenant not in config.tenants:
         known = ", ".join(config.tenants) or "none"
-        raise CommandError(f"no tenant {args.tenant!r} under tenants: in the config (known: {known})")
+        raise CommandError(
+            f"no tenant {args.tenant!r} under tenants: in the config (known: {known})"
+        )
     now = datetime.now(UTC)
     expires_at = now + args.expires if args.expires is not None else None
     new = generate_token()

@@ -29,7 +29,7 @@ __all__ = ["AdminListener"]
 
 log = logging.getLogger("portico.admin")
 
-GRACEFUL_STOP = 5.0
+GRACEFUL_STOP = 5
 """Seconds admin requests in flight get to finish when the process stops."""
 
 

@@ -36,7 +36,7 @@ __all__ = [
     "token_id_of",
 ]
 
-TOKEN_PREFIX = "padm_"
+TOKEN_PREFIX = "padm_"  # noqa: S105 - the public prefix of every token, not a secret
 ID_LENGTH = 12
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 SECRET_BYTES = 32

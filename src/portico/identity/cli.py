@@ -196,7 +196,9 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     created = issued.stored
     _settle()
     _say(f"Rotated API key {old.id} of {old.consumer}: it keeps working{_until(old.valid_until)}.")
-    _say(f"New API key {created.id}{_until(created.expires_at)}. This is the only time it is shown:")
+    _say(
+        f"New API key {created.id}{_until(created.expires_at)}. This is the only time it is shown:"
+    )
     print(issued.key, flush=True)
     return 0
 

@@ -179,7 +179,9 @@ async def _settle(request: Request) -> None:
 def list_api_keys(
     request: Request,
     caller: Caller,
-    consumer: Annotated[str | None, Query(description="Only this consumer's (`tenant/name`).")] = None,
+    consumer: Annotated[
+        str | None, Query(description="Only this consumer's (`tenant/name`).")
+    ] = None,
     tenant: Annotated[str | None, Query(description="Only this tenant's consumers' keys.")] = None,
     status: Annotated[Status | None, Query(description="Only keys in this state now.")] = None,
     sort: Annotated[
@@ -272,7 +274,12 @@ async def create_api_key(request: Request, caller: Caller, body: ApiKeyCreation)
     status_code=201,
     response_model=ApiKeyRotationResult,
     summary="Rotate an API key",
-    responses={201: {"description": "The new key (shown once) and the old one, which keeps working for the overlap"}},
+    responses={
+        201: {
+            "description": "The new key (shown once), and the old one: it works until the "
+            "overlap ends"
+        }
+    },
 )
 async def rotate_api_key(
     request: Request,

@@ -26,9 +26,7 @@ __all__ = ["router"]
 router = APIRouter()
 
 EXPORT_PAGE = 500
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
-)
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 JSON_LINES = "application/x-ndjson"
 
 
@@ -211,8 +209,7 @@ async def export_audit_log(
             if not entries:
                 return
             yield b"".join(
-                json.dumps(_view(e).model_dump(mode="json"), separators=(",", ":")).encode()
-                + b"\n"
+                json.dumps(_view(e).model_dump(mode="json"), separators=(",", ":")).encode() + b"\n"
                 for e in entries
             )
             if len(entries) < EXPORT_PAGE:

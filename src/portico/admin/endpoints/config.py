@@ -474,9 +474,7 @@ def list_oauth_clients(
     """The consumers that are OAuth 2.0 clients (never their secrets). Sort by `client_id` or
     `consumer`."""
     items = [
-        c
-        for c in _oauth_clients(_config(request), caller)
-        if tenant is None or c.tenant == tenant
+        c for c in _oauth_clients(_config(request), caller) if tenant is None or c.tenant == tenant
     ]
     keys: dict[str, Callable[[OAuthClientView], Any]] = {
         "client_id": lambda c: c.client_id,
