@@ -154,14 +154,10 @@ def _error(error: Any) -> dict[str, str]:
     ``/query/<name>``, ``/header/<name>``, ``/path/<name>`` (the gateway's convention)."""
     where, *rest = [str(part) for part in error.get("loc", ())] or ["body"]
     escaped = [part.replace("~", "~0").replace("/", "~1") for part in rest]
-    if where == "body":
-        pointer = "".join("/" + part for part in escaped)
-    else:
-        pointer = (
-            f"/{where}/" + "/".join(escaped).lower()
-            if where == "header"
-            else (f"/{where}/" + "/".join(escaped))
-        )
+    if where == "header":
+        escaped = [part.lower() for part in escaped]
+    inside = "".join("/" + part for part in escaped)
+    pointer = inside if where == "body" else f"/{where}{inside}"
     return {"pointer": pointer, "message": str(error.get("msg", "invalid"))}
 
 

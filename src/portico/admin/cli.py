@@ -20,6 +20,7 @@ from portico.identity.cli import CommandError, cli_actor, parse_duration
 
 # The store is imported by the commands, not here: registering them runs on every `portico`.
 if TYPE_CHECKING:
+    from portico.admin.tokens import AdminToken
     from portico.config.model import PorticoConfig
     from portico.store.database import Database
 
@@ -184,7 +185,8 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def _view(token: Any, now: datetime) -> dict[str, Any]:
+def _view(token: AdminToken, now: datetime) -> dict[str, Any]:
+    """What the audit log records of a token: never the token, nor its hash."""
     return {
         "id": token.id,
         "role": token.role.value,

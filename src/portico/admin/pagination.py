@@ -16,8 +16,9 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
+from urllib.parse import urlencode
 
 from pydantic import BaseModel
 from starlette.requests import Request
@@ -30,9 +31,12 @@ __all__ = [
     "MAX_LIMIT",
     "Page",
     "check_if_match",
+    "cursor_after",
+    "cursor_key",
     "etag_of",
     "invalid",
     "next_link",
+    "not_modified",
     "paginate",
     "parse_sort",
 ]
@@ -132,13 +136,7 @@ def next_link(request: Request, next_cursor: str | None) -> str | None:
         return None
     params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
     params.append(("cursor", next_cursor))
-    from urllib.parse import urlencode
-
     return f"{request.url.path}?{urlencode(params)}"
-
-
-def link_header(next_url: str | None) -> Mapping[str, str]:
-    return {} if next_url is None else {"link": f'<{next_url}>; rel="next"'}
 
 
 def etag_of(representation: Any) -> str:

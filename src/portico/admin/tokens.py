@@ -156,13 +156,11 @@ class AdminTokens(_Repository):
     def verify(self, token: str, now: datetime) -> AdminToken | None:
         """The token ``token`` is, if it is one and works at ``now`` (not expired nor revoked)."""
         token_id = token_id_of(token)
-        row = None
+        found: tuple[AdminToken, str] | None = None
         if token_id is not None:
             with self._transaction(write=False) as session:
                 row = session.get(AdminTokenRow, token_id)
                 found = None if row is None else (_token(row), row.sha256)
-        else:
-            found = None
         expected = found[1] if found is not None else _NO_DIGEST
         # Hashed and compared whatever happened, so that timing does not tell which check failed.
         matches = hmac.compare_digest(_digest(token), expected)
