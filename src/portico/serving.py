@@ -19,6 +19,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 import uvloop
@@ -43,6 +44,9 @@ from portico.store.repositories import ConfigRevisions
 from portico.store.secrets import Secrets, current_store_secrets
 from portico.store.secrets.stored import StoredSecrets
 
+if TYPE_CHECKING:
+    from portico.admin.listener import AdminListener
+
 log = logging.getLogger("portico")
 
 SERVED_ENDPOINTS = ("oauth",)
@@ -53,9 +57,12 @@ __all__ = [
     "CannotListen",
     "RevisionRecorder",
     "ServedGateway",
+    "admin_banner",
     "prepare_store",
     "run",
     "serve",
+    "start_admin",
+    "stop_admin",
     "with_listen",
 ]
 
@@ -281,6 +288,13 @@ async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
         except CannotListen:
             await gateway.stop()
             raise
+    try:
+        admin = await start_admin(config, lambda: gateway.runtime.config, shared)
+    except CannotListen:
+        if operations is not None:
+            await operations.stop()
+        await gateway.stop()
+        raise
     served.keep_current()
     recorder.record(config_path, hashlib.sha256(raw).hexdigest())
     gateway.install_signal_handlers()
@@ -289,13 +303,51 @@ async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
     if operations is not None:
         address = host_port(config.operations.listen.host, operations.port)
         print(f"Portico operations on http://{address} (/healthz, /readyz, /metrics)", flush=True)
+    if admin is not None:
+        print(admin_banner(config, admin.port), flush=True)
     await gateway.wait_stopped()
     log.info("shutting down: draining in-flight requests")
     if operations is not None:
         await operations.stop()
+    if admin is not None:
+        await stop_admin(admin)
     await served.close()
     recorder.close()
     return 0
+
+
+async def start_admin(
+    config: PorticoConfig, running: Callable[[], PorticoConfig], shared: SharedState
+) -> AdminListener | None:
+    """The admin listener (``admin.listen``) on this event loop, when the config enables it;
+    ``running`` is the config the gateway processes serve now. Its modules (FastAPI, uvicorn)
+    are imported only then: a Portico without an admin section does not load them."""
+    settings = config.admin
+    if settings is None or not settings.enabled:
+        return None
+    from portico.admin.context import AdminContext
+    from portico.admin.listener import AdminListener
+
+    context = AdminContext(Database(config.database.url), running, shared)
+    listener = AdminListener(context)
+    where = settings.listen
+    try:
+        await _listening("admin.listen", where, lambda: listener.start(where.host, where.port))
+    except CannotListen:
+        context.database.dispose()
+        raise
+    return listener
+
+
+async def stop_admin(listener: AdminListener) -> None:
+    await listener.stop()
+    listener.context.database.dispose()
+
+
+def admin_banner(config: PorticoConfig, port: int) -> str:
+    assert config.admin is not None
+    address = host_port(config.admin.listen.host, port)
+    return f"Portico admin API on http://{address}/admin/v1 (docs: /admin/v1/docs)"
 
 
 def shared_state_readiness(shared: SharedState) -> ReadinessCheck:

@@ -55,7 +55,8 @@ def all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser
 
 def test_every_command_and_option_has_help() -> None:
     parsers = all_parsers(build_parser())
-    assert len(parsers) >= 12  # portico, serve, check, init, db, upgrade, keys x5, oauth x2, demo
+    # portico, serve, check, init, db, upgrade, keys x5, oauth x2, demo, admin tokens x3
+    assert len(parsers) >= 17
 
     for parser in parsers:
         assert parser.description, f"{parser.prog} has no description"
@@ -269,6 +270,17 @@ RUNNING_GATEWAY = (
     "portico.gateway.snapshot",
 )
 """What serves requests: ``check`` validates a file and starts none of it."""
+ADMIN_API = (
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "portico.admin.app",
+    "portico.admin.listener",
+    "portico.admin.endpoints",
+    "portico.admin.tokens",
+)
+"""The admin API, its framework and server: ``check`` and ``--help`` load none of them, even for
+a config that enables it (``portico admin`` registers its commands without them)."""
 PARSERS = ("cryptography", "jwt", "http_message_signatures", "ssl", "asyncio")
 """What only credentials, signatures, TLS or I/O need."""
 REQUEST_TIME = re.compile(
@@ -285,7 +297,9 @@ def test_help_imports_neither_pydantic_nor_the_store(tmp_path: Path) -> None:
     loaded = modules_after("--help", cwd=tmp_path)
 
     assert "argparse" in loaded  # the measurement works
-    assert not loaded_from(loaded, (*HEAVY, *RUNNING_GATEWAY, *PARSERS, "pydantic", "yaml"))
+    assert not loaded_from(
+        loaded, (*HEAVY, *RUNNING_GATEWAY, *PARSERS, *ADMIN_API, "pydantic", "yaml")
+    )
 
 
 def test_check_imports_no_store_no_http_client_and_no_running_gateway(tmp_path: Path) -> None:
@@ -300,13 +314,14 @@ def test_check_imports_no_store_no_http_client_and_no_running_gateway(tmp_path: 
         {"type": "cors", "origins": ["https://app.example"]},
     ]
     config["identity"] = {"oauth": {"issuer": "https://portico.example"}}
+    config["admin"] = {"listen": "127.0.0.1:9190"}
     path = write_config(tmp_path / "portico.yaml", config)
 
     loaded = modules_after("check", str(path), cwd=tmp_path)
 
     assert "portico.checking" in loaded and "pydantic" in loaded  # it did check the file
     assert {"portico.policies.auth", "portico.policies.rate_limit"} <= loaded  # and the policies
-    assert not loaded_from(loaded, (*HEAVY, *RUNNING_GATEWAY))
+    assert not loaded_from(loaded, (*HEAVY, *RUNNING_GATEWAY, *ADMIN_API))
     # Policies and methods are checked by their settings models: their request-time code, and
     # the libraries only it needs, are imported when a gateway is built, not by `check`.
     assert not {name for name in loaded if REQUEST_TIME.fullmatch(name)}

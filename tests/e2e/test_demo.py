@@ -189,6 +189,11 @@ def check_answer(comment: str, command: str, result: CurlResult) -> None:
             for line in lines
         ), where
         return
+    if "/admin/v1/" in command:
+        # The admin API, with the admin token the demo printed: the config's consumers.
+        assert result.status == 200, where
+        assert "demo/shop" in {c["id"] for c in result.body["items"]}, where
+        return
     if "problem+json" in comment:
         assert result.status == 404, where
         assert result.content_type == "application/problem+json", where
@@ -241,8 +246,9 @@ def test_every_printed_curl_line_works_as_printed(demo: tuple[Demo, list[str]]) 
     assert len(lines) >= 8, "\n".join(tour)
     [operations] = [line.split()[1] for line in tour if line.strip().startswith("operations ")]
     [https] = [line.split()[1] for line in tour if line.strip().startswith("https ")]
+    [admin] = [line.split()[2] for line in tour if line.strip().startswith("admin API ")]
     for comment, command in lines:
-        assert running.url in command or operations in command or https in command
+        assert any(url in command for url in (running.url, operations, https, admin)), command
         # The certificate paths are relative to the directory the demo was started in.
         check_answer(comment, command, curl(command, cwd=running.workdir.parent))
 

@@ -130,7 +130,7 @@ def test_a_store_without_signing_keys_upgrades_without_a_key(database_url: str) 
 
     upgrade(database_url, secrets=open_secrets("postgresql://p@db.example/p", env={}))
 
-    assert current_revision(database_url) == "0003"
+    assert current_revision(database_url) == "0004"
 
 
 def test_a_sqlite_file_keeps_no_copy_of_the_plain_keys(

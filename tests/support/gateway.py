@@ -151,6 +151,7 @@ class PorticoProcess:
     STARTUP_TIMEOUT = 60.0
     BANNER = "Portico gateway on http://"
     OPERATIONS_BANNER = "Portico operations on http://"
+    ADMIN_BANNER = "Portico admin API on http://"
 
     def __init__(self, tmp_path: Path, config: Config, args: tuple[str, ...] = ()) -> None:
         """``args`` follow ``serve -c FILE`` (``--workers 2``)."""
@@ -173,6 +174,7 @@ class PorticoProcess:
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read_stdout, name="portico-stdout", daemon=True).start()
         self.operations_port: int | None = None
+        self.admin_port: int | None = None
         self.port = self._wait_for_banner()
 
     def write(self, config: Config) -> None:
@@ -247,15 +249,28 @@ class PorticoProcess:
                 return port
 
     def _read_operations_banner(self) -> None:
-        """The operations listener's line follows the gateway's at once, when it is on."""
-        try:
-            line = self._lines.get(timeout=2)
-        except queue.Empty:
-            return
-        if line is not None and self.OPERATIONS_BANNER in line:
-            self.operations_port = int(
-                line.split(self.OPERATIONS_BANNER, 1)[1].split()[0].split(":")[1]
-            )
+        """The operations listener's line and the admin API's follow the gateway's at once,
+        when they are on."""
+        for _ in range(2):
+            try:
+                line = self._lines.get(timeout=2)
+            except queue.Empty:
+                return
+            if line is None:
+                return
+            if self.OPERATIONS_BANNER in line:
+                self.operations_port = int(
+                    line.split(self.OPERATIONS_BANNER, 1)[1].split()[0].split(":")[1]
+                )
+            elif self.ADMIN_BANNER in line:
+                address = line.split(self.ADMIN_BANNER, 1)[1].split("/")[0]
+                self.admin_port = int(address.rsplit(":", 1)[1])
+                return
+
+    @property
+    def admin_url(self) -> str:
+        assert self.admin_port is not None, "the admin API is off"
+        return f"http://127.0.0.1:{self.admin_port}"
 
 
 def _portico_command() -> str:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from portico.admin import cli as admin_cli
 from portico.cli import cache as cache_cli
 from portico.cli import routes as routes_cli
 from portico.cli import secrets as secrets_cli
@@ -41,6 +42,7 @@ examples:
   portico keys create --consumer acme/billing --expires 30d
   portico serve --workers auto           one gateway process per core, supervised
   portico usage --consumer acme/billing  rate limits and quotas used, and what remains
+  portico admin tokens create --role viewer  a token for the admin API, printed once
   portico serve --log-format json --log-level warning"""
 
 DEFAULT_CONFIG = "portico.yaml"
@@ -314,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     routes_cli.register(sub)
     cache_cli.register(sub, load_config)
     secrets_cli.register(sub, load_config)
+    admin_cli.register(sub, load_config)
 
     demo = command(
         "demo", "run Portico with sample backends and a sample config, for a first look", cmd_demo
@@ -364,6 +367,8 @@ def _command_name(args: argparse.Namespace) -> str:
         "routes_command",
         "cache_command",
         "secrets_command",
+        "admin_command",
+        "tokens_command",
     ):
         value = getattr(args, key, None)
         if value:

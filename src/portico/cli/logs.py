@@ -30,7 +30,7 @@ FORMATS = ("auto", "text", "json")
 LogFormat = Literal["auto", "text", "json"]
 
 # Loggers of libraries that say at INFO what only their own debugging needs.
-_CHATTY_LIBRARIES = ("alembic", "httpx", "httpcore")
+_CHATTY_LIBRARIES = ("alembic", "httpx", "httpcore", "uvicorn")
 
 # The attributes every LogRecord has; anything else on a record came from ``extra=``.
 _RECORD_ATTRIBUTES = frozenset(

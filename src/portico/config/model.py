@@ -169,6 +169,17 @@ class OperationsSettings(Model):
     """Count requests for /metrics (false: the data plane skips per-request counting)."""
 
 
+class AdminSettings(Model):
+    """The admin API (docs/admin-api.md). Off unless the config has this section: it changes
+    credentials, so a reader of the file sees that it is served, and where."""
+
+    enabled: bool = True
+    """``false`` keeps the section written but serves no admin API."""
+    listen: Listen = Listen(port=9190)
+    """Its own port, off the data plane's and the operations listener's, on 127.0.0.1 unless
+    told otherwise."""
+
+
 class Target(Model):
     url: str
     weight: int = Field(1, ge=1, le=1000)
@@ -450,6 +461,7 @@ class Redis(Model):
 class PorticoConfig(Model):
     gateway: GatewaySettings = GatewaySettings()
     operations: OperationsSettings = OperationsSettings()
+    admin: AdminSettings | None = None
     database: Database = Database()
     redis: Redis | None = None
     services: dict[Name, Service] = {}

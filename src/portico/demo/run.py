@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import re
 import shlex
 import signal
@@ -50,6 +51,8 @@ HOST = "127.0.0.1"
 TEMPLATE_GATEWAY_PORT = 8080
 TEMPLATE_TLS_PORT = 8443
 TEMPLATE_OPERATIONS_PORT = 9180
+TEMPLATE_ADMIN_PORT = 9190
+_ADMIN_TOKEN_FILE = Path("keys") / "admin-token.txt"
 _ADDRESS = re.compile(r"\b127\.0\.0\.1:(\d+)\b")
 # A value the demo fills in: the whole rest of a line, `key: ${DEMO_NAME}`, or a path in it.
 _PLACEHOLDER = re.compile(r"\$\{(DEMO_[A-Z_]+)\}")
@@ -74,6 +77,7 @@ class DemoPorts:
     gateway: int = TEMPLATE_GATEWAY_PORT
     tls: int = TEMPLATE_TLS_PORT
     operations: int = TEMPLATE_OPERATIONS_PORT
+    admin: int = TEMPLATE_ADMIN_PORT
 
 
 def sample_config() -> str:
@@ -98,6 +102,7 @@ def render_config(
         str(TEMPLATE_GATEWAY_PORT): ports.gateway,
         str(TEMPLATE_TLS_PORT): ports.tls,
         str(TEMPLATE_OPERATIONS_PORT): ports.operations,
+        str(TEMPLATE_ADMIN_PORT): ports.admin,
     }
     by_template.update({str(DEFAULT_PORTS[name]): port for name, port in backend_ports.items()})
     found: set[str] = set()
@@ -175,6 +180,7 @@ def tour(
     key: str | None,
     operations_url: str,
     https_url: str | None,
+    admin: tuple[str, str] | None = None,
 ) -> str:
     """What to try, printed once the gateway answers. Every curl line works as printed."""
     u = gateway_url
@@ -207,11 +213,22 @@ def tour(
   # The same route over HTTPS with demo/ledger's client certificate (mTLS)
   curl -s {files} {https_url}/partner/orders
 """
+    admin_line = with_admin = ""
+    if admin is not None:
+        admin_url, token = admin
+        admin_line = f"  admin API   {admin_url}/admin/v1   (interactive docs: /admin/v1/docs)\n"
+        kept = _shown(workdir / _ADMIN_TOKEN_FILE)
+        with_admin = f"""
+  # The admin API, with the admin token the demo made (kept in {kept}):
+  # the consumers of the config; API keys, usage and the audit log: docs/admin-api.md
+  curl -s -H 'Authorization: Bearer {token}' {admin_url}/admin/v1/consumers
+"""
     return f"""
 Portico demo is running.
 
   gateway     {u}
 {https if https_url is not None else ""}  operations  {ops}   (/healthz, /readyz, /metrics)
+{admin_line.rstrip()}
   config      {config}   (edit it while the demo runs: it is reloaded)
   backends    {addresses}
 
@@ -241,7 +258,7 @@ Try it from another terminal:
   # portico_requests_total, portico_request_duration_seconds, portico_auth_failures_total...
   curl -s {ops}/readyz
   curl -s {ops}/metrics
-
+{with_admin}
 OAuth tokens, signed requests, external JWTs, mTLS and IP rules, each with the demo: docs/*.md.
 Hot reload: change the X-Demo value in {config}, save, then curl -i any line above.
 Check an edited file without applying it: {shlex.quote(_portico_command())} check {config}
@@ -344,6 +361,8 @@ def _listeners(config: PorticoConfig) -> list[tuple[str, Listen]]:
         listeners.append(("gateway.tls.listen", config.gateway.tls.listen))
     if config.operations.enabled:
         listeners.append(("operations.listen", config.operations.listen))
+    if config.admin is not None and config.admin.enabled:
+        listeners.append(("admin.listen", config.admin.listen))
     return listeners
 
 
@@ -371,7 +390,8 @@ def _fresh_ports(port: int) -> DemoPorts:
     operations = (
         TEMPLATE_OPERATIONS_PORT if _port_is_free(TEMPLATE_OPERATIONS_PORT) else _free_port()
     )
-    return DemoPorts(port, tls, operations)
+    admin = TEMPLATE_ADMIN_PORT if _port_is_free(TEMPLATE_ADMIN_PORT) else _free_port()
+    return DemoPorts(port, tls, operations, admin)
 
 
 def _backend_ports(config: PorticoConfig) -> dict[str, int]:
@@ -407,6 +427,11 @@ async def _serve(
 ) -> int:
     loop = asyncio.get_running_loop()
     listen = config.gateway.listen
+    try:
+        admin = _admin(config, config_path.parent)
+    except StoreError as refused:
+        print(refused, file=sys.stderr)
+        return 1
     gateway = loop.create_task(serving.run(config_path))
     listening = loop.create_task(_wait_listening(listen.host, listen.port))
     stopped = loop.create_task(stop.wait())
@@ -423,6 +448,7 @@ async def _serve(
                 key,
                 f"http://{_host(ops.host)}:{ops.port}",
                 https,
+                admin,
             )
             print(text, flush=True)
             await asyncio.wait({gateway, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -446,6 +472,37 @@ async def _serve(
     else:
         log.error("the gateway failed", exc_info=error)
     return 1
+
+
+def _admin(config: PorticoConfig, workdir: Path) -> tuple[str, str] | None:
+    """The admin API's URL and an admin token for it, when the config serves it: the one saved
+    by an earlier run while it still works, else a new one (role admin), saved beside the
+    demo's other keys."""
+    settings = config.admin
+    if settings is None or not settings.enabled:
+        return None
+    from datetime import UTC, datetime
+
+    from portico.admin.roles import Role
+    from portico.admin.tokens import AdminTokens, generate_token
+    from portico.store.database import Database
+    from portico.store.migrate import ensure_current
+
+    url = f"http://{_host(settings.listen.host)}:{settings.listen.port}"
+    path = workdir / _ADMIN_TOKEN_FILE
+    saved = path.read_text(encoding="utf-8").strip() if path.exists() else None
+    ensure_current(config.database.url)
+    with Database(config.database.url) as database:
+        tokens = AdminTokens(database)
+        if saved is not None and tokens.verify(saved, datetime.now(UTC)) is not None:
+            return url, saved
+        new = generate_token()
+        tokens.add(new, Role.ADMIN, description="portico demo", created_by="portico demo")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        out.write(new.token + "\n")
+    return url, new.token
 
 
 def _host(host: str) -> str:

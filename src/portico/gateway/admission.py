@@ -11,8 +11,8 @@ connection answers what :func:`admit` returns.
 from __future__ import annotations
 
 import asyncio
-import re
 
+from portico.core.http import REQUEST_ID_PATTERN
 from portico.gateway import problems
 from portico.gateway.endpoints import BuiltinEndpoint
 from portico.gateway.exchange import Exchange, Reply
@@ -24,7 +24,6 @@ from portico.gateway.router import MethodNotAllowed, NoRoute
 from portico.gateway.snapshot import CompiledRoute, Runtime
 from portico.gateway.uri import BadTarget, canonical_path, host_name, split_absolute
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,200}$")
 _ALLOW_ANY = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 
 
@@ -56,7 +55,7 @@ def admit(request: Request, runtime: Runtime, peer: Peer) -> Exchange | Reply:
     set either way."""
     special = request.special
     request_id = special.get(peer.request_id_header)
-    if request_id is None or not _REQUEST_ID.match(request_id):
+    if request_id is None or not REQUEST_ID_PATTERN.match(request_id):
         request_id = new_id()
     request.request_id = request_id
 

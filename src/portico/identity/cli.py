@@ -24,8 +24,8 @@ from portico.core.errors import PorticoError
 # every other command should not pay for SQLAlchemy and Pydantic.
 if TYPE_CHECKING:
     from portico.config.model import PorticoConfig
-    from portico.identity.store import StoredApiKey
     from portico.store.database import Database
+    from portico.store.repositories import Author
 
 __all__ = ["parse_duration", "register"]
 
@@ -129,27 +129,18 @@ def register(subparsers: Any, load_config: Callable[[Path], PorticoConfig]) -> N
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    from portico.identity.apikeys import generate_key
-    from portico.identity.store import ApiKeys
-    from portico.store.repositories import AuditLog, command_line_actor
+    from portico.identity.key_changes import create_key
 
     config = _config(args)
     consumer = _consumer(config, args.consumer)
     now = datetime.now(UTC)
     expires_at = now + args.expires if args.expires is not None else None
-    new = generate_key()
     with _database(config) as database, database.write() as session:
-        stored = ApiKeys(session).add(new.id, consumer, new.sha256, expires_at=expires_at, now=now)
-        AuditLog(session).append(
-            command_line_actor(),
-            "api_key.create",
-            stored.id,
-            {"consumer": consumer, **_times(stored)},
-        )
+        issued = create_key(session, consumer, _author(), expires_at=expires_at, now=now)
     _settle()
-    _say(f"Created API key {new.id} for {consumer}{_until(expires_at)}.")
+    _say(f"Created API key {issued.stored.id} for {consumer}{_until(expires_at)}.")
     _say("This is the only time the key is shown; store it now:")
-    print(new.key, flush=True)
+    print(issued.key, flush=True)
     return 0
 
 
@@ -193,69 +184,32 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
-    from portico.identity.apikeys import generate_key
-    from portico.identity.store import ApiKeys
-    from portico.store.repositories import AuditLog, command_line_actor
+    from portico.identity.key_changes import rotate_key
 
     config = _config(args)
     _not_declared(config, args.key_id)
-    now = datetime.now(UTC)
-    new = generate_key()
     with _database(config) as database, database.write() as session:
-        keys = ApiKeys(session)
-        old = keys.get(args.key_id)
-        if old is None:
-            raise CommandError(f"no API key {args.key_id} in the database")
-        if args.expires is not None:
-            expires_at: datetime | None = now + args.expires
-        elif old.expires_at is not None:
-            expires_at = now + (old.expires_at - old.created_at)
-        else:
-            expires_at = None
-        old, created = keys.rotate(
-            old.id,
-            new.id,
-            new.sha256,
-            overlap_until=now + args.overlap,
-            expires_at=expires_at,
-            now=now,
+        old, issued = rotate_key(
+            session, args.key_id, _author(), overlap=args.overlap, lifetime=args.expires
         )
-        AuditLog(session).append(
-            command_line_actor(),
-            "api_key.rotate",
-            old.id,
-            {"consumer": old.consumer, "rotated_to": created.id, **_times(old)},
-        )
-        AuditLog(session).append(
-            command_line_actor(),
-            "api_key.create",
-            created.id,
-            {"consumer": created.consumer, "rotated_from": old.id, **_times(created)},
-        )
+    created = issued.stored
     _settle()
     _say(f"Rotated API key {old.id} of {old.consumer}: it keeps working{_until(old.valid_until)}.")
-    _say(f"New API key {created.id}{_until(expires_at)}. This is the only time it is shown:")
-    print(new.key, flush=True)
+    _say(
+        f"New API key {created.id}{_until(created.expires_at)}. This is the only time it is shown:"
+    )
+    print(issued.key, flush=True)
     return 0
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from portico.identity.store import ApiKeys
-    from portico.store.repositories import AuditLog, command_line_actor
+    from portico.identity.key_changes import revoke_key
 
     config = _config(args)
     _not_declared(config, args.key_id)
     with _database(config) as database, database.write() as session:
-        before = ApiKeys(session).get(args.key_id)
-        key = ApiKeys(session).revoke(args.key_id)
-        if before is not None and before.revoked_at is None:
-            AuditLog(session).append(
-                command_line_actor(),
-                "api_key.revoke",
-                key.id,
-                {"consumer": key.consumer, **_times(key)},
-            )
-    if before is not None and before.revoked_at is not None:
+        before, key = revoke_key(session, args.key_id, _author())
+    if before.revoked_at is not None:
         _say(f"API key {key.id} was already revoked at {_when(before.revoked_at)}.")
     else:
         _settle()
@@ -312,13 +266,10 @@ def _not_declared(config: PorticoConfig, key_id: str) -> None:
                 )
 
 
-def _times(key: StoredApiKey) -> dict[str, str]:
-    fields = {
-        "expires_at": key.expires_at,
-        "overlap_until": key.overlap_until,
-        "revoked_at": key.revoked_at,
-    }
-    return {name: _when(value) for name, value in fields.items() if value is not None}
+def _author() -> Author:
+    from portico.store.repositories import Author, command_line_actor
+
+    return Author(command_line_actor())
 
 
 def _when(value: datetime | None) -> str:

@@ -128,6 +128,13 @@ class ApiKeys(_Repository):
             row = session.get(ApiKeyRow, key_id)
             return None if row is None else _stored(row)
 
+    def lock(self, key_id: str) -> StoredApiKey:
+        """The key, locked until the transaction ends (``FOR UPDATE`` on PostgreSQL): a change
+        decided on what it reads cannot be lost to a concurrent one. Raises
+        :class:`ApiKeyNotFound`."""
+        with self._transaction(write=True) as session:
+            return _stored(_locked(session, key_id))
+
     def list(self, consumer: str | None = None) -> builtins.list[StoredApiKey]:
         """Every key (of one consumer when given), oldest first."""
         query = sa.select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.id)

@@ -33,7 +33,9 @@ from portico.store.tables import AuditLogRow, ConfigRevisionRow
 
 __all__ = [
     "AuditEntry",
+    "AuditFilter",
     "AuditLog",
+    "Author",
     "ConfigRevision",
     "ConfigRevisions",
     "StoreBinding",
@@ -64,6 +66,35 @@ class AuditEntry:
     action: str
     target: str
     detail: dict[str, Any]
+    actor_role: str | None = None
+    tenant: str | None = None
+    request_id: str | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Author:
+    """Who makes a change, as the audit log records it: ``cli:alice``, or an admin token
+    (``admin-token:<id>``) with its role, and the request that carried it."""
+
+    actor: str
+    role: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    """Which entries :meth:`AuditLog.page` returns; ``None`` matches any value."""
+
+    actor: str | None = None
+    action: str | None = None
+    target: str | None = None
+    tenant: str | None = None
+    since: datetime | None = None
+    """Entries at or after this moment."""
+    until: datetime | None = None
+    """Entries before this moment."""
 
 
 class _Repository:
@@ -132,28 +163,92 @@ class AuditLog(_Repository):
         self, actor: str, action: str, target: str, detail: Mapping[str, Any] | None = None
     ) -> int:
         """Add an entry and return its id. ``detail`` must be JSON-serialisable, without secrets."""
-        row = AuditLogRow(actor=actor, action=action, target=target, detail=dict(detail or {}))
+        return self.record(Author(actor), action, target, detail=detail)
+
+    def record(
+        self,
+        author: Author,
+        action: str,
+        target: str,
+        *,
+        tenant: str | None = None,
+        before: Mapping[str, Any] | None = None,
+        after: Mapping[str, Any] | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Add an entry for a change of ``target`` by ``author``; ``before`` and ``after`` are
+        the entity's states, JSON-serialisable and already without secrets."""
+        row = AuditLogRow(
+            actor=author.actor,
+            action=action,
+            target=target,
+            detail=dict(detail or {}),
+            actor_role=author.role,
+            tenant=tenant,
+            request_id=author.request_id,
+            before_state=None if before is None else dict(before),
+            after_state=None if after is None else dict(after),
+        )
         with self._transaction(write=True) as session:
             session.add(row)
             session.flush()
             return row.id
+
+    def page(
+        self,
+        where: AuditFilter,
+        *,
+        limit: int,
+        after_id: int | None = None,
+        newest_first: bool = True,
+    ) -> builtins.list[AuditEntry]:
+        """Up to ``limit`` entries matching ``where``, in the order they were appended (or the
+        reverse), from the one after ``after_id``: keyset pagination on the id, which stays
+        right while entries are appended."""
+        _check_limit(limit)
+        row = AuditLogRow
+        conditions: builtins.list[sa.ColumnElement[bool]] = []
+        for column, value in (
+            (row.actor, where.actor),
+            (row.action, where.action),
+            (row.target, where.target),
+            (row.tenant, where.tenant),
+        ):
+            if value is not None:
+                conditions.append(column == value)
+        if where.since is not None:
+            conditions.append(row.at >= where.since)
+        if where.until is not None:
+            conditions.append(row.at < where.until)
+        if after_id is not None:
+            conditions.append(row.id < after_id if newest_first else row.id > after_id)
+        order = row.id.desc() if newest_first else row.id.asc()
+        query = sa.select(row).where(*conditions).order_by(order).limit(limit)
+        with self._transaction(write=False) as session:
+            return [_entry(found) for found in session.scalars(query)]
 
     def list(self, limit: int = 50) -> builtins.list[AuditEntry]:
         """The ``limit`` most recent entries, newest first."""
         _check_limit(limit)
         query = sa.select(AuditLogRow).order_by(AuditLogRow.id.desc()).limit(limit)
         with self._transaction(write=False) as session:
-            return [
-                AuditEntry(
-                    id=row.id,
-                    at=row.at,
-                    actor=row.actor,
-                    action=row.action,
-                    target=row.target,
-                    detail=row.detail,
-                )
-                for row in session.scalars(query)
-            ]
+            return [_entry(row) for row in session.scalars(query)]
+
+
+def _entry(row: AuditLogRow) -> AuditEntry:
+    return AuditEntry(
+        id=row.id,
+        at=row.at,
+        actor=row.actor,
+        action=row.action,
+        target=row.target,
+        detail=row.detail,
+        actor_role=row.actor_role,
+        tenant=row.tenant,
+        request_id=row.request_id,
+        before=row.before_state,
+        after=row.after_state,
+    )
 
 
 def command_line_actor() -> str:

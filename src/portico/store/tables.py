@@ -15,6 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "SEALED",
+    "AdminTokenRow",
     "ApiKeyRow",
     "AuditLogRow",
     "Base",
@@ -107,6 +108,15 @@ class AuditLogRow(Base):
     action: Mapped[str] = mapped_column(sa.Text)
     target: Mapped[str] = mapped_column(sa.Text)
     detail: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    actor_role: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    """The role of the admin token that made the change (``None``: the command line)."""
+    tenant: Mapped[str | None] = mapped_column(sa.Text, nullable=True, index=True)
+    """The tenant of the entity changed, when it belongs to one: what a tenant's token may read."""
+    request_id: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    before_state: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True)
+    """The entity before the change, secrets redacted (``None``: it did not exist)."""
+    after_state: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True)
+    """The entity after the change, secrets redacted (``None``: it no longer exists)."""
 
 
 # -- identity and access (issue 3) ---------------------------------------------------------------
@@ -178,3 +188,25 @@ class ClientAssertionJtiRow(Base):
 
     jti: Mapped[str] = mapped_column(sa.Text, primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+# -- control plane (issue 11) --------------------------------------------------------------------
+
+
+class AdminTokenRow(Base):
+    """A token of the admin API (``portico admin tokens create``): only its SHA-256 is kept."""
+
+    __tablename__ = "admin_tokens"
+
+    id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    """The visible token id, the ``<id>`` of ``padm_<id>_<secret>``."""
+    sha256: Mapped[str] = mapped_column(sa.CHAR(64))
+    role: Mapped[str] = mapped_column(sa.Text)
+    """``viewer``, ``operator`` or ``admin``."""
+    tenant: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    """The one tenant the token sees, or ``None`` for every tenant."""
+    description: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    created_by: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -32,6 +32,7 @@ import sys
 from collections.abc import Coroutine, Sequence
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvloop
 
@@ -48,7 +49,15 @@ from portico.operations.listener import Operations, ReadinessCheck
 from portico.operations.metrics import TargetView
 from portico.policies.catalogue import POLICIES
 from portico.policies.registry import per_process_state_errors
-from portico.serving import CannotListen, RevisionRecorder, shared_state_readiness, with_listen
+from portico.serving import (
+    CannotListen,
+    RevisionRecorder,
+    admin_banner,
+    shared_state_readiness,
+    start_admin,
+    stop_admin,
+    with_listen,
+)
 from portico.shared import open_shared_state
 from portico.shared.state import SharedState
 from portico.supervisor.channel import Channel, ChannelClosed, Message
@@ -56,6 +65,9 @@ from portico.supervisor.collector import registry
 from portico.supervisor.counters import Tally, add, summed
 from portico.supervisor.listeners import Listeners, bind_all
 from portico.supervisor.worker import WorkerSpec
+
+if TYPE_CHECKING:
+    from portico.admin.listener import AdminListener
 
 __all__ = ["Supervisor", "WorkerFailed", "serve"]
 
@@ -196,6 +208,7 @@ class Supervisor:
         self._reloading = asyncio.Lock()
         self._listeners = listeners = bind_all(config)
         operations: Operations | None = None
+        admin: AdminListener | None = None
         try:
             if config.operations.enabled:
                 operations = self._operations(recorder)
@@ -204,6 +217,11 @@ class Supervisor:
                     await operations.start(where.host, where.port)
                 except OSError as exc:
                     raise CannotListen("operations.listen", where.host, where.port, exc) from exc
+            # The admin API runs here, in the one process that serves no traffic; its changes
+            # reach the gateway processes through the store, which each of them polls.
+            if self._shared is None:
+                self._shared = open_shared_state(config.redis)
+            admin = await start_admin(config, lambda: self.config, self._shared)
             recorder.record(self.config_path, self._sha256)
             await self._start_all()
             loop = asyncio.get_running_loop()
@@ -218,6 +236,8 @@ class Supervisor:
             if operations is not None:
                 address = host_port(config.operations.listen.host, operations.port)
                 print(f"Portico operations on http://{address} (/healthz, /readyz, /metrics)")
+            if admin is not None:
+                print(admin_banner(config, admin.port))
             sys.stdout.flush()
             await self._stop.wait()
             log.info("shutting down: draining %d gateway processes", len(self.workers))
@@ -228,6 +248,8 @@ class Supervisor:
         finally:
             if operations is not None:
                 await operations.stop()
+            if admin is not None:
+                await stop_admin(admin)
             if not self.stopping:
                 await self._drain()
             for task in list(self._tasks):

@@ -1,0 +1,32 @@
+"""What the admin API reads and writes, handed to it by whoever serves it: ``portico serve``
+(one process: the gateway's own config and shared state) or the supervisor of
+``--workers N`` (its own view of the config, which it hands to every gateway process).
+
+The admin API never reaches into a gateway: it reads the config the processes serve, and writes
+the store, whose change counter every gateway process polls (a change reaches all of them
+within a second, the way ``portico keys`` does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from portico.config.model import PorticoConfig
+from portico.shared.state import SharedState
+from portico.store.database import Database
+
+__all__ = ["AdminContext"]
+
+
+@dataclass(frozen=True, slots=True)
+class AdminContext:
+    database: Database
+    config: Callable[[], PorticoConfig]
+    """The config the gateway processes serve now (it changes on a reload)."""
+    shared: SharedState
+    """Where the rate-limit counters are: Redis, or this process's memory (one process)."""
+    settle: float = 0.5
+    """Seconds a write waits after its commit before answering: two polls of the gateways'
+    change counter, so that a client that creates a key and uses it at once, or revokes one and
+    expects it refused, finds every gateway agreeing."""

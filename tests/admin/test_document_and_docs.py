@@ -1,0 +1,110 @@
+"""The admin API's OpenAPI 3.1 document is valid and complete, its interactive docs load
+everything from Portico itself (no CDN), and schemathesis, a real client of the document, finds
+no server error and no answer that breaks it."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from openapi_spec_validator import validate
+from tests.admin.conftest import Admin
+
+SCHEMATHESIS_SETTINGS = """\
+[checks.negative_data_rejection]
+expected-statuses = ["400", "404", "405", "409", "413"]
+
+# Lists take an opaque cursor (only one this API gave is good), and a key names a consumer of
+# the running config: values the document cannot enumerate, refused with 400 when they are not
+# real, though their type is right.
+[[operations]]
+include-path-regex = "/(api-keys|audit-log|services|routes|tenants|consumers|oauth-clients)$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409"]
+
+# An If-Match that names no current version is well-formed, and refused with 412: the point.
+[[operations]]
+include-path-regex = "/(rotate|revoke)$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "412"]
+"""
+
+
+def test_the_document_is_valid_openapi_3_1_with_problem_answers(admin: Admin) -> None:
+    with admin.client(token=None) as http:
+        response = http.get("/openapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    validate(document)
+    assert document["openapi"].startswith("3.1")
+    assert document["components"]["securitySchemes"]["adminToken"]["scheme"] == "bearer"
+    for path, operations in document["paths"].items():
+        assert path.startswith("/admin/v1/")
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert "422" not in responses, f"{method} {path}"
+            for status in ("400", "401", "403", "500"):
+                content = responses[status]["content"]
+                assert list(content) == ["application/problem+json"], f"{method} {path} {status}"
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    created = document["paths"]["/admin/v1/api-keys"]["post"]["responses"]["201"]
+    assert set(created["links"]) == {"GetApiKey", "RotateApiKey", "RevokeApiKey"}
+
+
+def test_the_interactive_docs_load_everything_from_portico(admin: Admin) -> None:
+    with admin.client(token=None) as http:
+        page = http.get("/docs")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        html = page.text
+        urls = re.findall(r"""(?:src|href|url)\s*[:=]\s*['"]([^'"]+)['"]""", html)
+        assert urls, html
+        assert not re.search(r"https?://|//[a-z0-9.-]+\.[a-z]{2,}", html, re.IGNORECASE), html
+        for url in urls:
+            assert url.startswith("/admin/v1/"), url
+            loaded = http.get(url.removeprefix("/admin/v1"))
+            assert loaded.status_code == 200, url
+            assert len(loaded.content) > 0
+        assert "validatorUrl" in html and "null" in html  # no badge from validator.swagger.io
+        assert http.get("/docs/assets/../openapi.json").status_code in (200, 404)
+        missing = http.get("/docs/assets/secrets.txt")
+        assert missing.status_code == 404
+        assert missing.headers["content-type"] == "application/problem+json"
+
+
+def test_schemathesis_finds_no_server_error_and_no_answer_that_breaks_the_document(
+    admin: Admin, tmp_path: Path
+) -> None:
+    settings = tmp_path / "schemathesis.toml"
+    settings.write_text(SCHEMATHESIS_SETTINGS, encoding="utf-8")
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("schemathesis")),
+            "--config-file",
+            str(settings),
+            "run",
+            f"{admin.url}/openapi.json",
+            "--header",
+            f"Authorization: Bearer {admin.tokens['admin']}",
+            "--checks",
+            "all",
+            "--max-examples",
+            "10",
+            "--seed",
+            "20261203",
+            "--generation-database",
+            "none",
+            "--workers",
+            "1",
+            "--no-color",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    output = result.stdout
+    assert result.returncode == 0, output[-6000:] + result.stderr[-2000:]
+    assert "✅ Stateful" in output, output[-3000:]
+    assert re.search(r"\d+ generated, \d+ passed", output), output[-3000:]
+    assert admin.tokens["admin"] not in output
