@@ -289,7 +289,7 @@ async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
             await gateway.stop()
             raise
     try:
-        admin = await start_admin(config, lambda: gateway.runtime.config, shared)
+        admin = await start_admin(config, lambda: gateway.runtime.config, shared, secrets)
     except CannotListen:
         if operations is not None:
             await operations.stop()
@@ -317,7 +317,10 @@ async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
 
 
 async def start_admin(
-    config: PorticoConfig, running: Callable[[], PorticoConfig], shared: SharedState
+    config: PorticoConfig,
+    running: Callable[[], PorticoConfig],
+    shared: SharedState,
+    secrets: Secrets,
 ) -> AdminListener | None:
     """The admin listener (``admin.listen``) on this event loop, when the config enables it;
     ``running`` is the config the gateway processes serve now. Its modules (FastAPI, uvicorn)
@@ -328,7 +331,7 @@ async def start_admin(
     from portico.admin.context import AdminContext
     from portico.admin.listener import AdminListener
 
-    context = AdminContext(Database(config.database.url), running, shared)
+    context = AdminContext(Database(config.database.url), running, shared, secrets)
     listener = AdminListener(context)
     where = settings.listen
     try:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from portico.config.model import PorticoConfig
 from portico.shared.state import SharedState
 from portico.store.database import Database
+from portico.store.secrets import Secrets
 
 __all__ = ["AdminContext"]
 
@@ -26,6 +27,8 @@ class AdminContext:
     """The config the gateway processes serve now (it changes on a reload)."""
     shared: SharedState
     """Where the rate-limit counters are: Redis, or this process's memory (one process)."""
+    secrets: Secrets
+    """What opens and seals the secrets stored (the OAuth server's signing keys)."""
     settle: float = 0.5
     """Seconds a write waits after its commit before answering: two polls of the gateways'
     change counter, so that a client that creates a key and uses it at once, or revokes one and

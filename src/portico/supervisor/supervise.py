@@ -195,7 +195,7 @@ class Supervisor:
         # Once, before any gateway process, as for `portico serve`: the store's schema and its
         # secrets. Each process then reads the same keys: the environment they inherit, or the
         # key file this one made if it had to (a SQLite database's, docs/secrets.md).
-        serving.prepare_store(self.config)
+        self._secrets = serving.prepare_store(self.config)
         self._recorder = RevisionRecorder(url)
         try:
             return await self._run(self._recorder)
@@ -221,7 +221,7 @@ class Supervisor:
             # reach the gateway processes through the store, which each of them polls.
             if self._shared is None:
                 self._shared = open_shared_state(config.redis)
-            admin = await start_admin(config, lambda: self.config, self._shared)
+            admin = await start_admin(config, lambda: self.config, self._shared, self._secrets)
             recorder.record(self.config_path, self._sha256)
             await self._start_all()
             loop = asyncio.get_running_loop()
