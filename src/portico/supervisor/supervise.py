@@ -186,6 +186,8 @@ class Supervisor:
         self._listeners: Listeners | None = None
         self._recorder: RevisionRecorder | None = None
         self._stamp = FileStamp.of(config_path)
+        self._refused_sha256 = ""
+        """The SHA-256 of the last file refused, until one is accepted ("": none)."""
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- the whole run -------------------------------------------------------------------------
@@ -410,21 +412,28 @@ class Supervisor:
         async with self._reloading:
             path = self.config_path
             self._stamp = FileStamp.of(path)
+            sha256 = ""
             try:
                 raw = path.read_bytes()
+                sha256 = hashlib.sha256(raw).hexdigest()
+                if sha256 == self._refused_sha256:
+                    # The file watcher and a SIGHUP both saw one edit: it was refused already.
+                    log.info("config unchanged since it was refused; nothing reloaded")
+                    return
                 text = raw.decode("utf-8-sig")
                 config = with_listen(load_config_text(text, str(path)), self.listen)
             except (OSError, UnicodeDecodeError):
                 try:
                     load_config(path)  # says what is wrong with the file, as `check` would
                 except ConfigError as exc:
-                    self._refused(exc)
+                    self._refused(exc, sha256)
                 return
             except ConfigError as exc:
-                self._refused(exc)
+                self._refused(exc, sha256)
                 return
+            self._refused_sha256 = ""
             self._warn_about_restart_settings(config)
-            self.config, self.text, self._sha256 = config, text, hashlib.sha256(raw).hexdigest()
+            self.config, self.text, self._sha256 = config, text, sha256
             serving = [w for w in self.workers if w.serving and w.channel is not None]
             replies = await asyncio.gather(*(self._ask_reload(w, text) for w in serving))
             failed = [(w, why) for w, why in zip(serving, replies, strict=True) if why]
@@ -443,9 +452,10 @@ class Supervisor:
                 len(serving),
             )
 
-    def _refused(self, error: ConfigError) -> None:
+    def _refused(self, error: ConfigError, sha256: str) -> None:
         log.error("config reload refused; every process keeps the previous config:\n%s", error)
         self.stats.reloaded(False)
+        self._refused_sha256 = sha256
 
     def _warn_about_restart_settings(self, config: PorticoConfig) -> None:
         old = self.config
