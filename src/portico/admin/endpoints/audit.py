@@ -39,7 +39,7 @@ class AuditEntryView(BaseModel):
     """The admin token's role (`null`: the command line)."""
     action: str
     """`api_key.create`, `api_key.rotate`, `api_key.revoke`, `signing_key.rotate`,
-    `admin_token.create`, `admin_token.revoke`..."""
+    `admin_token.create`, `admin_token.revoke`, `cache.purge`..."""
     entity: str
     """The id of what changed (an API key's id, a signing key's kid...)."""
     tenant: str | None
