@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -346,3 +347,34 @@ def test_the_document_of_the_admin_api_describes_the_catalog(catalog: Catalog) -
         assert "get" in paths[path], path
     listed = {p["name"] for p in paths["/admin/v1/catalog"]["get"]["parameters"]}
     assert {"tag", "owner", "lifecycle", "audience", "api", "sort", "limit", "cursor"} <= listed
+
+
+def test_with_several_gateway_processes_the_supervisor_writes_the_lifecycle_change(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    (tmp_path / "orders.yaml").write_text(yaml.safe_dump(DOCUMENT), encoding="utf-8")
+    portico = PorticoProcess(tmp_path, catalog_config(upstream), ("--workers", "2"))
+    try:
+        token = make_token(portico.config_path, "viewer")
+        portico.write(catalog_config(upstream, {"state": "retired"}))
+        with portico.client() as gateway:
+            # Every process serves it: a few requests land on both.
+            wait_for(
+                lambda: all(gateway.get("/v1/orders/1").status_code == 410 for _ in range(6)),
+                timeout=20,
+                what="the reload in every process",
+            )
+        with client(
+            portico.admin_url + "/admin/v1", headers={"Authorization": f"Bearer {token}"}
+        ) as http:
+            [entry] = wait_for(
+                lambda: http.get("/audit-log", params={"action": "service.lifecycle"}).json()[
+                    "items"
+                ],
+                timeout=10,
+                what="the audit entry",
+            )
+        assert (entry["actor"], entry["entity"]) == ("serve", "orders-v1")
+        assert entry["before"] == {"state": "stable"} and entry["after"] == {"state": "retired"}
+    finally:
+        portico.stop()
