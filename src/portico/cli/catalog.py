@@ -147,7 +147,8 @@ def cmd_export(args: argparse.Namespace, load_config: Callable[[Path], PorticoCo
         1 for item in document["paths"].values() for key in item if not key.startswith("x-")
     )
     print(
-        f"{args.output}: {operations} operations of {len(services)} services "
+        f"{args.output}: {operations} operations of {len(services)} "
+        f"service{'' if len(services) == 1 else 's'} "
         f"({', '.join(services) or 'none'}) for {args.audience} callers",
         file=sys.stderr,
     )
