@@ -8,9 +8,10 @@
   here: ``portico check`` imports that module alone, without the running gateway this one builds.
 - :func:`build_runtime` compiles a validated config into the gateway's immutable
   :class:`~portico.gateway.snapshot.Runtime`: the router, each route's policy pipeline from the
-  catalogue, the built-in endpoints of the providers it is asked to serve, and the live services
-  (carried over from the previous snapshot when neither their settings nor their TLS files
-  changed).
+  catalogue (its service's lifecycle included: :mod:`portico.policies.lifecycle`; the routes of
+  a service in design are left out), the built-in endpoints of the providers it is asked to
+  serve, and the live services (carried over from the previous snapshot when neither their
+  settings nor their TLS files changed).
 - :func:`runtime_builder`: what the gateway is handed to reload its config file, since the
   gateway never imports a policy.
 
@@ -48,7 +49,7 @@ from portico.gateway.snapshot import CompiledRoute, Runtime
 from portico.gateway.tls import upstream_tls_fingerprint
 from portico.gateway.upstream import Service
 from portico.identity.context import BuildContext, EndpointProvider, Extensions
-from portico.policies import registry
+from portico.policies import lifecycle, registry
 from portico.policies.catalogue import POLICIES
 
 __all__ = [
@@ -97,6 +98,9 @@ def build_runtime(
     stats.enabled = config.operations.metrics
     services: dict[str, Service] = {}
     for name, spec in config.services.items():
+        if not lifecycle.served(spec):
+            # In design: not served, not probed (its backend may not exist yet).
+            continue
         old = previous.services.get(name) if previous else None
         services[name] = (
             old
@@ -108,6 +112,8 @@ def build_runtime(
 
     matchers: list[RouteMatcher[CompiledRoute]] = []
     for route in config.routes:
+        if route.service not in services:
+            continue  # a route of a service in design answers 404, as if it were not written
         context = BuildContext(
             config=config, route_name=route.name, service_name=route.service, extensions=extensions
         )

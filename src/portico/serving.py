@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 import uvloop
+from sqlalchemy.orm import Session
 
 from portico import _native
 from portico.assembly import build_runtime, load_config_to_serve, runtime_builder
+from portico.config.lifecycle import LIFECYCLE_ACTION, LifecycleChange, lifecycle_changes
 from portico.config.model import Listen, PorticoConfig
 from portico.core.errors import PorticoError
 from portico.core.net import host_port
@@ -39,8 +41,8 @@ from portico.operations.metrics import registry
 from portico.policies.rate_limit.usage import usage_report
 from portico.shared import open_shared_state
 from portico.shared.state import SharedState, SharedStateUnavailable
-from portico.store.database import Database, create_engine_for
-from portico.store.repositories import ConfigRevisions
+from portico.store.database import Database, create_engine_for, write_engine
+from portico.store.repositories import AuditLog, Author, ConfigRevisions
 from portico.store.secrets import Secrets, current_store_secrets
 from portico.store.secrets.stored import StoredSecrets
 
@@ -133,11 +135,16 @@ def _keeping_listen(
 
 
 class RevisionRecorder:
-    """Writes each applied config to ``config_revisions``, off the event loop."""
+    """Writes each applied config to ``config_revisions``, off the event loop; and, with it in
+    one transaction, each change of a service's lifecycle since the config it applied before
+    (``service.lifecycle`` in the audit log, by ``serve``: docs/catalog.md)."""
+
+    ACTOR = "serve"
 
     def __init__(self, url: str) -> None:
         self._engine = create_engine_for(url)
         self._repo = ConfigRevisions(self._engine)
+        self._applied: PorticoConfig | None = None
 
     def close(self) -> None:
         self._engine.dispose()
@@ -154,11 +161,45 @@ class RevisionRecorder:
         with self._engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
 
-    def record(self, path: Path, sha256: str) -> None:
+    def record(self, path: Path, sha256: str, config: PorticoConfig | None = None) -> None:
+        """Record the file at ``path`` as applied; ``config``, what was loaded from it, is
+        compared with the config recorded before (the first one of a run is compared with
+        nothing: a change made while Portico was stopped is in the revisions, not here)."""
         body = path.read_text(encoding="utf-8")
+        changes: list[LifecycleChange] = []
+        if config is not None:
+            if self._applied is not None:
+                changes = lifecycle_changes(self._applied, config)
+            self._applied = config
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(None, self._repo.record, sha256, str(path), body, "serve")
+        future = loop.run_in_executor(None, self._write, sha256, str(path), body, changes)
         future.add_done_callback(_log_failure)
+
+    def _write(self, sha256: str, source: str, body: str, changes: list[LifecycleChange]) -> int:
+        if not changes:
+            return self._repo.record(sha256, source, body, self.ACTOR)
+        bind = write_engine(self._engine)
+        with Session(bind=bind, expire_on_commit=False) as session, session.begin():
+            revision = ConfigRevisions(session).record(sha256, source, body, self.ACTOR)
+            audit = AuditLog(session)
+            for change in changes:
+                audit.record(
+                    Author(self.ACTOR),
+                    LIFECYCLE_ACTION,
+                    change.service,
+                    before=change.before,
+                    after=change.after,
+                    detail={**change.detail, "revision": revision, "source": source},
+                )
+        for change in changes:
+            log.info(
+                "service %s: lifecycle %s -> %s (audit log: %s)",
+                change.service,
+                change.detail["from"],
+                change.detail["to"],
+                LIFECYCLE_ACTION,
+            )
+        return revision
 
 
 def _log_failure(future: asyncio.Future[int]) -> None:
@@ -192,7 +233,7 @@ class ServedGateway:
         listen: tuple[str, int] | None,
         secrets: Secrets,
         *,
-        on_config_applied: Callable[[Path, str], None] | None = None,
+        on_config_applied: Callable[[Path, str, PorticoConfig], None] | None = None,
         watch_config: bool = True,
     ) -> None:
         url = config.database.url
@@ -207,7 +248,7 @@ class ServedGateway:
         def config_applied(path: Path, sha256: str) -> None:
             self.identity.use_config(self.gateway.runtime.config)
             if on_config_applied is not None:
-                on_config_applied(path, sha256)
+                on_config_applied(path, sha256, self.gateway.runtime.config)
 
         # Rate-limit counters, cached responses, idempotency records, nonces: this process's
         # memory, or Redis (the config's redis section), for the life of the process.
@@ -296,7 +337,7 @@ async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
         await gateway.stop()
         raise
     served.keep_current()
-    recorder.record(config_path, hashlib.sha256(raw).hexdigest())
+    recorder.record(config_path, hashlib.sha256(raw).hexdigest(), config)
     gateway.install_signal_handlers()
     address = host_port(config.gateway.listen.host, gateway.port)
     print(f"Portico gateway on http://{address}", flush=True)

@@ -28,7 +28,16 @@ from starlette.routing import Match, Route
 
 from portico.admin.body_limit import BodyLimit
 from portico.admin.context import AdminContext
-from portico.admin.endpoints import api_keys, audit, cache, config, signing_keys, usage, whoami
+from portico.admin.endpoints import (
+    api_keys,
+    audit,
+    cache,
+    catalog,
+    config,
+    signing_keys,
+    usage,
+    whoami,
+)
 from portico.admin.problems import AdminProblem, problem_response
 from portico.admin.request_ids import RequestIds, request_id_of
 from portico.gateway import problems
@@ -55,8 +64,10 @@ _BY_STATUS = {
 }
 DESCRIPTION = """\
 Portico's admin API: the running config's services, routes, tenants, consumers and OAuth
-clients (read-only: they change in `portico.yaml`), API keys (created, rotated, revoked),
-the OAuth server's signing keys, rate-limit usage, cache purges, and the audit log.
+clients (read-only: they change in `portico.yaml`), the API catalog (services with their
+owners, lifecycles and operations, and the merged OpenAPI document of an audience), API keys
+(created, rotated, revoked), the OAuth server's signing keys, rate-limit usage, cache purges,
+and the audit log.
 
 Every request carries an admin token, `Authorization: Bearer padm_...` (`portico admin tokens
 create`). Errors are `application/problem+json` (RFC 9457). Lists are paged with an opaque
@@ -77,6 +88,7 @@ def build_app(context: AdminContext) -> FastAPI:
     app.state.context = context
     tagged = (
         (config.router, "config"),
+        (catalog.router, "catalog"),
         (api_keys.router, "api-keys"),
         (signing_keys.router, "signing-keys"),
         (usage.router, "usage"),

@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from portico.config.catalog import Audience, Lifecycle, Tag, Version
 from portico.config.fields import (
     CIDR,
     CONFIG_DIR,
@@ -355,6 +356,18 @@ class Service(Model):
     openapi: str | None = None
     """The file of the service's OpenAPI 3.0 or 3.1 document, relative to the config file's
     directory (read by the capabilities that use it: the ``validation`` policy)."""
+    # The API catalog (docs/catalog.md, portico.config.catalog): a version is a service.
+    api: Name | None = None
+    """The API this service is a version of (default: the service's own name)."""
+    version: Version | None = None
+    owner: str | None = Field(None, min_length=1, max_length=200)
+    description: str | None = Field(None, max_length=4000)
+    tags: tuple[Tag, ...] = ()
+    lifecycle: Lifecycle = Lifecycle()
+    """``design``, ``beta``, ``stable`` (the default), ``deprecated`` or ``retired``; its
+    routes are served accordingly (docs/catalog.md#lifecycle)."""
+    audience: Audience = "internal"
+    """Who the catalog's exports show it to: ``public`` ⊂ ``partner`` ⊂ ``internal``."""
 
     @field_validator("openapi")
     @classmethod

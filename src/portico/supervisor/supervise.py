@@ -224,7 +224,7 @@ class Supervisor:
             if self._shared is None:
                 self._shared = open_shared_state(config.redis)
             admin = await start_admin(config, lambda: self.config, self._shared, self._secrets)
-            recorder.record(self.config_path, self._sha256)
+            recorder.record(self.config_path, self._sha256, config)
             await self._start_all()
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -444,7 +444,7 @@ class Supervisor:
                 log.error("gateway process %d did not reload: %s", worker.slot, why)
             self.stats.reloaded(not failed)
             if len(failed) < len(serving) and self._recorder is not None:
-                self._recorder.record(path, self._sha256)
+                self._recorder.record(path, self._sha256, config)
             log.info(
                 "config reloaded (%d routes) in %d of %d gateway processes",
                 len(config.routes),
