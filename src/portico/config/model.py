@@ -191,14 +191,20 @@ class TracingBatch(Model):
     schedule_delay: Duration | None = None
     """How long a span may wait before the batch it is in is sent."""
 
-    @model_validator(mode="after")
-    def _batch_fits_queue(self) -> TracingBatch:
-        size, queue = self.max_export_batch_size, self.max_queue_size
-        if size is not None and queue is not None and size > queue:
+    @field_validator("max_export_batch_size")
+    @classmethod
+    def _batch_fits_queue(cls, value: int | None, info: ValidationInfo) -> int | None:
+        queue = info.data.get("max_queue_size")
+        if value is not None and queue is not None and value > queue:
             raise ValueError("max_export_batch_size cannot be larger than max_queue_size")
-        if self.schedule_delay is not None and self.schedule_delay <= 0:
+        return value
+
+    @field_validator("schedule_delay")
+    @classmethod
+    def _some_delay(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
             raise ValueError("schedule_delay must be longer than 0")
-        return self
+        return value
 
 
 class TracingSettings(Model):
