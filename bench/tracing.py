@@ -135,11 +135,11 @@ def bookkeeping(exchanges: int) -> dict[str, float]:
     ours = OtlpTracing(settings, lambda outcome, count: None)
     started = time.perf_counter()
     for _ in range(exchanges):
-        span = ours.exchange("GET /orders/{id}", dict(server), None, "", time.time_ns())
+        span = ours.exchange("GET /orders/{id}", None, "", time.time_ns())
         attempt = span.upstream("GET", dict(client))
         attempt.respond(200)
         attempt.end("")
-        span.end(dict(end), "", "")
+        span.end({**server, **end}, "", "")
     recorded = (time.perf_counter() - started) / exchanges * 1e6
     ours._queue._pending.clear()  # what would have been exported
 

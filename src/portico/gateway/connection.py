@@ -428,9 +428,12 @@ class ClientConnection(asyncio.Protocol):
             complete(request, request.exchange, forward, self.peer.ip, runtime.completion_hooks)
             tracing = runtime.tracing
             if tracing is not None:
-                if forward is not None:
-                    forward.end_span("client_closed")  # an attempt still under way
-                end_exchange(tracing, request, self.peer)
+                try:
+                    if forward is not None:
+                        forward.end_span("client_closed")  # an attempt still under way
+                    end_exchange(tracing, request, self.peer)
+                except Exception:
+                    log.exception("tracing failed to end a span")
         self.active = None
         self.forward = None
         self.background = None

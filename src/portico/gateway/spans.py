@@ -55,10 +55,30 @@ if TYPE_CHECKING:
 
 
 def exchange_span(tracing: Tracing, request: Request, peer: Peer) -> ExchangeSpan:
-    """The request's SERVER span (made once; the request keeps it)."""
+    """The request's SERVER span (made once; the request keeps it). Only the sampling decision
+    is taken now: the attributes are built when it ends, and only if it is recorded."""
     span = request.span
     if span is not None:
         return span
+    route = request.route
+    method = request.method
+    name = method + " " + route.path_template if route is not None else method
+    now = time.time_ns()
+    t0 = request.t0
+    start = now - int((time.perf_counter() - t0) * 1e9) if t0 else now
+    generated = peer.request_id_header not in request.special
+    span = tracing.exchange(
+        name,
+        request.special.get("traceparent"),
+        trace_id_for(request.request_id, generated),
+        start,
+    )
+    request.span = span
+    return span
+
+
+def _request_attributes(request: Request, peer: Peer) -> Attributes:
+    """What a SERVER span says of the request."""
     exchange = request.exchange
     route = request.route
     method = request.method
@@ -81,31 +101,19 @@ def exchange_span(tracing: Tracing, request: Request, peer: Peer) -> ExchangeSpa
     agent = _user_agent(request, exchange)
     if agent:
         attributes[USER_AGENT_ORIGINAL] = agent
-    name = method
     if route is not None:
         attributes[HTTP_ROUTE] = route.path_template
         attributes[PORTICO_ROUTE] = route.name
         attributes[PORTICO_SERVICE] = route.service.name
-        name = method + " " + route.path_template
-    now = time.time_ns()
-    t0 = request.t0
-    start = now - int((time.perf_counter() - t0) * 1e9) if t0 else now
-    generated = peer.request_id_header not in request.special
-    span = tracing.exchange(
-        name,
-        attributes,
-        request.special.get("traceparent"),
-        trace_id_for(request.request_id, generated),
-        start,
-    )
-    request.span = span
-    return span
+    return attributes
 
 
 def end_exchange(tracing: Tracing, request: Request, peer: Peer) -> None:
     """The exchange is over: its SERVER span ends (made now if nothing went upstream)."""
     span = exchange_span(tracing, request, peer)
-    attributes: Attributes = {}
+    if not span.recording:
+        return
+    attributes = _request_attributes(request, peer)
     status = request.status
     if status:
         attributes[HTTP_RESPONSE_STATUS_CODE] = status
@@ -138,6 +146,8 @@ def upstream_span(
 ) -> UpstreamSpan:
     """A CLIENT span for an attempt on ``target``; ``resend``: the attempts before it."""
     method = request.method
+    if not span.recording:
+        return span.upstream(method, _UNRECORDED)
     attributes: Attributes = {
         HTTP_REQUEST_METHOD: method if method in HTTP_METHODS else "_OTHER",
         SERVER_ADDRESS: target.host,
@@ -149,6 +159,10 @@ def upstream_span(
     if resend:
         attributes[HTTP_REQUEST_RESEND_COUNT] = resend
     return span.upstream(method, attributes)
+
+
+_UNRECORDED: Attributes = {}
+"""The attributes of a span that is not recorded (never read)."""
 
 
 def _scheme(exchange: Exchange | None, peer: Peer) -> str:

@@ -125,12 +125,7 @@ class OtlpTracing:
         log.info("tracing: spans go to %s (OTLP/HTTP)", self.where)
 
     def exchange(
-        self,
-        name: str,
-        attributes: Attributes,
-        traceparent: str | None,
-        trace_id: str,
-        start_ns: int,
+        self, name: str, traceparent: str | None, trace_id: str, start_ns: int
     ) -> _Exchange | _Unsampled:
         parent: SpanContext | None = None
         context: Context | None = None
@@ -147,12 +142,12 @@ class OtlpTracing:
             tid = int(trace_id, 16)
         else:
             tid = self._ids.generate_trace_id()
-        result = self._sampler.should_sample(context, tid, name, SpanKind.SERVER, attributes)
+        result = self._sampler.should_sample(context, tid, name, SpanKind.SERVER)
         prefix = f"00-{tid:032x}-"
         if result.decision is not Decision.RECORD_AND_SAMPLE:
             return _Unsampled(self, prefix)
         span = SpanContext(tid, self._ids.generate_span_id(), False, _SAMPLED, result.trace_state)
-        return _Exchange(self, name, span, parent, attributes, start_ns, prefix)
+        return _Exchange(self, name, span, parent, start_ns, prefix)
 
     def span_id(self) -> int:
         return self._ids.generate_span_id()
@@ -216,7 +211,9 @@ class OtlpTracing:
 class _Exchange:
     """A sampled SERVER span, recorded when it ends."""
 
-    __slots__ = ("_attributes", "_context", "_name", "_parent", "_prefix", "_start", "_tracing")
+    __slots__ = ("_context", "_name", "_parent", "_prefix", "_start", "_tracing")
+
+    recording = True
 
     def __init__(
         self,
@@ -224,7 +221,6 @@ class _Exchange:
         name: str,
         context: SpanContext,
         parent: SpanContext | None,
-        attributes: Attributes,
         start_ns: int,
         prefix: str,
     ) -> None:
@@ -232,7 +228,6 @@ class _Exchange:
         self._name = name
         self._context = context
         self._parent = parent
-        self._attributes = attributes
         self._start = start_ns
         self._prefix = prefix
 
@@ -245,14 +240,12 @@ class _Exchange:
         return _Upstream(tracing, name, context, own, attributes, traceparent)
 
     def end(self, attributes: Attributes, error: str, description: str) -> None:
-        merged = self._attributes
-        merged.update(attributes)
         self._tracing.record(
             self._name,
             SpanKind.SERVER,
             self._context,
             self._parent,
-            merged,
+            attributes,
             error,
             description,
             self._start,
@@ -318,6 +311,8 @@ class _Unsampled:
     (flags ``00``) with a span id of its own, so that the trace goes on unbroken."""
 
     __slots__ = ("_prefix", "_tracing")
+
+    recording = False
 
     def __init__(self, tracing: OtlpTracing, prefix: str) -> None:
         self._tracing = tracing

@@ -85,6 +85,12 @@ class UpstreamSpan(Protocol):
 class ExchangeSpan(Protocol):
     """The SERVER span of one request, from its first byte to the end of the exchange."""
 
+    @property
+    def recording(self) -> bool:
+        """The trace is sampled: this span is recorded. When not, its attributes are not worth
+        building, and :meth:`end` ignores them."""
+        ...
+
     def upstream(self, name: str, attributes: Attributes) -> UpstreamSpan:
         """A CLIENT span for an attempt starting now, child of this one."""
         ...
@@ -99,16 +105,13 @@ class Tracing(Protocol):
     """The process's tracing: sampling, the bounded queue and the exporter."""
 
     def exchange(
-        self,
-        name: str,
-        attributes: Attributes,
-        traceparent: str | None,
-        trace_id: str,
-        start_ns: int,
+        self, name: str, traceparent: str | None, trace_id: str, start_ns: int
     ) -> ExchangeSpan:
         """The SERVER span of a request that started at ``start_ns`` (Unix time, in ns): the
         child of the caller's ``traceparent`` when it sent a valid one, else the root of the
-        trace ``trace_id`` (32 hex digits: a request id, so that logs and traces share it)."""
+        trace ``trace_id`` (32 hex digits: a request id, so that logs and traces share it). The
+        sampling decision is taken here, before any attribute is built; the attributes come
+        with :meth:`ExchangeSpan.end`."""
         ...
 
     def shutdown(self) -> None:
