@@ -93,7 +93,11 @@ def build_runtime(
     """The snapshot of ``config``. ``endpoints`` names the providers in :data:`ENDPOINTS` whose
     built-in endpoints it serves; each serves none when the config does not enable it."""
     if extensions is None:
-        extensions = Extensions() if previous is None else Extensions(stats=previous.stats)
+        extensions = (
+            Extensions()
+            if previous is None
+            else Extensions(stats=previous.stats, tracing=previous.tracing)
+        )
     stats = extensions.stats
     stats.enabled = config.operations.metrics
     services: dict[str, Service] = {}
@@ -143,6 +147,7 @@ def build_runtime(
             ),
             needs_body=any(p.needs_body for p in policies),
             stats=stats.route(route.name, route.service),
+            path_template=route.match.path,
         )
         matchers.append(
             RouteMatcher(
@@ -185,7 +190,12 @@ def build_runtime(
         ip_rules=CompiledIPRules.compile(config.gateway.ip_rules),
         stats=stats,
         completion_hooks=tuple(hooks),
-        timed=bool(hooks) or any(m.target.completion_pipeline for m in matchers),
+        timed=(
+            bool(hooks)
+            or extensions.tracing is not None
+            or any(m.target.completion_pipeline for m in matchers)
+        ),
+        tracing=extensions.tracing,
     )
 
 

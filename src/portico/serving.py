@@ -16,6 +16,7 @@ import errno
 import hashlib
 import logging
 import socket
+import threading
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -26,16 +27,18 @@ import uvloop
 from sqlalchemy.orm import Session
 
 from portico import _native
-from portico.assembly import build_runtime, load_config_to_serve, runtime_builder
+from portico.assembly import build_runtime, load_config, load_config_to_serve
 from portico.config.lifecycle import LIFECYCLE_ACTION, LifecycleChange, lifecycle_changes
 from portico.config.model import Listen, PorticoConfig
 from portico.core.errors import PorticoError
 from portico.core.net import host_port
 from portico.gateway.app import Gateway
 from portico.gateway.snapshot import Runtime
+from portico.gateway.stats import GatewayStats
 from portico.identity.context import Extensions
 from portico.identity.oauth.state import OAuthState
 from portico.identity.state import IdentityState
+from portico.observability.tracing import SpanCounter, Tracing, start_tracing
 from portico.operations.listener import Operations, ReadinessCheck
 from portico.operations.metrics import registry
 from portico.policies.rate_limit.usage import usage_report
@@ -253,11 +256,22 @@ class ServedGateway:
         # Rate-limit counters, cached responses, idempotency records, nonces: this process's
         # memory, or Redis (the config's redis section), for the life of the process.
         self.shared = open_shared_state(config.redis)
-        self.extensions = Extensions(identity=self.identity, oauth=self.oauth, shared=self.shared)
+        stats = GatewayStats()
+        # Spans of exchanges, when the config asks for them: started here, in the process that
+        # serves (with --workers, each gateway process after it was spawned), never inherited.
+        self.tracing = start_tracing(config.tracing, span_counter(stats))
+        self._tracing_settings = config.tracing
+        self.extensions = Extensions(
+            identity=self.identity,
+            oauth=self.oauth,
+            shared=self.shared,
+            stats=stats,
+            tracing=self.tracing,
+        )
         self.gateway = Gateway(
             build_runtime(config, extensions=self.extensions, endpoints=SERVED_ENDPOINTS),
             config_path=config_path,
-            rebuild=_keeping_listen(runtime_builder(self.extensions, SERVED_ENDPOINTS), listen),
+            rebuild=_keeping_listen(self._rebuild, listen),
             on_config_applied=config_applied,
             watch_config=watch_config,
         )
@@ -275,10 +289,40 @@ class ServedGateway:
         raises what building its snapshot raises, and the old one keeps serving."""
         config = with_listen(config, self._listen)
         gateway = self.gateway
-        runtime = build_runtime(config, gateway.runtime, self.extensions, SERVED_ENDPOINTS)
+        runtime = self._build(config, gateway.runtime)
         gateway.apply(runtime)
         gateway.stats.reloaded(True)
         self.identity.use_config(config)
+
+    def _rebuild(self, path: Path, previous: Runtime) -> Runtime:
+        """A reload of the config file (the gateway calls it)."""
+        return self._build(load_config(path), previous)
+
+    def _build(self, config: PorticoConfig, previous: Runtime) -> Runtime:
+        """The snapshot of ``config``. A changed ``tracing`` section starts a new tracing for
+        it (or none), which serves from this snapshot on; the previous one exports what it has
+        queued and stops, in the background. Spans of the requests still in flight on the
+        previous snapshot are lost."""
+        extensions = self.extensions
+        started: Tracing | None = None
+        retraced = config.tracing != self._tracing_settings
+        if retraced:
+            started = start_tracing(config.tracing, span_counter(extensions.stats))
+            extensions = dataclasses.replace(extensions, tracing=started)
+        try:
+            runtime = build_runtime(config, previous, extensions, SERVED_ENDPOINTS)
+        except BaseException:
+            if started is not None:
+                _stop_in_background(started)
+            raise
+        if retraced:
+            if self.tracing is not None:
+                _stop_in_background(self.tracing)
+            self.extensions = extensions
+            self.tracing = started
+            self._tracing_settings = config.tracing
+            log.info("tracing %s", "restarted" if started is not None else "off")
+        return runtime
 
     async def close(self) -> None:
         """Drain the gateway (within ``gateway.drain_timeout``), then stop polling the store."""
@@ -289,6 +333,9 @@ class ServedGateway:
         self.identity.close()
         self.oauth.close()
         await self.shared.close()
+        if self.tracing is not None:
+            # The last spans, within tracing.shutdown_timeout, off the event loop.
+            await asyncio.get_running_loop().run_in_executor(None, self.tracing.shutdown)
 
 
 async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
@@ -392,6 +439,26 @@ def admin_banner(config: PorticoConfig, port: int) -> str:
     assert config.admin is not None
     address = host_port(config.admin.listen.host, port)
     return f"Portico admin API on http://{address}/admin/v1 (docs: /admin/v1/docs)"
+
+
+def _stop_in_background(tracing: Tracing) -> None:
+    threading.Thread(target=tracing.shutdown, name="portico-tracing-stop", daemon=True).start()
+
+
+def span_counter(stats: GatewayStats) -> SpanCounter:
+    """What tracing counts, as ``portico_tracing_spans_total{outcome}`` (docs/metrics.md):
+    the metric is made when tracing starts, so that a Portico without tracing shows none."""
+
+    def count(outcome: str, spans: int) -> None:
+        counter = stats.counter(
+            "portico_tracing_spans",
+            "Spans of exchanges by outcome: exported to the collector, dropped (the export "
+            "queue was full), failed (the collector did not take them).",
+            ("outcome",),
+        )
+        counter.add((outcome,), spans)
+
+    return count
 
 
 def shared_state_readiness(shared: SharedState) -> ReadinessCheck:
