@@ -367,7 +367,11 @@ class RateLimit:
             # The first rate-limit policy to answer: the upstream's own fields do not describe
             # Portico's limits, and a client must not read two policies of one name.
             state[FIELDS_DONE] = True
-            headers.remove("ratelimit-policy", "ratelimit")
+            for name, _ in headers.items:
+                # Literal comparisons (no allocation): most upstreams send neither field.
+                if name == "ratelimit" or name == "ratelimit-policy":
+                    headers.remove("ratelimit-policy", "ratelimit")
+                    break
         if isinstance(counted, Counted):
             headers.add("ratelimit-policy", counted.policy_field)
             headers.add("ratelimit", counted.field)
