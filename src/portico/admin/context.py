@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 from portico.config.model import PorticoConfig
 from portico.shared.state import SharedState
 from portico.store.database import Database
+from portico.store.secrets import Secrets
 
 __all__ = ["AdminContext"]
 
@@ -30,3 +33,19 @@ class AdminContext:
     """Seconds a write waits after its commit before answering: two polls of the gateways'
     change counter, so that a client that creates a key and uses it at once, or revokes one and
     expects it refused, finds every gateway agreeing."""
+    config_path: Path | None = None
+    """The config file: its other sections are what an edit of the store's entities is checked
+    with (``entities.source: store``)."""
+    secrets: Secrets | None = None
+    """What seals and opens the secrets the store holds (the OAuth signing keys); ``None``:
+    the store's own (:func:`~portico.store.secrets.open_secrets` of its URL)."""
+    entities_source: Literal["file", "store"] = "file"
+    """Where the served entities come from: ``file`` refuses the admin API's edits of them."""
+
+    def store_secrets(self) -> Secrets:
+        """:attr:`secrets`, or the store's own when whoever serves this did not hand them."""
+        if self.secrets is not None:
+            return self.secrets
+        from portico.store.secrets import open_secrets
+
+        return open_secrets(self.database.engine.url.render_as_string(hide_password=False))

@@ -18,6 +18,7 @@ from portico.admin import cli as admin_cli
 from portico.cli import cache as cache_cli
 from portico.cli import routes as routes_cli
 from portico.cli import secrets as secrets_cli
+from portico.cli import sync as sync_cli
 from portico.identity import cli as identity_cli
 from portico.identity.oauth import cli as oauth_cli
 
@@ -43,6 +44,7 @@ examples:
   portico serve --workers auto           one gateway process per core, supervised
   portico usage --consumer acme/billing  rate limits and quotas used, and what remains
   portico admin tokens create --role viewer  a token for the admin API, printed once
+  portico diff -c portico.yaml           what `portico apply` would change in the store
   portico serve --log-format json --log-level warning"""
 
 DEFAULT_CONFIG = "portico.yaml"
@@ -317,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache_cli.register(sub, load_config)
     secrets_cli.register(sub, load_config)
     admin_cli.register(sub, load_config)
+    sync_cli.register(sub)
 
     demo = command(
         "demo", "run Portico with sample backends and a sample config, for a first look", cmd_demo

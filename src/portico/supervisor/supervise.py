@@ -60,6 +60,7 @@ from portico.serving import (
 )
 from portico.shared import open_shared_state
 from portico.shared.state import SharedState
+from portico.store.secrets import Secrets
 from portico.supervisor.channel import Channel, ChannelClosed, Message
 from portico.supervisor.collector import registry
 from portico.supervisor.counters import Tally, add, summed
@@ -168,6 +169,8 @@ class Supervisor:
         self.listen = listen
         self.config = config
         self._shared: SharedState | None = None
+        self._secrets: Secrets | None = None
+        """The store's secrets keys (``prepare_store``), for the admin API's signing keys."""
         """The Redis of the config's ``redis`` section, for ``/readyz``."""
         self.text = raw.decode("utf-8-sig")
         self._sha256 = hashlib.sha256(raw).hexdigest()
@@ -195,7 +198,10 @@ class Supervisor:
         # Once, before any gateway process, as for `portico serve`: the store's schema and its
         # secrets. Each process then reads the same keys: the environment they inherit, or the
         # key file this one made if it had to (a SQLite database's, docs/secrets.md).
-        serving.prepare_store(self.config)
+        self._secrets = serving.prepare_store(self.config)
+        if self.config.entities.source == "store":
+            # Seeded once, here, before any gateway process reads the store's state.
+            serving.seed_state(self.config_path).database.dispose()
         self._recorder = RevisionRecorder(url)
         try:
             return await self._run(self._recorder)
@@ -221,7 +227,9 @@ class Supervisor:
             # reach the gateway processes through the store, which each of them polls.
             if self._shared is None:
                 self._shared = open_shared_state(config.redis)
-            admin = await start_admin(config, lambda: self.config, self._shared)
+            admin = await start_admin(
+                config, lambda: self.config, self._shared, self.config_path, self._secrets
+            )
             recorder.record(self.config_path, self._sha256)
             await self._start_all()
             loop = asyncio.get_running_loop()

@@ -82,7 +82,8 @@ def list_signing_keys(request: Request, caller: Caller) -> Response:
     """The keys still published in the JWKS, newest first (public information only)."""
     caller.require_every_tenant()
     now = datetime.now(UTC)
-    keys = SigningKeys(context_of(request).database).published(now)
+    context = context_of(request)
+    keys = SigningKeys(context.database, context.store_secrets()).published(now)
     keys.sort(key=lambda k: (k.activated_at, k.kid), reverse=True)
     page = SigningKeyPage(items=[_view(k, now) for k in keys], next_cursor=None, next=None)
     return page_response(page, request, None)
@@ -113,7 +114,8 @@ async def rotate_signing_key(
 
     def write(database: Database) -> Any:
         with database.write() as session:
-            rotation = SigningKeys(session).rotate(settings.signing_algorithm, lifetime)
+            keys = SigningKeys(session, context.store_secrets())
+            rotation = keys.rotate(settings.signing_algorithm, lifetime)
             assert rotation is not None
             now = datetime.now(UTC)
             AuditLog(session).record(
