@@ -33,6 +33,7 @@ from portico.policies.validation import checks as validation_checks
 __all__ = [
     "CHECKS",
     "SERVE_CHECKS",
+    "check_config",
     "check_config_text",
     "check_config_to_serve",
     "load_config",
@@ -86,6 +87,15 @@ def load_config(
     """:func:`portico.config.loader.load_config` with every capability's checks; ``entities``:
     the stored entity sections served instead of the file's (``entities.source: store``)."""
     return loader.load_config(path, env, CHECKS, entities)
+
+
+def check_config(
+    path: str | Path,
+    env: Mapping[str, str] | None = None,
+    entities: StoredEntities | None = None,
+) -> CheckedConfig:
+    """:func:`load_config`, with the warnings and the file as written."""
+    return loader.check_config(path, env, CHECKS, entities)
 
 
 def load_config_to_serve(

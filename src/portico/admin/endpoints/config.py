@@ -28,6 +28,7 @@ from portico.admin.endpoints.common import (
     page_response,
 )
 from portico.admin.pagination import Page, next_link, paginate, parse_sort
+from portico.admin.state import current_config
 from portico.config.model import Consumer, PolicySpec, PorticoConfig, Route, Service
 from portico.core.redaction import redact
 from portico.policies.registry import effective_policies
@@ -275,7 +276,8 @@ def _page(
 
 
 def _config(request: Request) -> PorticoConfig:
-    return context_of(request).config()
+    # With entities.source: store, the store's latest revision: a client reads what it wrote.
+    return current_config(context_of(request))
 
 
 _SORT = Query(description="A documented field; `-field` sorts descending.")
