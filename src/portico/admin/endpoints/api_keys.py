@@ -46,6 +46,7 @@ from portico.admin.pagination import (
 )
 from portico.admin.problems import ENTITY_CONFLICT, AdminProblem
 from portico.admin.roles import Role
+from portico.admin.state import current_config
 from portico.config.model import PorticoConfig
 from portico.identity.key_changes import create_key, key_view, revoke_key, rotate_key
 from portico.identity.store import ApiKeyNotFound, ApiKeyNotUsable, ApiKeys, StoredApiKey
@@ -162,7 +163,7 @@ def _precondition(caller: Principal, if_match: str | None) -> Callable[[StoredAp
 
 
 def _refuse_declared(request: Request, caller: Principal, key_id: str) -> None:
-    declared = _declared(context_of(request).config(), key_id, datetime.now(UTC))
+    declared = _declared(current_config(context_of(request)), key_id, datetime.now(UTC))
     if declared is not None and _visible(caller, declared):
         raise AdminProblem(
             ENTITY_CONFLICT,
@@ -230,7 +231,11 @@ def get_api_key(
     now = datetime.now(UTC)
     context = context_of(request)
     stored = ApiKeys(context.database).get(key_id)
-    view = _view(stored, now) if stored is not None else _declared(context.config(), key_id, now)
+    view = (
+        _view(stored, now)
+        if stored is not None
+        else _declared(current_config(context), key_id, now)
+    )
     if view is None or not _visible(caller, view):
         raise not_found("API key", key_id)
     return entity_response(view, if_none_match)
@@ -248,7 +253,7 @@ async def create_api_key(request: Request, caller: Caller, body: ApiKeyCreation)
     caller.require(Role.OPERATOR)
     context = context_of(request)
     tenant_name, _, name = body.consumer.partition("/")
-    tenant = context.config().tenants.get(tenant_name)
+    tenant = current_config(context).tenants.get(tenant_name)
     if tenant is None or name not in tenant.consumers or not caller.sees(tenant_name):
         raise invalid("/consumer", f"no consumer {body.consumer} in the config")
     now = datetime.now(UTC)
