@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ __all__ = ["EXIT_TROUBLE", "register"]
 
 EXIT_TROUBLE = 2
 """``portico diff``: the comparison could not be made (exit 1 means "they differ")."""
+SETTLE = 0.5
+"""Seconds ``apply`` waits after writing: two polls of the gateways (``serving``'s 0.25 s)."""
 
 
 def register(subparsers: Any) -> None:
@@ -105,6 +108,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
         print(describe_changes(applied.changes, colour=use_colour(sys.stdout)))
     parent = "" if applied.parent is None else f", after revision {applied.parent}"
     print(f"applied: store revision {applied.revision.id}{parent} ({counted(applied.changes)})")
+    # As `portico keys` does: the command returns once running gateways have polled the store
+    # twice, so that what follows it (a test, a deploy step) finds every process serving it.
+    time.sleep(SETTLE)
     return 0
 
 
