@@ -9,17 +9,29 @@ within a second, the way ``portico keys`` does).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from portico.config.model import PorticoConfig
 from portico.shared.state import SharedState
 from portico.store.database import Database
+from portico.store.repositories import StateRevision
 from portico.store.secrets import Secrets
 
-__all__ = ["AdminContext"]
+__all__ = ["AdminContext", "CheckedState"]
+
+
+@dataclass(slots=True)
+class CheckedState:
+    """The store's latest state revision as the admin API last checked it, and its config
+    (``entities.source: store``): checked once per revision, not per request."""
+
+    revision: StateRevision | None = None
+    config: PorticoConfig | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +53,7 @@ class AdminContext:
     the store's own (:func:`~portico.store.secrets.open_secrets` of its URL)."""
     entities_source: Literal["file", "store"] = "file"
     """Where the served entities come from: ``file`` refuses the admin API's edits of them."""
+    state: CheckedState = field(default_factory=CheckedState)
 
     def store_secrets(self) -> Secrets:
         """:attr:`secrets`, or the store's own when whoever serves this did not hand them."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -56,23 +55,28 @@ class _Loaded:
     config: PorticoConfig
 
 
-_cache: dict[int, _Loaded] = {}
-"""By admin context: the latest revision read and its config (checked once per revision)."""
-_lock = threading.Lock()
-
-
 def _current(context: AdminContext) -> _Loaded:
     revisions = StateRevisions(context.database)
     latest_id = revisions.latest_id()
-    with _lock:
-        cached = _cache.get(id(context))
-    if cached is not None and (cached.revision.id if cached.revision else None) == latest_id:
-        return cached
+    state = context.state
+    with state.lock:
+        known, config = state.revision, state.config
+    if config is not None and (known.id if known is not None else None) == latest_id:
+        return _Loaded(known, config)
     revision = None if latest_id is None else revisions.get(latest_id)
     loaded = _Loaded(revision, _checked(context, revision))
-    with _lock:
-        _cache[id(context)] = loaded
+    _remember(context, loaded)
     return loaded
+
+
+def _remember(context: AdminContext, loaded: _Loaded) -> None:
+    state = context.state
+    with state.lock:
+        newer = state.revision is not None and (
+            loaded.revision is None or state.revision.id > loaded.revision.id
+        )
+        if not newer:
+            state.revision, state.config = loaded.revision, loaded.config
 
 
 def _checked(
@@ -192,8 +196,7 @@ def edit(context: AdminContext, author: Author, change: Edit, if_match: str | No
                     "then retry",
                 ) from None
             continue  # without If-Match, the change is made on the state as it is now
-        with _lock:
-            _cache[id(context)] = _Loaded(revision, config)
+        _remember(context, _Loaded(revision, config))
         return Edited(before_view, change.view(config), revision)
     raise AdminProblem(
         PRECONDITION_FAILED, "the state kept changing while this change was made: retry"

@@ -29,7 +29,7 @@ from portico.admin.endpoints.common import (
 )
 from portico.admin.pagination import Page, next_link, paginate, parse_sort
 from portico.admin.state import current_config
-from portico.config.model import Consumer, PolicySpec, PorticoConfig, Route, Service
+from portico.config.model import Consumer, PolicySpec, PorticoConfig, Route, Service, Tenant
 from portico.core.redaction import redact
 from portico.policies.registry import effective_policies
 
@@ -60,6 +60,8 @@ class ServiceView(BaseModel):
     openapi: bool
     """Whether the service names an OpenAPI document."""
     routes: list[str]
+    locked: bool
+    """Managed by portico.yaml only: the admin API refuses to change it (docs/sync.md)."""
 
 
 class RouteMatchView(BaseModel):
@@ -83,12 +85,14 @@ class RouteView(BaseModel):
     effective_policies: list[dict[str, Any]]
     """What the route runs, in order: its service's entries first (those of a type the route
     does not have itself), then its own."""
+    locked: bool
 
 
 class TenantView(BaseModel):
     name: str
     metadata: dict[str, str]
     consumers: list[str]
+    locked: bool
 
 
 class ApiKeyRefView(BaseModel):
@@ -115,6 +119,7 @@ class ConsumerView(BaseModel):
     signature_keys: list[SignatureKeyView]
     certificates: list[dict[str, str]]
     ip_rules: dict[str, list[str]]
+    locked: bool
 
 
 class OAuthClientView(BaseModel):
@@ -165,6 +170,7 @@ def service_view(config: PorticoConfig, name: str, spec: Service) -> ServiceView
         policies=[_policy(p) for p in spec.policies],
         openapi=spec.openapi is not None,
         routes=[r.name for r in config.routes if r.service == name],
+        locked=spec.locked,
     )
 
 
@@ -186,6 +192,13 @@ def route_view(config: PorticoConfig, route: Route) -> RouteView:
         max_body_size=route.max_body_size,
         policies=[_policy(p) for p in route.policies],
         effective_policies=[_policy(p) for p in effective_policies(config, route)],
+        locked=route.locked,
+    )
+
+
+def tenant_view(name: str, spec: Tenant) -> TenantView:
+    return TenantView(
+        name=name, metadata=dict(spec.metadata), consumers=list(spec.consumers), locked=spec.locked
     )
 
 
@@ -213,6 +226,7 @@ def consumer_view(tenant: str, name: str, spec: Consumer) -> ConsumerView:
             for c in spec.certificates
         ],
         ip_rules={"allow": list(spec.ip_rules.allow), "deny": list(spec.ip_rules.deny)},
+        locked=spec.locked,
     )
 
 
@@ -394,11 +408,7 @@ def list_tenants(
 ) -> Response:
     """The tenants of the running config (a tenant-scoped token: its own). Sort by `name`."""
     config = _config(request)
-    items = [
-        TenantView(name=name, metadata=dict(t.metadata), consumers=list(t.consumers))
-        for name, t in config.tenants.items()
-        if caller.sees(name)
-    ]
+    items = [tenant_view(name, t) for name, t in config.tenants.items() if caller.sees(name)]
     keys: dict[str, Callable[[TenantView], Any]] = {"name": lambda t: t.name}
     return _page(request, items, keys, lambda t: t.name, sort, cursor, limit, TenantPage)
 
@@ -416,8 +426,7 @@ def get_tenant(
     spec = config.tenants.get(tenant)
     if spec is None or not caller.sees(tenant):
         raise not_found("tenant", tenant)
-    view = TenantView(name=tenant, metadata=dict(spec.metadata), consumers=list(spec.consumers))
-    return entity_response(view, if_none_match)
+    return entity_response(tenant_view(tenant, spec), if_none_match)
 
 
 @router.get("/consumers", response_model=ConsumerPage, summary="List consumers")

@@ -32,6 +32,7 @@ from portico.admin.endpoints.config import (
     consumer_view,
     route_view,
     service_view,
+    tenant_view,
 )
 from portico.admin.pagination import etag_of, invalid
 from portico.admin.problems import ENTITY_CONFLICT, AdminProblem
@@ -284,7 +285,7 @@ def _tenant_edit(tenant: str, replacement: dict[str, Any] | None) -> Edit:
         spec = config.tenants.get(tenant)
         if spec is None:
             return None
-        return TenantView(name=tenant, metadata=dict(spec.metadata), consumers=list(spec.consumers))
+        return tenant_view(tenant, spec)
 
     return Edit(
         "tenant",
@@ -299,7 +300,7 @@ def _tenant_edit(tenant: str, replacement: dict[str, Any] | None) -> Edit:
     )
 
 
-def _may_edit_tenant(request: Request, caller: Principal, tenant: str) -> None:
+def _may_edit_tenant(caller: Principal, tenant: str) -> None:
     """A tenant-scoped token edits its own tenant (never makes another: 404, as for any entity
     of another tenant)."""
     caller.require(Role.OPERATOR)
@@ -322,7 +323,7 @@ async def put_tenant(
 ) -> Response:
     """The tenant's own settings (`metadata`); its consumers are kept, and changed on their
     own paths. Needs the operator role."""
-    _may_edit_tenant(request, caller, tenant)
+    _may_edit_tenant(caller, tenant)
     if "consumers" in body:
         raise invalid("/consumers", "consumers are changed on /tenants/{tenant}/consumers/{name}")
     edited = await _apply(request, caller, _tenant_edit(tenant, _written(body)), if_match)
@@ -334,7 +335,7 @@ async def delete_tenant(
     request: Request, caller: Caller, tenant: EntityName, if_match: IfMatch = None
 ) -> Response:
     """Refused (409 `entity-conflict`) while it has consumers."""
-    _may_edit_tenant(request, caller, tenant)
+    _may_edit_tenant(caller, tenant)
     edited = await _apply(request, caller, _tenant_edit(tenant, None), if_match)
     return _answer(request, edited, deleted=True)
 
