@@ -115,6 +115,7 @@ def store_admin_config(upstream_url: str) -> dict[str, Any]:
             ),
             route("pinned", "/pinned", service="pinned"),
         ],
+        "identity": {"oauth": {"issuer": "http://127.0.0.1"}},
         "tenants": {
             "acme": {
                 "consumers": {"billing": {"scopes": ["orders:read"]}, "fixed": {"locked": True}}

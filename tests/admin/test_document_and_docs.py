@@ -33,6 +33,12 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404",
 # does not pass the config's checks is 400; file mode, a locked entity or one others depend on
 # is 409; an If-Match of another version is 412.
 [[operations]]
+include-path-regex = "/oauth-client$"
+checks.positive_data_acceptance.expected-statuses = [
+  "2xx", "400", "401", "403", "404", "409", "412",
+]
+
+[[operations]]
 include-method-regex = "^(PUT|DELETE)$"
 checks.positive_data_acceptance.expected-statuses = [
   "2xx", "400", "401", "403", "404", "409", "412",

@@ -4,6 +4,9 @@ what is refused and how, and what the store and the audit log keep."""
 
 from __future__ import annotations
 
+import hashlib
+
+import pytest
 from tests.admin.conftest import UPSTREAM_TOKEN, Admin
 from tests.support.gateway import check_problem, wait_for
 from tests.support.upstreams import Upstream
@@ -271,3 +274,66 @@ def test_the_consumer_made_through_the_api_is_known_to_the_gateway(store_admin: 
             timeout=1.0,
         )
         assert refused
+
+
+def test_an_oauth_client_made_through_the_api_shows_its_secret_once_and_stores_its_hash(
+    store_admin: Admin,
+) -> None:
+    from authlib.integrations.httpx_client import OAuth2Client, OAuthError
+
+    gateway = store_admin.portico.url
+
+    def token(client_id: str, secret: str) -> str:
+        with OAuth2Client(client_id, secret, scope="orders:read", trust_env=False) as oauth:
+            found = oauth.fetch_token(f"{gateway}/oauth2/token", grant_type="client_credentials")
+        return str(found["access_token"])
+
+    with store_admin.client("operator") as http:
+        made = http.put("/tenants/globex/consumers/robot", json={"scopes": ["orders:read"]})
+        assert made.status_code == 201, made.text
+        issued = http.post("/tenants/globex/consumers/robot/oauth-client", json={})
+        assert issued.status_code == 201, issued.text
+        client = issued.json()
+        assert client["client_id"] == "globex-robot"
+        assert issued.headers["location"] == "/admin/v1/oauth-clients/globex-robot"
+        first_secret = client["client_secret"]
+        assert len(first_secret) >= 40
+        assert token("globex-robot", first_secret)
+
+        shown = http.get("/oauth-clients/globex-robot")
+        assert shown.status_code == 200 and first_secret not in shown.text
+        assert shown.json()["authentication"] == ["client_secret"]
+        consumer = http.get("/tenants/globex/consumers/robot")
+        assert first_secret not in consumer.text
+
+        again = http.post(
+            "/tenants/globex/consumers/robot/oauth-client",
+            headers={"If-Match": consumer.headers["etag"]},
+        )
+        assert again.status_code == 201, again.text
+        second_secret = again.json()["client_secret"]
+        assert second_secret != first_secret and token("globex-robot", second_secret)
+        with pytest.raises(OAuthError):
+            token("globex-robot", first_secret)
+        stale = http.post(
+            "/tenants/globex/consumers/robot/oauth-client",
+            headers={"If-Match": consumer.headers["etag"]},
+        )
+        check_problem(stale, 412, "https://portico.dev/problems/precondition-failed")
+        locked = http.post("/tenants/acme/consumers/fixed/oauth-client")
+        check_problem(locked, 409, "https://portico.dev/problems/entity-locked")
+    with store_admin.client("acme-operator") as http:
+        hidden = http.post("/tenants/globex/consumers/robot/oauth-client")
+        check_problem(hidden, 404, "https://portico.dev/problems/entity-not-found")
+
+    directory = store_admin.portico.tmp_path
+    with database(store_admin) as db:
+        entries = AuditLog(db).list(50)
+        latest = StateRevisions(db).latest()
+    assert latest is not None
+    oauth = latest.document["tenants"]["globex"]["consumers"]["robot"]["oauth"]
+    assert oauth["client_secret_sha256"] == hashlib.sha256(second_secret.encode()).hexdigest()
+    for secret in (first_secret, second_secret):
+        assert secret not in repr(entries)
+        stored = b"".join(p.read_bytes() for p in directory.glob("portico.db*"))
+        assert secret.encode() not in stored

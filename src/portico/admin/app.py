@@ -28,7 +28,16 @@ from starlette.routing import Match, Route
 
 from portico.admin.body_limit import BodyLimit
 from portico.admin.context import AdminContext
-from portico.admin.endpoints import api_keys, audit, config, edits, signing_keys, usage, whoami
+from portico.admin.endpoints import (
+    api_keys,
+    audit,
+    config,
+    edits,
+    oauth_clients,
+    signing_keys,
+    usage,
+    whoami,
+)
 from portico.admin.problems import AdminProblem, problem_response
 from portico.admin.request_ids import RequestIds, request_id_of
 from portico.gateway import problems
@@ -78,6 +87,7 @@ def build_app(context: AdminContext) -> FastAPI:
     tagged = (
         (config.router, "config"),
         (edits.router, "config"),
+        (oauth_clients.router, "config"),
         (api_keys.router, "api-keys"),
         (signing_keys.router, "signing-keys"),
         (usage.router, "usage"),

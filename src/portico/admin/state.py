@@ -44,7 +44,19 @@ from portico.store.repositories import (
     StateRevisions,
 )
 
-__all__ = ["Edit", "Edited", "current_config", "edit", "pointer_of"]
+__all__ = [
+    "Edit",
+    "Edited",
+    "current_config",
+    "current_state",
+    "edit",
+    "entity_tag",
+    "pointer_of",
+    "written_consumer",
+    "written_route",
+    "written_service",
+    "written_tenant",
+]
 
 _ATTEMPTS = 5
 
@@ -97,9 +109,50 @@ def _checked(
 def current_config(context: AdminContext) -> PorticoConfig:
     """The config whose entities the admin API shows: the running one (``file``), or the
     store's latest revision's (``store``)."""
+    return current_state(context)[0]
+
+
+def current_state(context: AdminContext) -> tuple[PorticoConfig, EntityDocument | None]:
+    """:func:`current_config`, and the entities as written in the store (``None``: ``file``)."""
     if context.entities_source != "store" or context.config_path is None:
-        return context.config()
-    return _current(context).config
+        return context.config(), None
+    loaded = _current(context)
+    return loaded.config, None if loaded.revision is None else loaded.revision.document
+
+
+def entity_tag(view: BaseModel, written: Any) -> str:
+    """An entity's ``ETag``: of what a client reads of it and, in the store, of what is written
+    (a new secret's hash, a reference renamed: changes a view does not show)."""
+    if written is None:
+        return etag_of(view)
+    return etag_of({"entity": view.model_dump(mode="json"), "written": written})
+
+
+def written_service(document: EntityDocument | None, name: str) -> Any:
+    services = (document or {}).get("services")
+    return services.get(name) if isinstance(services, dict) else None
+
+
+def written_route(document: EntityDocument | None, name: str) -> Any:
+    routes = (document or {}).get("routes")
+    if not isinstance(routes, list):
+        return None
+    return next((r for r in routes if isinstance(r, dict) and r.get("name") == name), None)
+
+
+def written_tenant(document: EntityDocument | None, tenant: str) -> Any:
+    tenants = (document or {}).get("tenants")
+    found = tenants.get(tenant) if isinstance(tenants, dict) else None
+    if not isinstance(found, dict):
+        return found
+    return {k: v for k, v in found.items() if k != "consumers"}
+
+
+def written_consumer(document: EntityDocument | None, tenant: str, name: str) -> Any:
+    tenants = (document or {}).get("tenants")
+    found = tenants.get(tenant) if isinstance(tenants, dict) else None
+    consumers = found.get("consumers") if isinstance(found, dict) else None
+    return consumers.get(name) if isinstance(consumers, dict) else None
 
 
 # -- edits -------------------------------------------------------------------------------------
@@ -133,6 +186,8 @@ class Edited:
     before: BaseModel | None
     after: BaseModel | None
     revision: StateRevision
+    tag: str | None
+    """The ``ETag`` of the entity after the change (``None``: deleted)."""
 
 
 def edit(context: AdminContext, author: Author, change: Edit, if_match: str | None) -> Edited:
@@ -149,7 +204,7 @@ def edit(context: AdminContext, author: Author, change: Edit, if_match: str | No
                     PRECONDITION_FAILED,
                     f"there is no {change.kind} {change.name} for If-Match to name",
                 )
-            check_if_match(if_match, etag_of(before_view))
+            check_if_match(if_match, entity_tag(before_view, change.read(document)))
         before = change.read(document)
         if _locked(before):
             raise AdminProblem(
@@ -197,7 +252,9 @@ def edit(context: AdminContext, author: Author, change: Edit, if_match: str | No
                 ) from None
             continue  # without If-Match, the change is made on the state as it is now
         _remember(context, _Loaded(revision, config))
-        return Edited(before_view, change.view(config), revision)
+        after_view = change.view(config)
+        tag = None if after_view is None else entity_tag(after_view, after)
+        return Edited(before_view, after_view, revision, tag)
     raise AdminProblem(
         PRECONDITION_FAILED, "the state kept changing while this change was made: retry"
     )

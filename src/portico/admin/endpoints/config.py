@@ -28,7 +28,15 @@ from portico.admin.endpoints.common import (
     page_response,
 )
 from portico.admin.pagination import Page, next_link, paginate, parse_sort
-from portico.admin.state import current_config
+from portico.admin.state import (
+    current_config,
+    current_state,
+    entity_tag,
+    written_consumer,
+    written_route,
+    written_service,
+    written_tenant,
+)
 from portico.config.model import Consumer, PolicySpec, PorticoConfig, Route, Service, Tenant
 from portico.core.redaction import redact
 from portico.policies.registry import effective_policies
@@ -338,11 +346,13 @@ def get_service(
     request: Request, caller: Caller, name: str, if_none_match: IfNoneMatch = None
 ) -> Response:
     caller.require_every_tenant()
-    config = _config(request)
+    config, written = current_state(context_of(request))
     spec = config.services.get(name)
     if spec is None:
         raise not_found("service", name)
-    return entity_response(service_view(config, name, spec), if_none_match)
+    view = service_view(config, name, spec)
+    tag = entity_tag(view, written_service(written, name) if written is not None else None)
+    return entity_response(view, if_none_match, tag=tag)
 
 
 # -- routes ---------------------------------------------------------------------------------------
@@ -388,11 +398,13 @@ def get_route(
     request: Request, caller: Caller, name: str, if_none_match: IfNoneMatch = None
 ) -> Response:
     caller.require_every_tenant()
-    config = _config(request)
+    config, written = current_state(context_of(request))
     found = next((r for r in config.routes if r.name == name), None)
     if found is None:
         raise not_found("route", name)
-    return entity_response(route_view(config, found), if_none_match)
+    view = route_view(config, found)
+    tag = entity_tag(view, written_route(written, name) if written is not None else None)
+    return entity_response(view, if_none_match, tag=tag)
 
 
 # -- tenants and consumers ------------------------------------------------------------------------
@@ -422,11 +434,13 @@ def list_tenants(
 def get_tenant(
     request: Request, caller: Caller, tenant: str, if_none_match: IfNoneMatch = None
 ) -> Response:
-    config = _config(request)
+    config, written = current_state(context_of(request))
     spec = config.tenants.get(tenant)
     if spec is None or not caller.sees(tenant):
         raise not_found("tenant", tenant)
-    return entity_response(tenant_view(tenant, spec), if_none_match)
+    view = tenant_view(tenant, spec)
+    tag = entity_tag(view, written_tenant(written, tenant) if written is not None else None)
+    return entity_response(view, if_none_match, tag=tag)
 
 
 @router.get("/consumers", response_model=ConsumerPage, summary="List consumers")
@@ -462,12 +476,14 @@ def list_consumers(
 def get_consumer(
     request: Request, caller: Caller, tenant: str, name: str, if_none_match: IfNoneMatch = None
 ) -> Response:
-    config = _config(request)
+    config, written = current_state(context_of(request))
     spec = config.tenants.get(tenant)
     consumer = spec.consumers.get(name) if spec is not None else None
     if consumer is None or not caller.sees(tenant):
         raise not_found("consumer", f"{tenant}/{name}")
-    return entity_response(consumer_view(tenant, name, consumer), if_none_match)
+    view = consumer_view(tenant, name, consumer)
+    found = written_consumer(written, tenant, name) if written is not None else None
+    return entity_response(view, if_none_match, tag=entity_tag(view, found))
 
 
 # -- OAuth clients --------------------------------------------------------------------------------

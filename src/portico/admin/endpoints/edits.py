@@ -34,15 +34,24 @@ from portico.admin.endpoints.config import (
     service_view,
     tenant_view,
 )
-from portico.admin.pagination import etag_of, invalid
+from portico.admin.pagination import invalid
 from portico.admin.problems import ENTITY_CONFLICT, AdminProblem
 from portico.admin.roles import Role
-from portico.admin.state import Edit, Edited, edit, refuse_in_file_mode
+from portico.admin.state import (
+    Edit,
+    Edited,
+    edit,
+    refuse_in_file_mode,
+    written_consumer,
+    written_route,
+    written_service,
+    written_tenant,
+)
 from portico.config.document import join_path
 from portico.config.entities import EntityDocument
 from portico.config.model import NAME_PATTERN, PorticoConfig
 
-__all__ = ["router"]
+__all__ = ["EntityName", "apply_edit", "consumer_edit", "may_edit_consumer", "router"]
 
 router = APIRouter()
 
@@ -82,7 +91,10 @@ ConsumerBody = Annotated[
 ]
 
 
-async def _apply(request: Request, caller: Principal, change: Edit, if_match: str | None) -> Edited:
+async def apply_edit(
+    request: Request, caller: Principal, change: Edit, if_match: str | None
+) -> Edited:
+    """Make ``change`` (in a thread) and answer once the gateway processes serve it."""
     context = context_of(request)
     refuse_in_file_mode(context)
     edited = await run_in_threadpool(edit, context, caller.author, change, if_match)
@@ -100,7 +112,7 @@ def _answer(request: Request, edited: Edited, *, deleted: bool = False) -> Respo
     return entity_response(
         edited.after,
         status=201 if created else 200,
-        etag=etag_of(edited.after),
+        tag=edited.tag,
         **{"x-portico-state-revision": str(edited.revision.id), **headers},
     )
 
@@ -124,8 +136,7 @@ def _at(prefix: str) -> Callable[[EntityDocument], str]:
 
 def _service_edit(name: str, replacement: dict[str, Any] | None) -> Edit:
     def read(document: EntityDocument) -> Any:
-        services = document.get("services") or {}
-        return services.get(name) if isinstance(services, dict) else None
+        return written_service(document, name)
 
     def change(document: EntityDocument) -> None:
         services = document.setdefault("services", {})
@@ -165,7 +176,7 @@ async def put_service(
     role and a token of every tenant."""
     caller.require(Role.OPERATOR)
     caller.require_every_tenant()
-    edited = await _apply(request, caller, _service_edit(name, _written(body)), if_match)
+    edited = await apply_edit(request, caller, _service_edit(name, _written(body)), if_match)
     return _answer(request, edited)
 
 
@@ -176,7 +187,7 @@ async def delete_service(
     """Refused (409 `entity-conflict`) while a route names it."""
     caller.require(Role.OPERATOR)
     caller.require_every_tenant()
-    edited = await _apply(request, caller, _service_edit(name, None), if_match)
+    edited = await apply_edit(request, caller, _service_edit(name, None), if_match)
     return _answer(request, edited, deleted=True)
 
 
@@ -192,8 +203,7 @@ def _route_edit(name: str, replacement: dict[str, Any] | None) -> Edit:
         return None
 
     def read(document: EntityDocument) -> Any:
-        i = index(document)
-        return None if i is None else document["routes"][i]
+        return written_route(document, name)
 
     def change(document: EntityDocument) -> None:
         routes = document.setdefault("routes", [])
@@ -236,7 +246,7 @@ async def put_route(
     if written.get("name", name) != name:
         raise invalid("/name", f"the route's name is the path's: {name}")
     written = {"name": name, **{k: v for k, v in written.items() if k != "name"}}
-    edited = await _apply(request, caller, _route_edit(name, written), if_match)
+    edited = await apply_edit(request, caller, _route_edit(name, written), if_match)
     return _answer(request, edited)
 
 
@@ -246,7 +256,7 @@ async def delete_route(
 ) -> Response:
     caller.require(Role.OPERATOR)
     caller.require_every_tenant()
-    edited = await _apply(request, caller, _route_edit(name, None), if_match)
+    edited = await apply_edit(request, caller, _route_edit(name, None), if_match)
     return _answer(request, edited, deleted=True)
 
 
@@ -255,11 +265,7 @@ async def delete_route(
 
 def _tenant_edit(tenant: str, replacement: dict[str, Any] | None) -> Edit:
     def read(document: EntityDocument) -> Any:
-        tenants = document.get("tenants") or {}
-        found = tenants.get(tenant) if isinstance(tenants, dict) else None
-        if not isinstance(found, dict):
-            return found
-        return {k: v for k, v in found.items() if k != "consumers"}
+        return written_tenant(document, tenant)
 
     def guard(document: EntityDocument) -> None:
         found = (document.get("tenants") or {}).get(tenant)
@@ -326,7 +332,7 @@ async def put_tenant(
     _may_edit_tenant(caller, tenant)
     if "consumers" in body:
         raise invalid("/consumers", "consumers are changed on /tenants/{tenant}/consumers/{name}")
-    edited = await _apply(request, caller, _tenant_edit(tenant, _written(body)), if_match)
+    edited = await apply_edit(request, caller, _tenant_edit(tenant, _written(body)), if_match)
     return _answer(request, edited)
 
 
@@ -336,24 +342,22 @@ async def delete_tenant(
 ) -> Response:
     """Refused (409 `entity-conflict`) while it has consumers."""
     _may_edit_tenant(caller, tenant)
-    edited = await _apply(request, caller, _tenant_edit(tenant, None), if_match)
+    edited = await apply_edit(request, caller, _tenant_edit(tenant, None), if_match)
     return _answer(request, edited, deleted=True)
 
 
 # -- consumers -----------------------------------------------------------------------------------
 
 
-def _consumer_edit(tenant: str, name: str, replacement: dict[str, Any] | None) -> Edit:
-    def consumers(document: EntityDocument) -> dict[str, Any] | None:
-        found = (document.get("tenants") or {}).get(tenant)
-        if not isinstance(found, dict):
-            return None
-        inside = found.get("consumers")
-        return inside if isinstance(inside, dict) else {}
+Replacement = dict[str, Any] | Callable[[EntityDocument], dict[str, Any]] | None
+"""An entity's new value, or how to make it from the (latest) document; ``None``: delete it."""
+
+
+def consumer_edit(tenant: str, name: str, replacement: Replacement) -> Edit:
+    """The edit of consumer ``tenant/name``: replaced (or made) by ``replacement``."""
 
     def read(document: EntityDocument) -> Any:
-        inside = consumers(document)
-        return None if inside is None else inside.get(name)
+        return written_consumer(document, tenant, name)
 
     def change(document: EntityDocument) -> None:
         tenants = document.setdefault("tenants", {})
@@ -368,7 +372,7 @@ def _consumer_edit(tenant: str, name: str, replacement: dict[str, Any] | None) -
                 raise not_found("consumer", f"{tenant}/{name}")
             del inside[name]
         else:
-            inside[name] = replacement
+            inside[name] = replacement(document) if callable(replacement) else replacement
 
     def view(config: PorticoConfig) -> BaseModel | None:
         spec = config.tenants.get(tenant)
@@ -388,7 +392,7 @@ def _consumer_edit(tenant: str, name: str, replacement: dict[str, Any] | None) -
     )
 
 
-def _may_edit_consumer(caller: Principal, tenant: str, name: str) -> None:
+def may_edit_consumer(caller: Principal, tenant: str, name: str) -> None:
     caller.require(Role.OPERATOR)
     if not caller.sees(tenant):
         raise not_found("consumer", f"{tenant}/{name}")
@@ -412,8 +416,10 @@ async def put_consumer(
     `tenants.<tenant>.consumers` (scopes, metadata, keys declared by hash, an OAuth client,
     signature keys, certificates, IP rules). Needs the operator role; a tenant-scoped token
     edits its own tenant's consumers only."""
-    _may_edit_consumer(caller, tenant, name)
-    edited = await _apply(request, caller, _consumer_edit(tenant, name, _written(body)), if_match)
+    may_edit_consumer(caller, tenant, name)
+    edited = await apply_edit(
+        request, caller, consumer_edit(tenant, name, _written(body)), if_match
+    )
     return _answer(request, edited)
 
 
@@ -427,6 +433,6 @@ async def delete_consumer(
 ) -> Response:
     """The consumer stops being known at once in every gateway process: its credentials of
     the config with it (keys made with `portico keys` are refused as they name no consumer)."""
-    _may_edit_consumer(caller, tenant, name)
-    edited = await _apply(request, caller, _consumer_edit(tenant, name, None), if_match)
+    may_edit_consumer(caller, tenant, name)
+    edited = await apply_edit(request, caller, consumer_edit(tenant, name, None), if_match)
     return _answer(request, edited, deleted=True)
