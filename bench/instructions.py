@@ -203,7 +203,8 @@ async def serve_policy(requests: int, policy: str) -> None:
         client.data_received(request)
         for _ in range(3):  # a body read whole goes on in a later turn of the loop
             await asyncio.sleep(0)
-        while sent.writes == writes:  # a policy waiting for Redis: its answer is not in yet
+        # A policy waiting for Redis: its answer is not in yet (polled: this loop is the bench).
+        while sent.writes == writes:  # noqa: ASYNC110
             await asyncio.sleep(0.0002)
         upstream.data_received(RESPONSE)
         for _ in range(3):

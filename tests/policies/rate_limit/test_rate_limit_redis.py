@@ -283,7 +283,9 @@ def _script_calls(redis_server: RedisServer) -> int:
         stats = client.info("commandstats")
     finally:
         client.close()
-    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval"))
+    return sum(
+        int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval")
+    )
 
 
 @pytest.mark.parametrize("lease", ["auto", "off"])
