@@ -15,7 +15,7 @@ import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -39,7 +39,7 @@ class OAuthClientCreation(BaseModel):
         pattern=r"^[A-Za-z0-9_.:-]{1,200}$",
         description="The client id (default: the consumer's current one, else `tenant-name`).",
     )
-    introspect_any: bool = Field(
+    introspect_any: StrictBool = Field(
         False, description="May introspect every client's tokens, not only its own."
     )
 
