@@ -203,7 +203,7 @@ async def serve_policy(requests: int, policy: str) -> None:
         client.data_received(request)
         for _ in range(3):  # a body read whole goes on in a later turn of the loop
             await asyncio.sleep(0)
-        # A policy waiting for Redis: its answer is not in yet (polled: this loop is the bench).
+        # A policy waiting for Redis: its answer is not in yet (a counter, not an event, to poll).
         while sent.writes == writes:  # noqa: ASYNC110
             await asyncio.sleep(0.0002)
         upstream.data_received(RESPONSE)

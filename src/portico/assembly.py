@@ -8,9 +8,10 @@
   here: ``portico check`` imports that module alone, without the running gateway this one builds.
 - :func:`build_runtime` compiles a validated config into the gateway's immutable
   :class:`~portico.gateway.snapshot.Runtime`: the router, each route's policy pipeline from the
-  catalogue, the built-in endpoints of the providers it is asked to serve, and the live services
-  (carried over from the previous snapshot when neither their settings nor their TLS files
-  changed).
+  catalogue (its service's lifecycle included: :mod:`portico.policies.lifecycle`; the routes of
+  a service in design are left out), the built-in endpoints of the providers it is asked to
+  serve, and the live services (carried over from the previous snapshot when neither their
+  settings nor their TLS files changed).
 - :func:`runtime_builder`: what the gateway is handed to reload its config file, since the
   gateway never imports a policy.
 
@@ -48,7 +49,7 @@ from portico.gateway.snapshot import CompiledRoute, Runtime
 from portico.gateway.tls import upstream_tls_fingerprint
 from portico.gateway.upstream import Service
 from portico.identity.context import BuildContext, EndpointProvider, Extensions
-from portico.policies import registry
+from portico.policies import lifecycle, registry
 from portico.policies.catalogue import POLICIES
 
 __all__ = [
@@ -92,11 +93,18 @@ def build_runtime(
     """The snapshot of ``config``. ``endpoints`` names the providers in :data:`ENDPOINTS` whose
     built-in endpoints it serves; each serves none when the config does not enable it."""
     if extensions is None:
-        extensions = Extensions() if previous is None else Extensions(stats=previous.stats)
+        extensions = (
+            Extensions()
+            if previous is None
+            else Extensions(stats=previous.stats, tracing=previous.tracing)
+        )
     stats = extensions.stats
     stats.enabled = config.operations.metrics
     services: dict[str, Service] = {}
     for name, spec in config.services.items():
+        if not lifecycle.served(spec):
+            # In design: not served, not probed (its backend may not exist yet).
+            continue
         old = previous.services.get(name) if previous else None
         services[name] = (
             old
@@ -108,6 +116,8 @@ def build_runtime(
 
     matchers: list[RouteMatcher[CompiledRoute]] = []
     for route in config.routes:
+        if route.service not in services:
+            continue  # a route of a service in design answers 404, as if it were not written
         context = BuildContext(
             config=config, route_name=route.name, service_name=route.service, extensions=extensions
         )
@@ -137,6 +147,7 @@ def build_runtime(
             ),
             needs_body=any(p.needs_body for p in policies),
             stats=stats.route(route.name, route.service),
+            path_template=route.match.path,
         )
         matchers.append(
             RouteMatcher(
@@ -179,7 +190,12 @@ def build_runtime(
         ip_rules=CompiledIPRules.compile(config.gateway.ip_rules),
         stats=stats,
         completion_hooks=tuple(hooks),
-        timed=bool(hooks) or any(m.target.completion_pipeline for m in matchers),
+        timed=(
+            bool(hooks)
+            or extensions.tracing is not None
+            or any(m.target.completion_pipeline for m in matchers)
+        ),
+        tracing=extensions.tracing,
     )
 
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 
-from portico.config import loader
+from portico.config import catalog_checks, loader
 from portico.config.checks import Checks, Finding
 from portico.config.loader import CheckedConfig, StoredEntities
 from portico.config.model import PorticoConfig
@@ -49,9 +49,10 @@ CHECKS = Checks(
         identity_checks.identity_errors,
         validation_checks.openapi_errors,
         gateway_checks.upstream_tls_errors,
+        catalog_checks.catalog_errors,
     ),
     policy_settings=partial(registry.settings_model, POLICIES),
-    warnings=(gateway_checks.upstream_tls_warnings,),
+    warnings=(gateway_checks.upstream_tls_warnings, catalog_checks.catalog_warnings),
 )
 
 

@@ -16,6 +16,7 @@ import errno
 import hashlib
 import logging
 import socket
+import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -24,11 +25,13 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 import uvloop
+from sqlalchemy.orm import Session
 
 from portico import _native
-from portico.assembly import build_runtime, load_config_text, load_config_to_serve, runtime_builder
+from portico.assembly import build_runtime, load_config, load_config_text, load_config_to_serve
 from portico.checking import check_config_text, check_config_to_serve
 from portico.config.errors import ConfigError
+from portico.config.lifecycle import LIFECYCLE_ACTION, LifecycleChange, lifecycle_changes
 from portico.config.loader import CheckedConfig, StoredEntities
 from portico.config.model import Listen, PorticoConfig
 from portico.config.secrets import redact_text
@@ -36,16 +39,24 @@ from portico.core.errors import PorticoError
 from portico.core.net import host_port
 from portico.gateway.app import Gateway
 from portico.gateway.snapshot import Runtime
+from portico.gateway.stats import GatewayStats
 from portico.identity.context import Extensions
 from portico.identity.oauth.state import OAuthState
 from portico.identity.state import IdentityState
+from portico.observability.tracing import SpanCounter, Tracing, start_tracing
 from portico.operations.listener import Operations, ReadinessCheck
 from portico.operations.metrics import registry
 from portico.policies.rate_limit.usage import usage_report
 from portico.shared import open_shared_state
 from portico.shared.state import SharedState, SharedStateUnavailable
-from portico.store.database import Database, create_engine_for
-from portico.store.repositories import ConfigRevisions, StateRevision, StateRevisions
+from portico.store.database import Database, create_engine_for, write_engine
+from portico.store.repositories import (
+    AuditLog,
+    Author,
+    ConfigRevisions,
+    StateRevision,
+    StateRevisions,
+)
 from portico.store.secrets import Secrets, current_store_secrets
 from portico.store.secrets.stored import StoredSecrets
 
@@ -145,11 +156,16 @@ def _keeping_listen(
 
 
 class RevisionRecorder:
-    """Writes each applied config to ``config_revisions``, off the event loop."""
+    """Writes each applied config to ``config_revisions``, off the event loop; and, with it in
+    one transaction, each change of a service's lifecycle since the config it applied before
+    (``service.lifecycle`` in the audit log, by ``serve``: docs/catalog.md)."""
+
+    ACTOR = "serve"
 
     def __init__(self, url: str) -> None:
         self._engine = create_engine_for(url)
         self._repo = ConfigRevisions(self._engine)
+        self._applied: PorticoConfig | None = None
 
     def close(self) -> None:
         self._engine.dispose()
@@ -166,13 +182,47 @@ class RevisionRecorder:
         with self._engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
 
-    def record(self, path: Path, sha256: str) -> None:
+    def record(self, path: Path, sha256: str, config: PorticoConfig | None = None) -> None:
+        """Record the file at ``path`` as applied; ``config``, what was loaded from it, is
+        compared with the config recorded before (the first one of a run is compared with
+        nothing: a change made while Portico was stopped is in the revisions, not here)."""
         # As written (``${VAR}`` references, never their values), and without a secret written
         # as its value: the database is no place for one (docs/sync.md#secrets).
         body = redact_text(path.read_text(encoding="utf-8"))
+        changes: list[LifecycleChange] = []
+        if config is not None:
+            if self._applied is not None:
+                changes = lifecycle_changes(self._applied, config)
+            self._applied = config
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(None, self._repo.record, sha256, str(path), body, "serve")
+        future = loop.run_in_executor(None, self._write, sha256, str(path), body, changes)
         future.add_done_callback(_log_failure)
+
+    def _write(self, sha256: str, source: str, body: str, changes: list[LifecycleChange]) -> int:
+        if not changes:
+            return self._repo.record(sha256, source, body, self.ACTOR)
+        bind = write_engine(self._engine)
+        with Session(bind=bind, expire_on_commit=False) as session, session.begin():
+            revision = ConfigRevisions(session).record(sha256, source, body, self.ACTOR)
+            audit = AuditLog(session)
+            for change in changes:
+                audit.record(
+                    Author(self.ACTOR),
+                    LIFECYCLE_ACTION,
+                    change.service,
+                    before=change.before,
+                    after=change.after,
+                    detail={**change.detail, "revision": revision, "source": source},
+                )
+        for change in changes:
+            log.info(
+                "service %s: lifecycle %s -> %s (audit log: %s)",
+                change.service,
+                change.detail["from"],
+                change.detail["to"],
+                LIFECYCLE_ACTION,
+            )
+        return revision
 
 
 def _log_failure(future: asyncio.Future[int]) -> None:
@@ -327,7 +377,7 @@ class ServedGateway:
         listen: tuple[str, int] | None,
         secrets: Secrets,
         *,
-        on_config_applied: Callable[[Path, str], None] | None = None,
+        on_config_applied: Callable[[Path, str, PorticoConfig], None] | None = None,
         watch_config: bool = True,
         entities: ServedEntities | None = None,
         file_text: str | None = None,
@@ -350,40 +400,30 @@ class ServedGateway:
         def config_applied(path: Path, sha256: str) -> None:
             self.identity.use_config(self.gateway.runtime.config)
             if on_config_applied is not None:
-                on_config_applied(path, sha256)
+                on_config_applied(path, sha256, self.gateway.runtime.config)
 
         # Rate-limit counters, cached responses, idempotency records, nonces: this process's
         # memory, or Redis (the config's redis section), for the life of the process.
         self.shared = open_shared_state(config.redis)
-        self.extensions = Extensions(identity=self.identity, oauth=self.oauth, shared=self.shared)
-        rebuild = (
-            runtime_builder(self.extensions, SERVED_ENDPOINTS)
-            if entities is None
-            else self._rebuild_with_state
+        stats = GatewayStats()
+        # Spans of exchanges, when the config asks for them: started here, in the process that
+        # serves (with --workers, each gateway process after it was spawned), never inherited.
+        self.tracing = start_tracing(config.tracing, span_counter(stats))
+        self._tracing_settings = config.tracing
+        self.extensions = Extensions(
+            identity=self.identity,
+            oauth=self.oauth,
+            shared=self.shared,
+            stats=stats,
+            tracing=self.tracing,
         )
         self.gateway = Gateway(
             build_runtime(config, extensions=self.extensions, endpoints=SERVED_ENDPOINTS),
             config_path=config_path,
-            rebuild=_keeping_listen(rebuild, listen),
+            rebuild=_keeping_listen(self._rebuild, listen),
             on_config_applied=config_applied,
             watch_config=watch_config,
         )
-
-    def _rebuild_with_state(self, path: Path, previous: Runtime) -> Runtime:
-        """A reload of the file in store mode: its other sections, the store's entities (an
-        edit of the file's is not served; one line says so)."""
-        assert self.entities is not None
-        text = _read_text(path)
-        checked = self._check(text)
-        runtime = build_runtime(checked.config, previous, self.extensions, SERVED_ENDPOINTS)
-        self._file_text = text
-        self.entities.file_differs(checked)
-        return runtime
-
-    def _check(self, text: str, revision: StateRevision | None = None) -> CheckedConfig:
-        assert self.entities is not None
-        stored = self.entities.stored(revision)
-        return check_config_text(text, str(self._config_path), entities=stored)
 
     def keep_current(self) -> None:
         """Start polling the store for identity and OAuth changes (on the running loop)."""
@@ -401,7 +441,7 @@ class ServedGateway:
         raises what building its snapshot raises, and the old one keeps serving."""
         config = with_listen(config, self._listen)
         gateway = self.gateway
-        runtime = build_runtime(config, gateway.runtime, self.extensions, SERVED_ENDPOINTS)
+        runtime = self._build(config, gateway.runtime)
         gateway.apply(runtime)
         gateway.stats.reloaded(True)
         self.identity.use_config(config)
@@ -416,6 +456,24 @@ class ServedGateway:
             self.use_config(checked.config)
             self.entities.file_differs(checked)
         self._file_text = text
+
+    def _rebuild(self, path: Path, previous: Runtime) -> Runtime:
+        """A reload of the config file (the gateway calls it). In store mode: its other
+        sections, and the store's entities (an edit of the file's is not served; one line says
+        so)."""
+        if self.entities is None:
+            return self._build(load_config(path), previous)
+        text = _read_text(path)
+        checked = self._check(text)
+        runtime = self._build(checked.config, previous)
+        self._file_text = text
+        self.entities.file_differs(checked)
+        return runtime
+
+    def _check(self, text: str, revision: StateRevision | None = None) -> CheckedConfig:
+        assert self.entities is not None
+        stored = self.entities.stored(revision)
+        return check_config_text(text, str(self._config_path), entities=stored)
 
     def _check_revision(self, revision: StateRevision) -> CheckedConfig:
         """Check a new state revision with the file's other sections (in the poll's thread);
@@ -433,6 +491,32 @@ class ServedGateway:
             len(checked.config.routes),
         )
 
+    def _build(self, config: PorticoConfig, previous: Runtime) -> Runtime:
+        """The snapshot of ``config``. A changed ``tracing`` section starts a new tracing for
+        it (or none), which serves from this snapshot on; the previous one exports what it has
+        queued and stops, in the background. Spans of the requests still in flight on the
+        previous snapshot are lost."""
+        extensions = self.extensions
+        started: Tracing | None = None
+        retraced = config.tracing != self._tracing_settings
+        if retraced:
+            started = start_tracing(config.tracing, span_counter(extensions.stats))
+            extensions = dataclasses.replace(extensions, tracing=started)
+        try:
+            runtime = build_runtime(config, previous, extensions, SERVED_ENDPOINTS)
+        except BaseException:
+            if started is not None:
+                _stop_in_background(started)
+            raise
+        if retraced:
+            if self.tracing is not None:
+                _stop_in_background(self.tracing)
+            self.extensions = extensions
+            self.tracing = started
+            self._tracing_settings = config.tracing
+            log.info("tracing %s", "restarted" if started is not None else "off")
+        return runtime
+
     async def close(self) -> None:
         """Drain the gateway (within ``gateway.drain_timeout``), then stop polling the store."""
         await self.gateway.stop()
@@ -444,6 +528,9 @@ class ServedGateway:
         if self.entities is not None:
             self.entities.database.dispose()
         await self.shared.close()
+        if self.tracing is not None:
+            # The last spans, within tracing.shutdown_timeout, off the event loop.
+            await asyncio.get_running_loop().run_in_executor(None, self.tracing.shutdown)
 
 
 async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
@@ -499,7 +586,7 @@ async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
             raise
     try:
         admin = await start_admin(
-            config, lambda: gateway.runtime.config, shared, config_path, secrets
+            config, lambda: gateway.runtime.config, shared, secrets, config_path
         )
     except CannotListen:
         if operations is not None:
@@ -507,7 +594,7 @@ async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
         await gateway.stop()
         raise
     served.keep_current()
-    recorder.record(config_path, hashlib.sha256(raw).hexdigest())
+    recorder.record(config_path, hashlib.sha256(raw).hexdigest(), config)
     gateway.install_signal_handlers()
     address = host_port(config.gateway.listen.host, gateway.port)
     print(f"Portico gateway on http://{address}", flush=True)
@@ -531,8 +618,8 @@ async def start_admin(
     config: PorticoConfig,
     running: Callable[[], PorticoConfig],
     shared: SharedState,
+    secrets: Secrets,
     config_path: Path | None = None,
-    secrets: Secrets | None = None,
 ) -> AdminListener | None:
     """The admin listener (``admin.listen``) on this event loop, when the config enables it;
     ``running`` is the config the gateway processes serve now; ``config_path`` the file, whose
@@ -548,8 +635,8 @@ async def start_admin(
         Database(config.database.url),
         running,
         shared,
+        secrets,
         config_path=config_path,
-        secrets=secrets,
         entities_source=config.entities.source,
     )
     listener = AdminListener(context)
@@ -571,6 +658,26 @@ def admin_banner(config: PorticoConfig, port: int) -> str:
     assert config.admin is not None
     address = host_port(config.admin.listen.host, port)
     return f"Portico admin API on http://{address}/admin/v1 (docs: /admin/v1/docs)"
+
+
+def _stop_in_background(tracing: Tracing) -> None:
+    threading.Thread(target=tracing.shutdown, name="portico-tracing-stop", daemon=True).start()
+
+
+def span_counter(stats: GatewayStats) -> SpanCounter:
+    """What tracing counts, as ``portico_tracing_spans_total{outcome}`` (docs/metrics.md):
+    the metric is made when tracing starts, so that a Portico without tracing shows none."""
+
+    def count(outcome: str, spans: int) -> None:
+        counter = stats.counter(
+            "portico_tracing_spans",
+            "Spans of exchanges by outcome: exported to the collector, dropped (the export "
+            "queue was full), failed (the collector did not take them).",
+            ("outcome",),
+        )
+        counter.add((outcome,), spans)
+
+    return count
 
 
 def shared_state_readiness(shared: SharedState) -> ReadinessCheck:

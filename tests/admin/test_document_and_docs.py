@@ -24,6 +24,17 @@ expected-statuses = ["400", "404", "405", "409", "413"]
 include-path-regex = "/(api-keys|audit-log|services|routes|tenants|consumers|oauth-clients)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409"]
 
+# The catalog's list takes the same cursor.
+[[operations]]
+include-path-regex = "/catalog$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403"]
+
+# A purge names a route of the running config and paths: values the document cannot
+# enumerate, refused with 400 (validation-failed, pointing at /route or /keys/N).
+[[operations]]
+include-path-regex = "/cache/purge$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403"]
+
 # An If-Match that names no current version is well-formed, and refused with 412: the point.
 [[operations]]
 include-path-regex = "/(rotate|revoke)$"

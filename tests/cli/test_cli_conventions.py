@@ -348,3 +348,68 @@ def test_main_returns_the_failure_status_in_process(
 
     assert main(["init", str(tmp_path / "portico.yaml")]) == 1
     assert "exists and was left as it is" in capsys.readouterr().err
+
+
+OPENTELEMETRY_SDK = ("opentelemetry.sdk", "opentelemetry.exporter", "opentelemetry.proto")
+"""What tracing needs (the API alone is imported by FastAPI, which the admin API loads)."""
+
+
+def modules_after_serving(tmp_path: Path, config: dict[str, object]) -> set[str]:
+    """The modules a real ``portico serve`` has imported once it served a request and stopped
+    (SIGTERM)."""
+    path = write_config(tmp_path / "portico.yaml", with_defaults(config))
+    listing = tmp_path / "modules.txt"
+    code = (
+        "import sys\n"
+        "from portico.cli import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"open({str(listing)!r}, 'w').write('\\n'.join(sorted(sys.modules)))\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, "serve", "-c", str(path)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline()
+        assert "Portico gateway on http://" in banner, banner
+        url = "http://" + banner.split("http://", 1)[1].split()[0]
+        assert httpx.get(url + "/anything", trust_env=False).status_code == 502  # port 9: none
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+    return set(listing.read_text(encoding="utf-8").split())
+
+
+def test_a_gateway_without_tracing_imports_no_opentelemetry_sdk(tmp_path: Path) -> None:
+    loaded = modules_after_serving(tmp_path, proxy_config("http://127.0.0.1:9"))
+
+    assert "portico.gateway.connection" in loaded  # it did serve
+    assert not loaded_from(loaded, OPENTELEMETRY_SDK)
+
+
+def test_a_gateway_with_tracing_imports_the_sdk(tmp_path: Path) -> None:
+    config = {
+        **proxy_config("http://127.0.0.1:9"),
+        "tracing": {"enabled": True, "endpoint": "http://127.0.0.1:9", "shutdown_timeout": "1s"},
+    }
+
+    loaded = modules_after_serving(tmp_path, config)
+
+    assert {"opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http"} <= loaded
+
+
+def test_check_of_a_traced_config_imports_no_opentelemetry_sdk(tmp_path: Path) -> None:
+    config = {**proxy_config("http://127.0.0.1:9"), "tracing": {"enabled": True}}
+    path = write_config(tmp_path / "portico.yaml", config)
+
+    loaded = modules_after("check", str(path), cwd=tmp_path)
+
+    assert "portico.checking" in loaded
+    assert not loaded_from(loaded, ("opentelemetry", "portico.observability.otel"))

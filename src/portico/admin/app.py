@@ -31,6 +31,8 @@ from portico.admin.context import AdminContext
 from portico.admin.endpoints import (
     api_keys,
     audit,
+    cache,
+    catalog,
     config,
     edits,
     oauth_clients,
@@ -64,8 +66,10 @@ _BY_STATUS = {
 }
 DESCRIPTION = """\
 Portico's admin API: the running config's services, routes, tenants, consumers and OAuth
-clients (read-only: they change in `portico.yaml`), API keys (created, rotated, revoked),
-the OAuth server's signing keys, rate-limit usage, and the audit log.
+clients (read-only: they change in `portico.yaml`), the API catalog (services with their
+owners, lifecycles and operations, and the merged OpenAPI document of an audience), API keys
+(created, rotated, revoked), the OAuth server's signing keys, rate-limit usage, cache purges,
+and the audit log.
 
 Every request carries an admin token, `Authorization: Bearer padm_...` (`portico admin tokens
 create`). Errors are `application/problem+json` (RFC 9457). Lists are paged with an opaque
@@ -88,9 +92,11 @@ def build_app(context: AdminContext) -> FastAPI:
         (config.router, "config"),
         (edits.router, "config"),
         (oauth_clients.router, "config"),
+        (catalog.router, "catalog"),
         (api_keys.router, "api-keys"),
         (signing_keys.router, "signing-keys"),
         (usage.router, "usage"),
+        (cache.router, "cache"),
         (audit.router, "audit-log"),
         (whoami.router, "tokens"),
     )

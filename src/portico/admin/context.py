@@ -41,6 +41,8 @@ class AdminContext:
     """The config the gateway processes serve now (it changes on a reload)."""
     shared: SharedState
     """Where the rate-limit counters are: Redis, or this process's memory (one process)."""
+    secrets: Secrets
+    """What opens and seals the secrets stored (the OAuth server's signing keys)."""
     settle: float = 0.5
     """Seconds a write waits after its commit before answering: two polls of the gateways'
     change counter, so that a client that creates a key and uses it at once, or revokes one and
@@ -48,17 +50,6 @@ class AdminContext:
     config_path: Path | None = None
     """The config file: its other sections are what an edit of the store's entities is checked
     with (``entities.source: store``)."""
-    secrets: Secrets | None = None
-    """What seals and opens the secrets the store holds (the OAuth signing keys); ``None``:
-    the store's own (:func:`~portico.store.secrets.open_secrets` of its URL)."""
     entities_source: Literal["file", "store"] = "file"
     """Where the served entities come from: ``file`` refuses the admin API's edits of them."""
     state: CheckedState = field(default_factory=CheckedState)
-
-    def store_secrets(self) -> Secrets:
-        """:attr:`secrets`, or the store's own when whoever serves this did not hand them."""
-        if self.secrets is not None:
-            return self.secrets
-        from portico.store.secrets import open_secrets
-
-        return open_secrets(self.database.engine.url.render_as_string(hide_password=False))

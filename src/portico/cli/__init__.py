@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from portico.admin import cli as admin_cli
 from portico.cli import cache as cache_cli
+from portico.cli import catalog as catalog_cli
 from portico.cli import routes as routes_cli
 from portico.cli import secrets as secrets_cli
 from portico.cli import sync as sync_cli
@@ -45,6 +46,7 @@ examples:
   portico usage --consumer acme/billing  rate limits and quotas used, and what remains
   portico admin tokens create --role viewer  a token for the admin API, printed once
   portico diff -c portico.yaml           what `portico apply` would change in the store
+  portico catalog export --audience public -o public.yaml  the OpenAPI document partners get
   portico serve --log-format json --log-level warning"""
 
 DEFAULT_CONFIG = "portico.yaml"
@@ -320,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     secrets_cli.register(sub, load_config)
     admin_cli.register(sub, load_config)
     sync_cli.register(sub)
+    catalog_cli.register(sub, load_config)
 
     demo = command(
         "demo", "run Portico with sample backends and a sample config, for a first look", cmd_demo
@@ -372,6 +375,7 @@ def _command_name(args: argparse.Namespace) -> str:
         "secrets_command",
         "admin_command",
         "tokens_command",
+        "catalog_command",
     ):
         value = getattr(args, key, None)
         if value:

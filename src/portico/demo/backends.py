@@ -94,6 +94,8 @@ def debug_info(name: str, request: Request) -> dict[str, Any]:
         "path": request.path,
         "request_id": request.headers.get("x-request-id"),
         "x_forwarded_for": request.headers.get("x-forwarded-for"),
+        # The trace context Portico sent on (docs/tracing.md).
+        "traceparent": request.headers.get("traceparent"),
         # Every X-Portico-* field received: the identity Portico vouches for (docs/identity.md).
         "portico_headers": {
             _display_name(header): value

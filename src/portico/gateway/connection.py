@@ -42,6 +42,7 @@ from portico.gateway.request import (
     special_names,
     transfer_coding_refusal,
 )
+from portico.gateway.spans import end_exchange
 from portico.gateway.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
@@ -422,8 +423,17 @@ class ClientConnection(asyncio.Protocol):
         if self.active is not request:
             return
         if self.observing:
-            hooks = self.runtime.completion_hooks
-            complete(request, request.exchange, self.forward, self.peer.ip, hooks)
+            runtime = self.runtime
+            forward = self.forward
+            complete(request, request.exchange, forward, self.peer.ip, runtime.completion_hooks)
+            tracing = runtime.tracing
+            if tracing is not None:
+                try:
+                    if forward is not None:
+                        forward.end_span("client_closed")  # an attempt still under way
+                    end_exchange(tracing, request, self.peer)
+                except Exception:
+                    log.exception("tracing failed to end a span")
         self.active = None
         self.forward = None
         self.background = None
@@ -493,6 +503,7 @@ class ClientConnection(asyncio.Protocol):
         if request_id is not None:
             reply.headers.set(self.request_id_header, request_id)
         request.status = reply.status
+        request.problem = reply.problem
         if not request.body.complete or request.upgrade:
             # The body is still arriving and will not be read, or the client asked to switch
             # protocols and was refused: the connection cannot be reused.

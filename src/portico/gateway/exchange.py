@@ -165,12 +165,14 @@ class Exchange:
 class Reply:
     """A complete response produced by Portico itself (a policy or the gateway)."""
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("body", "headers", "problem", "status")
 
-    def __init__(self, status: int, headers: Headers, body: bytes = b"") -> None:
+    def __init__(self, status: int, headers: Headers, body: bytes = b"", problem: str = "") -> None:
         self.status = status
         self.headers = headers
         self.body = body
+        self.problem = problem
+        """The problem ``type`` URI when this is one of Portico's problem answers, else empty."""
 
     def __repr__(self) -> str:
         return f"Reply(status={self.status}, headers={self.headers!r}, body={self.body!r})"

@@ -49,7 +49,9 @@ class Headers:
         self.items.append((name.lower(), value))
 
     def remove(self, *names: str) -> None:
-        drop = {n.lower() for n in names}
+        # A list, not a set: a few names compared by length and bytes cost less than hashing
+        # every field name of a response (fresh strings, their hash not cached yet).
+        drop = [n.lower() for n in names]
         for key, _ in self.items:
             if key in drop:
                 self.items = [(k, v) for k, v in self.items if k not in drop]

@@ -34,12 +34,14 @@ def outbound_fields(
     replaced: frozenset[str],
     chunked: bool,
     upgrade: bool,
+    traced: bool = False,
 ) -> list[tuple[str, str]]:
     """The fields sent upstream after Host (which depends on the target).
 
     ``special`` holds the fields the parser picked out of the client's head (``host``,
     ``traceparent``, the request id field); ``replaced`` are those Portico always sets itself.
-    ``upgrade``: the request is a WebSocket handshake the route relays.
+    ``upgrade``: the request is a WebSocket handshake the route relays. ``traced``: the
+    exchange has a span, and each attempt sends the ``traceparent`` of its own span instead.
     """
     fields = upstream_headers(
         exchange.headers.items,
@@ -51,16 +53,17 @@ def outbound_fields(
         replaced=replaced,
     )
     fields.append((request_id_header, exchange.request_id))
-    fields.append(
-        (
-            "traceparent",
-            traceparent(
-                special.get("traceparent"),
-                exchange.request_id,
-                generated_id=request_id_header not in special,
-            ),
+    if not traced:
+        fields.append(
+            (
+                "traceparent",
+                traceparent(
+                    special.get("traceparent"),
+                    exchange.request_id,
+                    generated_id=request_id_header not in special,
+                ),
+            )
         )
-    )
     identity = exchange.identity
     if identity is not None:
         fields.append(("x-portico-consumer", identity.consumer))
@@ -83,5 +86,10 @@ def traceparent(incoming: str | None, request_id: str, generated_id: bool = Fals
         m = _TRACEPARENT.match(incoming.strip())
         if m and m.group(1) != "0" * 32 and m.group(2) != "0" * 16:
             return f"00-{m.group(1)}-{new_id(8)}-{m.group(3)}"
-    trace_id = request_id if generated_id or _TRACE_ID.match(request_id) else new_id(16)
-    return "00-" + trace_id + "-" + new_id(8) + "-01"
+    return "00-" + trace_id_for(request_id, generated_id) + "-" + new_id(8) + "-01"
+
+
+def trace_id_for(request_id: str, generated_id: bool) -> str:
+    """The trace id of a new trace: the request id when it is one (32 hex digits, as Portico
+    generates them), else a new one."""
+    return request_id if generated_id or _TRACE_ID.match(request_id) else new_id(16)

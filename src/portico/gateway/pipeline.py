@@ -21,6 +21,7 @@ from portico.gateway.http import CONTINUE
 from portico.gateway.outbound import outbound_fields
 from portico.gateway.proxy import Forward
 from portico.gateway.request import Request
+from portico.gateway.spans import exchange_span
 
 if TYPE_CHECKING:
     from portico.gateway.connection import ClientConnection
@@ -98,6 +99,9 @@ def forward(conn: ClientConnection, request: Request, exchange: Exchange) -> Non
         chunked = False
         exchange.headers.set("content-length", str(len(exchange.body)))
     peer = conn.peer
+    tracing = conn.runtime.tracing
+    if tracing is not None:
+        exchange_span(tracing, request, peer)  # its id is the parent of the attempts' spans
     fields = outbound_fields(
         exchange,
         special,
@@ -107,6 +111,7 @@ def forward(conn: ClientConnection, request: Request, exchange: Exchange) -> Non
         replaced=conn.replaced_fields,
         chunked=chunked,
         upgrade=request.upgrade,
+        traced=tracing is not None,
     )
     has_body = chunked or (
         bool(exchange.body)

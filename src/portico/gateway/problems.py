@@ -166,7 +166,7 @@ def problem(
     out = headers.copy() if headers else Headers()
     out.set("content-type", PROBLEM_CONTENT_TYPE)
     out.set("cache-control", "no-store")
-    return Reply(kind.status, out, json.dumps(body, separators=(",", ":")).encode())
+    return Reply(kind.status, out, json.dumps(body, separators=(",", ":")).encode(), kind.uri)
 
 
 def too_large(request_id: str, limit: int) -> Reply:

@@ -26,6 +26,7 @@ from portico.gateway.forwarding import client_locations
 from portico.gateway.headers import Headers
 from portico.gateway.http import status_line_bytes
 from portico.gateway.response_body import BodyHooks
+from portico.gateway.spans import upstream_span
 from portico.gateway.upstream import (
     Target,
     UpstreamConnection,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from portico.gateway.connection import ClientConnection
     from portico.gateway.request import Request
     from portico.gateway.snapshot import CompiledRoute
+    from portico.observability.tracing import UpstreamSpan
 
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -72,6 +74,7 @@ class Forward:
         "_fields",
         "_pending_head",
         "_sent_at",
+        "_span",
         "_target",
         "_tried",
         "_writing",
@@ -119,6 +122,8 @@ class Forward:
         self._sent_at = 0.0
         self.upstream_seconds = -1.0
         """From sending the head of the last attempt to its response head; -1 without one."""
+        self._span: UpstreamSpan | None = None
+        """The CLIENT span of the attempt under way, when the exchange is traced."""
 
     @staticmethod
     def _render_fields(fields: list[tuple[str, str]]) -> str:
@@ -165,6 +170,10 @@ class Forward:
                 request_id = self.exchange.request_id
                 upstream_log.retrying(self.route, request_id, self._tried[-1], error, target)
         self._tried += (target,)
+        trace = self.request.span
+        if trace is not None:
+            resend = len(self._tried) - 1
+            self._span = upstream_span(trace, self.request, self.exchange, target, resend)
         conn = target.pool.take_idle()
         if conn is None:
             task = asyncio.get_running_loop().create_task(self._connect(target))
@@ -179,6 +188,7 @@ class Forward:
             target.health.failure(exc.reason)
             self.route.service.stats.error(exc.kind)
             self._error = exc
+            self.end_span(exc.kind)
             if not self.client.closed:
                 self._attempt()
             else:
@@ -188,6 +198,7 @@ class Forward:
             reason = f"unexpected error connecting: {type(unexpected).__name__}"
             self._error = UpstreamError(reason, sent=False, kind="connect")
             upstream_log.unexpected(self.route, self.exchange.request_id, target, self._error)
+            self.end_span("connect")
             self._give_up()
             return
         if self.client.closed:
@@ -207,6 +218,10 @@ class Forward:
         exchange = self.exchange
         host = self.request.special.get("host") if self.route.preserve_host else None
         query = exchange.query
+        fields = self._fields
+        span = self._span
+        if span is not None:
+            fields = "traceparent: " + span.traceparent + "\r\n" + fields
         head = "".join(
             (
                 self.request.method,
@@ -218,7 +233,7 @@ class Forward:
                 " HTTP/1.1\r\nhost: ",
                 host or target.host_header,
                 "\r\n",
-                self._fields,
+                fields,
             )
         )
         conn.write(head.encode("latin-1"))
@@ -255,6 +270,7 @@ class Forward:
         self.route.service.stats.error(error.kind)
         target.pool.release(conn, conn.finish(False))
         self.conn = None
+        self.end_span(error.kind)
         if self._pending_head or (self._body is not None and self._body.holding):
             # Never sent: the client can still get a clean error.
             self._pending_head = b""
@@ -287,6 +303,9 @@ class Forward:
             target.health.failure(f"status {status}")
         else:
             target.health.success()
+        span = self._span
+        if span is not None:
+            span.respond(status)
         exchange = self.exchange
         request = self.request
         route = self.route
@@ -330,6 +349,7 @@ class Forward:
             client.start_tunnel(headers if headers is not None else conn.headers(), conn)
             conn.finish(False)
             target.pool.active -= 1
+            self.end_span("")
             client.forward_finished(self)
             return
 
@@ -404,8 +424,16 @@ class Forward:
         parts.append(b"\r\n")
         return b"".join(parts)
 
+    def end_span(self, error: str) -> None:
+        """End the CLIENT span of the attempt under way, if any (``error``: why it failed)."""
+        span = self._span
+        if span is not None:
+            self._span = None
+            span.end(error)
+
     def cancel(self) -> None:
         """The client went away: drop the upstream exchange without judging the target."""
+        self.end_span("client_closed")
         conn, self.conn = self.conn, None
         if conn is not None and self._target is not None:
             conn.forward = None
@@ -487,6 +515,7 @@ class Forward:
         assert target is not None
         client = self.client
         self.conn = None
+        self.end_span("")
         if client.upstream_paused_by_client:
             client.upstream_paused_by_client = False
             if conn.transport is not None:

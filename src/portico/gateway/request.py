@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from portico.gateway.endpoints import BuiltinEndpoint
     from portico.gateway.exchange import Exchange
     from portico.gateway.snapshot import CompiledRoute
+    from portico.observability.tracing import ExchangeSpan
 
 MAX_HEAD_BYTES = 64 * 1024
 """The request line and header fields, as sent (names, values, separators and line ends)."""
@@ -199,10 +200,12 @@ class Request:
         "malformed",
         "method",
         "preflight",
+        "problem",
         "refusal",
         "request_id",
         "route",
         "serving",
+        "span",
         "special",
         "started",
         "status",
@@ -249,6 +252,10 @@ class Request:
         """Bytes of the response handed to the client's socket so far."""
         self.failure = ""
         """How the exchange failed, for the completion hooks (``portico.gateway.completion``)."""
+        self.problem = ""
+        """The problem ``type`` of Portico's answer, when it answered with one."""
+        self.span: ExchangeSpan | None = None
+        """The exchange's SERVER span, once one is started (only when tracing is on)."""
 
 
 def transfer_coding_refusal(codings: str, version: str) -> problems.ProblemType | None:

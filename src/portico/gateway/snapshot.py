@@ -29,6 +29,7 @@ from portico.gateway.router import Router
 from portico.gateway.stats import GatewayStats, RouteStats
 from portico.gateway.upstream import Service
 from portico.gateway.uri import encode_path
+from portico.observability.tracing import Tracing
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,8 @@ class CompiledRoute:
     """The policies with ``on_complete``."""
     preflight: PreflightPolicy | None = None
     """The first policy with ``on_preflight``: it answers CORS preflights for this route."""
+    path_template: str = ""
+    """The route's ``match.path`` as written: a trace's ``http.route``."""
 
     @property
     def response_body_limit(self) -> int:
@@ -91,8 +94,12 @@ class Runtime:
     completion_hooks: tuple[CompletionHook, ...] = ()
     """What every exchange's end is told: the metrics, the access log."""
     timed: bool = False
-    """Someone listens to the end of exchanges (a completion hook, or a route's ``on_complete``):
-    each exchange is timed and its completion told. Without, no clock is read per request."""
+    """Someone listens to the end of exchanges (a completion hook, a route's ``on_complete``,
+    tracing): each exchange is timed and its completion told. Without, no clock is read per
+    request."""
+    tracing: Tracing | None = None
+    """The process's tracing (the same in every snapshot), when ``tracing.enabled`` is on: each
+    exchange is a span, and each upstream attempt (:mod:`portico.gateway.spans`)."""
 
 
 def retired_services(old: Runtime, new: Runtime) -> list[Service]:

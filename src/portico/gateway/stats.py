@@ -134,6 +134,9 @@ class LabelledCounter:
     def inc(self, values: tuple[str, ...]) -> None:
         self.values[values] = self.values.get(values, 0) + 1
 
+    def add(self, values: tuple[str, ...], amount: int) -> None:
+        self.values[values] = self.values.get(values, 0) + amount
+
 
 class LabelledGauge:
     """A policy's own gauge (requests in flight, queued...): label values -> current value."""

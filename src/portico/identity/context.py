@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from portico.config.model import PorticoConfig
 from portico.gateway.endpoints import BuiltinEndpoint
 from portico.gateway.stats import GatewayStats
+from portico.observability.tracing import Tracing
 from portico.shared.memory import MemoryState
 from portico.shared.state import SharedState
 
@@ -44,6 +45,9 @@ class Extensions:
     """Where policies keep state every gateway process must see alike (rate-limit counters,
     cached responses, idempotency records): the process's memory, or Redis when the config has a
     ``redis`` section (:func:`portico.shared.open_shared_state`)."""
+    tracing: Tracing | None = None
+    """The process's tracing, when ``tracing.enabled`` is on (started by ``serving``, in each
+    gateway process); every snapshot built with these extensions traces its exchanges."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from portico.config.reporting import without_consequences
 from portico.core.extensions import Catalogue, Deferred, ExtensionUnavailable
 from portico.gateway.policy import Policy
 from portico.identity.context import BuildContext
+from portico.policies.lifecycle import DEPRECATION, lifecycle_entry
 
 __all__ = [
     "BuildContext",
@@ -110,6 +111,14 @@ def route_policy_errors(types: PolicyTypes, config: PorticoConfig) -> list[Findi
             errors.extend(
                 ((*at, *loc), message) for loc, message in entry_errors(types, spec, config)
             )
+        made = lifecycle_entry(service)
+        if made is not None:
+            # Made from the lifecycle, which the config validated: a finding here is a bug of
+            # the two models disagreeing, reported where the user can see what made it.
+            errors.extend(
+                (("services", name, "lifecycle"), f"{'.'.join(map(str, loc))}: {message}")
+                for loc, message in entry_errors(types, made, config)
+            )
     for i, route in enumerate(config.routes):
         for j, spec in enumerate(route.policies):
             base: Location = ("routes", i, "policies", j)
@@ -121,13 +130,23 @@ def route_policy_errors(types: PolicyTypes, config: PorticoConfig) -> list[Findi
 
 def effective_policies(config: PorticoConfig, route: Route) -> tuple[PolicySpec, ...]:
     """The policy entries a route runs: its service's first, then its own. A route that has
-    entries of a ``type`` the service also has runs its own of that type, not the service's."""
+    entries of a ``type`` the service also has runs its own of that type, not the service's.
+
+    A deprecated service's lifecycle comes before them all as a ``deprecation`` entry, unless
+    one of them is a ``deprecation`` entry already; a retired service's replaces any
+    (:mod:`portico.policies.lifecycle`)."""
     service = config.services.get(route.service)
     inherited = service.policies if service is not None else ()
-    if not inherited:
-        return route.policies
     own = {spec.type for spec in route.policies}
-    return (*(spec for spec in inherited if spec.type not in own), *route.policies)
+    specs = (*(spec for spec in inherited if spec.type not in own), *route.policies)
+    made = lifecycle_entry(service) if service is not None else None
+    if made is None or service is None:
+        return specs
+    if service.lifecycle.state == "retired":
+        return (made, *(spec for spec in specs if spec.type != DEPRECATION))
+    if any(spec.type == DEPRECATION for spec in specs):
+        return specs
+    return (made, *specs)
 
 
 def per_process_state_errors(

@@ -60,7 +60,6 @@ from portico.serving import (
 )
 from portico.shared import open_shared_state
 from portico.shared.state import SharedState
-from portico.store.secrets import Secrets
 from portico.supervisor.channel import Channel, ChannelClosed, Message
 from portico.supervisor.collector import registry
 from portico.supervisor.counters import Tally, add, summed
@@ -169,8 +168,6 @@ class Supervisor:
         self.listen = listen
         self.config = config
         self._shared: SharedState | None = None
-        self._secrets: Secrets | None = None
-        """The store's secrets keys (``prepare_store``), for the admin API's signing keys."""
         """The Redis of the config's ``redis`` section, for ``/readyz``."""
         self.text = raw.decode("utf-8-sig")
         self._sha256 = hashlib.sha256(raw).hexdigest()
@@ -189,6 +186,8 @@ class Supervisor:
         self._listeners: Listeners | None = None
         self._recorder: RevisionRecorder | None = None
         self._stamp = FileStamp.of(config_path)
+        self._refused_sha256 = ""
+        """The SHA-256 of the last file refused, until one is accepted ("": none)."""
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- the whole run -------------------------------------------------------------------------
@@ -228,9 +227,9 @@ class Supervisor:
             if self._shared is None:
                 self._shared = open_shared_state(config.redis)
             admin = await start_admin(
-                config, lambda: self.config, self._shared, self.config_path, self._secrets
+                config, lambda: self.config, self._shared, self._secrets, self.config_path
             )
-            recorder.record(self.config_path, self._sha256)
+            recorder.record(self.config_path, self._sha256, config)
             await self._start_all()
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -418,21 +417,28 @@ class Supervisor:
         async with self._reloading:
             path = self.config_path
             self._stamp = FileStamp.of(path)
+            sha256 = ""
             try:
                 raw = path.read_bytes()
+                sha256 = hashlib.sha256(raw).hexdigest()
+                if sha256 == self._refused_sha256:
+                    # The file watcher and a SIGHUP both saw one edit: it was refused already.
+                    log.info("config unchanged since it was refused; nothing reloaded")
+                    return
                 text = raw.decode("utf-8-sig")
                 config = with_listen(load_config_text(text, str(path)), self.listen)
             except (OSError, UnicodeDecodeError):
                 try:
                     load_config(path)  # says what is wrong with the file, as `check` would
                 except ConfigError as exc:
-                    self._refused(exc)
+                    self._refused(exc, sha256)
                 return
             except ConfigError as exc:
-                self._refused(exc)
+                self._refused(exc, sha256)
                 return
+            self._refused_sha256 = ""
             self._warn_about_restart_settings(config)
-            self.config, self.text, self._sha256 = config, text, hashlib.sha256(raw).hexdigest()
+            self.config, self.text, self._sha256 = config, text, sha256
             serving = [w for w in self.workers if w.serving and w.channel is not None]
             replies = await asyncio.gather(*(self._ask_reload(w, text) for w in serving))
             failed = [(w, why) for w, why in zip(serving, replies, strict=True) if why]
@@ -443,7 +449,7 @@ class Supervisor:
                 log.error("gateway process %d did not reload: %s", worker.slot, why)
             self.stats.reloaded(not failed)
             if len(failed) < len(serving) and self._recorder is not None:
-                self._recorder.record(path, self._sha256)
+                self._recorder.record(path, self._sha256, config)
             log.info(
                 "config reloaded (%d routes) in %d of %d gateway processes",
                 len(config.routes),
@@ -451,9 +457,10 @@ class Supervisor:
                 len(serving),
             )
 
-    def _refused(self, error: ConfigError) -> None:
+    def _refused(self, error: ConfigError, sha256: str) -> None:
         log.error("config reload refused; every process keeps the previous config:\n%s", error)
         self.stats.reloaded(False)
+        self._refused_sha256 = sha256
 
     def _warn_about_restart_settings(self, config: PorticoConfig) -> None:
         old = self.config

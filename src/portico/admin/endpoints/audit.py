@@ -34,12 +34,13 @@ class AuditEntryView(BaseModel):
     id: int
     at: str
     actor: str
-    """`cli:<user>`, or `admin-token:<id>` for the admin API."""
+    """`cli:<user>`, `admin-token:<id>` for the admin API, or `serve` for what a reload of
+    the config applied."""
     role: str | None
     """The admin token's role (`null`: the command line)."""
     action: str
     """`api_key.create`, `api_key.rotate`, `api_key.revoke`, `signing_key.rotate`,
-    `admin_token.create`, `admin_token.revoke`..."""
+    `admin_token.create`, `admin_token.revoke`, `cache.purge`, `service.lifecycle`..."""
     entity: str
     """The id of what changed (an API key's id, a signing key's kid...)."""
     tenant: str | None

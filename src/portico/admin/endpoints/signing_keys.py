@@ -83,7 +83,7 @@ def list_signing_keys(request: Request, caller: Caller) -> Response:
     caller.require_every_tenant()
     now = datetime.now(UTC)
     context = context_of(request)
-    keys = SigningKeys(context.database, context.store_secrets()).published(now)
+    keys = SigningKeys(context.database, context.secrets).published(now)
     keys.sort(key=lambda k: (k.activated_at, k.kid), reverse=True)
     page = SigningKeyPage(items=[_view(k, now) for k in keys], next_cursor=None, next=None)
     return page_response(page, request, None)
@@ -114,8 +114,9 @@ async def rotate_signing_key(
 
     def write(database: Database) -> Any:
         with database.write() as session:
-            keys = SigningKeys(session, context.store_secrets())
-            rotation = keys.rotate(settings.signing_algorithm, lifetime)
+            rotation = SigningKeys(session, context.secrets).rotate(
+                settings.signing_algorithm, lifetime
+            )
             assert rotation is not None
             now = datetime.now(UTC)
             AuditLog(session).record(

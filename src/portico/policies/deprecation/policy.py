@@ -12,7 +12,8 @@ Every response of the route, Portico's own errors included, gets ``Deprecation: 
 the migration guide (``rel="deprecation"``) and the sunset notice (``rel="sunset"``): all
 formatted once, when the snapshot is built. Past the sunset the route answers 410
 ``route-sunset``: a snapshot cannot know when that moment passes, so the clock is read on each
-request (one ``time.time()``). Calls are counted by route and consumer
+request (one ``time.time()``). ``retired: true`` (what a retired service's routes run,
+docs/catalog.md) answers 410 at once. Calls are counted by route and consumer
 (``portico_deprecated_requests_total``), so the owners know who still has to move.
 
 Compiled with mypyc (``[tool.portico.native]``).
@@ -43,8 +44,9 @@ class Deprecation:
         self.needs_body = False
         self._route = route
         self._calls = calls
-        since = int(settings.since.timestamp())
-        fields: list[tuple[str, str]] = [("deprecation", f"@{since}")]
+        fields: list[tuple[str, str]] = []
+        if settings.since is not None:
+            fields.append(("deprecation", f"@{int(settings.since.timestamp())}"))
         self._sunset = -1.0
         self._gone_detail = ""
         if settings.sunset is not None:
@@ -52,9 +54,13 @@ class Deprecation:
             http_date = formatdate(self._sunset, usegmt=True)
             fields.append(("sunset", http_date))
             self._gone_detail = f"this route was retired on {http_date}"
-            guide = settings.link or settings.sunset_link
-            if guide:
-                self._gone_detail += f"; see {guide}"
+        if settings.retired:
+            # Gone now, whatever the sunset said: 0 is a moment every clock has passed.
+            self._sunset = 0.0
+            self._gone_detail = "this route is retired"
+        guide = settings.link or settings.sunset_link
+        if self._gone_detail and guide:
+            self._gone_detail += f"; see {guide}"
         if settings.link:
             fields.append(("link", f'<{settings.link}>; rel="deprecation"; type="text/html"'))
         if settings.sunset_link:

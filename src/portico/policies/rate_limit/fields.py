@@ -20,12 +20,21 @@ import math
 from portico.policies.rate_limit.algorithm import RESULTS_PER_LIMIT
 from portico.policies.rate_limit.limits import CompiledLimit
 
-__all__ = ["limit_field", "retry_after"]
+__all__ = ["admitted_field", "limit_field", "retry_after"]
 
 
 def retry_after(wait_ms: int) -> int:
     """Whole seconds, at least 1 (``Retry-After: 0`` would invite a retry at once)."""
     return max(1, math.ceil(wait_ms / 1000))
+
+
+def admitted_field(limit: CompiledLimit, remaining: int, reset_ms: int, now: float) -> str:
+    """The ``RateLimit`` field of one limit that admitted the request (what :func:`limit_field`
+    writes for it): ``reset_ms`` is when its window ends, unless it counts a calendar period."""
+    if limit.period is not None:
+        _, end = limit.period.at(now)
+        reset_ms = max(0, math.ceil((end - now) * 1000))
+    return f'"{limit.name}";r={remaining};t={math.ceil(reset_ms / 1000)}'
 
 
 def limit_field(

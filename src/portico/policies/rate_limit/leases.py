@@ -14,6 +14,11 @@ admits a few requests less than it could, never more. Two bounds keep that small
   spent in less than :data:`TARGET` seconds and halves when it lasted more than four times that,
   so a process holds about :data:`TARGET` seconds of its requests, whatever the limit.
 
+When a quarter of a lease is left, the next is asked for ahead (one request to Redis, in the
+background): the requests that come meanwhile are served from what is left, so a busy key's
+requests almost never wait for Redis. Requests that find a lease spent while Redis is being asked
+wait for that answer (twice at most) rather than each asking for a permit of its own.
+
 The deadline of a lease is on the process's monotonic clock, taken when the request to Redis was
 sent, plus the time Redis said was left in the window: it ends no later than the window, whatever
 the skew between the gateway's clock and Redis's.
@@ -23,12 +28,17 @@ Compiled with mypyc (``[tool.portico.native]``).
 
 from __future__ import annotations
 
-__all__ = ["MAX_LEASES", "MAX_WANT", "TARGET", "Lease", "Leases"]
+import asyncio
+
+__all__ = ["MAX_LEASES", "MAX_WANT", "REFILL_FROM", "TARGET", "Lease", "Leases"]
 
 TARGET = 0.05
 """Seconds of a process's traffic on one key that a lease aims to hold."""
 MAX_WANT = 1024
 """The most permits asked for at once."""
+REFILL_FROM = 8
+"""A grant of at least this many permits is followed by the next one asked for ahead, when a
+quarter of it is left; smaller ones are asked for when spent."""
 MAX_LEASES = 100_000
 """Leases kept at most; beyond, expired ones are dropped, then the oldest (their permits lost)."""
 
@@ -36,7 +46,17 @@ MAX_LEASES = 100_000
 class Lease:
     """The permits of one key and window this process holds."""
 
-    __slots__ = ("deadline", "granted_at", "left", "pending", "remaining", "want", "window")
+    __slots__ = (
+        "arrival",
+        "deadline",
+        "granted_at",
+        "left",
+        "pending",
+        "refill_at",
+        "remaining",
+        "want",
+        "window",
+    )
 
     def __init__(self) -> None:
         self.window = -1
@@ -53,6 +73,11 @@ class Lease:
         self.pending = 0
         """Requests to Redis in flight for this key: while one is, others ask for one permit
         each rather than a lease apiece."""
+        self.refill_at = -1
+        """When this few permits are left, the next lease is asked for ahead (-1: not ahead)."""
+        self.arrival: asyncio.Future[None] | None = None
+        """Done when no request to Redis is in flight for the key any more: requests that found
+        the lease spent meanwhile wait for it rather than each asking Redis."""
 
     def usable(self, now: float) -> bool:
         return self.left > 0 and now < self.deadline
@@ -74,23 +99,49 @@ class Lease:
             return 1
         if self.window >= 0:
             lasted = now - self.granted_at
-            if self.left <= 0 and lasted < TARGET:
+            if lasted < TARGET:
                 self.want = min(self.want * 2, MAX_WANT)
             elif lasted > 4 * TARGET:
                 self.want = max(1, self.want // 2)
         return self.want
 
-    def grant(self, window: int, taken: int, remaining: int, deadline: float, now: float) -> int:
-        """Keep the permits Redis granted, one of them used at once by the request that asked;
-        what this process believes is left for the key."""
+    def waiter(self) -> asyncio.Future[None]:
+        """What a request that found the lease spent while Redis is being asked waits for."""
+        arrival = self.arrival
+        if arrival is None:
+            arrival = self.arrival = asyncio.get_running_loop().create_future()
+        return arrival
+
+    def settle(self) -> None:
+        """A request to Redis for this key ended (its grant, if any, kept already): when none is
+        left in flight, the requests waiting try the lease again."""
+        self.pending -= 1
+        arrival = self.arrival
+        if self.pending <= 0 and arrival is not None:
+            self.arrival = None
+            if not arrival.done():
+                arrival.set_result(None)
+
+    def low(self) -> bool:
+        """Whether to ask for the next lease now, while permits are left: the requests that
+        come meanwhile are served from them instead of waiting for Redis."""
+        return self.left <= self.refill_at and self.pending == 0
+
+    def grant(
+        self, window: int, taken: int, remaining: int, deadline: float, now: float, used: int = 1
+    ) -> int:
+        """Keep the permits Redis granted, ``used`` of them at once by the request that asked
+        (none for a lease asked for ahead); what this process believes is left for the key."""
         if window == self.window and now < self.deadline:
             # A grant for the same window (requests to Redis overlapped): the permits add up.
-            self.left += taken - 1
+            self.left += taken - used
             self.deadline = min(self.deadline, deadline)
         else:
             self.window = window
-            self.left = taken - 1
+            self.left = taken - used
             self.deadline = deadline
+        # The next lease is asked for when a quarter of this one is left, if it is worth it.
+        self.refill_at = taken // 4 if taken >= REFILL_FROM else -1
         self.remaining = remaining
         self.granted_at = now
         return self.remaining + self.left

@@ -21,6 +21,7 @@ plain objects when the snapshot is built.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Mapping
@@ -32,7 +33,7 @@ from portico.gateway.headers import Headers
 from portico.gateway.stats import LabelledCounter
 from portico.identity.context import BuildContext
 from portico.policies.rate_limit.algorithm import COUNT, RESULTS_PER_LIMIT
-from portico.policies.rate_limit.fields import limit_field, retry_after
+from portico.policies.rate_limit.fields import admitted_field, limit_field, retry_after
 from portico.policies.rate_limit.keys import KeyMaker
 from portico.policies.rate_limit.leases import Lease, Leases
 from portico.policies.rate_limit.limits import CompiledLimit, LimitSet, plan_of
@@ -45,6 +46,8 @@ log = logging.getLogger("portico.rate_limit")
 
 FIELDS_DONE = "rate-limit-fields"
 """The exchange state key set once a rate-limit policy wrote the fields of a response."""
+MAX_WAITS = 2
+"""Times a request waits for another's answer from Redis before asking Redis itself."""
 LOG_EVERY = 10.0
 """Seconds between two log lines about Redis failing: one line, not one per request."""
 
@@ -99,6 +102,7 @@ class RateLimit:
         "_leases",
         "_limited",
         "_plans",
+        "_refills",
         "_route",
         "_state",
         "_state_key",
@@ -132,6 +136,8 @@ class RateLimit:
         self._state_key = f"{FIELDS_DONE}:{id(self)}"
         """Where this policy leaves what it counted for its ``on_response`` (a route may have
         two rate-limit entries: its service's and its own are merged by type, a list is not)."""
+        self._refills: set[asyncio.Task[None]] = set()
+        """Leases being asked for ahead (kept referenced until done)."""
         self.needs_body = False
 
     def on_request(self, exchange: Exchange) -> Reply | Awaitable[Reply | None] | None:
@@ -156,13 +162,28 @@ class RateLimit:
         return self._remote(exchange, chosen, keys, args, now)
 
     def _leased(
-        self, exchange: Exchange, chosen: LimitSet, leases: Leases, now: float
+        self, exchange: Exchange, chosen: LimitSet, leases: Leases, now: float, waits: int = 0
     ) -> Reply | Awaitable[Reply | None] | None:
         """Every limit answered from this process's leases when each holds a permit (no round
-        trip); else one request to Redis for the limits whose lease is spent."""
+        trip); else, when Redis is being asked for a spent one, after its answer (``waits``:
+        how many times this request waited so); else one request to Redis for the limits whose
+        lease is spent."""
         clock = time.monotonic()
         limits = chosen.limits
         count = len(limits)
+        if count == 1 and waits == 0:
+            # The common case, one limit whose lease holds a permit: no lists, no result.
+            limit = limits[0]
+            key = limit.prefix + limit.keys.key(exchange)
+            lease = leases.of(key, clock)
+            if lease.usable(clock):
+                remaining = lease.take()
+                reset = int((lease.deadline - clock) * 1000)
+                field = admitted_field(limit, remaining, reset, now)
+                exchange.state[self._state_key] = Counted(field, chosen.policy_field)
+                if lease.low():
+                    self._ask_ahead(key, limit, lease, clock, now)
+                return None
         keys: list[str] = []
         held: list[Lease] = []
         usable = True
@@ -181,7 +202,14 @@ class RateLimit:
                 remaining = lease.take()
                 reset = int((lease.deadline - clock) * 1000) if limits[i].period is None else 0
                 result.extend((remaining, 0, reset, 1, lease.window))
+                if lease.low():
+                    self._ask_ahead(keys[i], limits[i], lease, clock, now)
             return self._decide(exchange, chosen, result, now)
+        if waits < MAX_WAITS:
+            for i in range(count):
+                lease = held[i]
+                if lease.pending > 0 and not lease.usable(clock):
+                    return self._after_arrival(exchange, chosen, leases, lease.waiter(), waits)
         args: list[str] = []
         wants: list[int] = []
         for i in range(count):
@@ -195,6 +223,21 @@ class RateLimit:
             wants.append(want)
             _add_arguments(args, limits[i], now, want)
         return self._remote_leased(exchange, chosen, keys, args, held, wants, now, clock)
+
+    async def _after_arrival(
+        self,
+        exchange: Exchange,
+        chosen: LimitSet,
+        leases: Leases,
+        arrival: asyncio.Future[None],
+        waits: int,
+    ) -> Reply | None:
+        # Shielded: a request given up (its client gone) must not cancel the others' wait.
+        await asyncio.shield(arrival)
+        outcome = self._leased(exchange, chosen, leases, time.time(), waits + 1)
+        if outcome is None or isinstance(outcome, Reply):
+            return outcome
+        return await outcome
 
     async def _remote_leased(
         self,
@@ -210,13 +253,15 @@ class RateLimit:
         reserved = [lease.window for lease in held]
         try:
             result = await self._state.run(COUNT, keys, args)
-        except SharedStateUnavailable as exc:
+        except BaseException as exc:  # cancelled too (the client left): nothing stays pending
             for lease, want, window in zip(held, wants, reserved, strict=True):
                 if want == 0:
                     lease.give_back(window)
                 else:
-                    lease.pending -= 1
-            return self._unavailable(exchange, exc)
+                    lease.settle()
+            if isinstance(exc, SharedStateUnavailable):
+                return self._unavailable(exchange, exc)
+            raise
         admitted = result[0] == 1
         clock = time.monotonic()
         for i, limit in enumerate(chosen.limits):
@@ -229,17 +274,51 @@ class RateLimit:
                 if limit.period is None:
                     result[slot + 2] = max(0, int((lease.deadline - clock) * 1000))
                 continue
-            lease.pending -= 1
-            if not admitted:
-                continue
+            if admitted:
+                if limit.period is None:
+                    deadline = sent + result[slot + 2] / 1000
+                else:
+                    deadline = sent + (limit.period.at(now)[1] - now)
+                result[slot] = lease.grant(
+                    result[slot + 4], result[slot + 3], result[slot], deadline, clock
+                )
+            lease.settle()
+        return self._decide(exchange, chosen, result, now)
+
+    def _ask_ahead(
+        self, key: str, limit: CompiledLimit, lease: Lease, clock: float, now: float
+    ) -> None:
+        """Ask Redis for the next lease of ``key`` in the background."""
+        want = lease.ask(clock)
+        lease.pending += 1
+        args: list[str] = []
+        _add_arguments(args, limit, now, want)
+        task = asyncio.get_running_loop().create_task(
+            self._refill(key, limit, lease, args, now, clock)
+        )
+        self._refills.add(task)
+        task.add_done_callback(self._refills.discard)
+
+    async def _refill(
+        self, key: str, limit: CompiledLimit, lease: Lease, args: list[str], now: float, sent: float
+    ) -> None:
+        try:
+            result = await self._state.run(COUNT, [key], args)
+        except BaseException as exc:
+            lease.settle()
+            if isinstance(exc, SharedStateUnavailable):
+                # No request is answered by this lease: those that find it spent ask Redis
+                # themselves, and follow on_redis_failure (logged and counted) if it is away.
+                return
+            raise
+        granted = result[4]
+        if result[0] == 1 and granted > 0:
             if limit.period is None:
-                deadline = sent + result[slot + 2] / 1000
+                deadline = sent + result[3] / 1000
             else:
                 deadline = sent + (limit.period.at(now)[1] - now)
-            result[slot] = lease.grant(
-                result[slot + 4], result[slot + 3], result[slot], deadline, clock
-            )
-        return self._decide(exchange, chosen, result, now)
+            lease.grant(result[5], granted, result[1], deadline, time.monotonic(), 0)
+        lease.settle()
 
     async def _remote(
         self, exchange: Exchange, chosen: LimitSet, keys: list[str], args: list[str], now: float
@@ -288,7 +367,11 @@ class RateLimit:
             # The first rate-limit policy to answer: the upstream's own fields do not describe
             # Portico's limits, and a client must not read two policies of one name.
             state[FIELDS_DONE] = True
-            headers.remove("ratelimit-policy", "ratelimit")
+            for name, _ in headers.items:
+                # Literal comparisons (no allocation): most upstreams send neither field.
+                if name == "ratelimit" or name == "ratelimit-policy":
+                    headers.remove("ratelimit-policy", "ratelimit")
+                    break
         if isinstance(counted, Counted):
             headers.add("ratelimit-policy", counted.policy_field)
             headers.add("ratelimit", counted.field)

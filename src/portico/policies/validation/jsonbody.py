@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["JsonLimits", "JsonRejected", "parse_json"]
@@ -66,6 +67,25 @@ _DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_constant, 
 cost a request more than parsing its body did."""
 
 
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+_WHITESPACE = " \t\n\r"
+"""JSON's whitespace (RFC 8259 §2), and no other."""
+
+
+def _decode(text: str) -> Any:
+    """``_DECODER.decode(text)`` without its Python-level steps (a regex for the whitespace
+    either side): the C scanner on the text stripped of JSON's whitespace. Anything it does not
+    read whole goes to ``decode``, for its error and position."""
+    stripped = text.strip(_WHITESPACE)
+    try:
+        value, end = _SCAN(stripped, 0)
+    except (StopIteration, json.JSONDecodeError):
+        return _DECODER.decode(text)  # raises, with the position in the body as it came
+    if end != len(stripped):
+        return _DECODER.decode(text)
+    return value
+
+
 def parse_json(body: bytes, limits: JsonLimits) -> Any:
     """The value of ``body``; raises :class:`JsonRejected`."""
     try:
@@ -75,7 +95,7 @@ def parse_json(body: bytes, limits: JsonLimits) -> Any:
     if text.startswith("\ufeff"):
         raise JsonRejected("", "the body starts with a byte order mark, which JSON does not have")
     try:
-        value = _DECODER.decode(text)
+        value = _decode(text)
     except json.JSONDecodeError as exc:
         raise JsonRejected(
             "", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
@@ -102,8 +122,8 @@ def _deeper_than(body: bytes, depth: int) -> bool:
     bytes cut down to brackets and quotes; strings taken out; then the innermost pairs, once per
     level.
     """
-    if body.count(b"[") + body.count(b"{") <= depth:
-        return False
+    if len(body) <= 2 * depth or body.count(b"[") + body.count(b"{") <= depth:
+        return False  # deeper than depth takes depth + 1 openings and as many closings
     unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
     structure = unescaped.translate(None, _NOT_STRUCTURE)
     # Two quotes side by side close one string and open the next, or make an empty one: either

@@ -57,7 +57,25 @@ def _media_type(headers: Headers) -> tuple[str, str] | None:
         return None
     if len(fields) > 1:
         return "", ""
-    media, _, rest = fields[0].partition(";")
+    field = fields[0]
+    known = _MEDIA_TYPES.get(field)
+    if known is not None:
+        return known
+    parsed = _parse_media_type(field)
+    if len(_MEDIA_TYPES) >= _MEDIA_TYPES_KEPT:
+        _MEDIA_TYPES.clear()  # the field is the client's: what is kept stays bounded
+    _MEDIA_TYPES[field] = parsed
+    return parsed
+
+
+_MEDIA_TYPES: dict[str, tuple[str, str]] = {}
+"""Content-Type fields already read: clients send the same few, and reading one costs more than
+finding it."""
+_MEDIA_TYPES_KEPT = 256
+
+
+def _parse_media_type(field: str) -> tuple[str, str]:
+    media, _, rest = field.partition(";")
     charset = ""
     for parameter in rest.split(";"):
         name, _, value = parameter.partition("=")
