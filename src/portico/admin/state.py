@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from portico.admin.context import AdminContext
 from portico.admin.pagination import check_if_match, etag_of
@@ -47,6 +48,7 @@ from portico.store.repositories import (
 __all__ = [
     "Edit",
     "Edited",
+    "config_now",
     "current_config",
     "current_state",
     "edit",
@@ -110,6 +112,14 @@ def current_config(context: AdminContext) -> PorticoConfig:
     """The config whose entities the admin API shows: the running one (``file``), or the
     store's latest revision's (``store``)."""
     return current_state(context)[0]
+
+
+async def config_now(context: AdminContext) -> PorticoConfig:
+    """:func:`current_config` for an ``async`` endpoint: in store mode, read (and, for a new
+    revision, checked) in a thread, never on the event loop the gateway may share."""
+    if context.entities_source != "store" or context.config_path is None:
+        return context.config()
+    return await run_in_threadpool(current_config, context)
 
 
 def current_state(context: AdminContext) -> tuple[PorticoConfig, EntityDocument | None]:
