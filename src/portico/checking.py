@@ -21,7 +21,7 @@ from pathlib import Path
 
 from portico.config import catalog_checks, loader
 from portico.config.checks import Checks, Finding
-from portico.config.loader import CheckedConfig
+from portico.config.loader import CheckedConfig, StoredEntities
 from portico.config.model import PorticoConfig
 from portico.core.secret_keys import KeyFileProblem, read_key_file
 from portico.gateway import checks as gateway_checks
@@ -33,6 +33,8 @@ from portico.policies.validation import checks as validation_checks
 __all__ = [
     "CHECKS",
     "SERVE_CHECKS",
+    "check_config",
+    "check_config_text",
     "check_config_to_serve",
     "load_config",
     "load_config_text",
@@ -78,23 +80,59 @@ SERVE_CHECKS = Checks(
 """Also what only starting to serve needs: the HTTPS listener's files, the secrets key file."""
 
 
-def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> PorticoConfig:
-    """:func:`portico.config.loader.load_config` with every capability's checks."""
-    return loader.load_config(path, env, CHECKS)
+def load_config(
+    path: str | Path,
+    env: Mapping[str, str] | None = None,
+    entities: StoredEntities | None = None,
+) -> PorticoConfig:
+    """:func:`portico.config.loader.load_config` with every capability's checks; ``entities``:
+    the stored entity sections served instead of the file's (``entities.source: store``)."""
+    return loader.load_config(path, env, CHECKS, entities)
 
 
-def load_config_to_serve(path: str | Path, env: Mapping[str, str] | None = None) -> PorticoConfig:
+def check_config(
+    path: str | Path,
+    env: Mapping[str, str] | None = None,
+    entities: StoredEntities | None = None,
+) -> CheckedConfig:
+    """:func:`load_config`, with the warnings and the file as written."""
+    return loader.check_config(path, env, CHECKS, entities)
+
+
+def load_config_to_serve(
+    path: str | Path,
+    env: Mapping[str, str] | None = None,
+    entities: StoredEntities | None = None,
+) -> PorticoConfig:
     """:func:`load_config`, and what ``serve`` would refuse when it starts (``portico check``)."""
-    return loader.load_config(path, env, SERVE_CHECKS)
+    return loader.load_config(path, env, SERVE_CHECKS, entities)
 
 
-def check_config_to_serve(path: str | Path, env: Mapping[str, str] | None = None) -> CheckedConfig:
-    """:func:`load_config_to_serve`, with what ``portico check`` warns of."""
-    return loader.check_config(path, env, SERVE_CHECKS)
+def check_config_to_serve(
+    path: str | Path,
+    env: Mapping[str, str] | None = None,
+    entities: StoredEntities | None = None,
+) -> CheckedConfig:
+    """:func:`load_config_to_serve`, with what ``portico check`` warns of, and the file as
+    written (:attr:`CheckedConfig.document`)."""
+    return loader.check_config(path, env, SERVE_CHECKS, entities)
 
 
 def load_config_text(
-    text: str, filename: str, env: Mapping[str, str] | None = None
+    text: str,
+    filename: str,
+    env: Mapping[str, str] | None = None,
+    entities: StoredEntities | None = None,
 ) -> PorticoConfig:
     """:func:`portico.config.loader.load_config_text` with every capability's checks."""
-    return loader.load_config_text(text, filename, env, CHECKS)
+    return loader.load_config_text(text, filename, env, CHECKS, entities)
+
+
+def check_config_text(
+    text: str,
+    filename: str,
+    env: Mapping[str, str] | None = None,
+    entities: StoredEntities | None = None,
+) -> CheckedConfig:
+    """:func:`load_config_text`, with the warnings and the text as written."""
+    return loader.check_config_text(text, filename, env, CHECKS, entities)

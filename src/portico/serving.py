@@ -18,6 +18,7 @@ import logging
 import socket
 import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,9 +28,13 @@ import uvloop
 from sqlalchemy.orm import Session
 
 from portico import _native
-from portico.assembly import build_runtime, load_config, load_config_to_serve
+from portico.assembly import build_runtime, load_config, load_config_text, load_config_to_serve
+from portico.checking import check_config_text, check_config_to_serve
+from portico.config.errors import ConfigError
 from portico.config.lifecycle import LIFECYCLE_ACTION, LifecycleChange, lifecycle_changes
+from portico.config.loader import CheckedConfig, StoredEntities
 from portico.config.model import Listen, PorticoConfig
+from portico.config.secrets import redact_text
 from portico.core.errors import PorticoError
 from portico.core.net import host_port
 from portico.gateway.app import Gateway
@@ -45,12 +50,22 @@ from portico.policies.rate_limit.usage import usage_report
 from portico.shared import open_shared_state
 from portico.shared.state import SharedState, SharedStateUnavailable
 from portico.store.database import Database, create_engine_for, write_engine
-from portico.store.repositories import AuditLog, Author, ConfigRevisions
+from portico.store.repositories import (
+    AuditLog,
+    Author,
+    ConfigRevisions,
+    StateRevision,
+    StateRevisions,
+)
 from portico.store.secrets import Secrets, current_store_secrets
 from portico.store.secrets.stored import StoredSecrets
 
 if TYPE_CHECKING:
     from portico.admin.listener import AdminListener
+
+STATE_POLL_INTERVAL = 0.25
+"""Seconds between two reads of the store's latest state revision id (``entities.source:
+store``): an admin API write or an apply is served by every process within about half a second."""
 
 log = logging.getLogger("portico")
 
@@ -61,10 +76,13 @@ nothing unless the config enables it (``identity.oauth``)."""
 __all__ = [
     "CannotListen",
     "RevisionRecorder",
+    "ServedEntities",
     "ServedGateway",
     "admin_banner",
+    "latest_state",
     "prepare_store",
     "run",
+    "seed_state",
     "serve",
     "start_admin",
     "stop_admin",
@@ -168,7 +186,9 @@ class RevisionRecorder:
         """Record the file at ``path`` as applied; ``config``, what was loaded from it, is
         compared with the config recorded before (the first one of a run is compared with
         nothing: a change made while Portico was stopped is in the revisions, not here)."""
-        body = path.read_text(encoding="utf-8")
+        # As written (``${VAR}`` references, never their values), and without a secret written
+        # as its value: the database is no place for one (docs/sync.md#secrets).
+        body = redact_text(path.read_text(encoding="utf-8"))
         changes: list[LifecycleChange] = []
         if config is not None:
             if self._applied is not None:
@@ -223,6 +243,127 @@ def prepare_store(config: PorticoConfig) -> Secrets:
     return secrets
 
 
+def seed_state(config_path: Path) -> ServedEntities:
+    """``entities.source: store``, once before serving: the store's latest state revision,
+    seeded from the file when the store holds none (and one line when the file's entity
+    sections differ from it)."""
+    from portico.admin.sync import seed
+
+    checked = check_config_to_serve(config_path)
+    database = Database(checked.config.database.url)
+    entities = ServedEntities(database, seed(database, checked, config_path), config_path)
+    entities.file_differs(checked)
+    return entities
+
+
+def latest_state(config: PorticoConfig, config_path: Path) -> ServedEntities:
+    """The store's latest state revision (seeded already, by the supervisor)."""
+    database = Database(config.database.url)
+    revision = StateRevisions(database).latest()
+    if revision is None:
+        database.dispose()
+        raise PorticoError("the store holds no state revision: the supervisor seeds one first")
+    return ServedEntities(database, revision, config_path)
+
+
+class ServedEntities:
+    """The store's state revision one process serves (``entities.source: store``), kept current
+    by a poll of the latest revision id: in a thread, off the event loop and the request path,
+    every :data:`STATE_POLL_INTERVAL`. A new revision is checked through the same loader as a
+    file reload and swapped in; one that cannot be served is logged once and the previous keeps
+    serving."""
+
+    def __init__(self, database: Database, revision: StateRevision, config_path: Path) -> None:
+        self.database = database
+        self.revision = revision
+        self._config_path = config_path
+        self._refused: int | None = None
+        self._failing = False
+
+    def stored(self, revision: StateRevision | None = None) -> StoredEntities:
+        from portico.admin.sync import stored_entities
+
+        return stored_entities(revision or self.revision)
+
+    def file_differs(self, checked: CheckedConfig) -> None:
+        from portico.admin.sync import file_differs
+
+        file_differs(checked, self.revision, self._config_path)
+
+    async def watch(
+        self,
+        check: Callable[[StateRevision], CheckedConfig],
+        serve: Callable[[StateRevision, CheckedConfig], None],
+        interval: float = STATE_POLL_INTERVAL,
+    ) -> None:
+        """Until cancelled: on a new latest revision, ``check`` it (in the poll's thread), then
+        ``serve`` it (on the event loop)."""
+        loop = asyncio.get_running_loop()
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="portico-state")
+        try:
+            while True:
+                started = loop.time()
+                try:
+                    found = await loop.run_in_executor(executor, self._newer, check)
+                except Exception as exc:
+                    if not self._failing:
+                        log.error(
+                            "reading the store's state failed; store revision %d keeps serving: %s",
+                            self.revision.id,
+                            exc,
+                        )
+                    self._failing = True
+                else:
+                    if self._failing:
+                        log.info("reading the store's state works again")
+                    self._failing = False
+                    if found is not None:
+                        self._serve(serve, *found)
+                await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    def _newer(
+        self, check: Callable[[StateRevision], CheckedConfig]
+    ) -> tuple[StateRevision, CheckedConfig] | None:
+        revisions = StateRevisions(self.database)
+        latest_id = revisions.latest_id()
+        if latest_id is None or latest_id in (self.revision.id, self._refused):
+            return None
+        revision = revisions.get(latest_id)
+        if revision is None:
+            return None
+        try:
+            return revision, check(revision)
+        except ConfigError as exc:
+            self._refused = revision.id
+            log.error(
+                "store revision %d cannot be served; revision %d keeps serving:\n%s",
+                revision.id,
+                self.revision.id,
+                exc,
+            )
+            return None
+
+    def _serve(
+        self,
+        serve: Callable[[StateRevision, CheckedConfig], None],
+        revision: StateRevision,
+        checked: CheckedConfig,
+    ) -> None:
+        try:
+            serve(revision, checked)
+        except Exception:
+            self._refused = revision.id
+            log.exception(
+                "store revision %d cannot be served; revision %d keeps serving",
+                revision.id,
+                self.revision.id,
+            )
+            return
+        self.revision = revision
+
+
 class ServedGateway:
     """The live parts of one gateway process: the identity and OAuth state, kept current from
     the store, and the gateway serving a snapshot built with them. ``portico serve`` makes one;
@@ -238,8 +379,16 @@ class ServedGateway:
         *,
         on_config_applied: Callable[[Path, str, PorticoConfig], None] | None = None,
         watch_config: bool = True,
+        entities: ServedEntities | None = None,
+        file_text: str | None = None,
     ) -> None:
+        """``entities``: the store's state revision ``config`` was built with
+        (``entities.source: store``), followed from now on; ``file_text``: the file ``config``
+        was loaded from, what a new revision is served with until the file is reloaded."""
         url = config.database.url
+        self.entities = entities
+        self._config_path = config_path
+        self._file_text = file_text if file_text is not None else _read_text(config_path)
         # Consumers and API keys, kept current from the store by a poll of its change counter.
         self.identity = IdentityState.open(config)
         # The OAuth server's signing keys and revoked tokens, kept current the same way.
@@ -283,6 +432,9 @@ class ServedGateway:
             loop.create_task(self.identity.watch()),
             loop.create_task(self.oauth.run()),
         ]
+        if self.entities is not None:
+            watch = self.entities.watch(self._check_revision, self.swap)
+            self._tasks.append(loop.create_task(watch))
 
     def use_config(self, config: PorticoConfig) -> None:
         """Serve ``config``, already loaded and checked (by another process: ``--workers``);
@@ -294,9 +446,50 @@ class ServedGateway:
         gateway.stats.reloaded(True)
         self.identity.use_config(config)
 
+    def use_text(self, text: str) -> None:
+        """Serve the config file's ``text``, checked by another process (``--workers``): with
+        the store's entities in store mode; raises as :meth:`use_config` does."""
+        if self.entities is None:
+            self.use_config(load_config_text(text, str(self._config_path)))
+        else:
+            checked = self._check(text)
+            self.use_config(checked.config)
+            self.entities.file_differs(checked)
+        self._file_text = text
+
     def _rebuild(self, path: Path, previous: Runtime) -> Runtime:
-        """A reload of the config file (the gateway calls it)."""
-        return self._build(load_config(path), previous)
+        """A reload of the config file (the gateway calls it). In store mode: its other
+        sections, and the store's entities (an edit of the file's is not served; one line says
+        so)."""
+        if self.entities is None:
+            return self._build(load_config(path), previous)
+        text = _read_text(path)
+        checked = self._check(text)
+        runtime = self._build(checked.config, previous)
+        self._file_text = text
+        self.entities.file_differs(checked)
+        return runtime
+
+    def _check(self, text: str, revision: StateRevision | None = None) -> CheckedConfig:
+        assert self.entities is not None
+        stored = self.entities.stored(revision)
+        return check_config_text(text, str(self._config_path), entities=stored)
+
+    def _check_revision(self, revision: StateRevision) -> CheckedConfig:
+        """Check a new state revision with the file's other sections (in the poll's thread);
+        what it returns is served on the event loop by :meth:`swap`."""
+        return self._check(self._file_text, revision)
+
+    def swap(self, revision: StateRevision, checked: CheckedConfig) -> None:
+        """Serve a new state revision (on the event loop): the same snapshot swap as a reload;
+        requests in flight finish on the previous snapshot."""
+        self.use_config(checked.config)
+        log.info(
+            "serving store revision %d (%s, %d routes)",
+            revision.id,
+            revision.source,
+            len(checked.config.routes),
+        )
 
     def _build(self, config: PorticoConfig, previous: Runtime) -> Runtime:
         """The snapshot of ``config``. A changed ``tracing`` section starts a new tracing for
@@ -332,6 +525,8 @@ class ServedGateway:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.identity.close()
         self.oauth.close()
+        if self.entities is not None:
+            self.entities.database.dispose()
         await self.shared.close()
         if self.tracing is not None:
             # The last spans, within tracing.shutdown_timeout, off the event loop.
@@ -342,10 +537,23 @@ async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
     log.info("gateway code: %s", _native.status())
     config = with_listen(load_config_to_serve(config_path), listen)
     raw = config_path.read_bytes()  # noqa: ASYNC240  (once, before serving starts)
+    text = raw.decode("utf-8-sig")
     url = config.database.url
     secrets = prepare_store(config)
+    entities = seed_state(config_path) if config.entities.source == "store" else None
+    if entities is not None:
+        served_config = check_config_text(text, str(config_path), entities=entities.stored())
+        config = with_listen(served_config.config, listen)
     recorder = RevisionRecorder(url)
-    served = ServedGateway(config, config_path, listen, secrets, on_config_applied=recorder.record)
+    served = ServedGateway(
+        config,
+        config_path,
+        listen,
+        secrets,
+        on_config_applied=recorder.record,
+        entities=entities,
+        file_text=text,
+    )
     gateway = served.gateway
     shared = served.shared
     try:
@@ -377,7 +585,9 @@ async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
             await gateway.stop()
             raise
     try:
-        admin = await start_admin(config, lambda: gateway.runtime.config, shared, secrets)
+        admin = await start_admin(
+            config, lambda: gateway.runtime.config, shared, secrets, config_path
+        )
     except CannotListen:
         if operations is not None:
             await operations.stop()
@@ -409,17 +619,26 @@ async def start_admin(
     running: Callable[[], PorticoConfig],
     shared: SharedState,
     secrets: Secrets,
+    config_path: Path | None = None,
 ) -> AdminListener | None:
     """The admin listener (``admin.listen``) on this event loop, when the config enables it;
-    ``running`` is the config the gateway processes serve now. Its modules (FastAPI, uvicorn)
-    are imported only then: a Portico without an admin section does not load them."""
+    ``running`` is the config the gateway processes serve now; ``config_path`` the file, whose
+    other sections an edit of the store's entities is checked with. Its modules (FastAPI,
+    uvicorn) are imported only then: a Portico without an admin section does not load them."""
     settings = config.admin
     if settings is None or not settings.enabled:
         return None
     from portico.admin.context import AdminContext
     from portico.admin.listener import AdminListener
 
-    context = AdminContext(Database(config.database.url), running, shared, secrets)
+    context = AdminContext(
+        Database(config.database.url),
+        running,
+        shared,
+        secrets,
+        config_path=config_path,
+        entities_source=config.entities.source,
+    )
     listener = AdminListener(context)
     where = settings.listen
     try:
@@ -475,3 +694,7 @@ def shared_state_readiness(shared: SharedState) -> ReadinessCheck:
 def serve(config_path: Path, listen: tuple[str, int] | None = None) -> int:
     """Serve until SIGINT or SIGTERM; ``listen`` replaces ``gateway.listen`` (``--listen``)."""
     return uvloop.run(run(config_path, listen))
+
+
+def _read_text(path: Path) -> str:
+    return path.read_bytes().decode("utf-8-sig")

@@ -98,6 +98,52 @@ class Admin:
         return self.portico.client()
 
 
+UPSTREAM_TOKEN = "up-token-value-93ac1"
+
+
+def store_admin_config(upstream_url: str) -> dict[str, Any]:
+    return {
+        "admin": ADMIN,
+        "entities": {"source": "store"},
+        "services": {
+            "main": service(upstream_url, retries=0),
+            "pinned": {**service(upstream_url), "locked": True},
+        },
+        "routes": [
+            route(
+                "keyed", "/keyed/{rest:path}", policies=[{"type": "auth", "methods": ["api_key"]}]
+            ),
+            route("pinned", "/pinned", service="pinned"),
+        ],
+        "identity": {"oauth": {"issuer": "http://127.0.0.1"}},
+        "tenants": {
+            "acme": {
+                "consumers": {"billing": {"scopes": ["orders:read"]}, "fixed": {"locked": True}}
+            },
+            "globex": {"consumers": {"app": {}}},
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def store_admin(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> Iterator[Admin]:
+    directory = tmp_path_factory.mktemp("store-admin")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("UPSTREAM_TOKEN", UPSTREAM_TOKEN)
+        portico = PorticoProcess(directory, store_admin_config(upstream.url))
+    try:
+        path = portico.config_path
+        tokens = {
+            "admin": make_token(path, "admin"),
+            "operator": make_token(path, "operator"),
+            "viewer": make_token(path, "viewer"),
+            "acme-operator": make_token(path, "operator", "--tenant", "acme"),
+        }
+        yield Admin(portico, tokens)
+    finally:
+        portico.stop()
+
+
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[Upstream]:
     server = Upstream("main")

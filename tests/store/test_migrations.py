@@ -63,9 +63,10 @@ def test_upgrade_from_empty_creates_the_tables(database_url: str) -> None:
         "revoked_tokens",
         "client_assertion_jtis",
         "admin_tokens",
+        "state_revisions",
         VERSION_TABLE,
     }
-    assert current_revision(database_url) == head_revision() == "0004"
+    assert current_revision(database_url) == head_revision() == "0005"
 
 
 def test_migrated_schema_matches_the_table_definitions(database_url: str) -> None:
@@ -121,8 +122,8 @@ def test_db_upgrade_command_reports_from_and_to(
     assert db_upgrade_command(database_url) == 0
     second = capsys.readouterr().out
 
-    assert "upgraded from (empty) to 0004 (Control plane: admin tokens" in first
-    assert "already at revision 0004" in second
+    assert "upgraded from (empty) to 0005 (Declarative sync: the state revisions" in first
+    assert "already at revision 0005" in second
     assert "nothing to do" in second
 
 

@@ -34,6 +34,8 @@ from portico.admin.endpoints import (
     cache,
     catalog,
     config,
+    edits,
+    oauth_clients,
     signing_keys,
     usage,
     whoami,
@@ -88,6 +90,8 @@ def build_app(context: AdminContext) -> FastAPI:
     app.state.context = context
     tagged = (
         (config.router, "config"),
+        (edits.router, "config"),
+        (oauth_clients.router, "config"),
         (catalog.router, "catalog"),
         (api_keys.router, "api-keys"),
         (signing_keys.router, "signing-keys"),
@@ -268,8 +272,11 @@ def _document(app: FastAPI) -> dict[str, Any]:
             wanted = dict(_ALWAYS)
             if "{" in path:
                 wanted["404"] = "No such entity (or one the token's tenant does not see)"
-            if method == "post":
-                wanted["409"] = "The entity's state or origin does not allow this change"
+            if method in ("post", "put", "patch", "delete"):
+                wanted["409"] = (
+                    "The entity's state or origin does not allow this change "
+                    "(`entity-conflict`, `entity-locked`, `entities-from-file`)"
+                )
             names = {p.get("name") for p in operation.get("parameters", [])}
             if "if-match" in names:
                 wanted["412"] = "The entity changed since the ETag given in If-Match"
@@ -280,9 +287,34 @@ def _document(app: FastAPI) -> dict[str, Any]:
 
 
 def _link(document: dict[str, Any]) -> None:
-    """OpenAPI links from a key's creation and rotation to what can be done with the key next:
-    what a client (and schemathesis's stateful tests) follows."""
+    """OpenAPI links from a key's creation and rotation to what can be done with the key next,
+    and from an entity's creation or replacement to reading, replacing and deleting it: what a
+    client (and schemathesis's stateful tests) follows."""
     paths = document.get("paths", {})
+    for path in (
+        f"{PREFIX}/services/{{name}}",
+        f"{PREFIX}/routes/{{name}}",
+        f"{PREFIX}/tenants/{{tenant}}",
+        f"{PREFIX}/tenants/{{tenant}}/consumers/{{name}}",
+    ):
+        operations = paths.get(path, {})
+        parameters = {
+            p["name"]: f"$request.path.{p['name']}"
+            for p in operations.get("put", {}).get("parameters", [])
+            if p.get("in") == "path"
+        }
+        follow = {
+            verb.capitalize(): operations[method]["operationId"]
+            for verb, method in (("get", "get"), ("replace", "put"), ("delete", "delete"))
+            if method in operations
+        }
+        for status in ("200", "201"):
+            answer = operations.get("put", {}).get("responses", {}).get(status)
+            if answer is not None:
+                answer["links"] = {
+                    name: {"operationId": operation, "parameters": parameters}
+                    for name, operation in follow.items()
+                }
     key = f"{PREFIX}/api-keys/{{key_id}}"
     follow = {
         "GetApiKey": paths.get(key, {}).get("get", {}).get("operationId"),

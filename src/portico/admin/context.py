@@ -9,15 +9,29 @@ within a second, the way ``portico keys`` does).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
 from portico.config.model import PorticoConfig
 from portico.shared.state import SharedState
 from portico.store.database import Database
+from portico.store.repositories import StateRevision
 from portico.store.secrets import Secrets
 
-__all__ = ["AdminContext"]
+__all__ = ["AdminContext", "CheckedState"]
+
+
+@dataclass(slots=True)
+class CheckedState:
+    """The store's latest state revision as the admin API last checked it, and its config
+    (``entities.source: store``): checked once per revision, not per request."""
+
+    revision: StateRevision | None = None
+    config: PorticoConfig | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,3 +47,9 @@ class AdminContext:
     """Seconds a write waits after its commit before answering: two polls of the gateways'
     change counter, so that a client that creates a key and uses it at once, or revokes one and
     expects it refused, finds every gateway agreeing."""
+    config_path: Path | None = None
+    """The config file: its other sections are what an edit of the store's entities is checked
+    with (``entities.source: store``)."""
+    entities_source: Literal["file", "store"] = "file"
+    """Where the served entities come from: ``file`` refuses the admin API's edits of them."""
+    state: CheckedState = field(default_factory=CheckedState)

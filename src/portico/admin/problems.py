@@ -18,7 +18,9 @@ from starlette.responses import Response
 from portico.gateway.problems import PROBLEM_CONTENT_TYPE, ProblemType
 
 __all__ = [
+    "ENTITIES_FROM_FILE",
     "ENTITY_CONFLICT",
+    "ENTITY_LOCKED",
     "ENTITY_NOT_FOUND",
     "INSUFFICIENT_ROLE",
     "PRECONDITION_FAILED",
@@ -42,7 +44,20 @@ PRECONDITION_FAILED = ProblemType(
     "precondition-failed", 412, "The entity changed since the version the request names"
 )
 
-TYPES = (ENTITY_NOT_FOUND, INSUFFICIENT_ROLE, TENANT_SCOPED, ENTITY_CONFLICT, PRECONDITION_FAILED)
+ENTITIES_FROM_FILE = ProblemType(
+    "entities-from-file", 409, "The entities come from portico.yaml and change there"
+)
+ENTITY_LOCKED = ProblemType("entity-locked", 409, "The entity is managed by portico.yaml")
+
+TYPES = (
+    ENTITY_NOT_FOUND,
+    INSUFFICIENT_ROLE,
+    TENANT_SCOPED,
+    ENTITY_CONFLICT,
+    PRECONDITION_FAILED,
+    ENTITIES_FROM_FILE,
+    ENTITY_LOCKED,
+)
 """The admin API's own types (it answers the gateway's shared ones too)."""
 
 

@@ -19,6 +19,7 @@ from portico.cli import cache as cache_cli
 from portico.cli import catalog as catalog_cli
 from portico.cli import routes as routes_cli
 from portico.cli import secrets as secrets_cli
+from portico.cli import sync as sync_cli
 from portico.identity import cli as identity_cli
 from portico.identity.oauth import cli as oauth_cli
 
@@ -44,6 +45,7 @@ examples:
   portico serve --workers auto           one gateway process per core, supervised
   portico usage --consumer acme/billing  rate limits and quotas used, and what remains
   portico admin tokens create --role viewer  a token for the admin API, printed once
+  portico diff -c portico.yaml           what `portico apply` would change in the store
   portico catalog export --audience public -o public.yaml  the OpenAPI document partners get
   portico serve --log-format json --log-level warning"""
 
@@ -319,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache_cli.register(sub, load_config)
     secrets_cli.register(sub, load_config)
     admin_cli.register(sub, load_config)
+    sync_cli.register(sub)
     catalog_cli.register(sub, load_config)
 
     demo = command(

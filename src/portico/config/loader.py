@@ -18,22 +18,41 @@ Every problem found on the way is reported at once, in file order, as a
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from portico.config.checks import NO_CHECKS, Checks
-from portico.config.document import DocumentReader
+from portico.config.document import DocumentReader, Located, issue_at
+from portico.config.entities import ENTITY_SECTIONS, as_written
 from portico.config.errors import ConfigError, ConfigIssue
 from portico.config.model import CONFIG_DIR, PorticoConfig
 from portico.config.pruning import cross_section_findings
 from portico.config.reporting import semantic_issue, validation_issue, without_consequences
+from portico.config.secrets import literal_secrets
 
-__all__ = ["CheckedConfig", "check_config", "load_config", "load_config_text"]
+__all__ = ["CheckedConfig", "StoredEntities", "check_config", "load_config", "load_config_text"]
+
+REFERENCE_NEEDED = (
+    "with entities.source: store a secret is written as a ${VAR} reference, never as its value "
+    "(the store would hold it): set it in the environment of every gateway process and write "
+    "${NAME} here (docs/sync.md#secrets)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntities:
+    """The entity sections to serve instead of the file's (``entities.source: store``), as
+    written (``${VAR}`` kept); issues in them name ``label``, such as ``store revision 7``."""
+
+    document: Mapping[str, Any]
+    label: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,21 +61,31 @@ class CheckedConfig:
 
     config: PorticoConfig
     warnings: tuple[ConfigIssue, ...] = ()
+    document: Mapping[str, Any] = field(default_factory=dict)
+    """The file as written (before interpolation), every section: what ``apply`` stores of it
+    and ``export`` writes back."""
 
 
 def load_config(
-    path: str | Path, env: Mapping[str, str] | None = None, checks: Checks = NO_CHECKS
+    path: str | Path,
+    env: Mapping[str, str] | None = None,
+    checks: Checks = NO_CHECKS,
+    entities: StoredEntities | None = None,
 ) -> PorticoConfig:
     """Read, interpolate and validate a config file; raise :class:`ConfigError` listing every issue.
 
     ``env`` supplies the ``${VAR}`` values and defaults to ``os.environ``; ``checks`` are the
-    capabilities' own (the composition root's :func:`portico.assembly.load_config` gives them all).
+    capabilities' own (the composition root's :func:`portico.assembly.load_config` gives them all);
+    ``entities``, when given, replace the file's entity sections.
     """
-    return check_config(path, env, checks).config
+    return check_config(path, env, checks, entities).config
 
 
 def check_config(
-    path: str | Path, env: Mapping[str, str] | None = None, checks: Checks = NO_CHECKS
+    path: str | Path,
+    env: Mapping[str, str] | None = None,
+    checks: Checks = NO_CHECKS,
+    entities: StoredEntities | None = None,
 ) -> CheckedConfig:
     """:func:`load_config`, with the warnings of ``checks`` located in the file."""
     filename = os.fspath(path)
@@ -77,25 +106,44 @@ def check_config(
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         issue = ConfigIssue(filename, line, column, "", "the file is not valid UTF-8 text")
         raise ConfigError([issue]) from None
-    return _check_text(text, filename, env, checks)
+    return check_config_text(text, filename, env, checks, entities)
 
 
 def load_config_text(
-    text: str, filename: str, env: Mapping[str, str] | None = None, checks: Checks = NO_CHECKS
+    text: str,
+    filename: str,
+    env: Mapping[str, str] | None = None,
+    checks: Checks = NO_CHECKS,
+    entities: StoredEntities | None = None,
 ) -> PorticoConfig:
     """Like :func:`load_config`, for text already read; issues name ``filename``."""
-    return _check_text(text, filename, env, checks).config
+    return check_config_text(text, filename, env, checks, entities).config
 
 
-def _check_text(
-    text: str, filename: str, env: Mapping[str, str] | None, checks: Checks
+def check_config_text(
+    text: str,
+    filename: str,
+    env: Mapping[str, str] | None = None,
+    checks: Checks = NO_CHECKS,
+    entities: StoredEntities | None = None,
 ) -> CheckedConfig:
-    reader = DocumentReader(filename, os.environ if env is None else env)
+    """:func:`check_config` of text already read."""
+    env = os.environ if env is None else env
+    reader = DocumentReader(filename, env)
     document = reader.read(text)
     issues = reader.issues
     if document is None:
         raise ConfigError(_in_file_order(issues))
     data, root = document
+    written = as_written(data, root)
+    if entities is not None:
+        _use_stored(data, root, entities, env, issues)
+    if isinstance(data, dict) and _store_mode(data):
+        for section in ENTITY_SECTIONS:
+            for located, where in literal_secrets(root.children.get(section, Located(None))):
+                mark = located.node.start_mark if located.node is not None else None
+                issues.append(issue_at(filename, mark, join(section, where), REFERENCE_NEEDED))
+                located.reported = True
 
     config: PorticoConfig | None = None
     errors: list[ErrorDetails] = []
@@ -116,15 +164,65 @@ def _check_text(
         if issue is not None:
             issues.append(issue)
 
+    label = None if entities is None else entities.label
+    issues = [_named(issue, filename, label) for issue in issues]
     if issues:
         raise ConfigError(_in_file_order(issues))
     assert config is not None
     warnings = [
-        dataclasses.replace(issue, warning=True)
+        dataclasses.replace(_named(issue, filename, label), warning=True)
         for loc, message in checks.warning_findings(config)
         if (issue := semantic_issue(filename, root, data, checks, loc, message)) is not None
     ]
-    return CheckedConfig(config, tuple(_in_file_order(warnings)))
+    return CheckedConfig(config, tuple(_in_file_order(warnings)), written)
+
+
+def _store_mode(data: dict[Any, Any]) -> bool:
+    section = data.get("entities")
+    return isinstance(section, dict) and section.get("source") == "store"
+
+
+def _use_stored(
+    data: Any,
+    root: Located,
+    entities: StoredEntities,
+    env: Mapping[str, str],
+    issues: list[ConfigIssue],
+) -> None:
+    """Put the stored entity sections in place of the file's, read (and interpolated) as the
+    file is, so that every check runs on them the same way."""
+    if not isinstance(data, dict):
+        return
+    reader = DocumentReader(entities.label, env)
+    text = json.dumps(dict(entities.document), indent=1)
+    stored = reader.read(text)
+    issues.extend(dataclasses.replace(i, line=None, column=None) for i in reader.issues)
+    for section in ENTITY_SECTIONS:
+        data.pop(section, None)
+        root.children.pop(section, None)
+    if stored is None or not isinstance(stored[0], dict):
+        return
+    stored_data, stored_root = stored
+    for section in ENTITY_SECTIONS:
+        if section in stored_data:
+            data[section] = stored_data[section]
+            root.children[section] = stored_root.children[section]
+
+
+def _named(issue: ConfigIssue, filename: str, label: str | None) -> ConfigIssue:
+    """An issue in a stored entity section names the revision, not a line of the file."""
+    if label is None or issue.file != filename:
+        return issue
+    top = issue.path.split(".", 1)[0].split("[", 1)[0]
+    if top not in ENTITY_SECTIONS:
+        return issue
+    return dataclasses.replace(issue, file=label, line=None, column=None)
+
+
+def join(section: str, path: str) -> str:
+    if not path:
+        return section
+    return f"{section}{path}" if path.startswith("[") else f"{section}.{path}"
 
 
 def _file_error(filename: str, message: str) -> ConfigError:

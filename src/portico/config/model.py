@@ -181,6 +181,17 @@ class AdminSettings(Model):
     told otherwise."""
 
 
+class EntitiesSettings(Model):
+    """Where the served entities come from (docs/sync.md): ``services``, ``routes`` and
+    ``tenants`` (with their consumers). The other sections always come from this file."""
+
+    source: Literal["file", "store"] = "file"
+    """``file``: this file's sections are the state, applied when it changes; the admin API
+    reads them and refuses to edit them. ``store``: the store's latest state revision is
+    served, changed by ``portico apply`` and the admin API (seeded from this file once, when
+    the store holds none); edits of those sections here wait for ``portico apply``."""
+
+
 class TracingBatch(Model):
     """How finished spans wait for export: a bounded queue, sent in batches by a thread of the
     SDK's batch processor. Unset keys take the ``OTEL_BSP_*`` variables, else the SDK's
@@ -427,6 +438,9 @@ class Service(Model):
     policies: tuple[PolicySpec, ...] = ()
     """Policies every route of this service runs before its own; a route's entry of the same
     ``type`` replaces the service's (docs/configuration.md#service-policies)."""
+    locked: bool = False
+    """Managed by ``portico.yaml`` only: with ``entities.source: store``, the admin API refuses
+    to change it (``portico apply`` still does)."""
     openapi: str | None = None
     """The file of the service's OpenAPI 3.0 or 3.1 document, relative to the config file's
     directory (read by the capabilities that use it: the ``validation`` policy)."""
@@ -495,6 +509,8 @@ class Route(Model):
     websocket: bool = True
     max_body_size: Size | None = None
     policies: tuple[PolicySpec, ...] = ()
+    locked: bool = False
+    """Managed by ``portico.yaml`` only (see ``Service.locked``)."""
 
     @field_validator("upstream_path")
     @classmethod
@@ -551,6 +567,7 @@ class PorticoConfig(Model):
     admin: AdminSettings | None = None
     database: Database = Database()
     redis: Redis | None = None
+    entities: EntitiesSettings = EntitiesSettings()
     tracing: TracingSettings = TracingSettings()
     services: dict[Name, Service] = {}
     routes: tuple[Route, ...] = ()

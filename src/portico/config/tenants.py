@@ -154,11 +154,17 @@ class Consumer(Model):
     signature_keys: tuple[SignatureKey, ...] = ()
     certificates: tuple[ClientCertificate, ...] = ()
     ip_rules: IPRules = IPRules()
+    locked: bool = False
+    """Managed by ``portico.yaml`` only (``entities.source: store``: the admin API refuses to
+    change it)."""
 
 
 class Tenant(Model):
     consumers: dict[Name, Consumer] = {}
     metadata: dict[str, str] = {}
+    locked: bool = False
+    """Managed by ``portico.yaml`` only: the admin API refuses to change the tenant itself (its
+    consumers have marks of their own)."""
 
 
 class ClaimMapping(Model):

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from portico.store.database import Database, write_engine
-from portico.store.tables import AuditLogRow, ConfigRevisionRow
+from portico.store.tables import AuditLogRow, ConfigRevisionRow, StateRevisionRow
 
 __all__ = [
     "AuditEntry",
@@ -38,6 +38,9 @@ __all__ = [
     "Author",
     "ConfigRevision",
     "ConfigRevisions",
+    "StaleRevision",
+    "StateRevision",
+    "StateRevisions",
     "StoreBinding",
     "command_line_actor",
 ]
@@ -56,6 +59,34 @@ class ConfigRevision:
     source: str
     body: str
     applied_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StateRevision:
+    """One version of the served entities (docs/sync.md)."""
+
+    id: int
+    parent_id: int | None
+    created_at: datetime
+    actor: str
+    actor_role: str | None
+    request_id: str | None
+    source: str
+    document: dict[str, Any]
+    sha256: str
+
+
+class StaleRevision(Exception):
+    """A write was based on a revision that is no longer the latest: another write landed
+    first (a lost update, refused)."""
+
+    def __init__(self, based_on: int | None, latest: int | None) -> None:
+        self.based_on = based_on
+        self.latest = latest
+        super().__init__(
+            f"the state changed since revision {based_on or 'none'}: revision {latest} is the "
+            "latest now"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +185,62 @@ class ConfigRevisions(_Repository):
         query = sa.select(ConfigRevisionRow).order_by(ConfigRevisionRow.id.desc()).limit(limit)
         with self._transaction(write=False) as session:
             return [_revision(row) for row in session.scalars(query)]
+
+
+class StateRevisions(_Repository):
+    """The state revisions of the served entities: appended, never changed; the latest is
+    served. Every gateway process polls :meth:`latest_id`."""
+
+    def append(
+        self,
+        parent_id: int | None,
+        document: Mapping[str, Any],
+        sha256: str,
+        author: Author,
+        source: str,
+    ) -> StateRevision:
+        """Append a revision based on ``parent_id``, which must be the latest (``None``: the
+        store holds none yet); else :class:`StaleRevision`, and nothing is written."""
+        if not _SHA256.fullmatch(sha256):
+            raise ValueError(f"sha256 must be 64 lowercase hex digits, got {sha256!r}")
+        with self._transaction(write=True) as session:
+            if session.get_bind().dialect.name == "postgresql":
+                # Writers queue here, readers go on (SQLite: BEGIN IMMEDIATE does the same), so
+                # ids commit in order and a poller that sees id N has seen every id before it.
+                session.execute(sa.text("LOCK TABLE state_revisions IN SHARE ROW EXCLUSIVE MODE"))
+            latest = session.execute(sa.select(sa.func.max(StateRevisionRow.id))).scalar()
+            if latest != parent_id:
+                raise StaleRevision(parent_id, latest)
+            row = StateRevisionRow(
+                parent_id=parent_id,
+                actor=author.actor,
+                actor_role=author.role,
+                request_id=author.request_id,
+                source=source,
+                document=dict(document),
+                sha256=sha256,
+            )
+            session.add(row)
+            session.flush()
+            return _state(row)
+
+    def latest_id(self) -> int | None:
+        """The id of the latest revision (one indexed read): what the gateways poll."""
+        with self._transaction(write=False) as session:
+            query = sa.select(sa.func.max(StateRevisionRow.id))
+            found: int | None = session.execute(query).scalar()
+            return found
+
+    def latest(self) -> StateRevision | None:
+        query = sa.select(StateRevisionRow).order_by(StateRevisionRow.id.desc()).limit(1)
+        with self._transaction(write=False) as session:
+            row = session.scalars(query).first()
+            return None if row is None else _state(row)
+
+    def get(self, revision_id: int) -> StateRevision | None:
+        with self._transaction(write=False) as session:
+            row = session.get(StateRevisionRow, revision_id)
+            return None if row is None else _state(row)
 
 
 class AuditLog(_Repository):
@@ -267,6 +354,20 @@ def _revision(row: ConfigRevisionRow) -> ConfigRevision:
         source=row.source,
         body=row.body,
         applied_by=row.applied_by,
+    )
+
+
+def _state(row: StateRevisionRow) -> StateRevision:
+    return StateRevision(
+        id=row.id,
+        parent_id=row.parent_id,
+        created_at=row.created_at,
+        actor=row.actor,
+        actor_role=row.actor_role,
+        request_id=row.request_id,
+        source=row.source,
+        document=row.document,
+        sha256=row.sha256,
     )
 
 

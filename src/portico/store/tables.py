@@ -24,6 +24,7 @@ __all__ = [
     "IdentityChangeRow",
     "RevokedTokenRow",
     "SigningKeyRow",
+    "StateRevisionRow",
     "UTCDateTime",
     "metadata",
 ]
@@ -210,3 +211,26 @@ class AdminTokenRow(Base):
     created_by: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class StateRevisionRow(Base):
+    """One version of the served entities (``entities.source: store``, docs/sync.md): services,
+    routes and tenants as written, ``${VAR}`` references kept (each process interpolates them
+    from its own environment). Appended, never changed; the latest is served.
+
+    ``parent_id`` is the revision a write was based on: unique, so that two writes based on the
+    same revision cannot both land (the second is a lost update, refused)."""
+
+    __tablename__ = "state_revisions"
+    __table_args__ = (sa.UniqueConstraint("parent_id"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    parent_id: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    actor: Mapped[str] = mapped_column(sa.Text)
+    actor_role: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    request_id: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    source: Mapped[str] = mapped_column(sa.Text)
+    """``seed`` (the file, at the first ``serve``), ``apply`` or ``admin``."""
+    document: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    sha256: Mapped[str] = mapped_column(sa.CHAR(64))

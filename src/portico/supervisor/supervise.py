@@ -198,6 +198,9 @@ class Supervisor:
         # secrets. Each process then reads the same keys: the environment they inherit, or the
         # key file this one made if it had to (a SQLite database's, docs/secrets.md).
         self._secrets = serving.prepare_store(self.config)
+        if self.config.entities.source == "store":
+            # Seeded once, here, before any gateway process reads the store's state.
+            serving.seed_state(self.config_path).database.dispose()
         self._recorder = RevisionRecorder(url)
         try:
             return await self._run(self._recorder)
@@ -223,7 +226,9 @@ class Supervisor:
             # reach the gateway processes through the store, which each of them polls.
             if self._shared is None:
                 self._shared = open_shared_state(config.redis)
-            admin = await start_admin(config, lambda: self.config, self._shared, self._secrets)
+            admin = await start_admin(
+                config, lambda: self.config, self._shared, self._secrets, self.config_path
+            )
             recorder.record(self.config_path, self._sha256, config)
             await self._start_all()
             loop = asyncio.get_running_loop()

@@ -34,7 +34,7 @@ from portico.assembly import load_config_text
 from portico.config.errors import ConfigError
 from portico.gateway.app import BoundListeners
 from portico.operations.metrics import target_views
-from portico.serving import ServedGateway, with_listen
+from portico.serving import ServedGateway, latest_state, with_listen
 from portico.store.secrets import open_secrets
 from portico.supervisor.channel import Channel, Message
 from portico.supervisor.counters import tally
@@ -135,11 +135,24 @@ class _Process:
     async def start(self, text: str) -> None:
         spec = self._spec
         log.info("gateway code: %s", _native.status())
-        config = with_listen(load_config_text(text, spec.config_path), spec.listen)
+        path = Path(spec.config_path)
+        config = load_config_text(text, spec.config_path)
+        entities = None
+        if config.entities.source == "store":
+            # The store's state revision (the supervisor seeded it), followed from now on.
+            entities = latest_state(config, path)
+            config = load_config_text(text, spec.config_path, entities=entities.stored())
+        config = with_listen(config, spec.listen)
         # The keys the supervisor checked: the environment it handed down, or the key file.
         secrets = open_secrets(config.database.url, config.database.secrets_key_file)
         served = ServedGateway(
-            config, Path(spec.config_path), spec.listen, secrets, watch_config=False
+            config,
+            path,
+            spec.listen,
+            secrets,
+            watch_config=False,
+            entities=entities,
+            file_text=text,
         )
         bound = BoundListeners(
             plain=socket.socket(fileno=spec.plain_fd),
@@ -180,8 +193,7 @@ class _Process:
         served = self._served
         assert served is not None
         try:
-            config = load_config_text(text, self._spec.config_path)
-            served.use_config(config)
+            served.use_text(text)
         except ConfigError as exc:
             log.error("config reload refused; the previous config keeps serving:\n%s", exc)
             return {"ok": False, "error": str(exc)}

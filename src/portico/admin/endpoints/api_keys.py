@@ -46,6 +46,7 @@ from portico.admin.pagination import (
 )
 from portico.admin.problems import ENTITY_CONFLICT, AdminProblem
 from portico.admin.roles import Role
+from portico.admin.state import config_now, current_config
 from portico.config.model import PorticoConfig
 from portico.identity.key_changes import create_key, key_view, revoke_key, rotate_key
 from portico.identity.store import ApiKeyNotFound, ApiKeyNotUsable, ApiKeys, StoredApiKey
@@ -161,8 +162,9 @@ def _precondition(caller: Principal, if_match: str | None) -> Callable[[StoredAp
     return check
 
 
-def _refuse_declared(request: Request, caller: Principal, key_id: str) -> None:
-    declared = _declared(context_of(request).config(), key_id, datetime.now(UTC))
+async def _refuse_declared(request: Request, caller: Principal, key_id: str) -> None:
+    config = await config_now(context_of(request))
+    declared = _declared(config, key_id, datetime.now(UTC))
     if declared is not None and _visible(caller, declared):
         raise AdminProblem(
             ENTITY_CONFLICT,
@@ -230,7 +232,11 @@ def get_api_key(
     now = datetime.now(UTC)
     context = context_of(request)
     stored = ApiKeys(context.database).get(key_id)
-    view = _view(stored, now) if stored is not None else _declared(context.config(), key_id, now)
+    view = (
+        _view(stored, now)
+        if stored is not None
+        else _declared(current_config(context), key_id, now)
+    )
     if view is None or not _visible(caller, view):
         raise not_found("API key", key_id)
     return entity_response(view, if_none_match)
@@ -248,7 +254,7 @@ async def create_api_key(request: Request, caller: Caller, body: ApiKeyCreation)
     caller.require(Role.OPERATOR)
     context = context_of(request)
     tenant_name, _, name = body.consumer.partition("/")
-    tenant = context.config().tenants.get(tenant_name)
+    tenant = (await config_now(context)).tenants.get(tenant_name)
     if tenant is None or name not in tenant.consumers or not caller.sees(tenant_name):
         raise invalid("/consumer", f"no consumer {body.consumer} in the config")
     now = datetime.now(UTC)
@@ -291,7 +297,7 @@ async def rotate_api_key(
     """Replace the key with a new one of the same consumer; both work during `overlap`."""
     caller.require(Role.OPERATOR)
     body = body or ApiKeyRotation()
-    _refuse_declared(request, caller, key_id)
+    await _refuse_declared(request, caller, key_id)
     context = context_of(request)
     lifetime = None if body.expires_in is None else timedelta(seconds=body.expires_in)
 
@@ -332,7 +338,7 @@ async def revoke_api_key(
     """Make the key stop working in every gateway process (within a second; this answer comes
     once they agree). Revoking a revoked key changes nothing."""
     caller.require(Role.OPERATOR)
-    _refuse_declared(request, caller, key_id)
+    await _refuse_declared(request, caller, key_id)
     context = context_of(request)
 
     def write(database: Database) -> tuple[StoredApiKey, StoredApiKey]:

@@ -15,6 +15,7 @@ from portico.admin.authentication import context_of
 from portico.admin.endpoints.common import Caller, page_response
 from portico.admin.problems import AdminProblem
 from portico.admin.roles import Role
+from portico.admin.state import config_now
 from portico.gateway import problems
 from portico.gateway.problems import PROBLEM_CONTENT_TYPE
 from portico.policies.cache.purge import PurgeRefused, purge_prefixes
@@ -61,8 +62,9 @@ async def purge_cache(request: Request, caller: Caller, body: CachePurge) -> Res
     caller.require(Role.OPERATOR)
     caller.require_every_tenant()  # a route's entries are every tenant's
     context = context_of(request)
+    config = await config_now(context)
     try:
-        prefixes = purge_prefixes(context.config(), body.route, body.keys)
+        prefixes = purge_prefixes(config, body.route, body.keys)
     except PurgeRefused as refused:
         pointer = "/route" if refused.index is None else f"/keys/{refused.index}"
         raise AdminProblem(

@@ -32,6 +32,7 @@ from portico.admin.endpoints.common import (
     page_response,
 )
 from portico.admin.pagination import Page, etag_of, next_link, not_modified, paginate, parse_sort
+from portico.admin.state import current_config
 from portico.config.catalog import Audience, LifecycleState
 from portico.config.model import PorticoConfig
 
@@ -186,7 +187,8 @@ def catalog_entry(config: PorticoConfig, name: str) -> CatalogEntry:
 
 
 def _config(request: Request) -> PorticoConfig:
-    return context_of(request).config()
+    # With entities.source: store, the store's latest revision (what the gateways serve).
+    return current_config(context_of(request))
 
 
 _SORT = Query(description="A documented field; `-field` sorts descending.")

@@ -46,10 +46,16 @@ def not_found(kind: str, name: str) -> AdminProblem:
 
 
 def entity_response(
-    entity: BaseModel, if_none_match: str | None = None, *, status: int = 200, **headers: str
+    entity: BaseModel,
+    if_none_match: str | None = None,
+    *,
+    status: int = 200,
+    tag: str | None = None,
+    **headers: str,
 ) -> Response:
-    """One entity as JSON with its ``ETag`` (304 when ``If-None-Match`` names it)."""
-    etag = etag_of(entity)
+    """One entity as JSON with its ``ETag`` (304 when ``If-None-Match`` names it): ``tag``, or
+    that of the representation."""
+    etag = tag or etag_of(entity)
     out = {"etag": etag, "cache-control": "no-store", **headers}
     if status == 200 and not_modified(if_none_match, etag):
         return Response(status_code=304, headers=out)

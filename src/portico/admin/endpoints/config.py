@@ -28,7 +28,16 @@ from portico.admin.endpoints.common import (
     page_response,
 )
 from portico.admin.pagination import Page, next_link, paginate, parse_sort
-from portico.config.model import Consumer, PolicySpec, PorticoConfig, Route, Service
+from portico.admin.state import (
+    current_config,
+    current_state,
+    entity_tag,
+    written_consumer,
+    written_route,
+    written_service,
+    written_tenant,
+)
+from portico.config.model import Consumer, PolicySpec, PorticoConfig, Route, Service, Tenant
 from portico.core.redaction import redact
 from portico.policies.registry import effective_policies
 
@@ -59,6 +68,8 @@ class ServiceView(BaseModel):
     openapi: bool
     """Whether the service names an OpenAPI document."""
     routes: list[str]
+    locked: bool
+    """Managed by portico.yaml only: the admin API refuses to change it (docs/sync.md)."""
 
 
 class RouteMatchView(BaseModel):
@@ -82,12 +93,14 @@ class RouteView(BaseModel):
     effective_policies: list[dict[str, Any]]
     """What the route runs, in order: its service's entries first (those of a type the route
     does not have itself), then its own."""
+    locked: bool
 
 
 class TenantView(BaseModel):
     name: str
     metadata: dict[str, str]
     consumers: list[str]
+    locked: bool
 
 
 class ApiKeyRefView(BaseModel):
@@ -114,6 +127,7 @@ class ConsumerView(BaseModel):
     signature_keys: list[SignatureKeyView]
     certificates: list[dict[str, str]]
     ip_rules: dict[str, list[str]]
+    locked: bool
 
 
 class OAuthClientView(BaseModel):
@@ -164,6 +178,7 @@ def service_view(config: PorticoConfig, name: str, spec: Service) -> ServiceView
         policies=[_policy(p) for p in spec.policies],
         openapi=spec.openapi is not None,
         routes=[r.name for r in config.routes if r.service == name],
+        locked=spec.locked,
     )
 
 
@@ -185,6 +200,13 @@ def route_view(config: PorticoConfig, route: Route) -> RouteView:
         max_body_size=route.max_body_size,
         policies=[_policy(p) for p in route.policies],
         effective_policies=[_policy(p) for p in effective_policies(config, route)],
+        locked=route.locked,
+    )
+
+
+def tenant_view(name: str, spec: Tenant) -> TenantView:
+    return TenantView(
+        name=name, metadata=dict(spec.metadata), consumers=list(spec.consumers), locked=spec.locked
     )
 
 
@@ -212,6 +234,7 @@ def consumer_view(tenant: str, name: str, spec: Consumer) -> ConsumerView:
             for c in spec.certificates
         ],
         ip_rules={"allow": list(spec.ip_rules.allow), "deny": list(spec.ip_rules.deny)},
+        locked=spec.locked,
     )
 
 
@@ -275,7 +298,8 @@ def _page(
 
 
 def _config(request: Request) -> PorticoConfig:
-    return context_of(request).config()
+    # With entities.source: store, the store's latest revision: a client reads what it wrote.
+    return current_config(context_of(request))
 
 
 _SORT = Query(description="A documented field; `-field` sorts descending.")
@@ -322,11 +346,13 @@ def get_service(
     request: Request, caller: Caller, name: str, if_none_match: IfNoneMatch = None
 ) -> Response:
     caller.require_every_tenant()
-    config = _config(request)
+    config, written = current_state(context_of(request))
     spec = config.services.get(name)
     if spec is None:
         raise not_found("service", name)
-    return entity_response(service_view(config, name, spec), if_none_match)
+    view = service_view(config, name, spec)
+    tag = entity_tag(view, written_service(written, name) if written is not None else None)
+    return entity_response(view, if_none_match, tag=tag)
 
 
 # -- routes ---------------------------------------------------------------------------------------
@@ -372,11 +398,13 @@ def get_route(
     request: Request, caller: Caller, name: str, if_none_match: IfNoneMatch = None
 ) -> Response:
     caller.require_every_tenant()
-    config = _config(request)
+    config, written = current_state(context_of(request))
     found = next((r for r in config.routes if r.name == name), None)
     if found is None:
         raise not_found("route", name)
-    return entity_response(route_view(config, found), if_none_match)
+    view = route_view(config, found)
+    tag = entity_tag(view, written_route(written, name) if written is not None else None)
+    return entity_response(view, if_none_match, tag=tag)
 
 
 # -- tenants and consumers ------------------------------------------------------------------------
@@ -392,11 +420,7 @@ def list_tenants(
 ) -> Response:
     """The tenants of the running config (a tenant-scoped token: its own). Sort by `name`."""
     config = _config(request)
-    items = [
-        TenantView(name=name, metadata=dict(t.metadata), consumers=list(t.consumers))
-        for name, t in config.tenants.items()
-        if caller.sees(name)
-    ]
+    items = [tenant_view(name, t) for name, t in config.tenants.items() if caller.sees(name)]
     keys: dict[str, Callable[[TenantView], Any]] = {"name": lambda t: t.name}
     return _page(request, items, keys, lambda t: t.name, sort, cursor, limit, TenantPage)
 
@@ -410,12 +434,13 @@ def list_tenants(
 def get_tenant(
     request: Request, caller: Caller, tenant: str, if_none_match: IfNoneMatch = None
 ) -> Response:
-    config = _config(request)
+    config, written = current_state(context_of(request))
     spec = config.tenants.get(tenant)
     if spec is None or not caller.sees(tenant):
         raise not_found("tenant", tenant)
-    view = TenantView(name=tenant, metadata=dict(spec.metadata), consumers=list(spec.consumers))
-    return entity_response(view, if_none_match)
+    view = tenant_view(tenant, spec)
+    tag = entity_tag(view, written_tenant(written, tenant) if written is not None else None)
+    return entity_response(view, if_none_match, tag=tag)
 
 
 @router.get("/consumers", response_model=ConsumerPage, summary="List consumers")
@@ -451,12 +476,14 @@ def list_consumers(
 def get_consumer(
     request: Request, caller: Caller, tenant: str, name: str, if_none_match: IfNoneMatch = None
 ) -> Response:
-    config = _config(request)
+    config, written = current_state(context_of(request))
     spec = config.tenants.get(tenant)
     consumer = spec.consumers.get(name) if spec is not None else None
     if consumer is None or not caller.sees(tenant):
         raise not_found("consumer", f"{tenant}/{name}")
-    return entity_response(consumer_view(tenant, name, consumer), if_none_match)
+    view = consumer_view(tenant, name, consumer)
+    found = written_consumer(written, tenant, name) if written is not None else None
+    return entity_response(view, if_none_match, tag=entity_tag(view, found))
 
 
 # -- OAuth clients --------------------------------------------------------------------------------

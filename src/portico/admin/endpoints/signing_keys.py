@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StrictBool
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -49,7 +49,7 @@ class SigningKeyPage(Page[SigningKeyView]):
 class SigningKeyRotation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    drop_old_keys: bool = False
+    drop_old_keys: StrictBool = False
     """Unpublish the previous keys at once: the tokens they signed stop working (a key leaked)."""
 
 

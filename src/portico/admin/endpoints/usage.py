@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from portico.admin.authentication import context_of
 from portico.admin.endpoints.common import Caller, not_found, page_response
+from portico.admin.state import config_now
 from portico.policies.rate_limit.usage import consumer_usage
 
 __all__ = ["router"]
@@ -44,7 +45,7 @@ class ConsumerUsage(BaseModel):
 async def get_usage(request: Request, caller: Caller, tenant: str, name: str) -> Response:
     """Every rate limit or quota that counts this consumer: used, remaining, when it resets."""
     context = context_of(request)
-    config = context.config()
+    config = await config_now(context)
     spec = config.tenants.get(tenant)
     if spec is None or name not in spec.consumers or not caller.sees(tenant):
         raise not_found("consumer", f"{tenant}/{name}")
