@@ -236,9 +236,12 @@ class Forward:
                 fields,
             )
         )
-        conn.write(head.encode("latin-1"))
+        data = head.encode("latin-1")
         if self.has_body and conn.transport is not None:
-            self.request.body.attach(conn.transport, self.request_chunked)
+            conn.sent = True
+            self.request.body.attach(conn.transport, self.request_chunked, data)
+        else:
+            conn.write(data)
 
     def _give_up(self) -> None:
         request_id = self.exchange.request_id

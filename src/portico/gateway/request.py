@@ -110,19 +110,24 @@ class RequestBody:
     def whole(self) -> bytes:
         return b"".join(self._buffer)
 
-    def attach(self, transport: asyncio.Transport, chunked: bool) -> None:
-        """Send what arrived so far to the upstream, then stream the rest as it comes."""
+    def attach(self, transport: asyncio.Transport, chunked: bool, head: bytes = b"") -> None:
+        """Send ``head`` (the request's head, when it is not sent yet) and what arrived so far to
+        the upstream in one write, then stream the rest as it comes."""
         self._chunked = chunked
         self._transport = transport
         buffered, self._buffer = self._buffer, []
         self._buffered = 0
+        # One write for all of it: a small POST goes out in one system call, not two.
+        parts: list[bytes] = [head] if head else []
         for data in buffered:
             if chunked:
-                transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+                parts.extend((b"%x\r\n" % len(data), data, b"\r\n"))
             else:
-                transport.write(data)
+                parts.append(data)
         if self.complete and chunked:
-            transport.writelines(_LAST_CHUNK)
+            parts.extend(_LAST_CHUNK)
+        if parts:
+            transport.writelines(parts)
         self._conn.resume_reading("body")
 
     def detach(self) -> None:
