@@ -40,7 +40,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from portico.config.model import TracingSettings
+from portico.config.tracing import TracingSettings
 from portico.core.errors import PorticoError
 from portico.observability.tracing import (
     ERROR_TYPE,

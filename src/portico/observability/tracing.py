@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 if TYPE_CHECKING:
-    from portico.config.model import TracingSettings
+    from portico.config.tracing import TracingSettings
 
 __all__ = [
     "Attributes",

@@ -63,6 +63,7 @@ from portico.shared.state import SharedState
 from portico.supervisor.channel import Channel, ChannelClosed, Message
 from portico.supervisor.collector import registry
 from portico.supervisor.counters import Tally, add, summed
+from portico.supervisor.exits import describe_exit
 from portico.supervisor.listeners import Listeners, bind_all
 from portico.supervisor.worker import WorkerSpec
 
@@ -116,16 +117,6 @@ def serve(
 class PerProcessState(PorticoError):
     """``serve --workers N`` asked for several processes, and a policy's shared state would be
     per process (no ``redis`` section)."""
-
-
-def describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"was killed by {name}"
-    return f"exited with status {returncode}"
 
 
 class Worker:

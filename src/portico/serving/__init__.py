@@ -12,29 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import errno
 import hashlib
 import logging
-import socket
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
 import uvloop
-from sqlalchemy.orm import Session
 
 from portico import _native
 from portico.assembly import build_runtime, load_config, load_config_text, load_config_to_serve
 from portico.checking import check_config_text, check_config_to_serve
 from portico.config.errors import ConfigError
-from portico.config.lifecycle import LIFECYCLE_ACTION, LifecycleChange, lifecycle_changes
 from portico.config.loader import CheckedConfig, StoredEntities
 from portico.config.model import Listen, PorticoConfig
-from portico.config.secrets import redact_text
 from portico.core.errors import PorticoError
 from portico.core.net import host_port
 from portico.gateway.app import Gateway
@@ -47,16 +41,12 @@ from portico.observability.tracing import SpanCounter, Tracing, start_tracing
 from portico.operations.listener import Operations, ReadinessCheck
 from portico.operations.metrics import registry
 from portico.policies.rate_limit.usage import usage_report
+from portico.serving.listening import CannotListen, listening
+from portico.serving.revisions import RevisionRecorder
 from portico.shared import open_shared_state
 from portico.shared.state import SharedState, SharedStateUnavailable
-from portico.store.database import Database, create_engine_for, write_engine
-from portico.store.repositories import (
-    AuditLog,
-    Author,
-    ConfigRevisions,
-    StateRevision,
-    StateRevisions,
-)
+from portico.store.database import Database
+from portico.store.repositories import StateRevision, StateRevisions
 from portico.store.secrets import Secrets, current_store_secrets
 from portico.store.secrets.stored import StoredSecrets
 
@@ -90,46 +80,6 @@ __all__ = [
 ]
 
 
-class CannotListen(PorticoError):
-    """A listener could not be opened on its address."""
-
-    def __init__(self, setting: str, host: str, port: int, error: OSError) -> None:
-        self.setting = setting
-        self.address = host_port(host, port)
-        self.error = error
-        super().__init__(f"cannot listen on {self.address} ({setting}): {_why_not(host, error)}")
-
-
-def _why_not(host: str, error: OSError) -> str:
-    """The likely cause of a failed bind and what to do about it."""
-    elsewhere = "choose another address in the config or with `portico serve --listen HOST:PORT`"
-    if isinstance(error, socket.gaierror):
-        return f"the host name {host!r} does not resolve; use an IP address, or {elsewhere}"
-    if error.errno == errno.EADDRINUSE:
-        return (
-            "the address is already in use, by another program or another Portico; stop it "
-            f"(`ss -ltnp` names it), or {elsewhere}"
-        )
-    if error.errno == errno.EACCES:
-        return (
-            "permission denied: ports below 1024 need privileges; use a port from 1024 up "
-            "behind a load balancer, or grant CAP_NET_BIND_SERVICE"
-        )
-    if error.errno == errno.EADDRNOTAVAIL:
-        return (
-            f"{host} is not an address of this machine; use 127.0.0.1, 0.0.0.0 (every "
-            f"interface) or one of its addresses, or {elsewhere}"
-        )
-    return f"{error.strerror or error}; {elsewhere}"
-
-
-async def _listening(setting: str, listen: Listen, start: Callable[[], Awaitable[None]]) -> None:
-    try:
-        await start()
-    except OSError as exc:
-        raise CannotListen(setting, listen.host, listen.port, exc) from exc
-
-
 def with_listen(config: PorticoConfig, listen: tuple[str, int] | None) -> PorticoConfig:
     """``config`` with ``gateway.listen`` replaced by ``serve --listen`` (when given)."""
     if listen is None:
@@ -153,81 +103,6 @@ def _keeping_listen(
         return dataclasses.replace(runtime, config=config, settings=config.gateway)
 
     return rebuild_keeping_listen
-
-
-class RevisionRecorder:
-    """Writes each applied config to ``config_revisions``, off the event loop; and, with it in
-    one transaction, each change of a service's lifecycle since the config it applied before
-    (``service.lifecycle`` in the audit log, by ``serve``: docs/catalog.md)."""
-
-    ACTOR = "serve"
-
-    def __init__(self, url: str) -> None:
-        self._engine = create_engine_for(url)
-        self._repo = ConfigRevisions(self._engine)
-        self._applied: PorticoConfig | None = None
-
-    def close(self) -> None:
-        self._engine.dispose()
-
-    def readiness(self) -> ReadinessCheck:
-        """``/readyz``'s store check: the database answers a query (off the event loop)."""
-
-        async def check() -> None:
-            await asyncio.get_running_loop().run_in_executor(None, self._ping)
-
-        return ReadinessCheck("store", check)
-
-    def _ping(self) -> None:
-        with self._engine.connect() as connection:
-            connection.execute(sa.text("SELECT 1"))
-
-    def record(self, path: Path, sha256: str, config: PorticoConfig | None = None) -> None:
-        """Record the file at ``path`` as applied; ``config``, what was loaded from it, is
-        compared with the config recorded before (the first one of a run is compared with
-        nothing: a change made while Portico was stopped is in the revisions, not here)."""
-        # As written (``${VAR}`` references, never their values), and without a secret written
-        # as its value: the database is no place for one (docs/sync.md#secrets).
-        body = redact_text(path.read_text(encoding="utf-8"))
-        changes: list[LifecycleChange] = []
-        if config is not None:
-            if self._applied is not None:
-                changes = lifecycle_changes(self._applied, config)
-            self._applied = config
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(None, self._write, sha256, str(path), body, changes)
-        future.add_done_callback(_log_failure)
-
-    def _write(self, sha256: str, source: str, body: str, changes: list[LifecycleChange]) -> int:
-        if not changes:
-            return self._repo.record(sha256, source, body, self.ACTOR)
-        bind = write_engine(self._engine)
-        with Session(bind=bind, expire_on_commit=False) as session, session.begin():
-            revision = ConfigRevisions(session).record(sha256, source, body, self.ACTOR)
-            audit = AuditLog(session)
-            for change in changes:
-                audit.record(
-                    Author(self.ACTOR),
-                    LIFECYCLE_ACTION,
-                    change.service,
-                    before=change.before,
-                    after=change.after,
-                    detail={**change.detail, "revision": revision, "source": source},
-                )
-        for change in changes:
-            log.info(
-                "service %s: lifecycle %s -> %s (audit log: %s)",
-                change.service,
-                change.detail["from"],
-                change.detail["to"],
-                LIFECYCLE_ACTION,
-            )
-        return revision
-
-
-def _log_failure(future: asyncio.Future[int]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.error("could not record the config revision: %s", future.exception())
 
 
 def prepare_store(config: PorticoConfig) -> Secrets:
@@ -557,7 +432,7 @@ async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
     gateway = served.gateway
     shared = served.shared
     try:
-        await _listening("gateway.listen", config.gateway.listen, gateway.start)
+        await listening("gateway.listen", config.gateway.listen, gateway.start)
     except CannotListen as exc:
         # The gateway opens HTTP, then HTTPS; the OS error names the address it was binding
         # ("... on address ('0.0.0.0', 8443): ..."), which tells which of the two failed.
@@ -578,7 +453,7 @@ async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
         operations = Operations(registry(gateway), checks, reports={"/usage/": usage})
         where = config.operations.listen
         try:
-            await _listening(
+            await listening(
                 "operations.listen", where, lambda: operations.start(where.host, where.port)
             )
         except CannotListen:
@@ -642,7 +517,7 @@ async def start_admin(
     listener = AdminListener(context)
     where = settings.listen
     try:
-        await _listening("admin.listen", where, lambda: listener.start(where.host, where.port))
+        await listening("admin.listen", where, lambda: listener.start(where.host, where.port))
     except CannotListen:
         context.database.dispose()
         raise
