@@ -64,9 +64,15 @@ def test_upgrade_from_empty_creates_the_tables(database_url: str) -> None:
         "client_assertion_jtis",
         "admin_tokens",
         "state_revisions",
+        "events",
+        "webhook_endpoints",
+        "webhook_endpoint_secrets",
+        "webhook_deliveries",
+        "webhook_attempts",
+        "inbound_webhooks",
         VERSION_TABLE,
     }
-    assert current_revision(database_url) == head_revision() == "0005"
+    assert current_revision(database_url) == head_revision() == "0006"
 
 
 def test_migrated_schema_matches_the_table_definitions(database_url: str) -> None:
@@ -122,8 +128,8 @@ def test_db_upgrade_command_reports_from_and_to(
     assert db_upgrade_command(database_url) == 0
     second = capsys.readouterr().out
 
-    assert "upgraded from (empty) to 0005 (Declarative sync: the state revisions" in first
-    assert "already at revision 0005" in second
+    assert "upgraded from (empty) to 0006 (Events and webhooks: events, endpoints" in first
+    assert "already at revision 0006" in second
     assert "nothing to do" in second
 
 

@@ -45,8 +45,11 @@ def stored_values(database: Database) -> dict[str, str]:
 
 
 def test_every_sealed_column_is_found_by_its_mark() -> None:
-    (found,) = sealed_columns()
+    found, webhooks = sorted(sealed_columns(), key=lambda column: column.name)
 
+    assert webhooks.name == "webhook_endpoint_secrets.sealed_secret"
+    assert webhooks.protects == "webhook signing secrets"
+    assert webhooks.context(7) == "webhook_endpoint_secrets.sealed_secret/7"
     assert found.name == "signing_keys.sealed_private_key"
     assert found.row_key is SIGNING_KEYS.c.kid
     assert found.protects == "OAuth signing keys"

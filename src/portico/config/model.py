@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from portico.config.catalog import Audience, Lifecycle, Tag, Version
+from portico.config.events import EventsSettings
 from portico.config.fields import (
     CIDR,
     CONFIG_DIR,
@@ -500,6 +501,7 @@ class PorticoConfig(Model):
     routes: tuple[Route, ...] = ()
     tenants: dict[Name, Tenant] = {}
     identity: Identity = Identity()
+    events: EventsSettings | None = None
 
     def semantic_errors(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Errors that span sections (a route naming an unknown service, a duplicate name...).

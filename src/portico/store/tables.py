@@ -234,3 +234,134 @@ class StateRevisionRow(Base):
     """``seed`` (the file, at the first ``serve``), ``apply`` or ``admin``."""
     document: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     sha256: Mapped[str] = mapped_column(sa.CHAR(64))
+
+
+# -- events and webhooks (issue 12) --------------------------------------------------------------
+
+EpochSeconds = sa.Float(precision=53)
+"""A point in time as seconds since the epoch: the queue's own clock columns, compared and
+ordered in every claim, cheaper than timestamps on both backends."""
+
+
+class EventRow(Base):
+    """A published event, committed before the publisher is answered 202."""
+
+    __tablename__ = "events"
+    __table_args__ = (sa.UniqueConstraint("publisher", "idempotency_key"),)
+
+    id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    """``msg_…``: the ``webhook-id`` of every delivery of the event."""
+    type: Mapped[str] = mapped_column(sa.Text, index=True)
+    tenant: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    """The publisher's tenant: only that tenant's endpoints receive it (``None``: a platform
+    event, for every subscribed endpoint)."""
+    publisher: Mapped[str] = mapped_column(sa.Text)
+    """``consumer:acme/billing``, ``admin:<token id>``, ``route:<name>``, ``inbound:<name>``..."""
+    idempotency_key: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    payload: Mapped[str] = mapped_column(sa.Text)
+    """The exact body every endpoint receives (and whose bytes are signed):
+    ``{"type", "timestamp", "data"}``."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now, index=True)
+
+
+class WebhookEndpointRow(Base):
+    """Where a consumer receives the events it subscribed to."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    """``ep_…`` (``ep_cfg_<name>`` for an endpoint of the config file)."""
+    consumer: Mapped[str] = mapped_column(sa.Text, index=True)
+    """``tenant/consumer``: the owner."""
+    tenant: Mapped[str] = mapped_column(sa.Text, index=True)
+    url: Mapped[str] = mapped_column(sa.Text)
+    description: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    types: Mapped[list[str]] = mapped_column(sa.JSON)
+    filter: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True)
+    rate_limit: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    concurrency: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    ordering_key: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    """``endpoint`` or a payload path (``data.order_id``): FIFO per key; ``None``: no order."""
+    source: Mapped[str] = mapped_column(sa.Text)
+    """``config`` (the file's ``events.endpoints``), ``consumer`` or ``admin``."""
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    disabled_reason: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    failing_since: Mapped[float | None] = mapped_column(EpochSeconds, nullable=True)
+    """When the first of the failures since the last success happened."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class EndpointSecretRow(Base):
+    """A signing secret of an endpoint, sealed; two sign together during a rotation overlap."""
+
+    __tablename__ = "webhook_endpoint_secrets"
+
+    id: Mapped[int] = mapped_column(BigIntegerKey, primary_key=True, autoincrement=True)
+    endpoint_id: Mapped[str] = mapped_column(sa.Text, index=True)
+    sealed_secret: Mapped[str] = mapped_column(sa.Text, info={SEALED: "webhook signing secrets"})
+    """``whsec_…`` or ``whsk_…``, sealed for ``webhook_endpoint_secrets.sealed_secret/<id>``."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    """The end of the overlap after a rotation; ``None`` while it is the current secret."""
+
+
+class DeliveryRow(Base):
+    """One event for one endpoint: the unit of the queue, retried until it succeeds or dies."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        sa.Index("ix_webhook_deliveries_due", "status", "due"),
+        sa.Index("ix_webhook_deliveries_fifo", "endpoint_id", "ordering_key", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntegerKey, primary_key=True, autoincrement=True)
+    """Increasing in publishing order: FIFO endpoints deliver each key's rows in this order."""
+    event_id: Mapped[str] = mapped_column(sa.Text, index=True)
+    endpoint_id: Mapped[str] = mapped_column(sa.Text)
+    status: Mapped[str] = mapped_column(sa.Text)
+    """``pending`` (waiting or in flight), ``succeeded``, ``dead`` or ``cancelled``."""
+    ordering_key: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    due: Mapped[float] = mapped_column(EpochSeconds)
+    """When the next attempt may be made."""
+    claimed_until: Mapped[float | None] = mapped_column(EpochSeconds, nullable=True)
+    """Set while a process holds the delivery; past it, another process may take it."""
+    claimed_by: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    published_at: Mapped[float] = mapped_column(EpochSeconds)
+    first_attempt_at: Mapped[float | None] = mapped_column(EpochSeconds, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(EpochSeconds, nullable=True, index=True)
+    last_status: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+
+
+class AttemptRow(Base):
+    """One attempt at a delivery, as the delivery log shows it."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(BigIntegerKey, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(sa.BigInteger, index=True)
+    endpoint_id: Mapped[str] = mapped_column(sa.Text, index=True)
+    event_id: Mapped[str] = mapped_column(sa.Text)
+    attempt: Mapped[int] = mapped_column(sa.Integer)
+    at: Mapped[float] = mapped_column(EpochSeconds, index=True)
+    status: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    latency_ms: Mapped[float] = mapped_column(sa.Float)
+    response_headers: Mapped[list[list[str]]] = mapped_column(sa.JSON)
+    response_body: Mapped[str] = mapped_column(sa.Text)
+    error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    """The error class when there was no usable answer (``timeout``, ``private-address``...)."""
+    outcome: Mapped[str] = mapped_column(sa.Text)
+    """``succeeded``, ``retrying``, ``dead`` or ``disabled`` (a 410)."""
+
+
+class InboundMessageRow(Base):
+    """A webhook received from a third party: its id, kept to drop a redelivered copy."""
+
+    __tablename__ = "inbound_webhooks"
+
+    source: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    message_id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    event_id: Mapped[str] = mapped_column(sa.Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now, index=True)
