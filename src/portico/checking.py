@@ -24,6 +24,7 @@ from portico.config.checks import Checks, Finding
 from portico.config.loader import CheckedConfig, StoredEntities
 from portico.config.model import PorticoConfig
 from portico.core.secret_keys import KeyFileProblem, read_key_file
+from portico.events.checks import events_errors
 from portico.gateway import checks as gateway_checks
 from portico.identity import checks as identity_checks
 from portico.policies import registry
@@ -50,6 +51,7 @@ CHECKS = Checks(
         validation_checks.openapi_errors,
         gateway_checks.upstream_tls_errors,
         catalog_checks.catalog_errors,
+        events_errors,
     ),
     policy_settings=partial(registry.settings_model, POLICIES),
     warnings=(gateway_checks.upstream_tls_warnings, catalog_checks.catalog_warnings),

@@ -84,6 +84,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.role == "worker":
+        from portico.serving.delivery import serve_worker
+
+        return serve_worker(Path(args.config), args.listen)
     from portico.supervisor.supervise import serve
 
     # Each gateway process of --workers logs as this command does.
@@ -255,6 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N|auto",
         help="run N gateway processes sharing the port, supervised (auto: one per core); "
         "instead of gateway.workers (default 1). See docs/workers.md",
+    )
+    serve.add_argument(
+        "--role",
+        choices=("all", "worker"),
+        default="all",
+        help="all: the gateway, and webhook deliveries unless events.delivery.enabled is off; "
+        "worker: deliver webhooks only (--listen is then its operations listener). "
+        "See docs/webhooks.md",
     )
 
     check = command("check", "validate a config file and list every error with its line", cmd_check)

@@ -41,6 +41,7 @@ from portico.observability.tracing import SpanCounter, Tracing, start_tracing
 from portico.operations.listener import Operations, ReadinessCheck
 from portico.operations.metrics import registry
 from portico.policies.rate_limit.usage import usage_report
+from portico.serving.events import ServedEvents
 from portico.serving.listening import CannotListen, listening
 from portico.serving.revisions import RevisionRecorder
 from portico.shared import open_shared_state
@@ -271,9 +272,13 @@ class ServedGateway:
         self.oauth.load()
         self._listen = listen
         self._tasks: list[asyncio.Task[None]] = []
+        # Publishing, endpoints and (unless events.delivery.enabled is off) delivering.
+        self.events = ServedEvents.open(config, secrets, lambda: self.gateway.runtime.config)
 
         def config_applied(path: Path, sha256: str) -> None:
             self.identity.use_config(self.gateway.runtime.config)
+            if self.events is not None:
+                self.events.config_changed()
             if on_config_applied is not None:
                 on_config_applied(path, sha256, self.gateway.runtime.config)
 
@@ -310,6 +315,8 @@ class ServedGateway:
         if self.entities is not None:
             watch = self.entities.watch(self._check_revision, self.swap)
             self._tasks.append(loop.create_task(watch))
+        if self.events is not None:
+            self._tasks.append(loop.create_task(self.events.start()))
 
     def use_config(self, config: PorticoConfig) -> None:
         """Serve ``config``, already loaded and checked (by another process: ``--workers``);
@@ -398,6 +405,8 @@ class ServedGateway:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.events is not None:
+            await self.events.stop()
         self.identity.close()
         self.oauth.close()
         if self.entities is not None:
@@ -451,6 +460,8 @@ async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
         # asks here when there is no Redis to read them from).
         usage = partial(usage_report, lambda: gateway.runtime.config, shared)
         operations = Operations(registry(gateway), checks, reports={"/usage/": usage})
+        if served.events is not None:
+            operations.metrics.register(served.events.events.metrics)
         where = config.operations.listen
         try:
             await listening(

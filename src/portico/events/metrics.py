@@ -1,0 +1,127 @@
+"""The delivery metrics (docs/metrics.md, "Webhooks"), as a Prometheus collector.
+
+Counters are this process's (deliveries and attempts by outcome, endpoints disabled); the queue's
+figures (depth, dead letters, age of the oldest pending delivery) are the store's, read at most
+every :data:`DEPTH_SECONDS` by the dispatcher's process so that a scrape costs no query.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from portico.events.queue import DeliveryQueue, Outcome, QueueDepth
+
+__all__ = ["DEPTH_SECONDS", "DeliveryMetrics"]
+
+DEPTH_SECONDS = 5.0
+LATENCY_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class DeliveryMetrics:
+    def __init__(self, depth: Callable[[], QueueDepth] | None = None) -> None:
+        self.attempts: Counter[tuple[str, str]] = Counter()
+        self.deliveries: Counter[str] = Counter()
+        self.disabled = 0
+        self._buckets = [0] * (len(LATENCY_BOUNDS) + 1)
+        self._sum = 0.0
+        self._depth_source = depth
+        self._depth: QueueDepth | None = None
+        self._depth_at = 0.0
+
+    @classmethod
+    def of_queue(cls, queue: DeliveryQueue) -> DeliveryMetrics:
+        return cls(lambda: queue.depth(time.time()))
+
+    def first_attempt(self, seconds: float) -> None:
+        """Publish-to-first-attempt latency of one delivery."""
+        seconds = max(seconds, 0.0)
+        self._sum += seconds
+        for index, bound in enumerate(LATENCY_BOUNDS):
+            if seconds <= bound:
+                self._buckets[index] += 1
+                return
+        self._buckets[-1] += 1
+
+    def attempt(self, outcome: str, error: str | None, status: int | None) -> None:
+        self.attempts[(outcome, error or ("" if status is None else f"{status // 100}xx"))] += 1
+
+    def recorded(self, outcomes: Sequence[Outcome]) -> None:
+        for outcome in outcomes:
+            if outcome.result != "retrying":
+                self.deliveries["succeeded" if outcome.result == "succeeded" else "dead"] += 1
+
+    def endpoint_disabled(self) -> None:
+        self.disabled += 1
+
+    def depth(self) -> QueueDepth | None:
+        now = time.monotonic()
+        if self._depth_source is not None and now - self._depth_at >= DEPTH_SECONDS:
+            self._depth_at = now
+            try:
+                self._depth = self._depth_source()
+            except Exception:
+                self._depth = None
+        return self._depth
+
+    # -- prometheus_client's collector protocol ----------------------------------------------
+
+    def collect(self) -> Iterator[Metric]:
+        attempts = CounterMetricFamily(
+            "portico_webhook_attempts",
+            "Delivery attempts by outcome (succeeded, retrying, dead, disabled) and class "
+            "(the status class, or the error: timeout, connection-refused, private-address...).",
+            labels=["outcome", "class"],
+        )
+        for (outcome, kind), count in sorted(self.attempts.items()):
+            attempts.add_metric([outcome, kind], count)
+        yield attempts
+        deliveries = CounterMetricFamily(
+            "portico_webhook_deliveries",
+            "Deliveries finished by this process: succeeded, or dead after their last attempt.",
+            labels=["outcome"],
+        )
+        for outcome in ("succeeded", "dead"):
+            deliveries.add_metric([outcome], self.deliveries[outcome])
+        yield deliveries
+        yield CounterMetricFamily(
+            "portico_webhook_endpoints_disabled",
+            "Endpoints this process disabled (410 Gone, or failing for disable_after).",
+            value=self.disabled,
+        )
+        cumulative, total = [], 0
+        for index, bound in enumerate((*LATENCY_BOUNDS, float("inf"))):
+            total += self._buckets[index]
+            cumulative.append((repr(bound) if bound != float("inf") else "+Inf", total))
+        latency = HistogramMetricFamily(
+            "portico_webhook_first_attempt_seconds",
+            "Time from publishing to a delivery's first attempt.",
+        )
+        latency.add_metric([], cumulative, self._sum)
+        yield latency
+        depth = self.depth()
+        if depth is not None:
+            yield GaugeMetricFamily(
+                "portico_webhook_queue_depth",
+                "Deliveries pending (waiting for an attempt or a retry), in the store.",
+                value=depth.pending,
+            )
+            yield GaugeMetricFamily(
+                "portico_webhook_dead_letters",
+                "Deliveries dead after their last attempt, until redelivered or pruned.",
+                value=depth.dead,
+            )
+            age = 0.0 if depth.oldest_due is None else max(time.time() - depth.oldest_due, 0.0)
+            yield GaugeMetricFamily(
+                "portico_webhook_oldest_pending_age_seconds",
+                "Age of the oldest pending delivery, from its publishing.",
+                value=age,
+            )

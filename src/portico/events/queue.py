@@ -1,0 +1,312 @@
+"""The delivery queue: deliveries claimed by the processes that send them, their attempts
+recorded, dead ones redelivered, old ones pruned.
+
+A claim marks rows as held by one process until ``claimed_until``; a process that dies holds
+them only until then, after which any process claims them again (at least once: the receiver
+may see a message twice, always with the same ``webhook-id``). On PostgreSQL the claim is
+``FOR UPDATE SKIP LOCKED``, so any number of processes on any number of machines claim side by
+side; on SQLite every claim is a write transaction, and SQLite's single writer serialises them.
+
+FIFO endpoints: a delivery with an ordering key is claimable only when no earlier delivery of the
+same endpoint and key is still pending, so a key's messages go one at a time, in publishing
+order, each waiting until the previous has succeeded or died.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from portico.store.database import Database
+from portico.store.tables import (
+    AttemptRow,
+    DeliveryRow,
+    EventRow,
+    InboundMessageRow,
+    WebhookEndpointRow,
+)
+
+__all__ = ["Claimed", "DeliveryQueue", "Outcome", "QueueDepth"]
+
+_D: sa.Table = DeliveryRow.__table__  # type: ignore[assignment]
+_A: sa.Table = AttemptRow.__table__  # type: ignore[assignment]
+_E: sa.Table = EventRow.__table__  # type: ignore[assignment]
+_EP: sa.Table = WebhookEndpointRow.__table__  # type: ignore[assignment]
+
+_CLAIM = """
+UPDATE webhook_deliveries SET claimed_until = :until, claimed_by = :me
+WHERE id IN (
+  SELECT d.id FROM webhook_deliveries d
+  WHERE d.status = 'pending' AND d.due <= :now
+    AND (d.claimed_until IS NULL OR d.claimed_until < :now)
+    AND d.endpoint_id NOT IN (
+      SELECT e.id FROM webhook_endpoints e WHERE e.disabled_at IS NOT NULL)
+    AND (d.ordering_key IS NULL OR NOT EXISTS (
+      SELECT 1 FROM webhook_deliveries p
+      WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key
+        AND p.status = 'pending' AND p.id < d.id))
+  ORDER BY d.due, d.id
+  LIMIT :limit{lock}
+)
+RETURNING id, event_id, endpoint_id, attempts, published_at
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    delivery_id: int
+    event_id: str
+    endpoint_id: str
+    attempts: int
+    """Attempts made before this one."""
+    published_at: float
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One attempt's result and what becomes of its delivery."""
+
+    claimed: Claimed
+    at: float
+    latency: float
+    status: int | None
+    headers: Sequence[tuple[str, str]]
+    body: str
+    error: str | None
+    result: str
+    """``succeeded``, ``retrying`` (``due`` set), ``dead`` or ``disabled`` (410 Gone)."""
+    due: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    pending: int
+    oldest_due: float | None
+    dead: int
+
+
+class DeliveryQueue:
+    """The queue of one store, seen by one process (``worker``: its claims' name)."""
+
+    def __init__(self, database: Database, worker: str) -> None:
+        self.database = database
+        self.worker = worker
+        lock = " FOR UPDATE SKIP LOCKED" if database.backend == "postgresql" else ""
+        self._claim = sa.text(_CLAIM.format(lock=lock))
+
+    def claim(self, now: float, limit: int, hold: float) -> list[Claimed]:
+        """Up to ``limit`` due deliveries, held by this process for ``hold`` seconds."""
+        with self.database.write() as session:
+            rows = session.execute(
+                self._claim, {"until": now + hold, "me": self.worker, "now": now, "limit": limit}
+            ).all()
+            if not rows:
+                return []
+            ids = {row.event_id for row in rows}
+            payloads = dict(
+                session.execute(sa.select(_E.c.id, _E.c.payload).where(_E.c.id.in_(ids))).all()
+            )
+        claimed = [
+            Claimed(
+                row.id,
+                row.event_id,
+                row.endpoint_id,
+                row.attempts,
+                row.published_at,
+                payloads.get(row.event_id, ""),
+            )
+            for row in rows
+        ]
+        claimed.sort(key=lambda item: item.delivery_id)
+        return claimed
+
+    def release(self, claimed: Iterable[Claimed], due: float) -> None:
+        """Give back claimed deliveries without an attempt (an endpoint's rate limit or
+        concurrency is reached), due again at ``due``."""
+        ids = [item.delivery_id for item in claimed]
+        if not ids:
+            return
+        with self.database.write() as session:
+            session.execute(
+                sa.update(_D)
+                .where(_D.c.id.in_(ids), _D.c.claimed_by == self.worker)
+                .values(claimed_until=None, claimed_by=None, due=due)
+            )
+
+    def record(self, outcomes: Sequence[Outcome], disable_after: float) -> list[str]:
+        """Write the attempts and the deliveries' new state in one transaction; returns the ids
+        of the endpoints this disabled (a 410, or failing for ``disable_after`` seconds)."""
+        if not outcomes:
+            return []
+        attempts = [
+            {
+                "delivery_id": o.claimed.delivery_id,
+                "endpoint_id": o.claimed.endpoint_id,
+                "event_id": o.claimed.event_id,
+                "attempt": o.claimed.attempts + 1,
+                "at": o.at,
+                "status": o.status,
+                "latency_ms": round(o.latency * 1000, 3),
+                "response_headers": [list(pair) for pair in o.headers],
+                "response_body": o.body,
+                "error": o.error,
+                "outcome": o.result,
+            }
+            for o in outcomes
+        ]
+        updates = [
+            {
+                "b_id": o.claimed.delivery_id,
+                "b_me": self.worker,
+                "b_status": "pending" if o.result == "retrying" else _final(o.result),
+                "b_attempts": o.claimed.attempts + 1,
+                "b_due": o.due if o.due is not None else o.at,
+                "b_at": o.at,
+                "b_finished": None if o.result == "retrying" else o.at,
+                "b_last_status": o.status,
+                "b_last_error": o.error,
+            }
+            for o in outcomes
+        ]
+        statement = (
+            sa.update(_D)
+            .where(_D.c.id == sa.bindparam("b_id"), _D.c.claimed_by == sa.bindparam("b_me"))
+            .values(
+                status=sa.bindparam("b_status"),
+                attempts=sa.bindparam("b_attempts"),
+                due=sa.bindparam("b_due"),
+                claimed_until=None,
+                claimed_by=None,
+                first_attempt_at=sa.func.coalesce(_D.c.first_attempt_at, sa.bindparam("b_at")),
+                finished_at=sa.bindparam("b_finished"),
+                last_status=sa.bindparam("b_last_status"),
+                last_error=sa.bindparam("b_last_error"),
+            )
+        )
+        succeeded = {o.claimed.endpoint_id for o in outcomes if o.result == "succeeded"}
+        failed: dict[str, float] = {}
+        gone: set[str] = set()
+        for o in outcomes:
+            if o.result == "disabled":
+                gone.add(o.claimed.endpoint_id)
+            elif o.result != "succeeded":
+                failed[o.claimed.endpoint_id] = min(o.at, failed.get(o.claimed.endpoint_id, o.at))
+        disabled: list[str] = []
+        with self.database.write() as session:
+            session.execute(_A.insert(), attempts)
+            session.execute(statement, updates)
+            if succeeded:
+                session.execute(
+                    sa.update(_EP).where(_EP.c.id.in_(succeeded)).values(failing_since=None)
+                )
+            for endpoint_id, since in failed.items():
+                if endpoint_id in succeeded:
+                    continue
+                session.execute(
+                    sa.update(_EP)
+                    .where(_EP.c.id == endpoint_id, _EP.c.failing_since.is_(None))
+                    .values(failing_since=since)
+                )
+            latest = max(o.at for o in outcomes)
+            candidates = sa.select(_EP.c.id).where(
+                _EP.c.disabled_at.is_(None),
+                sa.or_(
+                    _EP.c.id.in_(gone),
+                    sa.and_(
+                        _EP.c.id.in_(set(failed)),
+                        _EP.c.failing_since <= latest - disable_after,
+                    ),
+                ),
+            )
+            disabled = list(session.scalars(candidates))
+            if disabled:
+                for endpoint_id in disabled:
+                    reason = (
+                        "answered 410 Gone"
+                        if endpoint_id in gone
+                        else f"every delivery failed for {disable_after:g} s"
+                    )
+                    session.execute(
+                        sa.update(_EP)
+                        .where(_EP.c.id == endpoint_id)
+                        .values(disabled_at=datetime.now(UTC), disabled_reason=reason)
+                    )
+        return disabled
+
+    # -- operators and owners --------------------------------------------------------------------
+
+    def redeliver(
+        self,
+        *,
+        delivery_ids: Sequence[int] = (),
+        endpoint_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        now: float,
+    ) -> int:
+        """Make dead (or cancelled) deliveries pending again, due now: the ones named, or those of
+        an endpoint that died within ``[since, until)``. Their attempts count again from zero."""
+        condition: sa.ColumnElement[bool] = _D.c.status.in_(("dead", "cancelled"))
+        if delivery_ids:
+            condition = sa.and_(condition, _D.c.id.in_(list(delivery_ids)))
+        elif endpoint_id is None:
+            raise ValueError("redeliver what: delivery ids, or an endpoint")
+        if endpoint_id is not None:
+            condition = sa.and_(condition, _D.c.endpoint_id == endpoint_id)
+        if since is not None:
+            condition = sa.and_(condition, _D.c.finished_at >= since)
+        if until is not None:
+            condition = sa.and_(condition, _D.c.finished_at < until)
+        with self.database.write() as session:
+            done = session.execute(
+                sa.update(_D)
+                .where(condition)
+                .values(
+                    status="pending",
+                    attempts=0,
+                    due=now,
+                    finished_at=None,
+                    claimed_until=None,
+                    claimed_by=None,
+                )
+            )
+            return int(done.rowcount or 0)  # type: ignore[attr-defined]
+
+    def depth(self, now: float) -> QueueDepth:
+        with self.database.read() as session:
+            pending, oldest = session.execute(
+                sa.select(sa.func.count(), sa.func.min(_D.c.published_at)).where(
+                    _D.c.status == "pending"
+                )
+            ).one()
+            dead = session.scalar(sa.select(sa.func.count()).where(_D.c.status == "dead"))
+        return QueueDepth(int(pending or 0), oldest, int(dead or 0))
+
+    def prune(self, before: float) -> int:
+        """Delete what finished before ``before``: deliveries, their attempts, and the events no
+        delivery refers to any more; returns the deliveries deleted."""
+        cutoff = datetime.fromtimestamp(before, UTC)
+        with self.database.write() as session:
+            finished = sa.select(_D.c.id).where(_D.c.status != "pending", _D.c.finished_at < before)
+            session.execute(sa.delete(_A).where(_A.c.delivery_id.in_(finished)))
+            deleted = session.execute(
+                sa.delete(_D).where(_D.c.status != "pending", _D.c.finished_at < before)
+            )
+            session.execute(sa.delete(_A).where(_A.c.at < before))
+            session.execute(
+                sa.delete(_E).where(
+                    _E.c.created_at < cutoff,
+                    ~sa.exists().where(_D.c.event_id == _E.c.id),
+                )
+            )
+            inbound: sa.Table = InboundMessageRow.__table__  # type: ignore[assignment]
+            session.execute(sa.delete(inbound).where(inbound.c.received_at < cutoff))
+            return int(deleted.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def _final(result: str) -> str:
+    return "succeeded" if result == "succeeded" else "dead"
