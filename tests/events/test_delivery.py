@@ -274,3 +274,22 @@ def test_an_endpoints_concurrency_and_rate_limit_are_kept(
     assert len(arrivals) == 20
     # 10 per second with a burst of one: no second holds more than 11 arrivals.
     assert max(sum(1 for t in arrivals if start <= t < start + 1) for start in arrivals) <= 11
+
+
+def test_a_private_address_is_refused_at_delivery_time_and_logged(
+    database: Database, secrets: Secrets, receiver: Receiver
+) -> None:
+    # http is allowed (development mode), loopback is not: the receiver must never be reached.
+    events = events_over(database, secrets, config_with(allow_networks=[]))
+    events.endpoints.create("acme/billing", receiver.url("/a"))
+
+    async def scenario() -> None:
+        async with delivering(events):
+            await publish(events, "order.shipped", {"n": 1})
+            await eventually(lambda: rows(database, DeliveryRow)[0].status == "dead")
+
+    asyncio.run(scenario())
+    assert receiver.at("/a") == []
+    attempts = rows(database, AttemptRow)
+    assert len(attempts) == 4
+    assert {(a.status, a.error) for a in attempts} == {(None, "loopback-address")}
