@@ -72,7 +72,7 @@ def test_serve_syncs_the_files_endpoints_and_delivers(tmp_path: Path, receiver: 
     process = PorticoProcess(tmp_path, events_config(tmp_path, receiver))
     try:
         event_id = wait_for(
-            lambda: _published(process.config_path, "order.shipped", {"n": 1}), timeout=20
+            lambda: _published(process.config_path, "order.shipped", {"n": 1}), timeout=60
         )
         receiver.wait_for(1, "/orders")
         (item,) = receiver.at("/orders")
@@ -80,7 +80,7 @@ def test_serve_syncs_the_files_endpoints_and_delivers(tmp_path: Path, receiver: 
         assert Webhook(SECRET).verify(item.body, item.headers)["data"] == {"n": 1}
         metrics = wait_for(
             lambda: _metrics_with(process.operations_url, "portico_webhook_deliveries_total"),
-            timeout=20,
+            timeout=60,
         )
         assert 'portico_webhook_deliveries_total{outcome="succeeded"} 1.0' in metrics
         assert "portico_webhook_queue_depth" in metrics
@@ -99,7 +99,7 @@ def test_a_worker_role_process_delivers_what_serve_leaves_to_it(
             lambda: _published(
                 process.config_path, "order.created", {"order_id": "o1", "total": 3}
             ),
-            timeout=20,
+            timeout=60,
         )
         assert receiver.at("/orders") == []  # serve does not deliver: enabled is off
         worker = subprocess.Popen(
@@ -147,4 +147,28 @@ def _url(config_path: Path) -> str:
 
 def _metrics_with(url: str, name: str) -> str | None:
     text = httpx.get(f"{url}/metrics").text
-    return text if f"{name}{{" in text and 'succeeded"} 1.0' in text else None
+    return text if f'{name}{{outcome="succeeded"}} 0.0' not in text and name in text else None
+
+
+def test_with_workers_the_delivery_counters_are_summed_and_the_queue_read_once(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    process = PorticoProcess(tmp_path, events_config(tmp_path, receiver), ("--workers", "2"))
+    try:
+        for n in range(3):
+            wait_for(lambda n=n: _published(process.config_path, "order.shipped", {"n": n}), 60)
+        receiver.wait_for(3, "/orders")
+        metrics = wait_for(
+            lambda: _metrics_with(process.operations_url, "portico_webhook_deliveries_total"),
+            timeout=60,
+        )
+        wait_for(
+            lambda: (
+                'portico_webhook_deliveries_total{outcome="succeeded"} 3.0'
+                in httpx.get(f"{process.operations_url}/metrics").text
+            ),
+            timeout=60,
+        )
+        assert metrics.count("# TYPE portico_webhook_queue_depth gauge") == 1
+    finally:
+        process.stop()

@@ -95,7 +95,7 @@ class Receiver:
         with self._lock:
             return [item for item in self.received if item.path == path]
 
-    def wait_for(self, count: int, path: str | None = None, timeout: float = 30.0) -> None:
+    def wait_for(self, count: int, path: str | None = None, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while True:
             with self._lock:

@@ -1,8 +1,11 @@
-"""The delivery metrics (docs/metrics.md, "Webhooks"), as a Prometheus collector.
+"""The delivery metrics (docs/metrics.md, "Webhooks").
 
-Counters are this process's (deliveries and attempts by outcome, endpoints disabled); the queue's
-figures (depth, dead letters, age of the oldest pending delivery) are the store's, read at most
-every :data:`DEPTH_SECONDS` by the dispatcher's process so that a scrape costs no query.
+The counters (attempts and deliveries by outcome, endpoints disabled) are kept in the process's
+:class:`~portico.gateway.stats.GatewayStats`, so that ``serve --workers`` sums them over its
+processes as it sums the gateway's; the publish-to-first-attempt histogram is this process's;
+the queue's figures (depth, dead letters, age of the oldest pending delivery) are the store's,
+read at most every :data:`DEPTH_SECONDS` so that a scrape costs no query. :class:`DeliveryMetrics`
+is the Prometheus collector of the last two.
 """
 
 from __future__ import annotations
@@ -12,13 +15,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client.core import (
-    CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
 
 from portico.events.queue import DeliveryQueue, Outcome, QueueDepth
+from portico.gateway.stats import GatewayStats, LabelledCounter
 
 __all__ = ["DEPTH_SECONDS", "DeliveryMetrics"]
 
@@ -27,10 +30,36 @@ LATENCY_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 
 
 class DeliveryMetrics:
-    def __init__(self, depth: Callable[[], QueueDepth] | None = None) -> None:
-        self.attempts: Counter[tuple[str, str]] = Counter()
+    def __init__(
+        self,
+        depth: Callable[[], QueueDepth] | None = None,
+        stats: GatewayStats | None = None,
+        *,
+        first_attempts: bool = True,
+    ) -> None:
+        """``first_attempts``: whether this process makes attempts (and so has the histogram)."""
+        self.first_attempts = first_attempts
+        self.stats = stats if stats is not None else GatewayStats()
+        self._attempts: LabelledCounter = self.stats.counter(
+            "portico_webhook_attempts",
+            "Delivery attempts by outcome (succeeded, retrying, dead, disabled) and class "
+            "(the status class, or the error: timeout, connection-refused, private-address...).",
+            ("outcome", "class"),
+        )
+        self._deliveries = self.stats.counter(
+            "portico_webhook_deliveries",
+            "Deliveries finished: succeeded, or dead after their last attempt.",
+            ("outcome",),
+        )
+        self._disabled = self.stats.counter(
+            "portico_webhook_endpoints_disabled",
+            "Endpoints disabled by delivery (410 Gone, or failing for disable_after).",
+            (),
+        )
         self.deliveries: Counter[str] = Counter()
-        self.disabled = 0
+        for outcome in ("succeeded", "dead"):
+            self._deliveries.add((outcome,), 0)
+        self._disabled.add((), 0)
         self._buckets = [0] * (len(LATENCY_BOUNDS) + 1)
         self._sum = 0.0
         self._depth_source = depth
@@ -38,8 +67,10 @@ class DeliveryMetrics:
         self._depth_at = 0.0
 
     @classmethod
-    def of_queue(cls, queue: DeliveryQueue) -> DeliveryMetrics:
-        return cls(lambda: queue.depth(time.time()))
+    def of_queue(
+        cls, queue: DeliveryQueue, stats: GatewayStats | None = None, *, first_attempts: bool = True
+    ) -> DeliveryMetrics:
+        return cls(lambda: queue.depth(time.time()), stats, first_attempts=first_attempts)
 
     def first_attempt(self, seconds: float) -> None:
         """Publish-to-first-attempt latency of one delivery."""
@@ -52,15 +83,18 @@ class DeliveryMetrics:
         self._buckets[-1] += 1
 
     def attempt(self, outcome: str, error: str | None, status: int | None) -> None:
-        self.attempts[(outcome, error or ("" if status is None else f"{status // 100}xx"))] += 1
+        kind = error or ("" if status is None else f"{status // 100}xx")
+        self._attempts.inc((outcome, kind))
 
     def recorded(self, outcomes: Sequence[Outcome]) -> None:
         for outcome in outcomes:
             if outcome.result != "retrying":
-                self.deliveries["succeeded" if outcome.result == "succeeded" else "dead"] += 1
+                finished = "succeeded" if outcome.result == "succeeded" else "dead"
+                self.deliveries[finished] += 1
+                self._deliveries.inc((finished,))
 
     def endpoint_disabled(self) -> None:
-        self.disabled += 1
+        self._disabled.inc(())
 
     def depth(self) -> QueueDepth | None:
         now = time.monotonic()
@@ -75,28 +109,12 @@ class DeliveryMetrics:
     # -- prometheus_client's collector protocol ----------------------------------------------
 
     def collect(self) -> Iterator[Metric]:
-        attempts = CounterMetricFamily(
-            "portico_webhook_attempts",
-            "Delivery attempts by outcome (succeeded, retrying, dead, disabled) and class "
-            "(the status class, or the error: timeout, connection-refused, private-address...).",
-            labels=["outcome", "class"],
-        )
-        for (outcome, kind), count in sorted(self.attempts.items()):
-            attempts.add_metric([outcome, kind], count)
-        yield attempts
-        deliveries = CounterMetricFamily(
-            "portico_webhook_deliveries",
-            "Deliveries finished by this process: succeeded, or dead after their last attempt.",
-            labels=["outcome"],
-        )
-        for outcome in ("succeeded", "dead"):
-            deliveries.add_metric([outcome], self.deliveries[outcome])
-        yield deliveries
-        yield CounterMetricFamily(
-            "portico_webhook_endpoints_disabled",
-            "Endpoints this process disabled (410 Gone, or failing for disable_after).",
-            value=self.disabled,
-        )
+        """The histogram and the store's gauges (the counters are the stats')."""
+        if self.first_attempts:
+            yield self._histogram()
+        yield from self._gauges()
+
+    def _histogram(self) -> Metric:
         cumulative, total = [], 0
         for index, bound in enumerate((*LATENCY_BOUNDS, float("inf"))):
             total += self._buckets[index]
@@ -106,7 +124,9 @@ class DeliveryMetrics:
             "Time from publishing to a delivery's first attempt.",
         )
         latency.add_metric([], cumulative, self._sum)
-        yield latency
+        return latency
+
+    def _gauges(self) -> Iterator[Metric]:
         depth = self.depth()
         if depth is not None:
             yield GaugeMetricFamily(

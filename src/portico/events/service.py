@@ -26,6 +26,7 @@ from portico.events.publishing import Publisher
 from portico.events.queue import DeliveryQueue
 from portico.events.sender import Sender
 from portico.events.ssrf import Destinations, Resolver
+from portico.gateway.stats import GatewayStats
 from portico.store.database import Database
 from portico.store.secrets import Secrets
 
@@ -50,13 +51,16 @@ class Events:
         config: Callable[[], PorticoConfig],
         *,
         resolver: Resolver | None = None,
+        stats: GatewayStats | None = None,
     ) -> None:
+        """``stats``: where the delivery counters are kept (the gateway process's, so that
+        ``serve --workers`` sums them); a stats of their own without one."""
         self.database = database
         self.config = config
         self.endpoints = Endpoints(database, secrets)
         self.queue = DeliveryQueue(database, worker_name())
         self.delivery_log = DeliveryLog(database)
-        self.metrics = DeliveryMetrics.of_queue(self.queue)
+        self.metrics = DeliveryMetrics.of_queue(self.queue, stats)
         self._catalog: tuple[EventsSettings | None, EventCatalog] | None = None
         self.dispatcher: Dispatcher | None = None
         self.publisher = Publisher(database, self.catalog, self._published, self._first_delay)

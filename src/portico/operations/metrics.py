@@ -203,6 +203,11 @@ def registry(gateway: Gateway) -> CollectorRegistry:
     return out
 
 
+def capability_families(stats: GatewayStats) -> Iterator[Metric]:
+    """The capabilities' own counters and gauges alone (a delivery worker has no gateway)."""
+    return _policies(stats)
+
+
 def exposition(metrics: CollectorRegistry) -> bytes:
     return generate_latest(metrics)
 

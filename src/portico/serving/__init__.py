@@ -272,8 +272,6 @@ class ServedGateway:
         self.oauth.load()
         self._listen = listen
         self._tasks: list[asyncio.Task[None]] = []
-        # Publishing, endpoints and (unless events.delivery.enabled is off) delivering.
-        self.events = ServedEvents.open(config, secrets, lambda: self.gateway.runtime.config)
 
         def config_applied(path: Path, sha256: str) -> None:
             self.identity.use_config(self.gateway.runtime.config)
@@ -297,6 +295,8 @@ class ServedGateway:
             stats=stats,
             tracing=self.tracing,
         )
+        # Publishing, endpoints and (unless events.delivery.enabled is off) delivering.
+        self.events = ServedEvents.open(config, secrets, lambda: self.gateway.runtime.config, stats)
         self.gateway = Gateway(
             build_runtime(config, extensions=self.extensions, endpoints=SERVED_ENDPOINTS),
             config_path=config_path,

@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvloop
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import Metric
 from prometheus_client.process_collector import ProcessCollector
 
 from portico.assembly import load_config_to_serve
@@ -24,7 +26,9 @@ from portico.config.model import Listen, PorticoConfig
 from portico.core.errors import PorticoError
 from portico.core.net import host_port
 from portico.events.service import Events
+from portico.gateway.stats import GatewayStats
 from portico.operations.listener import Operations, ReadinessCheck
+from portico.operations.metrics import capability_families
 from portico.serving.listening import listening
 from portico.store.database import Database
 
@@ -53,6 +57,7 @@ async def run_worker(config_path: Path, listen: tuple[str, int] | None = None) -
     if listen is not None:
         metrics = CollectorRegistry(auto_describe=False)
         metrics.register(events.metrics)
+        metrics.register(_Counters(events.metrics.stats))
         ProcessCollector(registry=metrics)
 
         async def store_answers() -> None:
@@ -86,6 +91,16 @@ async def run_worker(config_path: Path, listen: tuple[str, int] | None = None) -
     await events.stop()
     events.database.dispose()
     return 0
+
+
+class _Counters:
+    """The delivery counters (kept in a stats of the worker's own)."""
+
+    def __init__(self, stats: GatewayStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        return capability_families(self._stats)
 
 
 def serve_worker(config_path: Path, listen: tuple[str, int] | None = None) -> int:

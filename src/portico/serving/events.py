@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from portico.config.model import PorticoConfig
 from portico.events.service import Events
+from portico.gateway.stats import GatewayStats
 from portico.store.database import Database
 from portico.store.secrets import Secrets
 
@@ -32,12 +33,17 @@ class ServedEvents:
 
     @classmethod
     def open(
-        cls, config: PorticoConfig, secrets: Secrets, current: Callable[[], PorticoConfig]
+        cls,
+        config: PorticoConfig,
+        secrets: Secrets,
+        current: Callable[[], PorticoConfig],
+        stats: GatewayStats,
     ) -> ServedEvents | None:
-        """The events of a config with an ``events`` section; ``None`` without one."""
+        """The events of a config with an ``events`` section; ``None`` without one. The
+        delivery counters are kept in the gateway's ``stats``."""
         if config.events is None:
             return None
-        return cls(Events(Database(config.database.url), secrets, current))
+        return cls(Events(Database(config.database.url), secrets, current, stats=stats))
 
     async def start(self, *, deliver: bool = True) -> None:
         await asyncio.to_thread(self._sync)

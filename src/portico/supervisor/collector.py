@@ -23,6 +23,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 
 from portico.config.model import PorticoConfig
+from portico.events.metrics import DeliveryMetrics
+from portico.events.queue import DeliveryQueue
 from portico.gateway.stats import GatewayStats
 from portico.operations.metrics import (
     TargetView,
@@ -30,6 +32,7 @@ from portico.operations.metrics import (
     counter_families,
     target_families,
 )
+from portico.store.database import Database
 
 __all__ = ["SupervisorCollector", "registry"]
 
@@ -118,7 +121,12 @@ def _same(pid: int | str) -> int | str:
     return pid
 
 
-def registry(supervisor: Supervised) -> CollectorRegistry:
+def registry(supervisor: Supervised, config: PorticoConfig | None = None) -> CollectorRegistry:
     out = CollectorRegistry(auto_describe=False)
     out.register(SupervisorCollector(supervisor))
+    if config is not None and config.events is not None:
+        # The webhook queue's figures are the store's: read here once, not summed over the
+        # gateway processes (whose delivery counters are summed with the gateway's).
+        queue = DeliveryQueue(Database(config.database.url), "supervisor")
+        out.register(DeliveryMetrics.of_queue(queue, first_attempts=False))
     return out

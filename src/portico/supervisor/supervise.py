@@ -268,7 +268,7 @@ class Supervisor:
         liveness = [
             ReadinessCheck(f"worker {w.slot}", partial(self._alive, w)) for w in self.workers
         ]
-        return Operations(registry(self), checks, liveness, before_scrape=self.refresh)
+        return Operations(registry(self, self.config), checks, liveness, before_scrape=self.refresh)
 
     # -- starting and replacing gateway processes ---------------------------------------------
 
