@@ -1,6 +1,10 @@
 """The ``events`` section's checks that need the capability: each type's JSON Schema, each
 endpoint's consumer, URL (against the SSRF rules), payload filter and secret, and the paths of
-inbound sources. ``portico check`` reports them at their file line and field."""
+inbound sources. ``portico check`` reports them at their file line and field.
+
+The secret parser (cryptography, for Ed25519 keys) is imported by the check that needs it, when
+an endpoint is declared: checking a config without one loads no crypto (as identity's checks).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ from portico.config.checks import Finding
 from portico.config.model import PorticoConfig
 from portico.events.catalog import OPERATIONAL_TYPES, schema_problems
 from portico.events.matching import FilterError, compile_filter
-from portico.events.signing import InvalidSecret, Signer
 from portico.events.ssrf import Destinations, RefusedDestination
 
 __all__ = ["events_errors"]
@@ -51,6 +54,8 @@ def events_errors(config: PorticoConfig) -> list[Finding]:
             except FilterError as exc:
                 for path, message in exc.problems:
                     found.append(((*where, "filter", *path), message))
+        from portico.events.signing import InvalidSecret, Signer
+
         try:
             Signer.from_secret(endpoint.secret)
         except InvalidSecret as exc:

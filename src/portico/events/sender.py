@@ -44,7 +44,6 @@ from portico.events.ssrf import (
     Destinations,
     RefusedDestination,
     Resolver,
-    SystemResolver,
 )
 
 __all__ = [
@@ -53,6 +52,7 @@ __all__ = [
     "GuardedResolver",
     "SendResult",
     "Sender",
+    "SystemResolver",
     "parse_retry_after",
 ]
 
@@ -90,6 +90,23 @@ RESERVED_HEADERS: Final = frozenset(
 DEFAULT_MAX_CONNECTIONS: Final = 100
 KEEPALIVE_EXPIRY: Final = 15.0
 """Seconds an idle connection stays pooled: under the idle timeouts receivers commonly set."""
+
+
+class SystemResolver:
+    """The system's resolver, through the event loop's ``getaddrinfo`` (a thread, off the loop);
+    here rather than in :mod:`~portico.events.ssrf`, which does no I/O (``portico check``
+    imports it)."""
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        """Every TCP address of ``host``, first answer first, each once."""
+        loop = asyncio.get_running_loop()
+        answers = await loop.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        )
+        seen: dict[str, None] = {}
+        for _family, _type, _proto, _name, sockaddr in answers:
+            seen.setdefault(str(sockaddr[0]), None)
+        return list(seen)
 
 
 def _version() -> str:

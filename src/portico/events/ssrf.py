@@ -24,10 +24,8 @@ allowlist names that address itself (a /32 or /128 entry): opening 169.254.0.0/1
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import re
-import socket
 from collections.abc import Sequence
 from typing import Final, NamedTuple, Protocol
 from urllib.parse import SplitResult, urlsplit
@@ -41,7 +39,6 @@ __all__ = [
     "Destinations",
     "RefusedDestination",
     "Resolver",
-    "SystemResolver",
     "embedded_ipv4",
 ]
 
@@ -139,21 +136,6 @@ class Resolver(Protocol):
         """The addresses of ``host`` as text, in the order to try them; an empty list, or
         ``OSError`` (``socket.gaierror``), when it has none."""
         ...
-
-
-class SystemResolver:
-    """The system's resolver, through the event loop's ``getaddrinfo`` (a thread, off the loop)."""
-
-    async def resolve(self, host: str, port: int) -> list[str]:
-        """Every TCP address of ``host``, first answer first, each once."""
-        loop = asyncio.get_running_loop()
-        answers = await loop.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-        )
-        seen: dict[str, None] = {}
-        for _family, _type, _proto, _name, sockaddr in answers:
-            seen.setdefault(str(sockaddr[0]), None)
-        return list(seen)
 
 
 def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
