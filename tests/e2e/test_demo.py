@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from portico.assembly import load_config
+from portico.events.catalog import EventCatalog
+from portico.events.publishing import Publisher
+from portico.events.signing import Signer, webhook_headers
+from portico.store.database import Database
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 60.0
@@ -189,6 +198,11 @@ def check_answer(comment: str, command: str, result: CurlResult) -> None:
             for line in lines
         ), where
         return
+    if command.endswith("/received"):
+        # The webhook receiver: what it got, verified or refused, newest first.
+        assert result.status == 200, where
+        assert isinstance(result.body["items"], list), where
+        return
     if "/admin/v1/" in command:
         # The admin API, with the admin token the demo printed: the config's consumers.
         assert result.status == 200, where
@@ -248,7 +262,8 @@ def test_every_printed_curl_line_works_as_printed(demo: tuple[Demo, list[str]]) 
     [https] = [line.split()[1] for line in tour if line.strip().startswith("https ")]
     [admin] = [line.split()[2] for line in tour if line.strip().startswith("admin API ")]
     for comment, command in lines:
-        assert any(url in command for url in (running.url, operations, https, admin)), command
+        urls = (running.url, operations, https, admin, receiver_url(tour))
+        assert any(url in command for url in urls), command
         # The certificate paths are relative to the directory the demo was started in.
         check_answer(comment, command, curl(command, cwd=running.workdir.parent))
 
@@ -304,6 +319,96 @@ def test_an_edit_of_the_written_config_is_reloaded(demo: tuple[Demo, list[str]])
     while (value := curl(command).headers.get("x-demo")) != "edited by the test":
         assert time.monotonic() < deadline, f"X-Demo is still {value!r}"
         time.sleep(0.2)
+
+
+def receiver_url(tour: list[str]) -> str:
+    [line] = [c for _, c in curl_lines(tour) if c.endswith("/received")]
+    return line.split()[-1].removesuffix("/received")
+
+
+def received(url: str) -> list[dict[str, Any]]:
+    with httpx.Client() as client:
+        items: list[dict[str, Any]] = client.get(f"{url}/received").json()["items"]
+    return items
+
+
+def test_a_published_event_reaches_the_sample_receiver_signed_and_verified(
+    demo: tuple[Demo, list[str]],
+) -> None:
+    """Published into the demo's store as another process would; the demo's dispatcher delivers
+    it to demo/shop's endpoint; the receiver verifies it, and so does the standardwebhooks
+    library with the secret the demo made."""
+    running, tour = demo
+    url = receiver_url(tour)
+    config = load_config(running.workdir / "portico.yaml")
+    data = {"id": "1002", "customer_id": "c-101", "carrier": "DHL", "tracking_number": "JD0002"}
+    with Database(config.database.url) as database:
+        publisher = Publisher(database, lambda: EventCatalog(config.events))
+        published = publisher.publish("order.shipped", data, publisher="test", tenant="demo")
+    assert published.deliveries == 1
+
+    deadline = time.monotonic() + 30
+    while not (got := [m for m in received(url) if m["headers"]["webhook-id"] == published.id]):
+        assert time.monotonic() < deadline, received(url)
+        time.sleep(0.1)
+    [message] = got
+    assert message["verified"] is True, message
+    assert message["type"] == "order.shipped"
+    assert message["path"] == "/webhooks/shop"
+
+    secret = (running.workdir / "keys" / "webhook-secret.txt").read_text().strip()
+    assert secret.startswith("whsec_")
+    assert secret not in running.stderr()
+    payload = Webhook(secret).verify(message["body"], message["headers"])
+    assert payload == {"type": "order.shipped", "timestamp": payload["timestamp"], "data": data}
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(message["body"].replace("DHL", "UPS"), message["headers"])
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({}, id="unsigned"),
+        pytest.param({"webhook-signature": "v1,AAAA"}, id="wrong-signature"),
+        pytest.param({"webhook-timestamp": "1"}, id="old-timestamp"),
+        pytest.param({"webhook-signature": "v1a,AAAA"}, id="other-scheme"),
+    ],
+)
+def test_the_sample_receiver_refuses_what_portico_did_not_sign(
+    demo: tuple[Demo, list[str]], headers: dict[str, str]
+) -> None:
+    running, tour = demo
+    url = receiver_url(tour)
+    secret = (running.workdir / "keys" / "webhook-secret.txt").read_text().strip()
+    body = b'{"type":"order.created","timestamp":"2026-03-05T10:00:00Z","data":{}}'
+    now = int(time.time())
+    signed = dict(
+        webhook_headers(f"msg_forged{len(headers)}", now, body, [Signer.from_secret(secret)])
+    )
+    forged = {**signed, **headers} if headers else {}
+    with httpx.Client() as client:
+        answer = client.post(f"{url}/webhooks/shop", content=body, headers=forged)
+    assert answer.status_code == 401, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    [latest, *_] = received(url)
+    assert latest["verified"] is False and latest["rejected"], latest
+
+
+def test_the_sample_receiver_refuses_a_repeated_signature_field(
+    demo: tuple[Demo, list[str]],
+) -> None:
+    """Two webhook-signature fields, one of them valid: which one a sender meant is not the
+    receiver's to pick."""
+    running, tour = demo
+    url = receiver_url(tour)
+    secret = (running.workdir / "keys" / "webhook-secret.txt").read_text().strip()
+    body = b'{"type":"order.created","timestamp":"2026-03-05T10:00:00Z","data":{}}'
+    signed = webhook_headers("msg_twice", int(time.time()), body, [Signer.from_secret(secret)])
+    pairs = [*signed, ("webhook-signature", "v1,AAAA")]
+    with httpx.Client() as client:
+        answer = client.post(f"{url}/webhooks/shop", content=body, headers=pairs)
+    assert answer.status_code == 401, answer.text
+    assert received(url)[0]["rejected"] == "duplicate-headers"
 
 
 def test_ctrl_c_stops_the_demo_cleanly(demo: tuple[Demo, list[str]]) -> None:

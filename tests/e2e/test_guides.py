@@ -1,6 +1,6 @@
 """Every guide runs as printed against ``portico demo``: the README's tour and each page of docs/.
 
-The guides name the demo's fixed ports (8080, 8443, 9180, 9190 and the backends' 9101-9202), so the
+The guides name the demo's fixed ports (8080, 8443, 9180, 9190 and the backends' 9101-9301), so the
 demo runs on exactly those, and the blocks run unchanged. So that neither collides with another
 demo, another test run or a developer's own services, both run in a network namespace of their
 own (``unshare``, Linux), with only a loopback interface. Where namespaces are not available, the
@@ -32,7 +32,7 @@ from tests.e2e.guides import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO_PORTS = (8080, 8443, 9180, 9190, 9101, 9102, 9201, 9202)
+DEMO_PORTS = (8080, 8443, 9180, 9190, 9101, 9102, 9201, 9202, 9301)
 STARTUP_TIMEOUT = 90.0
 PAGE_TIMEOUT = 300.0
 END_OF_TOUR = "Stop with Ctrl-C."

@@ -46,6 +46,7 @@ DEFAULT_PORTS: Mapping[str, int] = {
     "orders-v2": 9102,
     "crm-1": 9201,
     "crm-2": 9202,
+    "receiver": 9301,
 }
 """Where each backend listens when the port is free (the ports written in the sample config)."""
 
@@ -62,6 +63,8 @@ class Request:
     headers: dict[str, str]
     """Lower-cased names; a repeated field keeps its first value, except X-Forwarded-For."""
     body: bytes
+    fields: tuple[tuple[str, str], ...] = ()
+    """Every field as received, in order, with lower-cased names (repeats kept)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +388,7 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._url = b""
         self._headers: dict[str, str] = {}
+        self._fields: list[tuple[str, str]] = []
         self._body: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -411,6 +415,7 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = {}
+        self._fields = []
         self._body = []
 
     def on_url(self, url: bytes) -> None:
@@ -419,6 +424,7 @@ class _Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
+        self._fields.append((key, text))
         previous = self._headers.get(key)
         if previous is None:
             self._headers[key] = text
@@ -437,6 +443,7 @@ class _Connection(asyncio.Protocol):
             query=dict(parse_qsl(raw_query)),
             headers=self._headers,
             body=b"".join(self._body),
+            fields=tuple(self._fields),
         )
         try:
             response = self._backend.app(request)
@@ -515,10 +522,15 @@ class Backends:
 
 
 async def start_backends(
-    host: str = "127.0.0.1", ports: Mapping[str, int] = DEFAULT_PORTS, *, fallback: bool = True
+    host: str = "127.0.0.1",
+    ports: Mapping[str, int] = DEFAULT_PORTS,
+    *,
+    fallback: bool = True,
+    extra: Mapping[str, App] | None = None,
 ) -> Backends:
     """Start every sample service on its port in ``ports``; if that one is taken, on any port
-    (``fallback``) or not at all (``OSError``: a config already names the port)."""
+    (``fallback``) or not at all (``OSError``: a config already names the port). ``extra``: more
+    services by name (the webhook receiver, :mod:`portico.demo.receiver`)."""
     book = OrderBook.sample()
     directory = CustomerDirectory.sample()
     apps: dict[str, App] = {
@@ -526,6 +538,7 @@ async def start_backends(
         "orders-v2": orders_app("orders-v2", book, version=2),
         "crm-1": crm_app("crm-1", directory),
         "crm-2": crm_app("crm-2", directory),
+        **(extra or {}),
     }
     started: dict[str, Backend] = {}
     try:

@@ -13,6 +13,9 @@ written beside it, under the work directory, where the guides read them:
     tls/ca.pem, ca.key        the demo's CA: it signs the server's and the clients' certificates
     tls/server.pem, .key      the HTTPS listener's certificate (localhost, 127.0.0.1, ::1)
     tls/ledger.pem, .key      demo/ledger's client certificate (CN=ledger,O=Portico Demo)
+    keys/webhook-secret.txt   the whsec_ secret of demo/shop's webhook endpoint (in portico.yaml
+                              too, as its events.endpoints entry needs it): Portico signs with it,
+                              the sample receiver verifies with it
 """
 
 from __future__ import annotations
@@ -31,14 +34,17 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from jwt.algorithms import ECAlgorithm
 
+from portico.events.signing import generate_secret
 from portico.identity.apikeys import NewApiKey, generate_key
 
 __all__ = [
     "LEDGER_SUBJECT",
     "REPORTS_KEY_ID",
+    "WEBHOOK_SECRET_FILE",
     "DemoCredentials",
     "issue_credentials",
     "saved_api_key",
+    "saved_webhook_secrets",
 ]
 
 LEDGER_SUBJECT = "CN=ledger,O=Portico Demo"
@@ -46,6 +52,7 @@ REPORTS_KEY_ID = "reports-1"
 # Long enough for a demo directory kept for months, short enough to be plainly a demo's.
 _VALIDITY = datetime.timedelta(days=825)
 _API_KEY_FILE = Path("keys") / "shop-api-key.txt"
+WEBHOOK_SECRET_FILE = Path("keys") / "webhook-secret.txt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +64,8 @@ class DemoCredentials:
     """PEM of demo/billing's Ed25519 public key."""
     reports_jwks: Mapping[str, object]
     """The JWK Set of demo/reports's public key, as the config's ``oauth.jwks`` takes it."""
+    webhook_secret: str
+    """The ``whsec_`` secret of demo/shop's webhook endpoint."""
 
 
 def issue_credentials(workdir: Path) -> DemoCredentials:
@@ -80,8 +89,11 @@ def issue_credentials(workdir: Path) -> DemoCredentials:
     jwk = json.loads(ECAlgorithm.to_jwk(reports.public_key()))
     jwk.update({"kid": REPORTS_KEY_ID, "alg": "ES256", "use": "sig"})
 
+    webhook_secret = generate_secret()
+    _write_secret(workdir / WEBHOOK_SECRET_FILE, webhook_secret.encode() + b"\n")
+
     _issue_tls(tls)
-    return DemoCredentials(api_key, billing_public.decode(), {"keys": [jwk]})
+    return DemoCredentials(api_key, billing_public.decode(), {"keys": [jwk]}, webhook_secret)
 
 
 def saved_api_key(workdir: Path) -> str | None:
@@ -91,6 +103,15 @@ def saved_api_key(workdir: Path) -> str | None:
     except OSError:
         return None
     return text or None
+
+
+def saved_webhook_secrets(workdir: Path) -> list[str]:
+    """The webhook secret the demo made for this work directory (none before it is made)."""
+    try:
+        text = (workdir / WEBHOOK_SECRET_FILE).read_text(encoding="utf-8")
+    except OSError:
+        return []
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _issue_tls(directory: Path) -> None:

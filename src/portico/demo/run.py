@@ -33,8 +33,14 @@ from portico import serving
 from portico.assembly import load_config
 from portico.config.errors import ConfigError
 from portico.config.model import Listen, PorticoConfig
-from portico.demo.backends import DEFAULT_PORTS, Backends, start_backends
-from portico.demo.credentials import DemoCredentials, issue_credentials, saved_api_key
+from portico.demo.backends import DEFAULT_PORTS, App, Backends, start_backends
+from portico.demo.credentials import (
+    DemoCredentials,
+    issue_credentials,
+    saved_api_key,
+    saved_webhook_secrets,
+)
+from portico.demo.receiver import Inbox, receiver_app
 from portico.identity.apikeys import key_digest, key_id_of
 from portico.store.database import StoreError
 
@@ -119,6 +125,7 @@ def render_config(
         # JSON is YAML: one line the reader can skip over.
         "DEMO_REPORTS_JWKS": json.dumps(credentials.reports_jwks, separators=(", ", ": ")),
         "DEMO_BILLING_PUBLIC_KEY": credentials.billing_public_key,
+        "DEMO_WEBHOOK_SECRET": credentials.webhook_secret,
     }
     used: set[str] = set()
     lines = []
@@ -223,6 +230,15 @@ def tour(
   # the consumers of the config; API keys, usage and the audit log: docs/admin-api.md
   curl -s -H 'Authorization: Bearer {token}' {admin_url}/admin/v1/consumers
 """
+    with_webhooks = ""
+    receiver = backends.ports.get("receiver")
+    if receiver is not None:
+        with_webhooks = f"""
+  # Webhooks: demo/shop's endpoint gets the order.* events at the sample receiver, which checks
+  # each signature (publish one: docs/webhooks.md; verify one: docs/receiving-webhooks.md).
+  # What the receiver got, newest first:
+  curl -s http://{backends.host}:{receiver}/received
+"""
     return f"""
 Portico demo is running.
 
@@ -258,7 +274,7 @@ Try it from another terminal:
   # portico_requests_total, portico_request_duration_seconds, portico_auth_failures_total...
   curl -s {ops}/readyz
   curl -s {ops}/metrics
-{with_admin}
+{with_admin}{with_webhooks}
 OAuth tokens, signed requests, external JWTs, mTLS and IP rules, each with the demo: docs/*.md.
 Hot reload: change the X-Demo value in {config}, save, then curl -i any line above.
 Check an edited file without applying it: {shlex.quote(_portico_command())} check {config}
@@ -279,12 +295,12 @@ async def run_demo(workdir: Path, port: int) -> int:
     try:
         if kept:
             config, key = _kept(config_path, port)
-            _progress("starting the sample backends (orders v1 and v2, two CRM instances)")
-            backends = await _start_backends(_backend_ports(config), config_path)
+            _progress(_STARTING_BACKENDS)
+            backends = await _start_backends(_backend_ports(config), config_path, workdir)
         else:
             ports = _fresh_ports(port)
-            _progress("starting the sample backends (orders v1 and v2, two CRM instances)")
-            backends = await start_backends(HOST)
+            _progress(_STARTING_BACKENDS)
+            backends = await start_backends(HOST, extra=_receiver(workdir))
             try:
                 config_path, key = write_config(workdir, ports, backends.ports)
             except BaseException:
@@ -308,6 +324,17 @@ async def run_demo(workdir: Path, port: int) -> int:
         return await _serve(config_path, config, backends, stop, key)
     finally:
         await backends.close()
+
+
+_STARTING_BACKENDS = (
+    "starting the sample backends (orders v1 and v2, two CRM instances, a webhook receiver)"
+)
+
+
+def _receiver(workdir: Path) -> dict[str, App]:
+    """The webhook receiver, verifying with the secret the demo made for ``workdir`` (read when a
+    message comes: a first run writes it after the backends have started)."""
+    return {"receiver": receiver_app("receiver", Inbox(lambda: saved_webhook_secrets(workdir)))}
 
 
 def _progress(step: str) -> None:
@@ -404,12 +431,18 @@ def _backend_ports(config: PorticoConfig) -> dict[str, int]:
         found = re.fullmatch(r"http://127\.0\.0\.1:(\d+)/?", service.targets[index].url)
         if found is not None:
             ports[name] = int(found.group(1))
+    # The receiver is where the config's webhook endpoints point.
+    for endpoint in (config.events.endpoints if config.events is not None else {}).values():
+        found = re.match(r"http://127\.0\.0\.1:(\d+)/webhooks/", endpoint.url)
+        if found is not None:
+            ports["receiver"] = int(found.group(1))
+            break
     return ports
 
 
-async def _start_backends(ports: Mapping[str, int], config_path: Path) -> Backends:
+async def _start_backends(ports: Mapping[str, int], config_path: Path, workdir: Path) -> Backends:
     try:
-        return await start_backends(HOST, ports, fallback=False)
+        return await start_backends(HOST, ports, fallback=False, extra=_receiver(workdir))
     except OSError as error:
         raise DemoError(
             f"a sample backend cannot listen: {error.strerror or error} "
