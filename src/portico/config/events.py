@@ -78,7 +78,8 @@ class WebhookEndpoint(Model):
     """``whsec_…`` (HMAC-SHA256, ``v1``) or ``whsk_…`` (Ed25519, ``v1a``); ``${VAR}`` to keep it
     out of the file."""
     rate_limit: float | None = Field(None, gt=0, le=100_000)
-    """Deliveries per second to this endpoint at most."""
+    """Deliveries per second to this endpoint at most, from each delivering process (one, in the
+    embedded default: the limit is then exact)."""
     concurrency: int | None = Field(None, ge=1, le=10_000)
     """Deliveries in flight to this endpoint at most, per delivering process."""
     ordering: Ordering | None = None
