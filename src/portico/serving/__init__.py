@@ -296,6 +296,8 @@ class ServedGateway:
             shared=self.shared,
             stats=stats,
             tracing=self.tracing,
+            publisher=self.events.events.publisher if self.events is not None else None,
+            endpoints=self.events.endpoints() if self.events is not None else (),
         )
         self.gateway = Gateway(
             build_runtime(config, extensions=self.extensions, endpoints=SERVED_ENDPOINTS),
