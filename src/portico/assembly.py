@@ -10,8 +10,9 @@
   :class:`~portico.gateway.snapshot.Runtime`: the router, each route's policy pipeline from the
   catalogue (its service's lifecycle included: :mod:`portico.policies.lifecycle`; the routes of
   a service in design are left out), the built-in endpoints of the providers it is asked to
-  serve, and the live services (carried over from the previous snapshot when neither their
-  settings nor their TLS files changed).
+  serve and of those bound to the process's live state (``Extensions.endpoints``), and the
+  live services (carried over from the previous snapshot when neither their settings nor their
+  TLS files changed).
 - :func:`runtime_builder`: what the gateway is handed to reload its config file, since the
   gateway never imports a policy.
 
@@ -159,6 +160,7 @@ def build_runtime(
             )
         )
     builtins = [e for name in endpoints for e in ENDPOINTS.get(name).build(config, extensions)]
+    builtins.extend(e for bound in extensions.endpoints for e in bound.build(config, extensions))
     endpoint_router = (
         Router(
             [

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from portico.config.model import PorticoConfig
 from portico.gateway.endpoints import BuiltinEndpoint
@@ -24,6 +24,23 @@ from portico.shared.state import SharedState
 if TYPE_CHECKING:
     from portico.identity.oauth.state import OAuthState
     from portico.identity.state import IdentityState
+
+
+class EventPublisher(Protocol):
+    """Publishing an event, as the events capability's ``Publisher`` does it (the ``publish``
+    policy's way in): declared here, below ``events``, so that :class:`Extensions` can carry it.
+    Raises what the catalog raises for an event that cannot be published; returns the event."""
+
+    def publish(
+        self,
+        event_type: str,
+        data: Any,
+        *,
+        publisher: str,
+        tenant: str | None = None,
+        idempotency_key: str | None = None,
+        internal: bool = False,
+    ) -> object: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +65,13 @@ class Extensions:
     tracing: Tracing | None = None
     """The process's tracing, when ``tracing.enabled`` is on (started by ``serving``, in each
     gateway process); every snapshot built with these extensions traces its exchanges."""
+    publisher: EventPublisher | None = None
+    """Where events are published (the config has an ``events`` section and ``portico serve``
+    opened its store); ``None`` otherwise, and a ``publish`` policy then refuses to build."""
+    endpoints: tuple[EndpointProvider, ...] = ()
+    """Built-in endpoint providers bound to this process's live state (the events consumer API
+    and inbound webhooks, bound to its events store), served with every snapshot besides those
+    of the composition root's catalogue."""
 
 
 @dataclass(frozen=True, slots=True)

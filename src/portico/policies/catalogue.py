@@ -25,6 +25,7 @@ POLICIES: PolicyTypes = Catalogue(
         "idempotency": "portico.policies.idempotency:POLICY",
         "ip-rules": "portico.policies.ip_rules:POLICY",
         "mask": "portico.policies.mask:POLICY",
+        "publish": "portico.policies.publish:POLICY",
         "rate-limit": "portico.policies.rate_limit:POLICY",
         "rewrite": "portico.policies.rewrite:POLICY",
         "validation": "portico.policies.validation:POLICY",

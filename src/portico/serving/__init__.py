@@ -294,6 +294,8 @@ class ServedGateway:
             shared=self.shared,
             stats=stats,
             tracing=self.tracing,
+            publisher=self.events.events.publisher if self.events is not None else None,
+            endpoints=self.events.endpoints() if self.events is not None else (),
         )
         # Publishing, endpoints and (unless events.delivery.enabled is off) delivering.
         self.events = ServedEvents.open(config, secrets, lambda: self.gateway.runtime.config, stats)

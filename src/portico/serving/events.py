@@ -12,8 +12,11 @@ from collections.abc import Callable
 from sqlalchemy.exc import IntegrityError
 
 from portico.config.model import PorticoConfig
+from portico.events.api import consumer_api
+from portico.events.inbound import inbound_webhooks
 from portico.events.service import Events
 from portico.gateway.stats import GatewayStats
+from portico.identity.context import EndpointProvider
 from portico.store.database import Database
 from portico.store.secrets import Secrets
 
@@ -44,6 +47,11 @@ class ServedEvents:
         if config.events is None:
             return None
         return cls(Events(Database(config.database.url), secrets, current, stats=stats))
+
+    def endpoints(self) -> tuple[EndpointProvider, ...]:
+        """The built-in endpoints over this process's events: the consumer webhooks API and the
+        inbound webhooks (each serves what the snapshot's config enables)."""
+        return (consumer_api(self.events), inbound_webhooks(self.events))
 
     async def start(self, *, deliver: bool = True) -> None:
         await asyncio.to_thread(self._sync)
