@@ -284,6 +284,8 @@ class ServedGateway:
         # memory, or Redis (the config's redis section), for the life of the process.
         self.shared = open_shared_state(config.redis)
         stats = GatewayStats()
+        # Publishing, endpoints and (unless events.delivery.enabled is off) delivering.
+        self.events = ServedEvents.open(config, secrets, lambda: self.gateway.runtime.config, stats)
         # Spans of exchanges, when the config asks for them: started here, in the process that
         # serves (with --workers, each gateway process after it was spawned), never inherited.
         self.tracing = start_tracing(config.tracing, span_counter(stats))
@@ -297,8 +299,6 @@ class ServedGateway:
             publisher=self.events.events.publisher if self.events is not None else None,
             endpoints=self.events.endpoints() if self.events is not None else (),
         )
-        # Publishing, endpoints and (unless events.delivery.enabled is off) delivering.
-        self.events = ServedEvents.open(config, secrets, lambda: self.gateway.runtime.config, stats)
         self.gateway = Gateway(
             build_runtime(config, extensions=self.extensions, endpoints=SERVED_ENDPOINTS),
             config_path=config_path,
