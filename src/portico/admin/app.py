@@ -35,9 +35,11 @@ from portico.admin.endpoints import (
     catalog,
     config,
     edits,
+    events,
     oauth_clients,
     signing_keys,
     usage,
+    webhooks,
     whoami,
 )
 from portico.admin.problems import AdminProblem, problem_response
@@ -69,6 +71,7 @@ Portico's admin API: the running config's services, routes, tenants, consumers a
 clients (read-only: they change in `portico.yaml`), the API catalog (services with their
 owners, lifecycles and operations, and the merged OpenAPI document of an audience), API keys
 (created, rotated, revoked), the OAuth server's signing keys, rate-limit usage, cache purges,
+event types and publishing, webhook endpoints and their deliveries (dead letters, redelivery),
 and the audit log.
 
 Every request carries an admin token, `Authorization: Bearer padm_...` (`portico admin tokens
@@ -97,6 +100,8 @@ def build_app(context: AdminContext) -> FastAPI:
         (signing_keys.router, "signing-keys"),
         (usage.router, "usage"),
         (cache.router, "cache"),
+        (events.router, "events"),
+        (webhooks.router, "webhooks"),
         (audit.router, "audit-log"),
         (whoami.router, "tokens"),
     )
