@@ -46,12 +46,12 @@ class EventTypeView(BaseModel):
     description: str
     version: str
     owner: str | None
-    schema_: dict[str, Any] = Field(alias="schema", serialization_alias="schema")
+    schema_: dict[str, Any] = Field(alias="schema")
     """The JSON Schema of the event's `data` (`{}`: any JSON value)."""
     operational: bool
     """Published by Portico itself (`endpoint.disabled`), never through this API."""
 
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = ConfigDict(validate_by_name=True, serialize_by_alias=True)
 
     @classmethod
     def of(cls, entry: EventTypeEntry) -> EventTypeView:

@@ -20,7 +20,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -84,6 +84,7 @@ _REFUSED: dict[int | str, dict[str, Any]] = {
     }
 }
 DeliveryStatus = Literal["pending", "succeeded", "dead", "cancelled"]
+DeliveryId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The delivery's id.")]
 
 
 # -- representations -----------------------------------------------------------------------------
@@ -755,7 +756,7 @@ def list_webhook_deliveries(
     response_model=DeliveryDetail,
     summary="Get a webhook delivery with its attempts",
 )
-def get_webhook_delivery(request: Request, caller: Caller, delivery_id: int) -> Response:
+def get_webhook_delivery(request: Request, caller: Caller, delivery_id: DeliveryId) -> Response:
     """The delivery, its event (the body as sent) and every attempt: when, the receiver's
     status, headers and the start of its body, the latency, the error class."""
     log = context_of(request).events.delivery_log
@@ -778,7 +779,7 @@ def get_webhook_delivery(request: Request, caller: Caller, delivery_id: int) -> 
     summary="Redeliver a dead delivery",
 )
 async def redeliver_webhook_delivery(
-    request: Request, caller: Caller, delivery_id: int
+    request: Request, caller: Caller, delivery_id: DeliveryId
 ) -> Response:
     """Make a dead (or cancelled) delivery pending again, due now, its attempts counted from
     zero; anything else is 409 `delivery-not-dead`."""
