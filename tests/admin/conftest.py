@@ -18,6 +18,7 @@ from tests.support.gateway import (
     run_portico,
     service,
 )
+from tests.support.receivers import Receiver, running_receiver
 from tests.support.upstreams import Upstream
 
 ADMIN = {"listen": "127.0.0.1:0"}
@@ -167,3 +168,74 @@ def admin(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> Itera
         yield Admin(portico, tokens)
     finally:
         portico.stop()
+
+
+# -- events and webhooks ---------------------------------------------------------------------------
+
+FAST_DELIVERY = {
+    # The receiver is on 127.0.0.1 over http: the development mode and an allowlist open it.
+    "allow_http": True,
+    "allow_networks": ["127.0.0.0/8"],
+    "schedule": [0, 0.05, 0.05],
+    "jitter": 0,
+    "timeout": 2,
+    "claim_timeout": 5,
+    "poll_interval": 0.05,
+}
+EVENT_TYPES = {
+    "order.created": {
+        "description": "An order was placed.",
+        "version": "2",
+        "owner": "team-orders",
+        "schema": {
+            "type": "object",
+            "required": ["order_id"],
+            "properties": {"order_id": {"type": "string"}, "total": {"type": "number"}},
+        },
+    },
+    "order.shipped": {"description": "An order left the warehouse."},
+}
+
+
+@dataclass
+class EventsAdmin(Admin):
+    receiver: Receiver
+
+    @property
+    def config_path(self) -> Path:
+        return self.portico.config_path
+
+
+@pytest.fixture(scope="module")
+def events_admin(
+    tmp_path_factory: pytest.TempPathFactory, upstream: Upstream
+) -> Iterator[EventsAdmin]:
+    """The admin API of a ``portico serve`` that delivers webhooks to a real receiver; the
+    config declares one endpoint of its own (``ep_cfg_audit``, for acme/shop)."""
+    directory = tmp_path_factory.mktemp("events-admin")
+    with running_receiver() as receiver:
+        events = {
+            "types": EVENT_TYPES,
+            "delivery": FAST_DELIVERY,
+            "endpoints": {
+                "audit": {
+                    "consumer": "acme/shop",
+                    "url": receiver.url("/config"),
+                    "types": ["order.shipped"],
+                    "secret": "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                }
+            },
+        }
+        portico = PorticoProcess(directory, admin_config(upstream.url, events=events))
+        try:
+            path = portico.config_path
+            tokens = {
+                "admin": make_token(path, "admin"),
+                "operator": make_token(path, "operator"),
+                "viewer": make_token(path, "viewer"),
+                "acme-operator": make_token(path, "operator", "--tenant", "acme"),
+                "acme-viewer": make_token(path, "viewer", "--tenant", "acme"),
+            }
+            yield EventsAdmin(portico, tokens, receiver)
+        finally:
+            portico.stop()

@@ -35,9 +35,11 @@ from portico.admin.endpoints import (
     catalog,
     config,
     edits,
+    events,
     oauth_clients,
     signing_keys,
     usage,
+    webhooks,
     whoami,
 )
 from portico.admin.problems import AdminProblem, problem_response
@@ -69,6 +71,7 @@ Portico's admin API: the running config's services, routes, tenants, consumers a
 clients (read-only: they change in `portico.yaml`), the API catalog (services with their
 owners, lifecycles and operations, and the merged OpenAPI document of an audience), API keys
 (created, rotated, revoked), the OAuth server's signing keys, rate-limit usage, cache purges,
+event types and publishing, webhook endpoints and their deliveries (dead letters, redelivery),
 and the audit log.
 
 Every request carries an admin token, `Authorization: Bearer padm_...` (`portico admin tokens
@@ -97,6 +100,8 @@ def build_app(context: AdminContext) -> FastAPI:
         (signing_keys.router, "signing-keys"),
         (usage.router, "usage"),
         (cache.router, "cache"),
+        (events.router, "events"),
+        (webhooks.router, "webhooks"),
         (audit.router, "audit-log"),
         (whoami.router, "tokens"),
     )
@@ -268,7 +273,8 @@ def _document(app: FastAPI) -> dict[str, Any]:
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
-            responses.pop("422", None)
+            if responses.get("422", {}).get("description") == "Validation Error":
+                responses.pop("422")  # FastAPI's own, which this API never answers
             wanted = dict(_ALWAYS)
             if "{" in path:
                 wanted["404"] = "No such entity (or one the token's tenant does not see)"
@@ -321,6 +327,19 @@ def _link(document: dict[str, Any]) -> None:
         "RotateApiKey": paths.get(f"{key}/rotate", {}).get("post", {}).get("operationId"),
         "RevokeApiKey": paths.get(f"{key}/revoke", {}).get("post", {}).get("operationId"),
     }
+    _link_created(
+        paths,
+        f"{PREFIX}/webhook-endpoints",
+        "endpoint_id",
+        {
+            "GetWebhookEndpoint": ("", "get"),
+            "ChangeWebhookEndpoint": ("", "patch"),
+            "DisableWebhookEndpoint": ("/disable", "post"),
+            "EnableWebhookEndpoint": ("/enable", "post"),
+            "RotateWebhookSecret": ("/rotate-secret", "post"),
+            "DeleteWebhookEndpoint": ("", "delete"),
+        },
+    )
     for path, where in ((f"{PREFIX}/api-keys", "/id"), (f"{key}/rotate", "/new/id")):
         created = paths.get(path, {}).get("post", {}).get("responses", {}).get("201")
         if created is None:
@@ -330,3 +349,22 @@ def _link(document: dict[str, Any]) -> None:
             for name, operation in follow.items()
             if operation is not None
         }
+
+
+def _link_created(
+    paths: dict[str, Any], collection: str, parameter: str, follow: dict[str, tuple[str, str]]
+) -> None:
+    """Links from the ``201`` of ``POST collection`` to the operations on what it created
+    (``collection/{parameter}`` and below), with the created entity's ``id``."""
+    created = paths.get(collection, {}).get("post", {}).get("responses", {}).get("201")
+    if created is None:
+        return
+    links = {}
+    for name, (suffix, method) in follow.items():
+        operation = paths.get(f"{collection}/{{{parameter}}}{suffix}", {}).get(method)
+        if operation is not None:
+            links[name] = {
+                "operationId": operation["operationId"],
+                "parameters": {parameter: "$response.body#/id"},
+            }
+    created["links"] = links

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from portico.config.model import PorticoConfig
+from portico.events.service import Events
 from portico.shared.state import SharedState
 from portico.store.database import Database
 from portico.store.repositories import StateRevision
@@ -53,3 +54,11 @@ class AdminContext:
     entities_source: Literal["file", "store"] = "file"
     """Where the served entities come from: ``file`` refuses the admin API's edits of them."""
     state: CheckedState = field(default_factory=CheckedState)
+    events: Events = field(init=False)
+    """Event types, publishing, webhook endpoints and the delivery log, over this database and
+    these secrets, reading the running config's ``events`` section. It never delivers: the
+    gateway's process (or ``--role worker``) does, and finds what the admin API queued at its
+    next poll."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "events", Events(self.database, self.secrets, self.config))

@@ -20,6 +20,7 @@ from portico.cli import catalog as catalog_cli
 from portico.cli import routes as routes_cli
 from portico.cli import secrets as secrets_cli
 from portico.cli import sync as sync_cli
+from portico.events import cli as events_cli
 from portico.identity import cli as identity_cli
 from portico.identity.oauth import cli as oauth_cli
 
@@ -335,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin_cli.register(sub, load_config)
     sync_cli.register(sub)
     catalog_cli.register(sub, load_config)
+    events_cli.register(sub, load_config)
 
     demo = command(
         "demo", "run Portico with sample backends and a sample config, for a first look", cmd_demo
@@ -388,6 +390,10 @@ def _command_name(args: argparse.Namespace) -> str:
         "admin_command",
         "tokens_command",
         "catalog_command",
+        "events_command",
+        "webhooks_command",
+        "endpoints_command",
+        "deliveries_command",
     ):
         value = getattr(args, key, None)
         if value:

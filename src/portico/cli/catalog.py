@@ -1,6 +1,8 @@
 """``portico catalog``: the API catalog of a config (docs/catalog.md).
 
 - ``portico catalog list``: each service with its API, version, lifecycle, audience and owner;
+- ``portico catalog event-types``: each event type with its version, owner and description
+  (``--json``: and the JSON Schema of its data);
 - ``portico catalog export --audience public``: the merged OpenAPI 3.1 document of what an
   audience sees (:mod:`portico.admin.catalog.openapi`), as YAML or JSON.
 
@@ -72,6 +74,17 @@ def register(subparsers: Any, load_config: Callable[[Path], PorticoConfig]) -> N
     listing.add_argument("--json", action="store_true", help="a JSON list instead of a table")
     listing.set_defaults(func=lambda args: cmd_list(args, load_config))
 
+    kinds = sub.add_parser(
+        "event-types",
+        help="each event type: version, owner, description (and its schema with --json)",
+        description="The event types of the config's events section and Portico's own "
+        "operational types, with their versions, owners and descriptions; --json adds the JSON "
+        "Schema of each type's data.",
+    )
+    config_option(kinds)
+    kinds.add_argument("--json", action="store_true", help="a JSON list instead of a table")
+    kinds.set_defaults(func=lambda args: cmd_event_types(args, load_config))
+
     export = sub.add_parser(
         "export",
         help="print (or write) the merged OpenAPI 3.1 document an audience sees",
@@ -120,6 +133,22 @@ def cmd_list(args: argparse.Namespace, load_config: Callable[[Path], PorticoConf
         return 0
     columns = ("service", "api", "version", "lifecycle", "audience", "owner")
     cells = [[str(row[c] if row[c] is not None else "-") for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    for line in [list(columns), *cells]:
+        print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_event_types(args: argparse.Namespace, load_config: Callable[[Path], PorticoConfig]) -> int:
+    config = load_config(args.config)
+    from portico.admin.catalog.events import event_types
+
+    entries = event_types(config)
+    if args.json:
+        print(json.dumps([entry.describe() for entry in entries], indent=2))
+        return 0
+    columns = ("type", "version", "owner", "description")
+    cells = [[e.name, e.version, e.owner or "-", e.description] for e in entries]
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
     for line in [list(columns), *cells]:
         print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())

@@ -14,6 +14,7 @@ from portico.gateway.headers import Headers
 from portico.gateway.problems import ProblemType, problem
 
 __all__ = [
+    "DELIVERY_NOT_DEAD",
     "DELIVERY_NOT_FOUND",
     "ENDPOINT_NOT_FOUND",
     "ENDPOINT_READ_ONLY",
@@ -36,7 +37,10 @@ ENDPOINT_REFUSED = ProblemType(
 ENDPOINT_READ_ONLY = ProblemType(
     "endpoint-read-only", 409, "The webhook endpoint is declared in the config file"
 )
-DELIVERY_NOT_FOUND = ProblemType("delivery-not-found", 404, "No such delivery")
+DELIVERY_NOT_FOUND = ProblemType("delivery-not-found", 404, "No such webhook delivery")
+DELIVERY_NOT_DEAD = ProblemType(
+    "delivery-not-dead", 409, "Only a dead (or cancelled) delivery can be redelivered"
+)
 WEBHOOK_SIGNATURE_INVALID = ProblemType(
     "webhook-signature-invalid", 401, "The webhook's signature does not verify"
 )
@@ -48,6 +52,7 @@ TYPES: tuple[ProblemType, ...] = (
     ENDPOINT_REFUSED,
     ENDPOINT_READ_ONLY,
     DELIVERY_NOT_FOUND,
+    DELIVERY_NOT_DEAD,
     WEBHOOK_SIGNATURE_INVALID,
 )
 

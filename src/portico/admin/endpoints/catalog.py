@@ -1,7 +1,7 @@
 """The API catalog, read-only (docs/catalog.md): each service with its owner, description,
 tags, API and version (and the other versions of its API), lifecycle and audience, its routes
-and the operations they expose with the scopes each needs; and the merged OpenAPI document of
-an audience.
+and the operations they expose with the scopes each needs; the merged OpenAPI document of
+an audience; and the event types a webhook subscriber receives.
 
 From the running config, as the last reload applied it (the documents from their files, read
 again when they change). Every tenant's: a tenant-scoped token gets 403 ``tenant-scoped``,
@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from portico.admin.authentication import context_of
+from portico.admin.catalog.events import event_types
 from portico.admin.catalog.openapi import merged_document
 from portico.admin.catalog.operations import ExposedOperation, service_operations
 from portico.admin.endpoints.common import (
@@ -31,6 +32,7 @@ from portico.admin.endpoints.common import (
     not_found,
     page_response,
 )
+from portico.admin.endpoints.events import EventTypePage, EventTypeView
 from portico.admin.pagination import Page, etag_of, next_link, not_modified, paginate, parse_sort
 from portico.admin.state import current_config
 from portico.config.catalog import Audience, LifecycleState
@@ -272,6 +274,20 @@ def get_catalog_document(
     if not_modified(if_none_match, etag):
         return Response(status_code=304, headers=headers)
     return JSONResponse(document, headers=headers)
+
+
+@router.get(
+    "/catalog/event-types",
+    response_model=EventTypePage,
+    summary="List the event types of the catalog",
+)
+def list_catalog_event_types(request: Request, caller: Caller) -> Response:
+    """The event types (name, description, version, owner, the JSON Schema of the `data`),
+    by name: what a subscriber of the webhooks receives. The same as `GET /event-types` and
+    `portico catalog event-types`."""
+    caller.require_every_tenant()
+    items = [EventTypeView.of(entry) for entry in event_types(_config(request))]
+    return page_response(EventTypePage(items=items, next_cursor=None, next=None), request, None)
 
 
 @router.get(

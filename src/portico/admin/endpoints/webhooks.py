@@ -1,0 +1,821 @@
+"""Webhook endpoints and their deliveries, as an operator manages them (docs/admin-api.md#webhooks,
+docs/webhooks-operations.md): every consumer's, or a tenant-scoped token's tenant's only.
+
+- endpoints: list, get, create for a consumer (the signing secret is in that answer only),
+  change, delete, rotate the secret (the previous one keeps signing during the overlap),
+  enable and disable; redeliver an endpoint's deliveries that died within a time range;
+- deliveries: list (by endpoint, status, event type, consumer, publishing time), get one with
+  its event and every attempt, redeliver one that is dead.
+
+An endpoint or delivery of a tenant the token does not see answers 404, as one that does not
+exist: an id cannot be probed. The endpoints of the config file (``ep_cfg_...``, ``source:
+config``) change in the file: changing, deleting or rotating one is 409 ``endpoint-read-only``;
+an operator may still disable, enable and redeliver them. Every change is written to the audit
+log (never a secret).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from portico.admin.authentication import Principal, context_of
+from portico.admin.context import AdminContext
+from portico.admin.endpoints.common import (
+    DEFAULT,
+    Caller,
+    Cursor,
+    IfNoneMatch,
+    Limit,
+    entity_response,
+    page_response,
+)
+from portico.admin.pagination import (
+    Page,
+    cursor_after,
+    cursor_key,
+    etag_of,
+    invalid,
+    next_link,
+)
+from portico.admin.problems import ENTITY_CONFLICT, AdminProblem
+from portico.admin.roles import Role
+from portico.admin.state import config_now
+from portico.config.events import TYPE_FILTER_PATTERN
+from portico.config.model import PorticoConfig
+from portico.events.endpoints import CONFIG_PREFIX, Endpoint, UnknownEndpoint
+from portico.events.log import DeliveryFilter
+from portico.events.moments import MOMENT_HELP, InvalidMoment, parse_moment
+from portico.events.problems import (
+    DELIVERY_NOT_DEAD,
+    DELIVERY_NOT_FOUND,
+    ENDPOINT_NOT_FOUND,
+    ENDPOINT_READ_ONLY,
+    ENDPOINT_REFUSED,
+)
+from portico.events.registration import EndpointRefused, check_endpoint
+from portico.gateway.problems import PROBLEM_CONTENT_TYPE
+from portico.store.repositories import AuditLog
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+MAX_OVERLAP = 30 * 86400
+CONSUMER_PATTERN = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"
+ORDERING_PATTERN = r"^(endpoint|data(\.[A-Za-z0-9_-]+)+)$"
+DISABLED_BY_OPERATOR = "disabled by an operator"
+DISABLED_IN_CONFIG = "disabled in the config"
+REDELIVERABLE = ("dead", "cancelled")
+_PROBLEM = {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+_REFUSED: dict[int | str, dict[str, Any]] = {
+    422: {
+        "description": "The URL breaks the SSRF rules, a type is not in the catalog, or the "
+        "payload filter does not compile (`endpoint-refused`, with `errors` and the URL's "
+        "`reason`)",
+        "content": _PROBLEM,
+    }
+}
+DeliveryStatus = Literal["pending", "succeeded", "dead", "cancelled"]
+DeliveryId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The delivery's id.")]
+
+
+# -- representations -----------------------------------------------------------------------------
+
+
+class OrderingView(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field("endpoint", pattern=ORDERING_PATTERN, max_length=200)
+    """`endpoint` (one queue for the endpoint) or a payload field (`data.order_id`)."""
+
+
+class EndpointView(BaseModel):
+    id: str
+    consumer: str
+    """`tenant/name`: who owns it, manages it on the gateway and sees its deliveries."""
+    tenant: str
+    url: str
+    description: str | None
+    types: list[str]
+    filter: dict[str, Any] | None
+    rate_limit: float | None
+    concurrency: int | None
+    ordering: OrderingView | None
+    source: str
+    """`consumer` (the consumer API), `admin` (this API or the CLI) or `config` (the file)."""
+    disabled: bool
+    disabled_at: str | None
+    disabled_reason: str | None
+    created_at: str
+    updated_at: str
+
+
+class IssuedEndpointView(EndpointView):
+    secret: str
+    """The signing secret (`whsec_...`): in this answer only, never again."""
+
+
+class EndpointPage(Page[EndpointView]):
+    pass
+
+
+class _EndpointFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: str | None = Field(None, max_length=4000)
+    filter: dict[str, Any] | None = None
+    """Conditions on the event's fields, all of which must hold
+    (`{"data.total": {"gte": 100}}`)."""
+    rate_limit: float | None = Field(None, gt=0, le=100_000)
+    """Deliveries per second to this endpoint at most."""
+    concurrency: int | None = Field(None, ge=1, le=10_000)
+    """Deliveries in flight to this endpoint at most, per delivering process."""
+    ordering: OrderingView | None = None
+    """FIFO delivery per key."""
+
+
+class EndpointCreation(_EndpointFields):
+    consumer: str = Field(pattern=CONSUMER_PATTERN, max_length=400)
+    """`tenant/name`, a consumer of the config: the endpoint's owner."""
+    url: str = Field(min_length=1, max_length=2000)
+    """`https://...` (`http` only where `events.delivery.allow_http` is on)."""
+    types: list[Annotated[str, Field(pattern=TYPE_FILTER_PATTERN, max_length=200)]] = Field(
+        default_factory=lambda: ["*"], min_length=1, max_length=100
+    )
+    """Event types delivered: names, `prefix.*` or `*`."""
+
+
+class EndpointChanges(_EndpointFields):
+    """Only the fields given change; `null` removes an optional one."""
+
+    url: str | None = Field(None, min_length=1, max_length=2000)
+    types: list[Annotated[str, Field(pattern=TYPE_FILTER_PATTERN, max_length=200)]] | None = Field(
+        None, min_length=1, max_length=100
+    )
+
+
+class SecretRotation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    overlap: int | None = Field(None, ge=0, le=MAX_OVERLAP)
+    """Seconds the previous secrets keep signing beside the new one (default:
+    `events.delivery.secret_overlap`)."""
+
+
+class RotatedSecret(BaseModel):
+    secret: str
+    """The new signing secret: in this answer only."""
+    previous_secrets_valid_until: str
+    """Until then every delivery carries a signature of each secret."""
+
+
+class Redelivery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    since: str = Field(min_length=1, max_length=64)
+    """Deliveries that died at or after this moment (ISO 8601 with its offset, or a Unix
+    time)."""
+    until: str = Field(min_length=1, max_length=64)
+    """... and before this one."""
+
+
+class Redelivered(BaseModel):
+    redelivered: int
+    """Deliveries made pending again, due now."""
+
+
+class DeliveryView(BaseModel):
+    id: int
+    event_id: str
+    event_type: str
+    endpoint_id: str
+    consumer: str | None
+    """The endpoint's owner (`null`: the endpoint was deleted since)."""
+    status: DeliveryStatus
+    attempts: int
+    ordering_key: str | None
+    published_at: str | None
+    first_attempt_at: str | None
+    next_attempt_at: str | None
+    finished_at: str | None
+    last_status: int | None
+    last_error: str | None
+
+
+class DeliveryPage(Page[DeliveryView]):
+    pass
+
+
+class AttemptView(BaseModel):
+    id: int
+    attempt: int
+    at: str | None
+    status: int | None
+    """The receiver's HTTP status (`null`: no answer; see `error`)."""
+    latency_ms: float | None
+    response_headers: list[list[str]] | None
+    response_body: str | None
+    """The start of the response body (`events.delivery.response_body_limit`)."""
+    error: str | None
+    """The error class when there was no usable answer (`timeout`, `connection-refused`,
+    a refused destination's reason...)."""
+    outcome: str
+
+
+class EventView(BaseModel):
+    id: str
+    type: str
+    tenant: str | None
+    publisher: str
+    created_at: str
+    payload: str
+    """The body every endpoint receives, as signed and sent."""
+
+
+class DeliveryDetail(DeliveryView):
+    event: EventView | None
+    attempt_log: list[AttemptView]
+    """Every attempt, first first."""
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _view(endpoint: Endpoint) -> EndpointView:
+    return EndpointView.model_validate({**endpoint.describe(), "tenant": endpoint.tenant})
+
+
+def _endpoint_not_found(endpoint_id: str) -> AdminProblem:
+    return AdminProblem(ENDPOINT_NOT_FOUND, f"no webhook endpoint {endpoint_id}")
+
+
+def _delivery_not_found(delivery_id: int) -> AdminProblem:
+    return AdminProblem(DELIVERY_NOT_FOUND, f"no webhook delivery {delivery_id}")
+
+
+async def _visible_endpoint(context: AdminContext, caller: Principal, endpoint_id: str) -> Endpoint:
+    try:
+        endpoint = await run_in_threadpool(context.events.endpoints.get, endpoint_id)
+    except UnknownEndpoint:
+        raise _endpoint_not_found(endpoint_id) from None
+    if not caller.sees(endpoint.tenant):
+        raise _endpoint_not_found(endpoint_id)
+    return endpoint
+
+
+def _from_file(endpoint: Endpoint) -> bool:
+    return endpoint.source == "config" or endpoint.id.startswith(CONFIG_PREFIX)
+
+
+def _refuse_from_file(endpoint: Endpoint, what: str) -> None:
+    if _from_file(endpoint):
+        name = endpoint.id.removeprefix(CONFIG_PREFIX)
+        raise AdminProblem(
+            ENDPOINT_READ_ONLY,
+            f"webhook endpoint {endpoint.id} is declared in portico.yaml "
+            f"(events.endpoints.{name}): {what} it there",
+        )
+
+
+def _refused(exc: EndpointRefused) -> AdminProblem:
+    errors = [{"pointer": r.pointer, "message": r.message} for r in exc.refusals]
+    reasons = [r.reason for r in exc.refusals if r.reason is not None]
+    extensions: dict[str, Any] = {"errors": errors}
+    if reasons:
+        extensions["reason"] = reasons[0]
+    return AdminProblem(ENDPOINT_REFUSED, str(exc), **extensions)
+
+
+def _check(
+    context: AdminContext,
+    url: str | None,
+    types: list[str] | None,
+    filter: dict[str, Any] | None,
+) -> None:
+    events = context.events
+    try:
+        check_endpoint(events.destinations(), events.catalog(), url=url, types=types, filter=filter)
+    except EndpointRefused as exc:
+        raise _refused(exc) from None
+
+
+def _consumer_of(config: PorticoConfig, caller: Principal, consumer: str) -> str:
+    tenant_name, _, name = consumer.partition("/")
+    tenant = config.tenants.get(tenant_name)
+    if tenant is None or name not in tenant.consumers or not caller.sees(tenant_name):
+        raise invalid("/consumer", f"no consumer {consumer} in the config")
+    return consumer
+
+
+def _moment(pointer: str, text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return parse_moment(text)
+    except InvalidMoment:
+        raise invalid(pointer, f"{MOMENT_HELP}, e.g. 2026-01-31T12:00:00Z") from None
+
+
+def _range(
+    where: str, since_text: str | None, until_text: str | None
+) -> tuple[float | None, float | None]:
+    since = _moment(f"{where}/since", since_text)
+    until = _moment(f"{where}/until", until_text)
+    if since is not None and until is not None and since >= until:
+        raise invalid(f"{where}/until", "until must be later than since")
+    return since, until
+
+
+def _record(
+    context: AdminContext,
+    caller: Principal,
+    action: str,
+    target: str,
+    *,
+    tenant: str | None,
+    before: EndpointView | None = None,
+    after: EndpointView | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """One audit entry: the endpoint's state before and after, which never holds a secret."""
+    AuditLog(context.database).record(
+        caller.author,
+        action,
+        target,
+        tenant=tenant,
+        before=None if before is None else before.model_dump(mode="json"),
+        after=None if after is None else after.model_dump(mode="json"),
+        detail=detail or {},
+    )
+
+
+# -- endpoints -----------------------------------------------------------------------------------
+
+
+@router.get("/webhook-endpoints", response_model=EndpointPage, summary="List webhook endpoints")
+def list_webhook_endpoints(
+    request: Request,
+    caller: Caller,
+    consumer: Annotated[
+        str | None, Query(description="Only this consumer's (`tenant/name`).", max_length=400)
+    ] = None,
+    tenant: Annotated[
+        str | None, Query(description="Only this tenant's consumers'.", max_length=200)
+    ] = None,
+    limit: Limit = DEFAULT,
+    cursor: Cursor = None,
+) -> Response:
+    """Every consumer's endpoints by id (a tenant-scoped token: its tenant's), never a
+    secret."""
+    scope = caller.token.tenant
+    after = None
+    if cursor is not None:
+        key = cursor_key(cursor, "id")
+        if len(key) != 1 or not isinstance(key[0], str):
+            raise invalid("/query/cursor", "not a cursor this API gave")
+        after = key[0]
+    found: list[Endpoint] = []
+    if scope is None or tenant in (None, scope):
+        found = context_of(request).events.endpoints.list(
+            consumer=consumer,
+            tenant=scope if scope is not None else tenant,
+            after=after,
+            limit=limit + 1,
+        )
+    more = len(found) > limit
+    found = found[:limit]
+    following = cursor_after("id", (found[-1].id,)) if more and found else None
+    url = next_link(request, following)
+    page = EndpointPage(items=[_view(e) for e in found], next_cursor=following, next=url)
+    return page_response(page, request, url)
+
+
+@router.post(
+    "/webhook-endpoints",
+    status_code=201,
+    response_model=IssuedEndpointView,
+    summary="Create a webhook endpoint",
+    responses={201: {"description": "Created; its secret is in this answer only"}, **_REFUSED},
+)
+async def create_webhook_endpoint(
+    request: Request, caller: Caller, body: EndpointCreation
+) -> Response:
+    """A new endpoint of a consumer of the config, with a new signing secret (shown once).
+    Its URL is checked against the SSRF rules now, and its addresses again at every
+    delivery."""
+    caller.require(Role.OPERATOR)
+    context = context_of(request)
+    consumer = _consumer_of(await config_now(context), caller, body.consumer)
+    _check(context, body.url, body.types, body.filter)
+
+    def write() -> tuple[Endpoint, str]:
+        endpoint, secret = context.events.endpoints.create(
+            consumer,
+            body.url,
+            types=body.types,
+            description=body.description,
+            filter=body.filter,
+            rate_limit=body.rate_limit,
+            concurrency=body.concurrency,
+            ordering_key=None if body.ordering is None else body.ordering.key,
+            source="admin",
+        )
+        _record(
+            context,
+            caller,
+            "webhook_endpoint.create",
+            endpoint.id,
+            tenant=endpoint.tenant,
+            after=_view(endpoint),
+        )
+        return endpoint, secret
+
+    endpoint, secret = await run_in_threadpool(write)
+    view = _view(endpoint)
+    issued = IssuedEndpointView(secret=secret, **view.model_dump())
+    return entity_response(
+        issued,
+        status=201,
+        tag=etag_of(view),
+        location=f"{request.url.path}/{endpoint.id}",
+    )
+
+
+@router.get(
+    "/webhook-endpoints/{endpoint_id}",
+    response_model=EndpointView,
+    summary="Get a webhook endpoint",
+    responses={304: {"description": "Not modified (`If-None-Match`)"}},
+)
+async def get_webhook_endpoint(
+    request: Request, caller: Caller, endpoint_id: str, if_none_match: IfNoneMatch = None
+) -> Response:
+    endpoint = await _visible_endpoint(context_of(request), caller, endpoint_id)
+    return entity_response(_view(endpoint), if_none_match)
+
+
+@router.patch(
+    "/webhook-endpoints/{endpoint_id}",
+    response_model=EndpointView,
+    summary="Change a webhook endpoint",
+    responses=_REFUSED,
+)
+async def update_webhook_endpoint(
+    request: Request, caller: Caller, endpoint_id: str, body: EndpointChanges
+) -> Response:
+    """Change the fields given (`null` removes an optional one); the secret stays."""
+    caller.require(Role.OPERATOR)
+    context = context_of(request)
+    endpoint = await _visible_endpoint(context, caller, endpoint_id)
+    _refuse_from_file(endpoint, "change")
+    given = body.model_fields_set
+    for required in ("url", "types"):
+        if required in given and getattr(body, required) is None:
+            raise invalid(f"/{required}", f"{required} cannot be removed, only changed")
+    _check(
+        context,
+        body.url if "url" in given else None,
+        body.types if "types" in given else None,
+        body.filter if "filter" in given else None,
+    )
+    changes: dict[str, Any] = {}
+    for name in given:
+        if name == "ordering":
+            changes["ordering_key"] = None if body.ordering is None else body.ordering.key
+        else:
+            changes[name] = getattr(body, name)
+
+    def write() -> Endpoint:
+        after = context.events.endpoints.update(endpoint.id, changes) if changes else endpoint
+        if changes:
+            _record(
+                context,
+                caller,
+                "webhook_endpoint.update",
+                endpoint.id,
+                tenant=endpoint.tenant,
+                before=_view(endpoint),
+                after=_view(after),
+            )
+        return after
+
+    try:
+        after = await run_in_threadpool(write)
+    except UnknownEndpoint:
+        raise _endpoint_not_found(endpoint_id) from None
+    return entity_response(_view(after))
+
+
+@router.delete(
+    "/webhook-endpoints/{endpoint_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a webhook endpoint",
+)
+async def delete_webhook_endpoint(request: Request, caller: Caller, endpoint_id: str) -> Response:
+    """Remove the endpoint and its secrets; its pending deliveries are cancelled (they stay in
+    the delivery log until the retention prunes them)."""
+    caller.require(Role.OPERATOR)
+    context = context_of(request)
+    endpoint = await _visible_endpoint(context, caller, endpoint_id)
+    _refuse_from_file(endpoint, "remove")
+
+    def write() -> None:
+        context.events.endpoints.delete(endpoint.id)
+        _record(
+            context,
+            caller,
+            "webhook_endpoint.delete",
+            endpoint.id,
+            tenant=endpoint.tenant,
+            before=_view(endpoint),
+        )
+
+    try:
+        await run_in_threadpool(write)
+    except UnknownEndpoint:
+        raise _endpoint_not_found(endpoint_id) from None
+    return Response(status_code=204, headers={"cache-control": "no-store"})
+
+
+@router.post(
+    "/webhook-endpoints/{endpoint_id}/rotate-secret",
+    response_model=RotatedSecret,
+    summary="Rotate a webhook endpoint's secret",
+)
+async def rotate_webhook_secret(
+    request: Request, caller: Caller, endpoint_id: str, body: SecretRotation | None = None
+) -> Response:
+    """A new signing secret (shown once); the previous ones keep signing beside it during the
+    overlap, so the receiver switches at its own pace."""
+    caller.require(Role.OPERATOR)
+    body = body or SecretRotation()
+    context = context_of(request)
+    endpoint = await _visible_endpoint(context, caller, endpoint_id)
+    _refuse_from_file(endpoint, "rotate its secret")
+    overlap = (
+        float(body.overlap)
+        if body.overlap is not None
+        else context.events.delivery().secret_overlap
+    )
+
+    def write() -> tuple[str, datetime]:
+        secret = context.events.endpoints.rotate(endpoint.id, overlap)
+        until = datetime.now(UTC) + timedelta(seconds=overlap)
+        _record(
+            context,
+            caller,
+            "webhook_endpoint.rotate_secret",
+            endpoint.id,
+            tenant=endpoint.tenant,
+            detail={"overlap": overlap, "previous_secrets_valid_until": until.isoformat()},
+        )
+        return secret, until
+
+    try:
+        secret, until = await run_in_threadpool(write)
+    except UnknownEndpoint:
+        raise _endpoint_not_found(endpoint_id) from None
+    rotated = RotatedSecret(secret=secret, previous_secrets_valid_until=until.isoformat())
+    return page_response(rotated, request, None)
+
+
+async def _set_disabled(
+    request: Request, caller: Principal, endpoint_id: str, reason: str | None
+) -> Response:
+    caller.require(Role.OPERATOR)
+    context = context_of(request)
+    endpoint = await _visible_endpoint(context, caller, endpoint_id)
+    if reason is None and endpoint.disabled_reason == DISABLED_IN_CONFIG:
+        _refuse_from_file(endpoint, "enable")
+    if (reason is None) == endpoint.enabled:
+        return entity_response(_view(endpoint))  # already so: nothing changes, nothing audited
+
+    def write() -> Endpoint:
+        after = context.events.endpoints.set_disabled(endpoint.id, reason)
+        _record(
+            context,
+            caller,
+            "webhook_endpoint.enable" if reason is None else "webhook_endpoint.disable",
+            endpoint.id,
+            tenant=endpoint.tenant,
+            before=_view(endpoint),
+            after=_view(after),
+        )
+        return after
+
+    try:
+        after = await run_in_threadpool(write)
+    except UnknownEndpoint:
+        raise _endpoint_not_found(endpoint_id) from None
+    return entity_response(_view(after))
+
+
+@router.post(
+    "/webhook-endpoints/{endpoint_id}/disable",
+    response_model=EndpointView,
+    summary="Disable a webhook endpoint",
+)
+async def disable_webhook_endpoint(request: Request, caller: Caller, endpoint_id: str) -> Response:
+    """Its deliveries wait (nothing is lost) until it is enabled again."""
+    return await _set_disabled(request, caller, endpoint_id, DISABLED_BY_OPERATOR)
+
+
+@router.post(
+    "/webhook-endpoints/{endpoint_id}/enable",
+    response_model=EndpointView,
+    summary="Enable a webhook endpoint",
+)
+async def enable_webhook_endpoint(request: Request, caller: Caller, endpoint_id: str) -> Response:
+    """Its waiting deliveries flow again; its failure period starts afresh."""
+    return await _set_disabled(request, caller, endpoint_id, None)
+
+
+@router.post(
+    "/webhook-endpoints/{endpoint_id}/redeliver",
+    response_model=Redelivered,
+    summary="Redeliver an endpoint's dead deliveries",
+)
+async def redeliver_webhook_endpoint(
+    request: Request, caller: Caller, endpoint_id: str, body: Redelivery
+) -> Response:
+    """Make the endpoint's deliveries that died (or were cancelled) within `[since, until)`
+    pending again, due now, their attempts counted from zero."""
+    caller.require(Role.OPERATOR)
+    since, until = _range("", body.since, body.until)
+    context = context_of(request)
+    endpoint = await _visible_endpoint(context, caller, endpoint_id)
+
+    def write() -> int:
+        count = context.events.queue.redeliver(
+            endpoint_id=endpoint.id, since=since, until=until, now=time.time()
+        )
+        _record(
+            context,
+            caller,
+            "webhook_endpoint.redeliver",
+            endpoint.id,
+            tenant=endpoint.tenant,
+            detail={"since": body.since, "until": body.until, "redelivered": count},
+        )
+        return count
+
+    count = await run_in_threadpool(write)
+    return page_response(Redelivered(redelivered=count), request, None)
+
+
+# -- deliveries ----------------------------------------------------------------------------------
+
+
+def _delivery_view(found: dict[str, Any]) -> DeliveryView:
+    return DeliveryView.model_validate(found)
+
+
+def _tenant_of(found: dict[str, Any]) -> str | None:
+    consumer = found.get("consumer")
+    return None if consumer is None else str(consumer).partition("/")[0]
+
+
+def _visible_delivery(caller: Principal, found: dict[str, Any] | None) -> bool:
+    if found is None:
+        return False
+    tenant = _tenant_of(found)
+    # The endpoint of a delivery may be gone: then only a token of every tenant sees it.
+    return caller.token.tenant is None or (tenant is not None and caller.sees(tenant))
+
+
+Since = Annotated[
+    str | None,
+    Query(
+        description="Published at or after (ISO 8601 with its offset, or a Unix time).",
+        max_length=64,
+    ),
+]
+Until = Annotated[
+    str | None,
+    Query(
+        description="Published before (ISO 8601 with its offset, or a Unix time).", max_length=64
+    ),
+]
+
+
+@router.get("/webhook-deliveries", response_model=DeliveryPage, summary="List webhook deliveries")
+def list_webhook_deliveries(
+    request: Request,
+    caller: Caller,
+    endpoint_id: Annotated[str | None, Query(description="Only this endpoint's.")] = None,
+    status: Annotated[
+        DeliveryStatus | None,
+        Query(description="Only deliveries in this state (`dead`: the dead letters)."),
+    ] = None,
+    event_type: Annotated[str | None, Query(description="Only events of this type.")] = None,
+    consumer: Annotated[
+        str | None, Query(description="Only the endpoints of this consumer (`tenant/name`).")
+    ] = None,
+    since: Since = None,
+    until: Until = None,
+    limit: Limit = DEFAULT,
+    cursor: Cursor = None,
+) -> Response:
+    """The delivery log, newest first: every consumer's (a tenant-scoped token: its tenant's)."""
+    start, end = _range("/query", since, until)
+    after = None
+    if cursor is not None:
+        key = cursor_key(cursor, "-id")
+        if len(key) != 1 or not isinstance(key[0], int) or isinstance(key[0], bool):
+            raise invalid("/query/cursor", "not a cursor this API gave")
+        after = key[0]
+    where = DeliveryFilter(
+        endpoint_id=endpoint_id,
+        consumer=consumer,
+        tenant=caller.token.tenant,
+        status=status,
+        event_type=event_type,
+        since=start,
+        until=end,
+    )
+    found = context_of(request).events.delivery_log.deliveries(where, after=after, limit=limit + 1)
+    more = len(found) > limit
+    found = found[:limit]
+    following = cursor_after("-id", (found[-1]["id"],)) if more and found else None
+    url = next_link(request, following)
+    items = [_delivery_view(d) for d in found]
+    return page_response(DeliveryPage(items=items, next_cursor=following, next=url), request, url)
+
+
+@router.get(
+    "/webhook-deliveries/{delivery_id}",
+    response_model=DeliveryDetail,
+    summary="Get a webhook delivery with its attempts",
+)
+def get_webhook_delivery(request: Request, caller: Caller, delivery_id: DeliveryId) -> Response:
+    """The delivery, its event (the body as sent) and every attempt: when, the receiver's
+    status, headers and the start of its body, the latency, the error class."""
+    log = context_of(request).events.delivery_log
+    found = log.delivery(delivery_id)
+    if found is None or not _visible_delivery(caller, found):
+        raise _delivery_not_found(delivery_id)
+    event = log.event(found["event_id"])
+    attempts = [AttemptView.model_validate(a) for a in log.attempts(delivery_id)]
+    detail = DeliveryDetail(
+        **_delivery_view(found).model_dump(),
+        event=None if event is None else EventView.model_validate(event),
+        attempt_log=attempts,
+    )
+    return page_response(detail, request, None)
+
+
+@router.post(
+    "/webhook-deliveries/{delivery_id}/redeliver",
+    response_model=DeliveryView,
+    summary="Redeliver a dead delivery",
+)
+async def redeliver_webhook_delivery(
+    request: Request, caller: Caller, delivery_id: DeliveryId
+) -> Response:
+    """Make a dead (or cancelled) delivery pending again, due now, its attempts counted from
+    zero; anything else is 409 `delivery-not-dead`."""
+    caller.require(Role.OPERATOR)
+    context = context_of(request)
+    events = context.events
+
+    def write() -> dict[str, Any]:
+        found = events.delivery_log.delivery(delivery_id)
+        if found is None or not _visible_delivery(caller, found):
+            raise _delivery_not_found(delivery_id)
+        if found["consumer"] is None:
+            raise AdminProblem(
+                ENTITY_CONFLICT,
+                f"the endpoint of delivery {delivery_id} was deleted: there is nowhere to send it",
+            )
+        if found["status"] not in REDELIVERABLE or not events.queue.redeliver(
+            delivery_ids=[delivery_id], now=time.time()
+        ):
+            raise AdminProblem(
+                DELIVERY_NOT_DEAD,
+                f"delivery {delivery_id} is {found['status']}: only a dead or cancelled "
+                "delivery is redelivered",
+            )
+        AuditLog(context.database).record(
+            caller.author,
+            "webhook_delivery.redeliver",
+            str(delivery_id),
+            tenant=_tenant_of(found),
+            before={"status": found["status"], "attempts": found["attempts"]},
+            after={"status": "pending", "attempts": 0},
+            detail={"endpoint_id": found["endpoint_id"], "event_id": found["event_id"]},
+        )
+        after = events.delivery_log.delivery(delivery_id)
+        assert after is not None
+        return after
+
+    after = await run_in_threadpool(write)
+    return page_response(_delivery_view(after), request, None)
