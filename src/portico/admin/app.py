@@ -39,6 +39,7 @@ from portico.admin.endpoints import (
     oauth_clients,
     signing_keys,
     usage,
+    webhook_deliveries,
     webhooks,
     whoami,
 )
@@ -102,6 +103,7 @@ def build_app(context: AdminContext) -> FastAPI:
         (cache.router, "cache"),
         (events.router, "events"),
         (webhooks.router, "webhooks"),
+        (webhook_deliveries.router, "webhooks"),
         (audit.router, "audit-log"),
         (whoami.router, "tokens"),
     )

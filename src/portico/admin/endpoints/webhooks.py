@@ -4,8 +4,8 @@ docs/webhooks-operations.md): every consumer's, or a tenant-scoped token's tenan
 - endpoints: list, get, create for a consumer (the signing secret is in that answer only),
   change, delete, rotate the secret (the previous one keeps signing during the overlap),
   enable and disable; redeliver an endpoint's deliveries that died within a time range;
-- deliveries: list (by endpoint, status, event type, consumer, publishing time), get one with
-  its event and every attempt, redeliver one that is dead.
+- deliveries (:mod:`~portico.admin.endpoints.webhook_deliveries`): list, get one with its event
+  and every attempt, redeliver one that is dead.
 
 An endpoint or delivery of a tenant the token does not see answers 404, as one that does not
 exist: an id cannot be probed. The endpoints of the config file (``ep_cfg_...``, ``source:
@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -37,24 +36,31 @@ from portico.admin.endpoints.common import (
     entity_response,
     page_response,
 )
+from portico.admin.endpoints.webhook_views import (
+    EndpointChanges,
+    EndpointCreation,
+    EndpointPage,
+    EndpointView,
+    IssuedEndpointView,
+    Redelivered,
+    Redelivery,
+    RotatedSecret,
+    SecretRotation,
+)
 from portico.admin.pagination import (
-    Page,
     cursor_after,
     cursor_key,
     etag_of,
     invalid,
     next_link,
 )
-from portico.admin.problems import ENTITY_CONFLICT, AdminProblem
+from portico.admin.problems import AdminProblem
 from portico.admin.roles import Role
 from portico.admin.state import config_now
-from portico.config.events import TYPE_FILTER_PATTERN
 from portico.config.model import PorticoConfig
 from portico.events.endpoints import CONFIG_PREFIX, Endpoint, UnknownEndpoint
-from portico.events.log import DeliveryFilter
 from portico.events.moments import MOMENT_HELP, InvalidMoment, parse_moment
 from portico.events.problems import (
-    DELIVERY_NOT_DEAD,
     DELIVERY_NOT_FOUND,
     ENDPOINT_NOT_FOUND,
     ENDPOINT_READ_ONLY,
@@ -64,13 +70,16 @@ from portico.events.registration import EndpointRefused, check_endpoint
 from portico.gateway.problems import PROBLEM_CONTENT_TYPE
 from portico.store.repositories import AuditLog
 
-__all__ = ["router"]
+__all__ = [
+    "REDELIVERABLE",
+    "DeliveryId",
+    "delivery_not_found",
+    "router",
+    "time_range",
+]
 
 router = APIRouter()
 
-MAX_OVERLAP = 30 * 86400
-CONSUMER_PATTERN = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"
-ORDERING_PATTERN = r"^(endpoint|data(\.[A-Za-z0-9_-]+)+)$"
 DISABLED_BY_OPERATOR = "disabled by an operator"
 DISABLED_IN_CONFIG = "disabled in the config"
 REDELIVERABLE = ("dead", "cancelled")
@@ -83,167 +92,7 @@ _REFUSED: dict[int | str, dict[str, Any]] = {
         "content": _PROBLEM,
     }
 }
-DeliveryStatus = Literal["pending", "succeeded", "dead", "cancelled"]
 DeliveryId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The delivery's id.")]
-
-
-# -- representations -----------------------------------------------------------------------------
-
-
-class OrderingView(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    key: str = Field("endpoint", pattern=ORDERING_PATTERN, max_length=200)
-    """`endpoint` (one queue for the endpoint) or a payload field (`data.order_id`)."""
-
-
-class EndpointView(BaseModel):
-    id: str
-    consumer: str
-    """`tenant/name`: who owns it, manages it on the gateway and sees its deliveries."""
-    tenant: str
-    url: str
-    description: str | None
-    types: list[str]
-    filter: dict[str, Any] | None
-    rate_limit: float | None
-    concurrency: int | None
-    ordering: OrderingView | None
-    source: str
-    """`consumer` (the consumer API), `admin` (this API or the CLI) or `config` (the file)."""
-    disabled: bool
-    disabled_at: str | None
-    disabled_reason: str | None
-    created_at: str
-    updated_at: str
-
-
-class IssuedEndpointView(EndpointView):
-    secret: str
-    """The signing secret (`whsec_...`): in this answer only, never again."""
-
-
-class EndpointPage(Page[EndpointView]):
-    pass
-
-
-class _EndpointFields(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    description: str | None = Field(None, max_length=4000)
-    filter: dict[str, Any] | None = None
-    """Conditions on the event's fields, all of which must hold
-    (`{"data.total": {"gte": 100}}`)."""
-    rate_limit: float | None = Field(None, gt=0, le=100_000)
-    """Deliveries per second to this endpoint at most."""
-    concurrency: int | None = Field(None, ge=1, le=10_000)
-    """Deliveries in flight to this endpoint at most, per delivering process."""
-    ordering: OrderingView | None = None
-    """FIFO delivery per key."""
-
-
-class EndpointCreation(_EndpointFields):
-    consumer: str = Field(pattern=CONSUMER_PATTERN, max_length=400)
-    """`tenant/name`, a consumer of the config: the endpoint's owner."""
-    url: str = Field(min_length=1, max_length=2000)
-    """`https://...` (`http` only where `events.delivery.allow_http` is on)."""
-    types: list[Annotated[str, Field(pattern=TYPE_FILTER_PATTERN, max_length=200)]] = Field(
-        default_factory=lambda: ["*"], min_length=1, max_length=100
-    )
-    """Event types delivered: names, `prefix.*` or `*`."""
-
-
-class EndpointChanges(_EndpointFields):
-    """Only the fields given change; `null` removes an optional one."""
-
-    url: str | None = Field(None, min_length=1, max_length=2000)
-    types: list[Annotated[str, Field(pattern=TYPE_FILTER_PATTERN, max_length=200)]] | None = Field(
-        None, min_length=1, max_length=100
-    )
-
-
-class SecretRotation(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    overlap: int | None = Field(None, ge=0, le=MAX_OVERLAP)
-    """Seconds the previous secrets keep signing beside the new one (default:
-    `events.delivery.secret_overlap`)."""
-
-
-class RotatedSecret(BaseModel):
-    secret: str
-    """The new signing secret: in this answer only."""
-    previous_secrets_valid_until: str
-    """Until then every delivery carries a signature of each secret."""
-
-
-class Redelivery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    since: str = Field(min_length=1, max_length=64)
-    """Deliveries that died at or after this moment (ISO 8601 with its offset, or a Unix
-    time)."""
-    until: str = Field(min_length=1, max_length=64)
-    """... and before this one."""
-
-
-class Redelivered(BaseModel):
-    redelivered: int
-    """Deliveries made pending again, due now."""
-
-
-class DeliveryView(BaseModel):
-    id: int
-    event_id: str
-    event_type: str
-    endpoint_id: str
-    consumer: str | None
-    """The endpoint's owner (`null`: the endpoint was deleted since)."""
-    status: DeliveryStatus
-    attempts: int
-    ordering_key: str | None
-    published_at: str | None
-    first_attempt_at: str | None
-    next_attempt_at: str | None
-    finished_at: str | None
-    last_status: int | None
-    last_error: str | None
-
-
-class DeliveryPage(Page[DeliveryView]):
-    pass
-
-
-class AttemptView(BaseModel):
-    id: int
-    attempt: int
-    at: str | None
-    status: int | None
-    """The receiver's HTTP status (`null`: no answer; see `error`)."""
-    latency_ms: float | None
-    response_headers: list[list[str]] | None
-    response_body: str | None
-    """The start of the response body (`events.delivery.response_body_limit`)."""
-    error: str | None
-    """The error class when there was no usable answer (`timeout`, `connection-refused`,
-    a refused destination's reason...)."""
-    outcome: str
-
-
-class EventView(BaseModel):
-    id: str
-    type: str
-    tenant: str | None
-    publisher: str
-    created_at: str
-    payload: str
-    """The body every endpoint receives, as signed and sent."""
-
-
-class DeliveryDetail(DeliveryView):
-    event: EventView | None
-    attempt_log: list[AttemptView]
-    """Every attempt, first first."""
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -257,7 +106,7 @@ def _endpoint_not_found(endpoint_id: str) -> AdminProblem:
     return AdminProblem(ENDPOINT_NOT_FOUND, f"no webhook endpoint {endpoint_id}")
 
 
-def _delivery_not_found(delivery_id: int) -> AdminProblem:
+def delivery_not_found(delivery_id: int) -> AdminProblem:
     return AdminProblem(DELIVERY_NOT_FOUND, f"no webhook delivery {delivery_id}")
 
 
@@ -324,7 +173,7 @@ def _moment(pointer: str, text: str | None) -> float | None:
         raise invalid(pointer, f"{MOMENT_HELP}, e.g. 2026-01-31T12:00:00Z") from None
 
 
-def _range(
+def time_range(
     where: str, since_text: str | None, until_text: str | None
 ) -> tuple[float | None, float | None]:
     since = _moment(f"{where}/since", since_text)
@@ -650,7 +499,7 @@ async def redeliver_webhook_endpoint(
     """Make the endpoint's deliveries that died (or were cancelled) within `[since, until)`
     pending again, due now, their attempts counted from zero."""
     caller.require(Role.OPERATOR)
-    since, until = _range("", body.since, body.until)
+    since, until = time_range("", body.since, body.until)
     context = context_of(request)
     endpoint = await _visible_endpoint(context, caller, endpoint_id)
 
@@ -670,152 +519,3 @@ async def redeliver_webhook_endpoint(
 
     count = await run_in_threadpool(write)
     return page_response(Redelivered(redelivered=count), request, None)
-
-
-# -- deliveries ----------------------------------------------------------------------------------
-
-
-def _delivery_view(found: dict[str, Any]) -> DeliveryView:
-    return DeliveryView.model_validate(found)
-
-
-def _tenant_of(found: dict[str, Any]) -> str | None:
-    consumer = found.get("consumer")
-    return None if consumer is None else str(consumer).partition("/")[0]
-
-
-def _visible_delivery(caller: Principal, found: dict[str, Any] | None) -> bool:
-    if found is None:
-        return False
-    tenant = _tenant_of(found)
-    # The endpoint of a delivery may be gone: then only a token of every tenant sees it.
-    return caller.token.tenant is None or (tenant is not None and caller.sees(tenant))
-
-
-Since = Annotated[
-    str | None,
-    Query(
-        description="Published at or after (ISO 8601 with its offset, or a Unix time).",
-        max_length=64,
-    ),
-]
-Until = Annotated[
-    str | None,
-    Query(
-        description="Published before (ISO 8601 with its offset, or a Unix time).", max_length=64
-    ),
-]
-
-
-@router.get("/webhook-deliveries", response_model=DeliveryPage, summary="List webhook deliveries")
-def list_webhook_deliveries(
-    request: Request,
-    caller: Caller,
-    endpoint_id: Annotated[str | None, Query(description="Only this endpoint's.")] = None,
-    status: Annotated[
-        DeliveryStatus | None,
-        Query(description="Only deliveries in this state (`dead`: the dead letters)."),
-    ] = None,
-    event_type: Annotated[str | None, Query(description="Only events of this type.")] = None,
-    consumer: Annotated[
-        str | None, Query(description="Only the endpoints of this consumer (`tenant/name`).")
-    ] = None,
-    since: Since = None,
-    until: Until = None,
-    limit: Limit = DEFAULT,
-    cursor: Cursor = None,
-) -> Response:
-    """The delivery log, newest first: every consumer's (a tenant-scoped token: its tenant's)."""
-    start, end = _range("/query", since, until)
-    after = None
-    if cursor is not None:
-        key = cursor_key(cursor, "-id")
-        if len(key) != 1 or not isinstance(key[0], int) or isinstance(key[0], bool):
-            raise invalid("/query/cursor", "not a cursor this API gave")
-        after = key[0]
-    where = DeliveryFilter(
-        endpoint_id=endpoint_id,
-        consumer=consumer,
-        tenant=caller.token.tenant,
-        status=status,
-        event_type=event_type,
-        since=start,
-        until=end,
-    )
-    found = context_of(request).events.delivery_log.deliveries(where, after=after, limit=limit + 1)
-    more = len(found) > limit
-    found = found[:limit]
-    following = cursor_after("-id", (found[-1]["id"],)) if more and found else None
-    url = next_link(request, following)
-    items = [_delivery_view(d) for d in found]
-    return page_response(DeliveryPage(items=items, next_cursor=following, next=url), request, url)
-
-
-@router.get(
-    "/webhook-deliveries/{delivery_id}",
-    response_model=DeliveryDetail,
-    summary="Get a webhook delivery with its attempts",
-)
-def get_webhook_delivery(request: Request, caller: Caller, delivery_id: DeliveryId) -> Response:
-    """The delivery, its event (the body as sent) and every attempt: when, the receiver's
-    status, headers and the start of its body, the latency, the error class."""
-    log = context_of(request).events.delivery_log
-    found = log.delivery(delivery_id)
-    if found is None or not _visible_delivery(caller, found):
-        raise _delivery_not_found(delivery_id)
-    event = log.event(found["event_id"])
-    attempts = [AttemptView.model_validate(a) for a in log.attempts(delivery_id)]
-    detail = DeliveryDetail(
-        **_delivery_view(found).model_dump(),
-        event=None if event is None else EventView.model_validate(event),
-        attempt_log=attempts,
-    )
-    return page_response(detail, request, None)
-
-
-@router.post(
-    "/webhook-deliveries/{delivery_id}/redeliver",
-    response_model=DeliveryView,
-    summary="Redeliver a dead delivery",
-)
-async def redeliver_webhook_delivery(
-    request: Request, caller: Caller, delivery_id: DeliveryId
-) -> Response:
-    """Make a dead (or cancelled) delivery pending again, due now, its attempts counted from
-    zero; anything else is 409 `delivery-not-dead`."""
-    caller.require(Role.OPERATOR)
-    context = context_of(request)
-    events = context.events
-
-    def write() -> dict[str, Any]:
-        found = events.delivery_log.delivery(delivery_id)
-        if found is None or not _visible_delivery(caller, found):
-            raise _delivery_not_found(delivery_id)
-        if found["consumer"] is None:
-            raise AdminProblem(
-                ENTITY_CONFLICT,
-                f"the endpoint of delivery {delivery_id} was deleted: there is nowhere to send it",
-            )
-        if found["status"] not in REDELIVERABLE or not events.queue.redeliver(
-            delivery_ids=[delivery_id], now=time.time()
-        ):
-            raise AdminProblem(
-                DELIVERY_NOT_DEAD,
-                f"delivery {delivery_id} is {found['status']}: only a dead or cancelled "
-                "delivery is redelivered",
-            )
-        AuditLog(context.database).record(
-            caller.author,
-            "webhook_delivery.redeliver",
-            str(delivery_id),
-            tenant=_tenant_of(found),
-            before={"status": found["status"], "attempts": found["attempts"]},
-            after={"status": "pending", "attempts": 0},
-            detail={"endpoint_id": found["endpoint_id"], "event_id": found["event_id"]},
-        )
-        after = events.delivery_log.delivery(delivery_id)
-        assert after is not None
-        return after
-
-    after = await run_in_threadpool(write)
-    return page_response(_delivery_view(after), request, None)
