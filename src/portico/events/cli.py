@@ -15,23 +15,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from portico.events import cli_support as support
+from portico.events.cli_deliveries import cmd_deliveries, cmd_delivery, cmd_redeliver
 from portico.identity.cli import CommandError, parse_duration
 
 # The store, the catalog and the SSRF guard are imported by the commands: registering them runs
 # on every `portico`, and `portico --help` must not pay for them.
 if TYPE_CHECKING:
     from portico.config.model import PorticoConfig
-    from portico.events.endpoints import Endpoint
-    from portico.events.service import Events
-    from portico.store.repositories import AuditLog, Author
 
 __all__ = ["register"]
 
@@ -227,7 +223,7 @@ def register(subparsers: Any, load_config: Callable[[Path], PorticoConfig]) -> N
 def cmd_types(args: argparse.Namespace) -> int:
     from portico.events.catalog import OPERATIONAL_TYPES, EventCatalog
 
-    catalog = EventCatalog(_config(args).events)
+    catalog = EventCatalog(support.config(args).events)
     entries = sorted(catalog.types.items())
     if args.json:
         shown = [
@@ -253,25 +249,27 @@ def cmd_types(args: argparse.Namespace) -> int:
         ]
         for name, kind in entries
     ]
-    _table(["TYPE", "VERSION", "OWNER", "BY", "DESCRIPTION"], rows)
+    support.table(["TYPE", "VERSION", "OWNER", "BY", "DESCRIPTION"], rows)
     return 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from portico.events.catalog import InvalidPayload, UnknownEventType
 
-    config = _config(args)
+    config = support.config(args)
     if args.tenant is not None and args.tenant not in config.tenants:
         raise CommandError(f"no tenant {args.tenant!r} under tenants: in the config")
-    data = _json_argument("--data", args.data) if args.data is not None else None
+    data = support.json_argument("--data", args.data) if args.data is not None else None
     if args.data_file is not None:
-        data = _json_argument(str(args.data_file), args.data_file.read_text(encoding="utf-8"))
-    with _events(config) as events:
+        data = support.json_argument(
+            str(args.data_file), args.data_file.read_text(encoding="utf-8")
+        )
+    with support.events(config) as events:
         try:
             published = events.publisher.publish(
                 args.type,
                 data,
-                publisher=_actor(),
+                publisher=support.actor(),
                 tenant=args.tenant,
                 idempotency_key=args.idempotency_key,
             )
@@ -281,8 +279,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
             where = "; ".join(f"{e.pointer}: {e.message}" for e in exc.errors)
             raise CommandError(f"{exc}: {where}") from None
         if published.created:
-            _audit(events).record(
-                _author(),
+            support.audit(events).record(
+                support.author(),
                 "event.publish",
                 published.id,
                 tenant=args.tenant,
@@ -292,9 +290,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
         print(json.dumps({**published.describe(), "replayed": not published.created}))
         return 0
     if published.created:
-        _say(f"Published {published.type} {published.id}: {published.deliveries} deliveries.")
+        support.say(
+            f"Published {published.type} {published.id}: {published.deliveries} deliveries."
+        )
     else:
-        _say(f"The idempotency key was used before: this is event {published.id}.")
+        support.say(f"The idempotency key was used before: this is event {published.id}.")
     print(published.id, flush=True)
     return 0
 
@@ -303,14 +303,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    config = _config(args)
-    with _events(config) as events:
+    config = support.config(args)
+    with support.events(config) as events:
         found = events.endpoints.list(consumer=args.consumer, tenant=args.tenant)
     if args.json:
-        print(json.dumps([_describe(e) for e in found], indent=2))
+        print(json.dumps([support.describe(e) for e in found], indent=2))
         return 0
     if not found:
-        _say("No webhook endpoints.")
+        support.say("No webhook endpoints.")
         return 0
     rows = [
         [
@@ -323,54 +323,54 @@ def cmd_list(args: argparse.Namespace) -> int:
         ]
         for e in found
     ]
-    _table(["ENDPOINT ID", "CONSUMER", "STATE", "SOURCE", "TYPES", "URL"], rows)
+    support.table(["ENDPOINT ID", "CONSUMER", "STATE", "SOURCE", "TYPES", "URL"], rows)
     return 0
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    config = _config(args)
-    consumer = _consumer(config, args.consumer)
+    config = support.config(args)
+    consumer = support.consumer(config, args.consumer)
     types = args.types or ["*"]
-    filter = _json_object("--filter", args.filter)
-    with _events(config) as events:
-        _check(events, args.url, types, filter)
+    filter = support.json_object("--filter", args.filter)
+    with support.events(config) as events:
+        support.check(events, args.url, types, filter)
         endpoint, secret = events.endpoints.create(
             consumer,
             args.url,
             types=types,
             description=args.description,
             filter=filter,
-            rate_limit=_positive("--rate-limit", args.rate_limit),
-            concurrency=_positive("--concurrency", args.concurrency),
-            ordering_key=_ordering(args.ordering),
+            rate_limit=support.positive("--rate-limit", args.rate_limit),
+            concurrency=support.positive("--concurrency", args.concurrency),
+            ordering_key=support.ordering(args.ordering),
             source="admin",
         )
-        _audit(events).record(
-            _author(),
+        support.audit(events).record(
+            support.author(),
             "webhook_endpoint.create",
             endpoint.id,
             tenant=endpoint.tenant,
-            after=_describe(endpoint),
+            after=support.describe(endpoint),
         )
     if args.json:
-        print(json.dumps({**_describe(endpoint), "secret": secret}, indent=2))
+        print(json.dumps({**support.describe(endpoint), "secret": secret}, indent=2))
         return 0
-    _say(f"Created webhook endpoint {endpoint.id} of {consumer} for {endpoint.url}.")
-    _say("This is the only time its signing secret is shown; give it to the receiver now:")
+    support.say(f"Created webhook endpoint {endpoint.id} of {consumer} for {endpoint.url}.")
+    support.say("This is the only time its signing secret is shown; give it to the receiver now:")
     print(secret, flush=True)
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    config = _config(args)
-    with _events(config) as events:
-        endpoint = _endpoint(events, args.endpoint_id)
-    _print_endpoint(endpoint, args.json)
+    config = support.config(args)
+    with support.events(config) as events:
+        endpoint = support.endpoint(events, args.endpoint_id)
+    support.print_endpoint(endpoint, args.json)
     return 0
 
 
 def cmd_update(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = support.config(args)
     changes: dict[str, Any] = {}
     if args.url is not None:
         changes["url"] = args.url
@@ -378,10 +378,10 @@ def cmd_update(args: argparse.Namespace) -> int:
         changes["types"] = args.types
     for name, value in (
         ("description", args.description),
-        ("filter", _json_object("--filter", args.filter)),
-        ("rate_limit", _positive("--rate-limit", args.rate_limit)),
-        ("concurrency", _positive("--concurrency", args.concurrency)),
-        ("ordering_key", _ordering(args.ordering)),
+        ("filter", support.json_object("--filter", args.filter)),
+        ("rate_limit", support.positive("--rate-limit", args.rate_limit)),
+        ("concurrency", support.positive("--concurrency", args.concurrency)),
+        ("ordering_key", support.ordering(args.ordering)),
     ):
         removed = getattr(args, "no_" + name.removesuffix("_key"))
         if value is not None and removed:
@@ -394,46 +394,46 @@ def cmd_update(args: argparse.Namespace) -> int:
             changes[name] = None
     if not changes:
         raise CommandError("nothing to change: give --url, --type, --description, --filter...")
-    with _events(config) as events:
-        endpoint = _endpoint(events, args.endpoint_id)
-        _refuse_from_file(endpoint, "change")
-        _check(events, changes.get("url"), changes.get("types"), changes.get("filter"))
+    with support.events(config) as events:
+        endpoint = support.endpoint(events, args.endpoint_id)
+        support.refuse_from_file(endpoint, "change")
+        support.check(events, changes.get("url"), changes.get("types"), changes.get("filter"))
         after = events.endpoints.update(endpoint.id, changes)
-        _audit(events).record(
-            _author(),
+        support.audit(events).record(
+            support.author(),
             "webhook_endpoint.update",
             endpoint.id,
             tenant=endpoint.tenant,
-            before=_describe(endpoint),
-            after=_describe(after),
+            before=support.describe(endpoint),
+            after=support.describe(after),
         )
-    _say(f"Changed webhook endpoint {endpoint.id}: {', '.join(sorted(changes))}.")
-    _print_endpoint(after, args.json)
+    support.say(f"Changed webhook endpoint {endpoint.id}: {', '.join(sorted(changes))}.")
+    support.print_endpoint(after, args.json)
     return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    config = _config(args)
-    with _events(config) as events:
-        endpoint = _endpoint(events, args.endpoint_id)
-        _refuse_from_file(endpoint, "remove")
+    config = support.config(args)
+    with support.events(config) as events:
+        endpoint = support.endpoint(events, args.endpoint_id)
+        support.refuse_from_file(endpoint, "remove")
         events.endpoints.delete(endpoint.id)
-        _audit(events).record(
-            _author(),
+        support.audit(events).record(
+            support.author(),
             "webhook_endpoint.delete",
             endpoint.id,
             tenant=endpoint.tenant,
-            before=_describe(endpoint),
+            before=support.describe(endpoint),
         )
-    _say(f"Deleted webhook endpoint {endpoint.id}; its pending deliveries are cancelled.")
+    support.say(f"Deleted webhook endpoint {endpoint.id}; its pending deliveries are cancelled.")
     return 0
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
-    config = _config(args)
-    with _events(config) as events:
-        endpoint = _endpoint(events, args.endpoint_id)
-        _refuse_from_file(endpoint, "rotate its secret")
+    config = support.config(args)
+    with support.events(config) as events:
+        endpoint = support.endpoint(events, args.endpoint_id)
+        support.refuse_from_file(endpoint, "rotate its secret")
         overlap = (
             args.overlap.total_seconds()
             if args.overlap is not None
@@ -441,16 +441,16 @@ def cmd_rotate(args: argparse.Namespace) -> int:
         )
         secret = events.endpoints.rotate(endpoint.id, overlap)
         until = datetime.now(UTC) + timedelta(seconds=overlap)
-        _audit(events).record(
-            _author(),
+        support.audit(events).record(
+            support.author(),
             "webhook_endpoint.rotate_secret",
             endpoint.id,
             tenant=endpoint.tenant,
             detail={"overlap": overlap, "previous_secrets_valid_until": until.isoformat()},
         )
-    _say(
+    support.say(
         f"Rotated the secret of webhook endpoint {endpoint.id}: the previous one signs too "
-        f"until {_when(until)}. This is the only time the new secret is shown:"
+        f"until {support.when(until)}. This is the only time the new secret is shown:"
     )
     print(secret, flush=True)
     return 0
@@ -465,319 +465,23 @@ def cmd_disable(args: argparse.Namespace) -> int:
 
 
 def _set_disabled(args: argparse.Namespace, reason: str | None) -> int:
-    config = _config(args)
+    config = support.config(args)
     state = "enabled" if reason is None else "disabled"
-    with _events(config) as events:
-        endpoint = _endpoint(events, args.endpoint_id)
+    with support.events(config) as events:
+        endpoint = support.endpoint(events, args.endpoint_id)
         if reason is None and endpoint.disabled_reason == DISABLED_IN_CONFIG:
-            _refuse_from_file(endpoint, "enable")
+            support.refuse_from_file(endpoint, "enable")
         if (reason is None) == endpoint.enabled:
-            _say(f"Webhook endpoint {endpoint.id} is already {state}.")
+            support.say(f"Webhook endpoint {endpoint.id} is already {state}.")
             return 0
         after = events.endpoints.set_disabled(endpoint.id, reason)
-        _audit(events).record(
-            _author(),
+        support.audit(events).record(
+            support.author(),
             "webhook_endpoint.enable" if reason is None else "webhook_endpoint.disable",
             endpoint.id,
             tenant=endpoint.tenant,
-            before=_describe(endpoint),
-            after=_describe(after),
+            before=support.describe(endpoint),
+            after=support.describe(after),
         )
-    _say(f"Webhook endpoint {endpoint.id} is {state}.")
+    support.say(f"Webhook endpoint {endpoint.id} is {state}.")
     return 0
-
-
-# -- the delivery log --------------------------------------------------------------------------
-
-
-def cmd_deliveries(args: argparse.Namespace) -> int:
-    from portico.events.log import DeliveryFilter
-
-    config = _config(args)
-    if args.dead and args.status not in (None, "dead"):
-        raise CommandError("--dead and --status: give one of them")
-    since, until = _range(args.since, args.until)
-    where = DeliveryFilter(
-        endpoint_id=args.endpoint,
-        consumer=args.consumer,
-        status="dead" if args.dead else args.status,
-        event_type=args.event_type,
-        since=since,
-        until=until,
-    )
-    with _events(config) as events:
-        found = events.delivery_log.deliveries(where, limit=max(1, args.limit))
-    if args.json:
-        print(json.dumps(found, indent=2))
-        return 0
-    if not found:
-        _say("No deliveries.")
-        return 0
-    rows = [
-        [
-            str(d["id"]),
-            d["status"],
-            str(d["attempts"]),
-            "" if d["last_status"] is None else str(d["last_status"]),
-            d["event_type"],
-            d["endpoint_id"],
-            d["event_id"],
-            _short(d["published_at"]),
-        ]
-        for d in found
-    ]
-    _table(["ID", "STATUS", "ATTEMPTS", "LAST", "TYPE", "ENDPOINT", "EVENT", "PUBLISHED"], rows)
-    return 0
-
-
-def cmd_delivery(args: argparse.Namespace) -> int:
-    config = _config(args)
-    with _events(config) as events:
-        log = events.delivery_log
-        found = log.delivery(args.delivery_id)
-        if found is None:
-            raise CommandError(f"no webhook delivery {args.delivery_id}")
-        attempts = log.attempts(args.delivery_id)
-        event = log.event(found["event_id"])
-    if args.json:
-        print(json.dumps({**found, "event": event, "attempt_log": attempts}, indent=2))
-        return 0
-    for key, value in found.items():
-        print(f"{key + ':':<18} {'' if value is None else value}")
-    for attempt in attempts:
-        what = attempt["status"] if attempt["status"] is not None else attempt["error"]
-        print(
-            f"attempt {attempt['attempt']}: {_short(attempt['at'])} {what} "
-            f"{attempt['latency_ms']} ms {attempt['outcome']}"
-        )
-    return 0
-
-
-def cmd_redeliver(args: argparse.Namespace) -> int:
-    config = _config(args)
-    bulk = args.endpoint is not None or args.since is not None or args.until is not None
-    if args.delivery_ids and bulk:
-        raise CommandError("give delivery ids, or --endpoint with --since and --until, not both")
-    if not args.delivery_ids and not bulk:
-        raise CommandError("redeliver what: delivery ids, or --endpoint EP --since T --until T")
-    with _events(config) as events:
-        if args.delivery_ids:
-            count = _redeliver_each(events, args.delivery_ids)
-        else:
-            if args.endpoint is None or args.since is None or args.until is None:
-                raise CommandError("a bulk redelivery needs --endpoint, --since and --until")
-            since, until = _range(args.since, args.until)
-            endpoint = _endpoint(events, args.endpoint)
-            count = events.queue.redeliver(
-                endpoint_id=endpoint.id, since=since, until=until, now=time.time()
-            )
-            _audit(events).record(
-                _author(),
-                "webhook_endpoint.redeliver",
-                endpoint.id,
-                tenant=endpoint.tenant,
-                detail={"since": args.since, "until": args.until, "redelivered": count},
-            )
-    _say(f"Redelivering {count} deliveries.")
-    return 0
-
-
-def _redeliver_each(events: Events, delivery_ids: Sequence[int]) -> int:
-    log = events.delivery_log
-    found = {}
-    for delivery_id in delivery_ids:
-        delivery = log.delivery(delivery_id)
-        if delivery is None:
-            raise CommandError(f"no webhook delivery {delivery_id}")
-        if delivery["status"] not in ("dead", "cancelled"):
-            raise CommandError(
-                f"delivery {delivery_id} is {delivery['status']}: only a dead or cancelled "
-                "delivery is redelivered"
-            )
-        if delivery["consumer"] is None:
-            raise CommandError(f"the endpoint of delivery {delivery_id} was deleted")
-        found[delivery_id] = delivery
-    count = events.queue.redeliver(delivery_ids=list(found), now=time.time())
-    audit = _audit(events)
-    for delivery_id, delivery in found.items():
-        audit.record(
-            _author(),
-            "webhook_delivery.redeliver",
-            str(delivery_id),
-            tenant=str(delivery["consumer"]).partition("/")[0],
-            before={"status": delivery["status"], "attempts": delivery["attempts"]},
-            after={"status": "pending", "attempts": 0},
-            detail={"endpoint_id": delivery["endpoint_id"], "event_id": delivery["event_id"]},
-        )
-    return count
-
-
-# -- helpers -----------------------------------------------------------------------------------
-
-
-def _config(args: argparse.Namespace) -> PorticoConfig:
-    config: PorticoConfig = args.load_config(args.config)
-    return config
-
-
-@contextmanager
-def _events(config: PorticoConfig) -> Iterator[Events]:
-    from portico.events.service import Events
-    from portico.store.database import Database
-    from portico.store.secrets import current_store_secrets
-
-    # As `portico keys`: SQLite migrated in place, PostgreSQL must be current.
-    secrets = current_store_secrets(config.database.url, config.database.secrets_key_file)
-    database = Database(config.database.url)
-    try:
-        yield Events(database, secrets, lambda: config)
-    finally:
-        database.dispose()
-
-
-def _audit(events: Events) -> AuditLog:
-    from portico.store.repositories import AuditLog
-
-    return AuditLog(events.database)
-
-
-def _endpoint(events: Events, endpoint_id: str) -> Endpoint:
-    from portico.events.endpoints import UnknownEndpoint
-
-    try:
-        return events.endpoints.get(endpoint_id)
-    except UnknownEndpoint:
-        raise CommandError(
-            f"no webhook endpoint {endpoint_id} (portico webhooks endpoints list)"
-        ) from None
-
-
-def _refuse_from_file(endpoint: Endpoint, what: str) -> None:
-    from portico.events.endpoints import CONFIG_PREFIX
-
-    if endpoint.source == "config" or endpoint.id.startswith(CONFIG_PREFIX):
-        name = endpoint.id.removeprefix(CONFIG_PREFIX)
-        raise CommandError(
-            f"webhook endpoint {endpoint.id} is declared in the config "
-            f"(events.endpoints.{name}): {what} it there"
-        )
-
-
-def _check(
-    events: Events, url: str | None, types: Sequence[str] | None, filter: dict[str, Any] | None
-) -> None:
-    from portico.events.registration import EndpointRefused, check_endpoint
-
-    try:
-        check_endpoint(events.destinations(), events.catalog(), url=url, types=types, filter=filter)
-    except EndpointRefused as exc:
-        flags = {"/url": "--url", "/types": "--type", "/filter": "--filter"}
-        parts = []
-        for refusal in exc.refusals:
-            flag = next((f for p, f in flags.items() if refusal.pointer.startswith(p)), "")
-            parts.append(f"{flag} {refusal.message}".strip())
-        raise CommandError("the endpoint is refused: " + "; ".join(parts)) from None
-
-
-def _consumer(config: PorticoConfig, name: str) -> str:
-    tenant_name, sep, consumer = name.partition("/")
-    tenant = config.tenants.get(tenant_name)
-    if sep and tenant is not None and consumer in tenant.consumers:
-        return name
-    known = [f"{t}/{c}" for t, spec in config.tenants.items() for c in spec.consumers]
-    raise CommandError(
-        f"no consumer {name!r} under tenants: in the config (known: {', '.join(known) or 'none'})"
-    )
-
-
-def _ordering(key: str | None) -> str | None:
-    import re
-
-    if key is None:
-        return None
-    if not re.fullmatch(r"endpoint|data(\.[A-Za-z0-9_-]+)+", key):
-        raise CommandError(f"--ordering {key!r}: endpoint, or a field of the data (data.order_id)")
-    return key
-
-
-def _positive(flag: str, value: float | None) -> Any:
-    if value is not None and value <= 0:
-        raise CommandError(f"{flag} must be more than 0")
-    return value
-
-
-def _json_argument(where: str, text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise CommandError(f"{where} is not JSON: {exc}") from None
-
-
-def _json_object(flag: str, text: str | None) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    value = _json_argument(flag, text)
-    if not isinstance(value, dict):
-        raise CommandError(f"{flag} is a JSON object of field paths to conditions")
-    return value
-
-
-def _range(since_text: str | None, until_text: str | None) -> tuple[float | None, float | None]:
-    from portico.events.moments import InvalidMoment, parse_moment
-
-    try:
-        since = None if since_text is None else parse_moment(since_text)
-        until = None if until_text is None else parse_moment(until_text)
-    except InvalidMoment as exc:
-        raise CommandError(str(exc)) from None
-    if since is not None and until is not None and since >= until:
-        raise CommandError("--until must be later than --since")
-    return since, until
-
-
-def _describe(endpoint: Endpoint) -> dict[str, Any]:
-    return {**endpoint.describe(), "tenant": endpoint.tenant}
-
-
-def _print_endpoint(endpoint: Endpoint, as_json: bool) -> None:
-    shown = _describe(endpoint)
-    if as_json:
-        print(json.dumps(shown, indent=2))
-        return
-    for key, value in shown.items():
-        if isinstance(value, dict | list):
-            value = json.dumps(value)
-        print(f"{key + ':':<16} {'' if value is None else value}")
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
-    for row in [headers, *rows]:
-        cells = zip(row, widths, strict=True)
-        print("  ".join(str(cell).ljust(width) for cell, width in cells).rstrip())
-
-
-def _short(value: str | None) -> str:
-    if value is None:
-        return ""
-    return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _when(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _actor() -> str:
-    from portico.store.repositories import command_line_actor
-
-    return command_line_actor()
-
-
-def _author() -> Author:
-    from portico.store.repositories import Author
-
-    return Author(_actor())
-
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
