@@ -305,7 +305,7 @@ def test_the_printed_check_command_accepts_the_written_config(
         command, cwd=running.workdir.parent, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "14 routes" in done.stdout
+    assert "15 routes" in done.stdout
 
 
 def test_an_edit_of_the_written_config_is_reloaded(demo: tuple[Demo, list[str]]) -> None:
@@ -363,6 +363,40 @@ def test_a_published_event_reaches_the_sample_receiver_signed_and_verified(
     assert payload == {"type": "order.shipped", "timestamp": payload["timestamp"], "data": data}
     with pytest.raises(WebhookVerificationError):
         Webhook(secret).verify(message["body"].replace("DHL", "UPS"), message["headers"])
+
+
+def test_an_order_placed_through_the_gateway_arrives_as_order_created_at_the_receiver(
+    demo: tuple[Demo, list[str]],
+) -> None:
+    """The demo's route orders-v1-create publishes order.created with the order orders-v1
+    created (the publish policy), and demo/shop's endpoint gets it, signed."""
+    running, tour = demo
+    url = receiver_url(tour)
+    new_order = {"customer_id": "c-100", "items": [{"sku": "PC-CARDS", "quantity": 4}]}
+    with httpx.Client() as client:
+        created = client.post(f"{running.url}/v1/orders", json=new_order)
+        # A GET of the same path is another route, which publishes nothing.
+        assert client.get(f"{running.url}/v1/orders").status_code == 200
+    assert created.status_code == 201, created.text
+    order = created.json()
+
+    def arrived() -> list[dict[str, Any]]:
+        return [
+            m
+            for m in received(url)
+            if m["type"] == "order.created" and json.loads(m["body"])["data"]["id"] == order["id"]
+        ]
+
+    deadline = time.monotonic() + 30
+    while not (got := arrived()):
+        assert time.monotonic() < deadline, received(url)
+        time.sleep(0.1)
+    [message] = got
+    assert message["verified"] is True, message
+    secret = (running.workdir / "keys" / "webhook-secret.txt").read_text().strip()
+    payload = Webhook(secret).verify(message["body"], message["headers"])
+    assert payload["data"] == order
+    assert payload["data"]["items"][0]["quantity"] == 4
 
 
 @pytest.mark.parametrize(

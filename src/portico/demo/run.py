@@ -236,7 +236,7 @@ def tour(
         with_webhooks = f"""
   # Webhooks: demo/shop's endpoint gets the order.* events at the sample receiver, which checks
   # each signature (publish one: docs/webhooks.md; verify one: docs/receiving-webhooks.md).
-  # What the receiver got, newest first:
+  # What the receiver got, newest first (the order created above is there):
   curl -s http://{backends.host}:{receiver}/received
 """
     return f"""
@@ -258,7 +258,8 @@ Try it from another terminal:
   # Version in a header: the same path, sent to v2 when asked for
   curl -s -H 'X-Api-Version: 2' {u}/orders/1002
 
-  # Create an order: 201 with a Location the gateway maps to /v1/orders/<id>; v2 sees it too
+  # Create an order: 201 with a Location the gateway maps to /v1/orders/<id>; v2 sees it too,
+  # and the event order.created goes out as a webhook (see the receiver's line below)
   curl -s -i -X POST {u}/v1/orders -H 'Content-Type: application/json' -d '{new_order}'
 
   # Your request id goes upstream and comes back (see the X-Request-ID header and "debug")
