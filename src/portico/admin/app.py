@@ -50,6 +50,9 @@ from portico.gateway.problems import PROBLEM_CONTENT_TYPE, ProblemType
 
 __all__ = ["PREFIX", "build_app"]
 
+from portico.events.problems import STORE_UNAVAILABLE
+from portico.store.database import DatabaseUnavailable, StoreBusy
+
 log = logging.getLogger("portico.admin")
 
 PREFIX = "/admin/v1"
@@ -152,6 +155,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     async def on_crash(request: Request, exc: Exception) -> Response:
         request_id = request_id_of(request)
+        if isinstance(exc, StoreBusy | DatabaseUnavailable):
+            log.warning("admin API (request %s): %s", request_id, exc)
+            return problem_response(STORE_UNAVAILABLE, request_id, headers={"retry-after": "1"})
         log.error("admin API failed (request %s)", request_id, exc_info=exc)
         return problem_response(problems.INTERNAL_ERROR, request_id)
 

@@ -48,6 +48,7 @@ from portico.events.problems import (
     ENDPOINT_REFUSED,
     EVENT_TYPE_UNKNOWN,
     PAYLOAD_INVALID,
+    STORE_UNAVAILABLE,
     EventsProblem,
     pointer_errors,
 )
@@ -60,6 +61,7 @@ from portico.gateway.headers import Headers
 from portico.identity.authn import Authenticator, AuthResult, Rejected, auth_method
 from portico.identity.context import BuildContext, EndpointProvider, Extensions
 from portico.identity.state import IdentityState
+from portico.store.database import DatabaseUnavailable, StoreBusy
 
 __all__ = ["ConsumerWebhooksApi", "consumer_api"]
 
@@ -525,6 +527,10 @@ class _Resource:
             return await asyncio.to_thread(operation.action, identity, exchange, body)
         except EventsProblem as exc:
             return exc.reply(exchange.request_id)
+        except (StoreBusy, DatabaseUnavailable) as exc:
+            log.warning("webhooks API: %s", exc)
+            busy = EventsProblem(STORE_UNAVAILABLE, headers=[("retry-after", "1")])
+            return busy.reply(exchange.request_id)
 
 
 def consumer_api(events: Events) -> EndpointProvider:

@@ -99,7 +99,9 @@ class EventCatalog:
     def check(self, event_type: str, data: Any, *, internal: bool = False) -> None:
         """Raise :class:`UnknownEventType` or :class:`InvalidPayload` for what cannot be published;
         ``internal`` allows Portico's own operational types."""
-        if event_type not in self.types or (event_type in OPERATIONAL_TYPES and not internal):
+        if event_type in OPERATIONAL_TYPES and not internal:
+            raise UnknownEventType(f"{event_type} is Portico's own event type: only it publishes it")
+        if event_type not in self.types:
             raise UnknownEventType(f"no event type {event_type!r} in the catalog")
         validator = self._validators[event_type]
         if validator is None or validator.is_valid(data):

@@ -21,6 +21,7 @@ __all__ = [
     "ENDPOINT_REFUSED",
     "EVENT_TYPE_UNKNOWN",
     "PAYLOAD_INVALID",
+    "STORE_UNAVAILABLE",
     "TYPES",
     "WEBHOOK_SIGNATURE_INVALID",
     "EventsProblem",
@@ -41,6 +42,9 @@ DELIVERY_NOT_FOUND = ProblemType("delivery-not-found", 404, "No such webhook del
 DELIVERY_NOT_DEAD = ProblemType(
     "delivery-not-dead", 409, "Only a dead (or cancelled) delivery can be redelivered"
 )
+STORE_UNAVAILABLE = ProblemType(
+    "store-unavailable", 503, "The store is busy or cannot be reached; nothing was changed"
+)
 WEBHOOK_SIGNATURE_INVALID = ProblemType(
     "webhook-signature-invalid", 401, "The webhook's signature does not verify"
 )
@@ -53,6 +57,7 @@ TYPES: tuple[ProblemType, ...] = (
     ENDPOINT_READ_ONLY,
     DELIVERY_NOT_FOUND,
     DELIVERY_NOT_DEAD,
+    STORE_UNAVAILABLE,
     WEBHOOK_SIGNATURE_INVALID,
 )
 

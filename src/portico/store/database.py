@@ -30,6 +30,7 @@ __all__ = [
     "Database",
     "DatabaseUnavailable",
     "SchemaMismatch",
+    "StoreBusy",
     "StoreError",
     "UnsupportedDatabaseURL",
     "create_engine_for",
@@ -56,6 +57,11 @@ class UnsupportedDatabaseURL(StoreError, ValueError):
 
 class DatabaseUnavailable(StoreError):
     """The database cannot be reached or opened (server down, wrong host, credentials, file)."""
+
+
+class StoreBusy(StoreError):
+    """SQLite's write lock stayed with another process past the busy timeout: a retry later
+    succeeds (callers answer 503 with ``Retry-After``)."""
 
 
 class SchemaMismatch(StoreError):
@@ -95,6 +101,11 @@ def _translate_error(context: sa.engine.ExceptionContext) -> None:
             ) from error
         if any(text in reason for text in _SQLITE_SCHEMA_MESSAGES):
             raise _schema_mismatch(url, reason) from error
+        if "database is locked" in reason or "database is busy" in reason:
+            raise StoreBusy(
+                f"the SQLite database {url} is busy: another process held its write lock for "
+                f"{SQLITE_BUSY_TIMEOUT_MS / 1000:g} s; try again"
+            ) from error
         return
     sqlstate = getattr(error, "sqlstate", None)
     if sqlstate in _PG_SCHEMA_CODES:
