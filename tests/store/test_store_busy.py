@@ -19,9 +19,12 @@ def test_a_write_lock_held_by_another_process_is_store_busy(tmp_path: Path) -> N
     holder = sqlite3.connect(tmp_path / "portico.db", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
-        with Database(url) as database, pytest.raises(StoreBusy) as busy:
-            with database.write() as session:
-                session.execute(sa.text("DELETE FROM events"))
+        with (
+            Database(url) as database,
+            pytest.raises(StoreBusy) as busy,
+            database.write() as session,
+        ):
+            session.execute(sa.text("DELETE FROM events"))
         message = str(busy.value)
         assert "is busy" in message and "try again" in message and "\n" not in message
     finally:
