@@ -100,7 +100,7 @@ class EventCatalog:
         """Raise :class:`UnknownEventType` or :class:`InvalidPayload` for what cannot be published;
         ``internal`` allows Portico's own operational types."""
         if event_type in OPERATIONAL_TYPES and not internal:
-            raise UnknownEventType(f"{event_type} is Portico's own event type: only it publishes it")
+            raise UnknownEventType(f"{event_type} is Portico's own event type: only it publishes")
         if event_type not in self.types:
             raise UnknownEventType(f"no event type {event_type!r} in the catalog")
         validator = self._validators[event_type]
