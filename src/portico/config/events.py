@@ -170,7 +170,7 @@ class InboundSource(Model):
     encoding: Literal["hex", "base64"] = "hex"
     prefix: str = ""
     template: str = "{body}"
-    """The signed content: ``{body}``, and ``{timestamp}`` / ``{id}`` from their headers."""
+    """The signed content: ``{body}``, and ``{timestamp}`` from ``timestamp_header``."""
     timestamp_header: HeaderName | None = None
 
     @model_validator(mode="after")
