@@ -52,6 +52,7 @@ from portico.events.problems import (
     EventsProblem,
     pointer_errors,
 )
+from portico.events.registration import store_changes
 from portico.events.service import Events
 from portico.events.ssrf import RefusedDestination
 from portico.gateway import problems
@@ -375,12 +376,7 @@ class ConsumerWebhooksApi:
                 given.filter if "filter" in fields else None,
             )
         )
-        changes: dict[str, Any] = {}
-        for name in fields:
-            if name == "ordering":
-                changes["ordering_key"] = None if given.ordering is None else given.ordering.key
-            else:
-                changes[name] = getattr(given, name)
+        changes = store_changes(given, fields)
         if not changes:
             return _json(200, endpoint.describe())
         try:

@@ -10,7 +10,7 @@ mistake named at once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,3 +71,17 @@ def check_endpoint(
                 refusals.append(Refusal(pointer, message))
     if refusals:
         raise EndpointRefused(refusals)
+
+
+def store_changes(body: object, given: Iterable[str]) -> dict[str, Any]:
+    """The store's changes (:meth:`~portico.events.endpoints.Endpoints.update`) for the fields
+    ``given`` in an endpoint's PATCH body, as both webhook APIs read it: ``ordering`` becomes
+    ``ordering_key``, every other field keeps its name."""
+    changes: dict[str, Any] = {}
+    for name in given:
+        if name == "ordering":
+            ordering = getattr(body, "ordering", None)
+            changes["ordering_key"] = None if ordering is None else ordering.key
+        else:
+            changes[name] = getattr(body, name)
+    return changes

@@ -66,7 +66,7 @@ from portico.events.problems import (
     ENDPOINT_READ_ONLY,
     ENDPOINT_REFUSED,
 )
-from portico.events.registration import EndpointRefused, check_endpoint
+from portico.events.registration import EndpointRefused, check_endpoint, store_changes
 from portico.gateway.problems import PROBLEM_CONTENT_TYPE
 from portico.store.repositories import AuditLog
 
@@ -335,12 +335,7 @@ async def update_webhook_endpoint(
         body.types if "types" in given else None,
         body.filter if "filter" in given else None,
     )
-    changes: dict[str, Any] = {}
-    for name in given:
-        if name == "ordering":
-            changes["ordering_key"] = None if body.ordering is None else body.ordering.key
-        else:
-            changes[name] = getattr(body, name)
+    changes = store_changes(body, given)
 
     def write() -> Endpoint:
         after = context.events.endpoints.update(endpoint.id, changes) if changes else endpoint
