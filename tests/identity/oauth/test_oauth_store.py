@@ -32,6 +32,19 @@ def test_first_key_is_created_once(database: Database, secrets: Secrets) -> None
     assert [k.kid for k in keys.published()] == [first.created.kid]
 
 
+def test_a_process_that_started_first_but_commits_second_makes_no_second_key(
+    database: Database, secrets: Secrets
+) -> None:
+    # Two processes start together: the one whose clock read came first (its RSA key took
+    # longer) commits second, and must see the key the other one made a moment "later".
+    keys = SigningKeys(database, secrets)
+    started = datetime.now(UTC)
+    first = keys.rotate("EdDSA", HOUR, only_if_needed=True, now=started + timedelta(seconds=1))
+    late = keys.rotate("EdDSA", HOUR, only_if_needed=True, now=started)
+    assert first is not None and late is None
+    assert [k.kid for k in keys.published()] == [first.created.kid]
+
+
 def test_rotation_retires_the_active_key_and_announces_the_change(
     database: Database, secrets: Secrets
 ) -> None:

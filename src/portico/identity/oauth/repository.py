@@ -112,10 +112,12 @@ class SigningKeys(_Repository):
         with self._transaction(write=True) as session:
             if session.get_bind().dialect.name == "postgresql":
                 session.execute(sa.text("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE"))
+            # Every key not retired, even one activated after ``now``: another process that
+            # read the clock later may have committed its first key while this one made its own.
             active = list(
                 session.scalars(
                     sa.select(SigningKeyRow)
-                    .where(SigningKeyRow.retired_at.is_(None), SigningKeyRow.activated_at <= now)
+                    .where(SigningKeyRow.retired_at.is_(None))
                     .order_by(SigningKeyRow.activated_at.desc())
                 )
             )
