@@ -18,7 +18,13 @@ import pytest
 import sqlalchemy as sa
 from standardwebhooks.webhooks import Webhook
 from tests.events.harness import TENANTS, TYPES
-from tests.support.gateway import PorticoProcess, check_problem, proxy_config
+from tests.support.gateway import (
+    PorticoProcess,
+    RawConnection,
+    check_problem,
+    check_raw_problem,
+    proxy_config,
+)
 from tests.support.receivers import Receiver, running_receiver
 
 from portico.events.signing import generate_secret
@@ -197,6 +203,30 @@ def test_a_body_over_the_sources_limit_is_413_and_a_get_is_405(portico: PorticoP
         get = client.get("/hooks/partner")
         check_problem(get, 405, P + "method-not-allowed")
         assert get.headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_body_over_the_limit_sent_with_its_head_in_one_write_is_413(
+    portico: PorticoProcess, framing: str
+) -> None:
+    # The whole request in one packet: the body is read before the path (and so the source's
+    # limit) is known, under the connection's wider limit; it must still be refused.
+    body = json.dumps({"blob": "y" * 4096}).encode()
+    fields = standard(NEW_SECRET, f"msg_one_write_{framing}", body.decode())
+    if framing == "chunked":
+        fields["transfer-encoding"] = "chunked"
+        payload = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    else:
+        fields["content-length"] = str(len(body))
+        payload = body
+    head = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+    before = len(published_by(portico, "partner"))
+    with RawConnection(portico.port) as connection:
+        connection.send(
+            f"POST /hooks/partner HTTP/1.1\r\nhost: localhost\r\n{head}\r\n".encode() + payload
+        )
+        check_raw_problem(connection.read_response(), 413, P + "request-too-large")
+    assert len(published_by(portico, "partner")) == before
 
 
 def test_a_signed_body_that_is_not_json_is_400(portico: PorticoProcess) -> None:

@@ -178,7 +178,9 @@ def admit(request: Request, runtime: Runtime, peer: Peer) -> Exchange | Reply:
         tls=transport.get_extra_info("ssl_object") if peer.tls and transport else None,
     )
     if route is None:
-        return exchange
+        # A body that arrived whole before the endpoint's limit was known is refused here too.
+        too_large = _body_refusal(request, request_id)
+        return exchange if too_large is None else too_large
     refusal = _route_refusal(request, route, request_id)
     if refusal is not None:
         # The route's response hooks see the refusal too (its CORS or deprecation fields).
@@ -186,12 +188,11 @@ def admit(request: Request, runtime: Runtime, peer: Peer) -> Exchange | Reply:
     return exchange if refusal is None else refusal
 
 
-def _route_refusal(request: Request, route: CompiledRoute, request_id: str) -> Reply | None:
-    """What a route refuses before its policies run: a body over its limit, an upgrade it does
-    not relay."""
+def _body_refusal(request: Request, request_id: str) -> Reply | None:
+    """A body over the limit of what serves it (declared, or already received while the
+    connection's wider limit applied)."""
     body = request.body
-    special = request.special
-    declared = special.get("content-length")
+    declared = request.special.get("content-length")
     if (
         body.overflow
         or body.received > body.limit
@@ -199,6 +200,16 @@ def _route_refusal(request: Request, route: CompiledRoute, request_id: str) -> R
     ):
         body.overflow = True
         return problems.too_large(request_id, body.limit)
+    return None
+
+
+def _route_refusal(request: Request, route: CompiledRoute, request_id: str) -> Reply | None:
+    """What a route refuses before its policies run: a body over its limit, an upgrade it does
+    not relay."""
+    too_large = _body_refusal(request, request_id)
+    if too_large is not None:
+        return too_large
+    special = request.special
     if request.upgrade and (
         not route.websocket
         or request.method != "GET"
