@@ -84,10 +84,11 @@ def admit(
         busy = concurrency is not None and len(held) >= concurrency
         free_at = tat - tolerance if rate_limit else now
         for place, delivery_id in enumerate(waiting):
-            # Spread over the rate's slots, so that they do not all come back at once.
+            # Spread over the rate's slots, and a concurrency's worth every BUSY_SECONDS, so that
+            # a backlog is not claimed and given back whole each time a slot may have freed.
             due = max(free_at, now) + place * interval
-            if busy:
-                due = max(due, now + BUSY_SECONDS)
+            if busy and concurrency is not None:
+                due = max(due, now + BUSY_SECONDS * (1 + place // max(concurrency, 1)))
             admission.deferred.append((delivery_id, due))
     admission.rate_tat = tat if rate_limit else None
     admission.held = held if concurrency is not None else None
