@@ -15,7 +15,9 @@ For each backend (a SQLite file; a throwaway PostgreSQL cluster started as the t
   publishing time, as the store records them (``first_attempt_at - published_at``): p50, p99,
   max. The rate the publishing threads achieved is shown beside it: on a busy machine they may
   fall short of ``--rate``. The workers poll every ``--poll`` (``events.delivery.
-  poll_interval``): a publish in another process does not wake them.
+  poll_interval``); on PostgreSQL a publish in another process wakes them at once (NOTIFY), on
+  SQLite it does not. A low ``--rate`` (20) with the default ``--poll 250ms`` shows the
+  difference: at 500 events/s the workers are rarely idle long enough to poll.
 
 The reference, in the same run: the same signed POSTs sent by Portico's ``Sender`` (aiohttp,
 the same connection limit) straight to the same nginx with no queue and no store, as fast as it

@@ -7,6 +7,10 @@ outcomes in batches (one transaction per batch: attempts, deliveries and endpoin
 what lets it keep thousands of deliveries a second moving on PostgreSQL. A process killed at any
 point loses nothing: a delivery sent but not yet recorded is sent again after its claim expires,
 with the same ``webhook-id``.
+
+Endpoints' rate limits and concurrency are the claim's business (the store decides them for every
+process, :mod:`portico.events.limits`): what a claim returns is sent at once. A claim that gave
+deliveries back says when the first is due again, and the dispatcher looks again then.
 """
 
 from __future__ import annotations
@@ -32,12 +36,10 @@ __all__ = ["Dispatcher", "next_attempt"]
 log = logging.getLogger("portico.events")
 
 ENDPOINT_CACHE_SECONDS = 1.0
-"""How long an endpoint's URL, limits and secrets are reused before they are read again: a
-rotation or a change reaches every delivering process within about a second."""
+"""How long an endpoint's URL and secrets are reused before they are read again: a rotation or a
+change reaches every delivering process within about a second."""
 FLUSH_SECONDS = 0.02
 FLUSH_SIZE = 500
-BUSY_RELEASE_SECONDS = 0.05
-"""How far a delivery is put back when its endpoint's concurrency is reached."""
 RETRY_AFTER_STATUSES = frozenset({429, 502, 504})
 
 
@@ -62,24 +64,7 @@ def next_attempt(
 class _Target:
     url: str
     signers: list[Signer]
-    rate_limit: float | None
-    concurrency: int | None
     read_at: float
-    in_flight: int = 0
-    tokens: float = 0.0
-    refilled_at: float = 0.0
-
-    def take(self, now: float) -> float:
-        """0 when a delivery may go now (a token taken), else seconds until one may."""
-        if self.rate_limit is None:
-            return 0.0
-        burst = max(1.0, self.rate_limit / 10)
-        self.tokens = min(burst, self.tokens + (now - self.refilled_at) * self.rate_limit)
-        self.refilled_at = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.rate_limit
 
 
 class Dispatcher:
@@ -149,26 +134,25 @@ class Dispatcher:
     async def _run(self) -> None:
         while not self._stopping:
             settings = self.settings()
-            room = settings.max_in_flight - len(self._in_flight)
-            claimed: list[Claimed] = []
+            room = min(settings.max_in_flight - len(self._in_flight), settings.batch_size)
+            pause = settings.poll_interval
             if room > 0:
                 try:
-                    claimed = await asyncio.to_thread(
-                        self.queue.claim,
-                        time.time(),
-                        min(room, settings.batch_size),
-                        settings.claim_timeout,
+                    claim = await asyncio.to_thread(
+                        self.queue.claim, time.time(), room, settings.claim_timeout
                     )
                 except Exception as exc:  # the store is away: try again after a pause
                     log.warning("cannot claim deliveries: %s", exc)
                     await self._pause(max(settings.poll_interval, 1.0))
                     continue
-            if claimed:
-                await self._start(claimed, settings)
-            if len(claimed) == min(max(room, 0), settings.batch_size) and claimed:
-                await asyncio.sleep(0)
-                continue
-            await self._pause(settings.poll_interval)
+                if claim.deliveries:
+                    await self._start(claim.deliveries, settings)
+                if claim.full:
+                    await asyncio.sleep(0)
+                    continue
+                if claim.next_due is not None:
+                    pause = min(pause, max(claim.next_due - time.time(), 0.0))
+            await self._pause(pause)
 
     async def _pause(self, seconds: float) -> None:
         self._wake.clear()
@@ -177,30 +161,13 @@ class Dispatcher:
 
     async def _start(self, claimed: list[Claimed], settings: DeliverySettings) -> None:
         now = time.time()
-        later: dict[float, list[Claimed]] = {}
         for item in claimed:
             target = await self._target(item.endpoint_id, now)
             if target is None:
                 continue  # deleted since: its deliveries were cancelled with it
-            wait = target.take(now)
-            if (
-                wait == 0
-                and target.concurrency is not None
-                and target.in_flight >= target.concurrency
-            ):
-                wait = BUSY_RELEASE_SECONDS
-            if wait:
-                later.setdefault(round(now + wait, 3), []).append(item)
-                continue
-            target.in_flight += 1
             task = asyncio.get_running_loop().create_task(self._deliver(item, target, settings))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
-        for due, items in later.items():
-            try:
-                await asyncio.to_thread(self.queue.release, items, due)
-            except Exception as exc:
-                log.warning("cannot put deliveries back: %s", exc)
 
     async def _target(self, endpoint_id: str, now: float) -> _Target | None:
         target = self._targets.get(endpoint_id)
@@ -214,30 +181,22 @@ class Dispatcher:
             return None
         signers = [Signer.from_secret(secret) for secret in secrets]
         if target is None:
-            target = _Target(endpoint.url, signers, endpoint.rate_limit, endpoint.concurrency, now)
-            target.tokens = max(1.0, (endpoint.rate_limit or 0) / 10)
-            target.refilled_at = now
-            self._targets[endpoint_id] = target
+            target = self._targets[endpoint_id] = _Target(endpoint.url, signers, now)
         else:
-            target.url, target.signers = endpoint.url, signers
-            target.rate_limit, target.concurrency = endpoint.rate_limit, endpoint.concurrency
-            target.read_at = now
+            target.url, target.signers, target.read_at = endpoint.url, signers, now
         return target
 
     # -- sending ---------------------------------------------------------------------------------
 
     async def _deliver(self, item: Claimed, target: _Target, settings: DeliverySettings) -> None:
-        try:
-            body = item.payload.encode()
-            timestamp = int(time.time())
-            headers = webhook_headers(item.event_id, timestamp, body, target.signers)
-            headers.append(("content-type", "application/json"))
-            started = time.time()
-            if item.attempts == 0:
-                self.metrics.first_attempt(started - item.published_at)
-            result = await self.sender.send(target.url, headers, body, settings.timeout)
-        finally:
-            target.in_flight -= 1
+        body = item.payload.encode()
+        timestamp = int(time.time())
+        headers = webhook_headers(item.event_id, timestamp, body, target.signers)
+        headers.append(("content-type", "application/json"))
+        started = time.time()
+        if item.attempts == 0:
+            self.metrics.first_attempt(started - item.published_at)
+        result = await self.sender.send(target.url, headers, body, settings.timeout)
         status = result.status
         if status is not None and 200 <= status < 300:
             kind, due = "succeeded", None

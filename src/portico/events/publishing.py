@@ -27,6 +27,7 @@ from portico.events.matching import (
     is_missing,
     type_matches,
 )
+from portico.events.wakeup import notify_workers
 from portico.store.database import Database
 from portico.store.tables import DeliveryRow, EventRow, WebhookEndpointRow
 
@@ -120,6 +121,7 @@ class Publisher:
                 rows = self._deliveries(session, event_id, event_type, tenant, envelope, now)
                 if rows:
                     session.execute(_DELIVERIES.insert(), rows)
+                    notify_workers(session)
         except IntegrityError:
             # Another publish with the same key committed first: that one is the event.
             if idempotency_key is not None:

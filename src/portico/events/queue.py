@@ -10,16 +10,24 @@ side; on SQLite every claim is a write transaction, and SQLite's single writer s
 FIFO endpoints: a delivery with an ordering key is claimable only when no earlier delivery of the
 same endpoint and key is still pending, so a key's messages go one at a time, in publishing
 order, each waiting until the previous has succeeded or died.
+
+An endpoint's rate limit and concurrency are decided in the claim's transaction
+(:mod:`portico.events.limits`): what they do not admit is given back there, due later, so they
+hold across every process and machine, and a claim the process got is a delivery it may send.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
+from portico.events.limits import admit
+from portico.events.wakeup import notify_workers
 from portico.store.database import Database
 from portico.store.tables import (
     AttemptRow,
@@ -29,7 +37,7 @@ from portico.store.tables import (
     WebhookEndpointRow,
 )
 
-__all__ = ["Claimed", "DeliveryQueue", "Outcome", "QueueDepth"]
+__all__ = ["Claim", "Claimed", "DeliveryQueue", "Outcome", "QueueDepth"]
 
 _D: sa.Table = DeliveryRow.__table__  # type: ignore[assignment]
 _A: sa.Table = AttemptRow.__table__  # type: ignore[assignment]
@@ -51,7 +59,10 @@ WHERE id IN (
   ORDER BY d.due, d.id
   LIMIT :limit{lock}
 )
-RETURNING id, event_id, endpoint_id, attempts, published_at
+RETURNING id, event_id, endpoint_id, attempts, published_at,
+  (SELECT ev.payload FROM events ev WHERE ev.id = webhook_deliveries.event_id) AS payload,
+  (SELECT CASE WHEN e.rate_limit IS NULL AND e.concurrency IS NULL THEN 0 ELSE 1 END
+   FROM webhook_endpoints e WHERE e.id = webhook_deliveries.endpoint_id) AS limited
 """
 
 
@@ -64,6 +75,17 @@ class Claimed:
     """Attempts made before this one."""
     published_at: float
     payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What one claim took: the deliveries to send now, and what it says about the queue."""
+
+    deliveries: list[Claimed]
+    full: bool
+    """It took as many as it was asked for: more may be due."""
+    next_due: float | None = None
+    """The earliest of the deliveries its endpoints' limits gave back, when there were some."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,24 +114,32 @@ class QueueDepth:
 class DeliveryQueue:
     """The queue of one store, seen by one process (``worker``: its claims' name)."""
 
-    def __init__(self, database: Database, worker: str) -> None:
+    def __init__(
+        self, database: Database, worker: str, woken: Callable[[], None] | None = None
+    ) -> None:
+        """``woken`` is told when a redelivery committed (the in-process dispatcher wakes up;
+        on PostgreSQL every delivering process is woken, :mod:`portico.events.wakeup`)."""
         self.database = database
         self.worker = worker
+        self.woken = woken
         lock = " FOR UPDATE SKIP LOCKED" if database.backend == "postgresql" else ""
         self._claim = sa.text(_CLAIM.format(lock=lock))
 
-    def claim(self, now: float, limit: int, hold: float) -> list[Claimed]:
-        """Up to ``limit`` due deliveries, held by this process for ``hold`` seconds."""
+    def claim(self, now: float, limit: int, hold: float) -> Claim:
+        """Up to ``limit`` due deliveries, held by this process for ``hold`` seconds: those their
+        endpoints' rate limits and concurrency admit; the others are given back, due later."""
         with self.database.write() as session:
             rows = session.execute(
                 self._claim, {"until": now + hold, "me": self.worker, "now": now, "limit": limit}
             ).all()
-            if not rows:
-                return []
-            ids = {row.event_id for row in rows}
-            payloads = dict(
-                session.execute(sa.select(_E.c.id, _E.c.payload).where(_E.c.id.in_(ids))).all()
-            )
+            full = len(rows) == limit
+            next_due = None
+            limited = sorted({row.endpoint_id for row in rows if row.limited})
+            if limited:
+                given_back = self._admit(session, rows, limited, now)
+                if given_back:
+                    rows = [row for row in rows if row.id not in given_back]
+                    next_due = min(given_back.values())
         claimed = [
             Claimed(
                 row.id,
@@ -117,25 +147,73 @@ class DeliveryQueue:
                 row.endpoint_id,
                 row.attempts,
                 row.published_at,
-                payloads.get(row.event_id, ""),
+                row.payload or "",
             )
             for row in rows
         ]
         claimed.sort(key=lambda item: item.delivery_id)
-        return claimed
+        return Claim(claimed, full, next_due)
 
-    def release(self, claimed: Iterable[Claimed], due: float) -> None:
-        """Give back claimed deliveries without an attempt (an endpoint's rate limit or
-        concurrency is reached), due again at ``due``."""
-        ids = [item.delivery_id for item in claimed]
-        if not ids:
-            return
-        with self.database.write() as session:
+    def _admit(
+        self, session: Session, rows: Sequence[sa.Row[Any]], limited: list[str], now: float
+    ) -> dict[int, float]:
+        """Apply the limits of the ``limited`` endpoints to the claimed ``rows``; returns the
+        deliveries given back, and when each is due."""
+        # Locked in the order of their ids: two claims lock the same endpoints in the same order,
+        # so neither waits for the other in a circle. (SQLite: no FOR UPDATE, one writer.)
+        endpoints = session.execute(
+            sa.select(_EP.c.id, _EP.c.rate_limit, _EP.c.concurrency, _EP.c.rate_tat, _EP.c.held)
+            .where(_EP.c.id.in_(limited))
+            .order_by(_EP.c.id)
+            .with_for_update()
+        ).all()
+        batch = {row.id for row in rows}
+        previous = {
+            delivery_id
+            for endpoint in endpoints
+            if endpoint.concurrency is not None
+            for delivery_id in endpoint.held or ()
+            if delivery_id not in batch
+        }
+        still_held: dict[str, list[int]] = {}
+        if previous:
+            for delivery_id, endpoint_id in session.execute(
+                sa.select(_D.c.id, _D.c.endpoint_id).where(
+                    _D.c.id.in_(previous), _D.c.status == "pending", _D.c.claimed_until > now
+                )
+            ):
+                still_held.setdefault(endpoint_id, []).append(delivery_id)
+        given_back: dict[int, float] = {}
+        states = []
+        for endpoint in endpoints:
+            admission = admit(
+                sorted(row.id for row in rows if row.endpoint_id == endpoint.id),
+                now,
+                rate_limit=endpoint.rate_limit,
+                concurrency=endpoint.concurrency,
+                rate_tat=endpoint.rate_tat,
+                still_held=sorted(still_held.get(endpoint.id, ())),
+            )
+            given_back.update(admission.deferred)
+            if admission.rate_tat != endpoint.rate_tat or admission.held != endpoint.held:
+                states.append(
+                    {"b_id": endpoint.id, "b_tat": admission.rate_tat, "b_held": admission.held}
+                )
+        if states:
+            session.execute(
+                sa.update(_EP)
+                .where(_EP.c.id == sa.bindparam("b_id"))
+                .values(rate_tat=sa.bindparam("b_tat"), held=sa.bindparam("b_held")),
+                states,
+            )
+        if given_back:
             session.execute(
                 sa.update(_D)
-                .where(_D.c.id.in_(ids), _D.c.claimed_by == self.worker)
-                .values(claimed_until=None, claimed_by=None, due=due)
+                .where(_D.c.id == sa.bindparam("b_id"))
+                .values(claimed_until=None, claimed_by=None, due=sa.bindparam("b_due")),
+                [{"b_id": key, "b_due": due} for key, due in given_back.items()],
             )
+        return given_back
 
     def record(self, outcomes: Sequence[Outcome], disable_after: float) -> list[str]:
         """Write the attempts and the deliveries' new state in one transaction; returns the ids
@@ -199,11 +277,15 @@ class DeliveryQueue:
         with self.database.write() as session:
             session.execute(_A.insert(), attempts)
             session.execute(statement, updates)
+            # Only the rows that change: a claim locks the rows of endpoints with limits, and a
+            # record that wrote every endpoint it delivered to would queue behind it.
             if succeeded:
                 session.execute(
-                    sa.update(_EP).where(_EP.c.id.in_(succeeded)).values(failing_since=None)
+                    sa.update(_EP)
+                    .where(_EP.c.id.in_(succeeded), _EP.c.failing_since.is_not(None))
+                    .values(failing_since=None)
                 )
-            for endpoint_id, since in failed.items():
+            for endpoint_id, since in sorted(failed.items()):
                 if endpoint_id in succeeded:
                     continue
                 session.execute(
@@ -274,7 +356,12 @@ class DeliveryQueue:
                     claimed_by=None,
                 )
             )
-            return int(done.rowcount or 0)  # type: ignore[attr-defined]
+            count = int(done.rowcount or 0)  # type: ignore[attr-defined]
+            if count:
+                notify_workers(session)
+        if count and self.woken is not None:
+            self.woken()
+        return count
 
     def depth(self, now: float) -> QueueDepth:
         with self.database.read() as session:

@@ -26,6 +26,7 @@ from portico.events.publishing import Publisher
 from portico.events.queue import DeliveryQueue
 from portico.events.sender import Sender
 from portico.events.ssrf import Destinations, Resolver
+from portico.events.wakeup import WakeListener
 from portico.gateway.stats import GatewayStats
 from portico.store.database import Database
 from portico.store.secrets import Secrets
@@ -58,7 +59,7 @@ class Events:
         self.database = database
         self.config = config
         self.endpoints = Endpoints(database, secrets)
-        self.queue = DeliveryQueue(database, worker_name())
+        self.queue = DeliveryQueue(database, worker_name(), self._published)
         self.delivery_log = DeliveryLog(database)
         self.metrics = DeliveryMetrics.of_queue(self.queue, stats)
         self._catalog: tuple[EventsSettings | None, EventCatalog] | None = None
@@ -66,6 +67,7 @@ class Events:
         self.publisher = Publisher(database, self.catalog, self._published, self._first_delay)
         self.resolver = resolver
         self._pruner: asyncio.Task[None] | None = None
+        self._listener: WakeListener | None = None
 
     @property
     def settings(self) -> EventsSettings:
@@ -111,6 +113,9 @@ class Events:
             self.queue, self.endpoints, self.delivery, sender, self.publisher, self.metrics
         )
         self.dispatcher.start()
+        if self.database.backend == "postgresql":
+            self._listener = WakeListener(self.database, self.dispatcher.wake)
+            self._listener.start()
         self._pruner = asyncio.get_running_loop().create_task(self._prune(), name="portico-prune")
 
     async def _prune(self) -> None:
@@ -125,6 +130,8 @@ class Events:
             await asyncio.sleep(PRUNE_SECONDS)
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            await self._listener.stop()
         if self._pruner is not None:
             self._pruner.cancel()
             await asyncio.gather(self._pruner, return_exceptions=True)

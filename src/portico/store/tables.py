@@ -288,6 +288,12 @@ class WebhookEndpointRow(Base):
     disabled_reason: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     failing_since: Mapped[float | None] = mapped_column(EpochSeconds, nullable=True)
     """When the first of the failures since the last success happened."""
+    rate_tat: Mapped[float | None] = mapped_column(EpochSeconds, nullable=True)
+    """The rate limit's state, shared by every delivering process: the theoretical arrival time
+    of the next delivery (GCRA, events/limits.py)."""
+    held: Mapped[list[int] | None] = mapped_column(sa.JSON, nullable=True)
+    """The deliveries admitted under the concurrency, some perhaps recorded since (the claim
+    that admits more counts those still held, events/limits.py)."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
 
