@@ -15,13 +15,12 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
-from tests.events.harness import TYPES
+from tests.events.harness import TYPES, served_config
 from tests.support.gateway import (
     PorticoProcess,
     RawConnection,
     check_problem,
     check_raw_problem,
-    proxy_config,
     wait_for,
 )
 from tests.support.receivers import Receiver, running_receiver
@@ -57,9 +56,7 @@ def portico(
     tmp_path_factory: pytest.TempPathFactory, receiver: Receiver
 ) -> Iterator[PorticoProcess]:
     tmp_path = tmp_path_factory.mktemp("consumer-api")
-    config = proxy_config("http://127.0.0.1:9")
-    config["database"] = {"url": f"sqlite:///{tmp_path / 'portico.db'}"}
-    config["tenants"] = {
+    tenants = {
         "acme": {
             "consumers": {
                 "billing": _consumer(Keys.billing, ["events:publish"]),
@@ -68,24 +65,14 @@ def portico(
         },
         "globex": {"consumers": {"erp": _consumer(Keys.erp, ["events:publish"])}},
     }
-    config["events"] = {
-        "types": TYPES,
-        "endpoints": {
-            "audit": {
-                "consumer": "acme/billing",
-                "url": receiver.url("/audit"),
-                "types": ["invoice.*"],
-                "secret": CONFIG_SECRET,
-            }
-        },
-        "delivery": {
-            "allow_http": True,
-            "allow_networks": ["127.0.0.0/8"],
-            "schedule": [0, 0.05],
-            "jitter": 0,
-            "poll_interval": 0.05,
-        },
+    endpoint = {
+        "consumer": "acme/billing",
+        "url": receiver.url("/audit"),
+        "types": ["invoice.*"],
+        "secret": CONFIG_SECRET,
     }
+    events = {"types": TYPES, "endpoints": {"audit": endpoint}}
+    config = served_config(tmp_path, tenants, events, schedule=[0, 0.05])
     process = PorticoProcess(tmp_path, config)
     try:
         yield process
