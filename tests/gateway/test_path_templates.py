@@ -183,7 +183,7 @@ def _first_match(templates: list[str], path: str) -> str | None:
 
 
 @given(
-    st.lists(st.sampled_from(_TEMPLATES), min_size=1, max_size=6, unique=True),
+    st.lists(st.sampled_from(_TEMPLATES), min_size=1, max_size=len(_TEMPLATES), unique=True),
     st.lists(
         st.sampled_from(["", "v1", "orders", "latest", "webhooks", "hooks", "partner", "x"]),
         max_size=4,
