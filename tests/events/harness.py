@@ -7,7 +7,10 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
+
+from tests.support.gateway import proxy_config
 
 from portico.config.model import PorticoConfig
 from portico.events.service import Events
@@ -33,21 +36,37 @@ TYPES = {
 }
 
 
+FAST_LOCAL_DELIVERY: dict[str, Any] = {
+    "allow_http": True,
+    "allow_networks": ["127.0.0.0/8"],
+    "schedule": [0, 0.05, 0.05, 0.05],
+    "jitter": 0,
+    "timeout": 2,
+    "claim_timeout": 5,
+    "poll_interval": 0.05,
+}
+"""Deliveries to 127.0.0.1 over http, retried fast."""
+
+
 def config_with(**delivery: Any) -> PorticoConfig:
     """A config whose events deliver to 127.0.0.1 over http, fast, with ``delivery`` on top."""
-    settings = {
-        "allow_http": True,
-        "allow_networks": ["127.0.0.0/8"],
-        "schedule": [0, 0.05, 0.05, 0.05],
-        "jitter": 0,
-        "timeout": 2,
-        "claim_timeout": 5,
-        "poll_interval": 0.05,
-        **delivery,
-    }
+    settings = {**FAST_LOCAL_DELIVERY, **delivery}
     return PorticoConfig.model_validate(
         {"tenants": TENANTS, "events": {"types": TYPES, "delivery": settings}}
     )
+
+
+def served_config(
+    tmp_path: Path, tenants: dict[str, Any], events: dict[str, Any], **delivery: Any
+) -> dict[str, Any]:
+    """A ``portico serve`` config over a SQLite file in ``tmp_path`` with an ``events`` section:
+    ``events`` (types, endpoints, inbound...) with the fast local delivery, ``delivery`` on
+    top."""
+    config = proxy_config("http://127.0.0.1:9")
+    config["database"] = {"url": f"sqlite:///{tmp_path / 'portico.db'}"}
+    config["tenants"] = tenants
+    config["events"] = {**events, "delivery": {**FAST_LOCAL_DELIVERY, **delivery}}
+    return config
 
 
 def events_over(database: Database, secrets: Secrets, config: PorticoConfig) -> Events:

@@ -15,13 +15,12 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
-from tests.events.harness import TYPES
+from tests.events.harness import TYPES, served_config
 from tests.support.gateway import (
     PorticoProcess,
     RawConnection,
     check_problem,
     check_raw_problem,
-    proxy_config,
     wait_for,
 )
 from tests.support.receivers import Receiver, running_receiver
@@ -57,9 +56,7 @@ def portico(
     tmp_path_factory: pytest.TempPathFactory, receiver: Receiver
 ) -> Iterator[PorticoProcess]:
     tmp_path = tmp_path_factory.mktemp("consumer-api")
-    config = proxy_config("http://127.0.0.1:9")
-    config["database"] = {"url": f"sqlite:///{tmp_path / 'portico.db'}"}
-    config["tenants"] = {
+    tenants = {
         "acme": {
             "consumers": {
                 "billing": _consumer(Keys.billing, ["events:publish"]),
@@ -68,24 +65,14 @@ def portico(
         },
         "globex": {"consumers": {"erp": _consumer(Keys.erp, ["events:publish"])}},
     }
-    config["events"] = {
-        "types": TYPES,
-        "endpoints": {
-            "audit": {
-                "consumer": "acme/billing",
-                "url": receiver.url("/audit"),
-                "types": ["invoice.*"],
-                "secret": CONFIG_SECRET,
-            }
-        },
-        "delivery": {
-            "allow_http": True,
-            "allow_networks": ["127.0.0.0/8"],
-            "schedule": [0, 0.05],
-            "jitter": 0,
-            "poll_interval": 0.05,
-        },
+    endpoint = {
+        "consumer": "acme/billing",
+        "url": receiver.url("/audit"),
+        "types": ["invoice.*"],
+        "secret": CONFIG_SECRET,
     }
+    events = {"types": TYPES, "endpoints": {"audit": endpoint}}
+    config = served_config(tmp_path, tenants, events, schedule=[0, 0.05])
     process = PorticoProcess(tmp_path, config)
     try:
         yield process
@@ -176,7 +163,7 @@ def test_the_catalog_lists_each_type_with_its_schema(portico: PorticoProcess) ->
     assert by_name["order.created"]["schema"] == TYPES["order.created"]["schema"]
     assert by_name["order.created"]["version"] == "1"
     assert "endpoint.disabled" in by_name  # Portico's own, subscribable
-    assert body["next"] is None
+    assert body["next_cursor"] is None and body["next"] is None
 
 
 def test_a_publish_is_committed_then_answered_202_and_a_repeat_is_the_original(
@@ -305,7 +292,39 @@ def test_a_registered_endpoint_receives_its_tenants_events_signed_with_its_secre
         (delivery,) = deliveries
         detail = client.get(f"{API}/deliveries/{delivery['id']}").json()
     assert detail["event_id"] == item.id
-    assert detail["attempts"][0]["status"] == 200
+    assert detail["attempts"] == 1 and detail["attempt_log"][0]["status"] == 200
+
+
+def test_lists_are_pages_with_a_cursor_and_a_link_to_the_next(
+    portico: PorticoProcess, receiver: Receiver
+) -> None:
+    made = {register(portico, Keys.crm, receiver.url(f"/page{n}"))["id"] for n in range(3)}
+    with api(portico, Keys.crm) as client:
+        seen: list[str] = []
+        url: str | None = f"{API}/endpoints?limit=2"
+        while url is not None:
+            response = client.get(url)
+            body = response.json()
+            seen.extend(item["id"] for item in body["items"])
+            assert len(body["items"]) <= 2
+            url = body["next"]
+            if url is not None:
+                assert body["next_cursor"] is not None and "limit=2" in url
+                assert response.headers["link"] == f'<{url}>; rel="next"'
+            else:
+                assert body["next_cursor"] is None and "link" not in response.headers
+        assert made <= set(seen) and len(seen) == len(set(seen))
+        for query, pointer in (("limit=0", "/query/limit"), ("limit=201", "/query/limit")):
+            refused = client.get(f"{API}/endpoints?{query}")
+            assert (
+                check_problem(refused, 400, P + "validation-failed")["errors"][0]["pointer"]
+                == pointer
+            )
+        some = next(iter(made))
+        bad = client.get(f"{API}/endpoints/{some}/deliveries?cursor=not-an-id")
+        assert check_problem(bad, 400, P + "validation-failed")["errors"][0]["pointer"] == (
+            "/query/cursor"
+        )
 
 
 def test_another_consumers_endpoint_and_deliveries_are_404_to_every_operation(
@@ -442,11 +461,18 @@ def test_a_dead_delivery_is_redelivered_by_id_and_by_time_range(
         (dead,) = wait_for(
             lambda: client.get(deliveries, params={"status": "dead"}).json()["items"], timeout=30
         )
-        assert len(client.get(f"{API}/deliveries/{dead['id']}").json()["attempts"]) == 2
+        detail = client.get(f"{API}/deliveries/{dead['id']}").json()
+        assert detail["attempts"] == len(detail["attempt_log"]) == 2
         receiver.behaviours["/dying"].status = 200
         again = client.post(f"{API}/deliveries/{dead['id']}/redeliver")
-        assert again.status_code == 202 and again.json() == {"redelivered": 1}
+        assert again.status_code == 200
+        assert again.json()["id"] == dead["id"] and again.json()["attempts"] == 0
         wait_for(lambda: client.get(deliveries, params={"status": "succeeded"}).json()["items"])
+        # Succeeded (or pending): nothing to redeliver, as the admin API answers.
+        twice = client.post(f"{API}/deliveries/{dead['id']}/redeliver")
+        assert check_problem(twice, 409, P + "delivery-not-dead")["detail"].endswith(
+            "only a dead or cancelled delivery is redelivered"
+        )
         receiver.behaviours["/dying"].status = 500
         client.post(f"{API}/events", json={"type": "order.shipped", "data": {"n": 4}})
         wait_for(lambda: client.get(deliveries, params={"status": "dead"}).json()["items"])

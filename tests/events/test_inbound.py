@@ -17,13 +17,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from standardwebhooks.webhooks import Webhook
-from tests.events.harness import TENANTS, TYPES
+from tests.events.harness import TENANTS, TYPES, served_config
 from tests.support.gateway import (
     PorticoProcess,
     RawConnection,
     check_problem,
     check_raw_problem,
-    proxy_config,
 )
 from tests.support.receivers import Receiver, running_receiver
 
@@ -50,10 +49,7 @@ def portico(
     tmp_path_factory: pytest.TempPathFactory, receiver: Receiver
 ) -> Iterator[PorticoProcess]:
     tmp_path = tmp_path_factory.mktemp("inbound")
-    config = proxy_config("http://127.0.0.1:9")
-    config["database"] = {"url": f"sqlite:///{tmp_path / 'portico.db'}"}
-    config["tenants"] = TENANTS
-    config["events"] = {
+    events = {
         "types": {**TYPES, "partner.event": {"description": "From the partner."}},
         "endpoints": {
             "all": {
@@ -96,13 +92,8 @@ def portico(
                 "event_type": "invoice.paid",
             },
         },
-        "delivery": {
-            "allow_http": True,
-            "allow_networks": ["127.0.0.0/8"],
-            "schedule": [0, 0.05],
-            "poll_interval": 0.05,
-        },
     }
+    config = served_config(tmp_path, TENANTS, events, schedule=[0, 0.05])
     process = PorticoProcess(tmp_path, config)
     try:
         yield process

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +173,46 @@ def test_with_workers_the_delivery_counters_are_summed_and_the_queue_read_once(
         assert metrics.count("# TYPE portico_webhook_queue_depth gauge") == 1
     finally:
         process.stop()
+
+
+def test_a_reload_that_adds_the_events_section_serves_it_and_one_that_removes_it_stops(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    with_events = events_config(tmp_path, receiver, poll_interval=0.1)
+    without = {name: value for name, value in with_events.items() if name != "events"}
+    process = PorticoProcess(tmp_path, without)
+    try:
+        with process.client() as client:
+            # No consumer API: the path is the catch-all route's (its upstream is down).
+            assert client.get("/webhooks/v1/event-types").status_code == 502
+        process.write(with_events)
+        process.signal(signal.SIGHUP)
+        wait_for(lambda: "events section added" in process.log(), timeout=30)
+        with process.client() as client:
+            # The consumer API is served now: it asks who is calling.
+            assert client.get("/webhooks/v1/event-types").status_code == 401
+        event_id = wait_for(
+            lambda: _published(process.config_path, "order.shipped", {"n": 7}), timeout=60
+        )
+        receiver.wait_for(1, "/orders")
+        assert [item.id for item in receiver.at("/orders")] == [event_id]
+        metrics = httpx.get(f"{process.operations_url}/metrics").text
+        assert "portico_webhook_queue_depth" in metrics
+
+        process.write(without)
+        process.signal(signal.SIGHUP)
+        wait_for(lambda: "events section removed" in process.log(), timeout=30)
+        with process.client() as client:
+            assert client.get("/webhooks/v1/event-types").status_code == 502
+        assert "portico_webhook_queue_depth" not in (
+            httpx.get(f"{process.operations_url}/metrics").text
+        )
+        # Published now (by another process), it waits in the store: nothing here delivers any
+        # more, for ten of the old poll intervals and after.
+        other = write_config(tmp_path / "with-events.yaml", with_events)
+        publish_into(other, "order.shipped", {"n": 8})
+        time.sleep(1.0)
+        assert "Traceback" not in process.log()
+    finally:
+        process.stop()
+    assert len(receiver.at("/orders")) == 1

@@ -4,6 +4,8 @@ themselves are in test_uri.py."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from portico.gateway.headers import Headers
 from portico.gateway.router import (
@@ -154,3 +156,44 @@ def test_routes_share_methods_only_with_the_same_path_hosts_and_headers() -> Non
         router.match("PUT", "admin.local", "/x/1", Headers())
     assert exc.value.allowed == ("GET", "POST")
     assert router.match("PUT", "other", "/x/1", Headers())[0] == "write"
+
+
+_TEMPLATES = [
+    "/",
+    "/{rest:path}",
+    "/v1",
+    "/v1/{rest:path}",
+    "/v1/orders/{id}",
+    "/v1/orders/latest",
+    "/{tenant}/orders",
+    "/{tenant}/{kind}/{id}",
+    "/webhooks/v1/endpoints/{id}/deliveries",
+    "/webhooks/v1/events",
+    "/hooks/partner",
+    "/v1/",
+    "/{x}",
+]
+
+
+def _first_match(templates: list[str], path: str) -> str | None:
+    """The reference: every template tried, most specific first (what the router did before it
+    looked templates up by their first segment)."""
+    ordered = sorted((matcher(t, t) for t in templates), key=RouteMatcher.specificity, reverse=True)
+    return next((m.target for m in ordered if m.template.match(path) is not None), None)
+
+
+@given(
+    st.lists(st.sampled_from(_TEMPLATES), min_size=1, max_size=len(_TEMPLATES), unique=True),
+    st.lists(
+        st.sampled_from(["", "v1", "orders", "latest", "webhooks", "hooks", "partner", "x"]),
+        max_size=4,
+    ),
+    st.booleans(),
+)
+def test_looking_templates_up_by_first_segment_finds_what_trying_each_finds(
+    templates: list[str], segments: list[str], trailing: bool
+) -> None:
+    router = Router([matcher(t, t) for t in templates])
+    path = "/" + "/".join(segments) + ("/" if trailing and segments else "")
+    found = router.find("GET", "h", path, Headers())
+    assert (None if found is None else found[0]) == _first_match(templates, path)

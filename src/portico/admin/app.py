@@ -43,6 +43,7 @@ from portico.admin.endpoints import (
     webhooks,
     whoami,
 )
+from portico.admin.problem_schema import problem_schema
 from portico.admin.problems import AdminProblem, problem_response
 from portico.admin.request_ids import RequestIds, request_id_of
 from portico.gateway import problems
@@ -223,27 +224,7 @@ def _add_docs(app: FastAPI) -> None:
 
 # -- the document --------------------------------------------------------------------------------
 
-_PROBLEM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "An RFC 9457 problem document (docs/errors.md).",
-    "required": ["type", "title", "status", "request_id"],
-    "properties": {
-        "type": {"type": "string", "format": "uri"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "request_id": {"type": "string"},
-        "errors": {
-            "type": "array",
-            "description": "For `validation-failed`: every error, where and what.",
-            "items": {
-                "type": "object",
-                "required": ["pointer", "message"],
-                "properties": {"pointer": {"type": "string"}, "message": {"type": "string"}},
-            },
-        },
-    },
-}
+_PROBLEM_SCHEMA = problem_schema("An RFC 9457 problem document (docs/errors.md).")
 _PROBLEM = {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 _ALWAYS = {
     "400": "Malformed request, credentials in the query string, or a validation error "

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from portico.core.commands import subcommand
 from portico.identity.cli import CommandError, parse_duration
 
 # The store is imported by the commands, not here: registering them runs on every `portico`.
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from portico.store.database import Database
 
 __all__ = ["register"]
+
+_READS = "its tenants and database.url"
 
 ROLES = ("viewer", "operator", "admin")
 
@@ -52,19 +55,7 @@ def register(subparsers: Any, load_config: Callable[[Path], PorticoConfig]) -> N
     commands = tokens.add_subparsers(dest="tokens_command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> Any:
-        parser = commands.add_parser(
-            name, help=help_text, description=help_text[0].upper() + help_text[1:] + "."
-        )
-        parser.add_argument(
-            "-c",
-            "--config",
-            default="portico.yaml",
-            type=Path,
-            metavar="FILE",
-            help="the config file: its tenants and database.url (default: portico.yaml)",
-        )
-        parser.set_defaults(func=func, load_config=load_config)
-        return parser
+        return subcommand(commands, name, help_text, func, reads=_READS, load_config=load_config)
 
     create = command("create", "create an admin token and print it once", cmd_create)
     create.add_argument(

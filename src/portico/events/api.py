@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from portico.config.events import ConsumerApi
 from portico.config.model import PorticoConfig
@@ -42,6 +43,7 @@ from portico.events.endpoints import CONFIG_PREFIX, Endpoint, UnknownEndpoint
 from portico.events.log import STATUSES, DeliveryFilter
 from portico.events.matching import FilterError, compile_filter
 from portico.events.problems import (
+    DELIVERY_NOT_DEAD,
     DELIVERY_NOT_FOUND,
     ENDPOINT_NOT_FOUND,
     ENDPOINT_READ_ONLY,
@@ -91,6 +93,18 @@ def _json(status: int, data: Any, headers: Sequence[tuple[str, str]] = ()) -> Re
     out.set("content-type", "application/json")
     out.set("cache-control", "no-store")
     return Reply(status, out, json.dumps(data, separators=(",", ":")).encode())
+
+
+def _page(exchange: Exchange, items: list[Any], next_cursor: str | None) -> Reply:
+    """A list as the admin API answers one: ``{items, next_cursor, next}``, and ``Link: <next>;
+    rel="next"`` when there is more."""
+    following = None
+    headers: list[tuple[str, str]] = []
+    if next_cursor is not None:
+        params = {**query_of(exchange.query), "cursor": next_cursor}
+        following = f"{exchange.path}?{urlencode(params)}"
+        headers.append(("link", f'<{following}>; rel="next"'))
+    return _json(200, {"items": items, "next_cursor": next_cursor, "next": following}, headers)
 
 
 def _authenticators(config: PorticoConfig, context: BuildContext) -> tuple[Authenticator, ...]:
@@ -254,7 +268,7 @@ class ConsumerWebhooksApi:
             }
             for name, kind in sorted(self.events.catalog().types.items())
         ]
-        return _json(200, {"items": items, "next": None})
+        return _json(200, {"items": items, "next_cursor": None, "next": None})
 
     def publish(self, who: Identity, exchange: Exchange, body: bytes) -> Reply:
         given = model_of(PublishBody, json_body(exchange.headers, body))
@@ -335,8 +349,8 @@ class ConsumerWebhooksApi:
     def list_endpoints(self, who: Identity, exchange: Exchange, body: bytes) -> Reply:
         after, limit = page_of(query_of(exchange.query))
         found = self.events.endpoints.list(consumer=who.consumer, after=after, limit=limit)
-        next_page = found[-1].id if len(found) == limit else None
-        return _json(200, {"items": [e.describe() for e in found], "next": next_page})
+        next_cursor = found[-1].id if len(found) == limit else None
+        return _page(exchange, [e.describe() for e in found], next_cursor)
 
     def create_endpoint(self, who: Identity, exchange: Exchange, body: bytes) -> Reply:
         given = model_of(EndpointCreate, json_body(exchange.headers, body))
@@ -420,7 +434,7 @@ class ConsumerWebhooksApi:
         endpoint = self._owned(who, exchange)
         params = query_of(exchange.query)
         after_text, limit = page_of(params)
-        after = _delivery_id(after_text, "/query/after") if after_text is not None else None
+        after = _delivery_id(after_text, "/query/cursor") if after_text is not None else None
         status = params.get("status") or None
         if status is not None and status not in STATUSES:
             raise EventsProblem(
@@ -437,8 +451,8 @@ class ConsumerWebhooksApi:
             until=time_of(params.get("until"), "/query/until"),
         )
         found = self.events.delivery_log.deliveries(where, after=after, limit=limit)
-        next_page = str(found[-1]["id"]) if len(found) == limit else None
-        return _json(200, {"items": found, "next": next_page})
+        next_cursor = str(found[-1]["id"]) if len(found) == limit else None
+        return _page(exchange, found, next_cursor)
 
     def _delivery(self, who: Identity, exchange: Exchange) -> dict[str, Any]:
         delivery_id = _delivery_id(exchange.path_params["id"], None)
@@ -449,15 +463,24 @@ class ConsumerWebhooksApi:
 
     def get_delivery(self, who: Identity, exchange: Exchange, body: bytes) -> Reply:
         found = self._delivery(who, exchange)
-        # The delivery's attempts themselves, in order (the list's length is their count).
-        found["attempts"] = self.events.delivery_log.attempts(found["id"])
+        # Beside ``attempts`` (their count), the attempts themselves, in order, as the admin API
+        # gives them.
+        found["attempt_log"] = self.events.delivery_log.attempts(found["id"])
         return _json(200, found)
 
     def redeliver_delivery(self, who: Identity, exchange: Exchange, body: bytes) -> Reply:
+        """A dead (or cancelled) delivery pending again, due now; anything else is 409
+        ``delivery-not-dead``, as in the admin API."""
         found = self._delivery(who, exchange)
-        count = self.events.queue.redeliver(delivery_ids=[found["id"]], now=time.time())
+        if not self.events.queue.redeliver(delivery_ids=[found["id"]], now=time.time()):
+            raise EventsProblem(
+                DELIVERY_NOT_DEAD,
+                f"delivery {found['id']} is {found['status']}: only a dead or cancelled "
+                "delivery is redelivered",
+            )
         self._wake()
-        return _json(202, {"redelivered": count})
+        after = self.events.delivery_log.delivery(found["id"])
+        return _json(200, after if after is not None else found)
 
     def redeliver_endpoint(self, who: Identity, exchange: Exchange, body: bytes) -> Reply:
         endpoint = self._owned(who, exchange)

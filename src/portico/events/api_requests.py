@@ -34,8 +34,8 @@ __all__ = [
     "time_of",
 ]
 
-MAX_LIMIT = 1000
-DEFAULT_LIMIT = 100
+MAX_LIMIT = 200
+DEFAULT_LIMIT = 50
 MAX_OVERLAP = 30 * 86400.0
 """The longest rotation overlap a consumer may ask for (a month)."""
 
@@ -168,7 +168,7 @@ def query_of(query: str) -> dict[str, str]:
 
 
 def page_of(params: Mapping[str, str]) -> tuple[str | None, int]:
-    """``after`` and ``limit`` (1 to 1000, 100 by default)."""
+    """``cursor`` and ``limit`` (1 to 200, 50 by default), as the admin API's lists take them."""
     text = params.get("limit")
     limit = DEFAULT_LIMIT
     if text is not None:
@@ -177,8 +177,8 @@ def page_of(params: Mapping[str, str]) -> tuple[str | None, int]:
                 [("/query/limit", f"an integer from 1 to {MAX_LIMIT}")], "the query is not valid"
             )
         limit = int(text)
-    after = params.get("after") or None
-    return after, limit
+    cursor = params.get("cursor") or None
+    return cursor, limit
 
 
 def time_of(value: str | float | None, where: str) -> float | None:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from portico.core.commands import subcommand
 from portico.events import cli_support as support
 from portico.events.cli_deliveries import cmd_deliveries, cmd_delivery, cmd_redeliver
 from portico.identity.cli import CommandError, parse_duration
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from portico.config.model import PorticoConfig
 
 __all__ = ["register"]
+
+_READS = "its events section and database.url"
 
 _ID_HELP = "the id `portico webhooks endpoints list` shows"
 STATUSES = ("pending", "succeeded", "dead", "cancelled")
@@ -59,19 +62,7 @@ def register(subparsers: Any, load_config: Callable[[Path], PorticoConfig]) -> N
     def command(
         sub: Any, name: str, help_text: str, func: Callable[[argparse.Namespace], int]
     ) -> Any:
-        parser = sub.add_parser(
-            name, help=help_text, description=help_text[0].upper() + help_text[1:] + "."
-        )
-        parser.add_argument(
-            "-c",
-            "--config",
-            default="portico.yaml",
-            type=Path,
-            metavar="FILE",
-            help="the config file: its events section and database.url (default: portico.yaml)",
-        )
-        parser.set_defaults(func=func, load_config=load_config)
-        return parser
+        return subcommand(sub, name, help_text, func, reads=_READS, load_config=load_config)
 
     def json_option(parser: Any) -> None:
         parser.add_argument("--json", action="store_true", help="JSON instead of a table")

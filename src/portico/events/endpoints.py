@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import builtins
 import secrets as random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from portico.config.events import WebhookEndpoint
 from portico.core.errors import PorticoError
@@ -125,11 +127,33 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 class Endpoints:
-    """The endpoints of the store; each call is its own transaction."""
+    """The endpoints of the store; each call is its own transaction, unless the endpoints are
+    :meth:`bound` to a session (a caller's own transaction, e.g. with its audit entry)."""
 
-    def __init__(self, database: Database, secrets: Secrets) -> None:
+    def __init__(self, database: Database, secrets: Secrets, session: Session | None = None):
         self.database = database
         self.secrets = secrets
+        self._session = session
+
+    def bound(self, session: Session) -> Endpoints:
+        """The same endpoints, every call of which runs in ``session``'s transaction."""
+        return Endpoints(self.database, self.secrets, session)
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        if self._session is not None:
+            yield self._session
+        else:
+            with self.database.read() as session:
+                yield session
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        if self._session is not None:
+            yield self._session
+        else:
+            with self.database.write() as session:
+                yield session
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -139,7 +163,7 @@ class Endpoints:
         query = sa.select(WebhookEndpointRow).where(WebhookEndpointRow.id == endpoint_id)
         if consumer is not None:
             query = query.where(WebhookEndpointRow.consumer == consumer)
-        with self.database.read() as session:
+        with self._read() as session:
             row = session.scalars(query).first()
             if row is None:
                 raise UnknownEndpoint(f"no endpoint {endpoint_id!r}")
@@ -161,7 +185,7 @@ class Endpoints:
             query = query.where(WebhookEndpointRow.tenant == tenant)
         if after is not None:
             query = query.where(WebhookEndpointRow.id > after)
-        with self.database.read() as session:
+        with self._read() as session:
             return [_endpoint(row) for row in session.scalars(query)]
 
     def signing_secrets(self, endpoint_id: str, now: datetime | None = None) -> builtins.list[str]:
@@ -173,7 +197,7 @@ class Endpoints:
             .where(_SECRET_ROWS.c.endpoint_id == endpoint_id)
             .order_by(_SECRET_ROWS.c.id.desc())
         )
-        with self.database.read() as session:
+        with self._read() as session:
             rows = session.execute(query).all()
         opened = []
         for row in rows:
@@ -221,7 +245,7 @@ class Endpoints:
             created_at=now,
             updated_at=now,
         )
-        with self.database.write() as session:
+        with self._write() as session:
             session.add(row)
             session.flush()
             self._add_secret(session, row.id, secret)
@@ -239,7 +263,7 @@ class Endpoints:
         unknown = set(changes) - _EDITABLE
         if unknown:
             raise ValueError(f"cannot change {', '.join(sorted(unknown))}")
-        with self.database.write() as session:
+        with self._write() as session:
             row = session.get(WebhookEndpointRow, endpoint_id)
             if row is None:
                 raise UnknownEndpoint(f"no endpoint {endpoint_id!r}")
@@ -252,7 +276,7 @@ class Endpoints:
     def set_disabled(self, endpoint_id: str, reason: str | None) -> Endpoint:
         """Disable the endpoint (``reason``), or enable it again (``None``): its deliveries wait
         while it is disabled, and flow again when it is enabled."""
-        with self.database.write() as session:
+        with self._write() as session:
             row = session.get(WebhookEndpointRow, endpoint_id)
             if row is None:
                 raise UnknownEndpoint(f"no endpoint {endpoint_id!r}")
@@ -267,7 +291,7 @@ class Endpoints:
     def delete(self, endpoint_id: str) -> None:
         """Remove the endpoint and its secrets; its pending deliveries are cancelled (kept in the
         delivery log until retention prunes them)."""
-        with self.database.write() as session:
+        with self._write() as session:
             deleted = session.execute(sa.delete(_ENDPOINTS).where(_ENDPOINTS.c.id == endpoint_id))
             if not deleted.rowcount:  # type: ignore[attr-defined]
                 raise UnknownEndpoint(f"no endpoint {endpoint_id!r}")
@@ -284,7 +308,7 @@ class Endpoints:
         """A new current secret; the previous ones keep signing for ``overlap`` seconds."""
         secret = secret or generate_secret()
         until = datetime.now(UTC) + timedelta(seconds=overlap)
-        with self.database.write() as session:
+        with self._write() as session:
             if session.get(WebhookEndpointRow, endpoint_id) is None:
                 raise UnknownEndpoint(f"no endpoint {endpoint_id!r}")
             session.execute(

@@ -27,6 +27,14 @@ class HeaderLookup(Protocol):
     def get(self, name: str, default: None = None) -> str | None: ...
 
 
+def _literal_first(template: PathTemplate) -> str | None:
+    """The template's first segment when it is literal, else ``None`` (a parameter)."""
+    source = template.source
+    end = source.find("/", 1)
+    first = source[1:] if end < 0 else source[1:end]
+    return None if "{" in first else first
+
+
 class RouteMatcher(Generic[T]):
     """The match part of one route; ``target`` is what the router returns for it.
 
@@ -75,13 +83,37 @@ class MethodNotAllowed(Exception):
         self.allowed = tuple(sorted(allowed))
 
 
+INDEXED_FROM = 6
+"""Routers of more templates than this look them up by first segment."""
+
+
+def _first_segment(path: str) -> str:
+    end = path.find("/", 1)
+    return path[1:] if end < 0 else path[1:end]
+
+
 class Router(Generic[T]):
-    __slots__ = ("_matchers", "_same_path")
+    __slots__ = ("_all", "_by_first", "_matchers", "_others", "_same_path")
 
     def __init__(self, matchers: Sequence[RouteMatcher[T]]) -> None:
         # Python's sort is stable: equally specific routes keep the order they were written in.
         ordered = tuple(sorted(matchers, key=RouteMatcher.specificity, reverse=True))
         self._matchers = ordered
+        # A template whose first segment is literal matches only paths with that first segment
+        # (its pattern is ``^/<literal>`` then ``/`` or the end): a request is tried against
+        # those and the templates that start with a parameter, in the same order, and a path no
+        # template can match (the common case for the built-in endpoints) costs one lookup. A
+        # few templates are tried in turn: that costs less than the lookup.
+        self._all = tuple(range(len(ordered)))
+        firsts = [_literal_first(m.template) for m in ordered]
+        others = tuple(i for i, first in enumerate(firsts) if first is None)
+        by_first: dict[str, tuple[int, ...]] = {}
+        for first in {f for f in firsts if f is not None}:
+            by_first[first] = tuple(i for i, f in enumerate(firsts) if f is None or f == first)
+        self._by_first: dict[str, tuple[int, ...]] | None = (
+            by_first if len(ordered) > INDEXED_FROM else None
+        )
+        self._others = others
         # For each matcher, the matchers of the same path shape, hosts and header conditions
         # (itself included): the only routes that may serve a request it matched first.
         groups: dict[
@@ -118,7 +150,12 @@ class Router(Generic[T]):
         self, method: str, host: str, path: str, headers: HeaderLookup
     ) -> tuple[tuple[T, dict[str, str]] | None, set[str]]:
         matchers = self._matchers
-        for index in range(len(matchers)):
+        by_first = self._by_first
+        if by_first is None:
+            candidates = self._all
+        else:
+            candidates = by_first.get(_first_segment(path), self._others)
+        for index in candidates:
             m = matchers[index]
             if m.hosts and host not in m.hosts:
                 continue

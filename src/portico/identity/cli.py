@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from portico.core.commands import subcommand
 from portico.core.errors import PorticoError
 
 # The store and the config loader are imported by the commands, not here: `portico --help` and
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from portico.store.repositories import Author
 
 __all__ = ["parse_duration", "register"]
+
+_READS = "its tenants and database.url"
 
 # A number and its unit, nothing else: `--expires 3` once meant three seconds to the code and
 # three days to the person who typed it. Written out rather than taken from a time-parsing library:
@@ -62,19 +65,7 @@ def register(subparsers: Any, load_config: Callable[[Path], PorticoConfig]) -> N
     sub = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> Any:
-        parser = sub.add_parser(
-            name, help=help_text, description=help_text[0].upper() + help_text[1:] + "."
-        )
-        parser.add_argument(
-            "-c",
-            "--config",
-            default="portico.yaml",
-            type=Path,
-            metavar="FILE",
-            help="the config file: its tenants and database.url (default: portico.yaml)",
-        )
-        parser.set_defaults(func=func, load_config=load_config)
-        return parser
+        return subcommand(sub, name, help_text, func, reads=_READS, load_config=load_config)
 
     create = command("create", "create an API key for a consumer and print it once", cmd_create)
     create.add_argument(

@@ -15,13 +15,14 @@ import dataclasses
 import hashlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvloop
+from prometheus_client import Metric
 
 from portico import _native
 from portico.assembly import build_runtime, load_config, load_config_text, load_config_to_serve
@@ -271,7 +272,9 @@ class ServedGateway:
         self.oauth = OAuthState(Database(url), secrets)
         self.oauth.load()
         self._listen = listen
+        self._secrets = secrets
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping_events: set[asyncio.Task[None]] = set()
 
         def config_applied(path: Path, sha256: str) -> None:
             self.identity.use_config(self.gateway.runtime.config)
@@ -386,12 +389,30 @@ class ServedGateway:
         if retraced:
             started = start_tracing(config.tracing, span_counter(extensions.stats))
             extensions = dataclasses.replace(extensions, tracing=started)
+        # An events section added or removed by a reload: this process's events open (publishing,
+        # the consumer API, the inbound paths, delivering) or close with the snapshot.
+        opened: ServedEvents | None = None
+        if config.events is not None and self.events is None:
+            opened = ServedEvents.open(
+                config, self._secrets, lambda: self.gateway.runtime.config, extensions.stats
+            )
+            assert opened is not None
+            extensions = dataclasses.replace(
+                extensions, publisher=opened.events.publisher, endpoints=opened.endpoints()
+            )
+        elif config.events is None and self.events is not None:
+            extensions = dataclasses.replace(extensions, publisher=None, endpoints=())
         try:
             runtime = build_runtime(config, previous, extensions, SERVED_ENDPOINTS)
         except BaseException:
             if started is not None:
                 _stop_in_background(started)
+            if opened is not None:
+                opened.events.database.dispose()
             raise
+        if opened is not None or (config.events is None and self.events is not None):
+            self._swap_events(opened)
+            self.extensions = extensions
         if retraced:
             if self.tracing is not None:
                 _stop_in_background(self.tracing)
@@ -401,12 +422,27 @@ class ServedGateway:
             log.info("tracing %s", "restarted" if started is not None else "off")
         return runtime
 
+    def _swap_events(self, opened: ServedEvents | None) -> None:
+        """Serve with ``opened`` (started now, on the running loop), or with no events: the
+        previous ones stop delivering (attempts in flight finish) in the background."""
+        loop = asyncio.get_running_loop()
+        previous, self.events = self.events, opened
+        if previous is not None:
+            log.info("events section removed: no more publishing or delivering here")
+            stopping = loop.create_task(previous.stop())
+            self._stopping_events.add(stopping)
+            stopping.add_done_callback(self._stopping_events.discard)
+        if opened is not None:
+            log.info("events section added: publishing and delivering from now on")
+            self._tasks.append(loop.create_task(opened.start()))
+
     async def close(self) -> None:
         """Drain the gateway (within ``gateway.drain_timeout``), then stop polling the store."""
         await self.gateway.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._stopping_events, return_exceptions=True)
         if self.events is not None:
             await self.events.stop()
         self.identity.close()
@@ -417,6 +453,19 @@ class ServedGateway:
         if self.tracing is not None:
             # The last spans, within tracing.shutdown_timeout, off the event loop.
             await asyncio.get_running_loop().run_in_executor(None, self.tracing.shutdown)
+
+
+class _CurrentEventsMetrics:
+    """prometheus_client's collector protocol over the events a :class:`ServedGateway` serves
+    at the moment of the scrape (none: nothing)."""
+
+    def __init__(self, served: ServedGateway) -> None:
+        self._served = served
+
+    def collect(self) -> Iterator[Metric]:
+        events = self._served.events
+        if events is not None:
+            yield from events.events.metrics.collect()
 
 
 async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
@@ -462,8 +511,9 @@ async def run(config_path: Path, listen: tuple[str, int] | None = None) -> int:
         # asks here when there is no Redis to read them from).
         usage = partial(usage_report, lambda: gateway.runtime.config, shared)
         operations = Operations(registry(gateway), checks, reports={"/usage/": usage})
-        if served.events is not None:
-            operations.metrics.register(served.events.events.metrics)
+        # The events' metrics, whichever events the process serves now (a reload may add or
+        # remove the section).
+        operations.metrics.register(_CurrentEventsMetrics(served))
         where = config.operations.listen
         try:
             await listening(

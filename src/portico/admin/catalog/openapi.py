@@ -41,6 +41,7 @@ from portico.admin.catalog.operations import (
     service_operations,
 )
 from portico.admin.catalog.security import RouteAuth, security_schemes
+from portico.admin.problem_schema import problem_schema
 from portico.config.catalog import Audience, visible_to
 from portico.config.model import PorticoConfig
 from portico.gateway import problems
@@ -76,31 +77,10 @@ def _ref(kind: str, name: str) -> dict[str, str]:
 
 _PROBLEM = {PROBLEM_CONTENT_TYPE: {"schema": _ref("schemas", "Problem")}}
 _GATEWAY_SCHEMAS: dict[str, Any] = {
-    "Problem": {
-        "type": "object",
-        "description": "An error Portico itself answers: RFC 9457 problem details, with a "
-        f"stable `type` (`{problems.PROBLEM_BASE}<slug>`) and the request's id.",
-        "required": ["type", "title", "status", "request_id"],
-        "properties": {
-            "type": {"type": "string", "format": "uri"},
-            "title": {"type": "string"},
-            "status": {"type": "integer"},
-            "detail": {"type": "string"},
-            "request_id": {"type": "string"},
-            "errors": {
-                "type": "array",
-                "description": "For `validation-failed`: every error, where and what.",
-                "items": {
-                    "type": "object",
-                    "required": ["pointer", "message"],
-                    "properties": {
-                        "pointer": {"type": "string"},
-                        "message": {"type": "string"},
-                    },
-                },
-            },
-        },
-    }
+    "Problem": problem_schema(
+        "An error Portico itself answers: RFC 9457 problem details, with a stable `type` "
+        f"(`{problems.PROBLEM_BASE}<slug>`) and the request's id."
+    )
 }
 _GATEWAY_HEADERS: dict[str, Any] = {
     "RateLimit": {

@@ -17,10 +17,12 @@ log (never a secret).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Path, Query
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -58,7 +60,7 @@ from portico.admin.problems import AdminProblem
 from portico.admin.roles import Role
 from portico.admin.state import config_now
 from portico.config.model import PorticoConfig
-from portico.events.endpoints import CONFIG_PREFIX, Endpoint, UnknownEndpoint
+from portico.events.endpoints import CONFIG_PREFIX, Endpoint, Endpoints, UnknownEndpoint
 from portico.events.moments import MOMENT_HELP, InvalidMoment, parse_moment
 from portico.events.problems import (
     DELIVERY_NOT_FOUND,
@@ -68,7 +70,9 @@ from portico.events.problems import (
 )
 from portico.events.registration import EndpointRefused, check_endpoint, store_changes
 from portico.gateway.problems import PROBLEM_CONTENT_TYPE
-from portico.store.repositories import AuditLog
+from portico.store.repositories import AuditLog, StoreBinding
+
+T = TypeVar("T")
 
 __all__ = [
     "REDELIVERABLE",
@@ -184,7 +188,7 @@ def time_range(
 
 
 def _record(
-    context: AdminContext,
+    binding: StoreBinding,
     caller: Principal,
     action: str,
     target: str,
@@ -195,7 +199,7 @@ def _record(
     detail: dict[str, Any] | None = None,
 ) -> None:
     """One audit entry: the endpoint's state before and after, which never holds a secret."""
-    AuditLog(context.database).record(
+    AuditLog(binding).record(
         caller.author,
         action,
         target,
@@ -204,6 +208,37 @@ def _record(
         after=None if after is None else after.model_dump(mode="json"),
         detail=detail or {},
     )
+
+
+def _audited(
+    context: AdminContext,
+    caller: Principal,
+    endpoint: Endpoint,
+    action: str,
+    change: Callable[[Endpoints], T],
+    *,
+    detail: dict[str, Any] | None = None,
+) -> T:
+    """Make ``change`` to ``endpoint`` and record its audit entry in one transaction: the state
+    before and, when ``change`` returns the endpoint, after. :class:`UnknownEndpoint` (removed
+    meanwhile) is the 404 ``endpoint-not-found``."""
+    try:
+        with context.database.write() as session:
+            result = change(context.events.endpoints.bound(session))
+            after = _view(result) if isinstance(result, Endpoint) else None
+            _record(
+                session,
+                caller,
+                action,
+                endpoint.id,
+                tenant=endpoint.tenant,
+                before=_view(endpoint),
+                after=after,
+                detail=detail,
+            )
+            return result
+    except UnknownEndpoint:
+        raise _endpoint_not_found(endpoint.id) from None
 
 
 # -- endpoints -----------------------------------------------------------------------------------
@@ -266,7 +301,11 @@ async def create_webhook_endpoint(
     _check(context, body.url, body.types, body.filter)
 
     def write() -> tuple[Endpoint, str]:
-        endpoint, secret = context.events.endpoints.create(
+        with context.database.write() as session:
+            return create(context.events.endpoints.bound(session), session)
+
+    def create(endpoints: Endpoints, session: Session) -> tuple[Endpoint, str]:
+        endpoint, secret = endpoints.create(
             consumer,
             body.url,
             types=body.types,
@@ -278,7 +317,7 @@ async def create_webhook_endpoint(
             source="admin",
         )
         _record(
-            context,
+            session,
             caller,
             "webhook_endpoint.create",
             endpoint.id,
@@ -337,24 +376,16 @@ async def update_webhook_endpoint(
     )
     changes = store_changes(body, given)
 
-    def write() -> Endpoint:
-        after = context.events.endpoints.update(endpoint.id, changes) if changes else endpoint
-        if changes:
-            _record(
-                context,
-                caller,
-                "webhook_endpoint.update",
-                endpoint.id,
-                tenant=endpoint.tenant,
-                before=_view(endpoint),
-                after=_view(after),
-            )
-        return after
-
-    try:
-        after = await run_in_threadpool(write)
-    except UnknownEndpoint:
-        raise _endpoint_not_found(endpoint_id) from None
+    if not changes:
+        return entity_response(_view(endpoint))
+    after = await run_in_threadpool(
+        _audited,
+        context,
+        caller,
+        endpoint,
+        "webhook_endpoint.update",
+        lambda endpoints: endpoints.update(endpoint.id, changes),
+    )
     return entity_response(_view(after))
 
 
@@ -372,21 +403,14 @@ async def delete_webhook_endpoint(request: Request, caller: Caller, endpoint_id:
     endpoint = await _visible_endpoint(context, caller, endpoint_id)
     _refuse_from_file(endpoint, "remove")
 
-    def write() -> None:
-        context.events.endpoints.delete(endpoint.id)
-        _record(
-            context,
-            caller,
-            "webhook_endpoint.delete",
-            endpoint.id,
-            tenant=endpoint.tenant,
-            before=_view(endpoint),
-        )
-
-    try:
-        await run_in_threadpool(write)
-    except UnknownEndpoint:
-        raise _endpoint_not_found(endpoint_id) from None
+    await run_in_threadpool(
+        _audited,
+        context,
+        caller,
+        endpoint,
+        "webhook_endpoint.delete",
+        lambda endpoints: endpoints.delete(endpoint.id),
+    )
     return Response(status_code=204, headers={"cache-control": "no-store"})
 
 
@@ -411,23 +435,16 @@ async def rotate_webhook_secret(
         else context.events.delivery().secret_overlap
     )
 
-    def write() -> tuple[str, datetime]:
-        secret = context.events.endpoints.rotate(endpoint.id, overlap)
-        until = datetime.now(UTC) + timedelta(seconds=overlap)
-        _record(
-            context,
-            caller,
-            "webhook_endpoint.rotate_secret",
-            endpoint.id,
-            tenant=endpoint.tenant,
-            detail={"overlap": overlap, "previous_secrets_valid_until": until.isoformat()},
-        )
-        return secret, until
-
-    try:
-        secret, until = await run_in_threadpool(write)
-    except UnknownEndpoint:
-        raise _endpoint_not_found(endpoint_id) from None
+    until = datetime.now(UTC) + timedelta(seconds=overlap)
+    secret = await run_in_threadpool(
+        _audited,
+        context,
+        caller,
+        endpoint,
+        "webhook_endpoint.rotate_secret",
+        lambda endpoints: endpoints.rotate(endpoint.id, overlap),
+        detail={"overlap": overlap, "previous_secrets_valid_until": until.isoformat()},
+    )
     rotated = RotatedSecret(secret=secret, previous_secrets_valid_until=until.isoformat())
     return page_response(rotated, request, None)
 
@@ -443,23 +460,14 @@ async def _set_disabled(
     if (reason is None) == endpoint.enabled:
         return entity_response(_view(endpoint))  # already so: nothing changes, nothing audited
 
-    def write() -> Endpoint:
-        after = context.events.endpoints.set_disabled(endpoint.id, reason)
-        _record(
-            context,
-            caller,
-            "webhook_endpoint.enable" if reason is None else "webhook_endpoint.disable",
-            endpoint.id,
-            tenant=endpoint.tenant,
-            before=_view(endpoint),
-            after=_view(after),
-        )
-        return after
-
-    try:
-        after = await run_in_threadpool(write)
-    except UnknownEndpoint:
-        raise _endpoint_not_found(endpoint_id) from None
+    after = await run_in_threadpool(
+        _audited,
+        context,
+        caller,
+        endpoint,
+        "webhook_endpoint.enable" if reason is None else "webhook_endpoint.disable",
+        lambda endpoints: endpoints.set_disabled(endpoint.id, reason),
+    )
     return entity_response(_view(after))
 
 
@@ -503,7 +511,7 @@ async def redeliver_webhook_endpoint(
             endpoint_id=endpoint.id, since=since, until=until, now=time.time()
         )
         _record(
-            context,
+            context.database,
             caller,
             "webhook_endpoint.redeliver",
             endpoint.id,
