@@ -163,14 +163,20 @@ def test_with_workers_the_delivery_counters_are_summed_and_the_queue_read_once(
             lambda: _metrics_with(process.operations_url, "portico_webhook_deliveries_total"),
             timeout=60,
         )
-        wait_for(
+        summed = wait_for(
             lambda: (
-                'portico_webhook_deliveries_total{outcome="succeeded"} 3.0'
-                in httpx.get(f"{process.operations_url}/metrics").text
+                text
+                if 'portico_webhook_deliveries_total{outcome="succeeded"} 3.0'
+                in (text := httpx.get(f"{process.operations_url}/metrics").text)
+                else None
             ),
             timeout=60,
         )
         assert metrics.count("# TYPE portico_webhook_queue_depth gauge") == 1
+        # The publish-to-first-attempt histogram is summed too: one family, three attempts.
+        assert summed.count("# TYPE portico_webhook_first_attempt_seconds histogram") == 1
+        assert "portico_webhook_first_attempt_seconds_count 3.0" in summed
+        assert 'portico_webhook_first_attempt_seconds_bucket{le="+Inf"} 3.0' in summed
     finally:
         process.stop()
 

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client.core import (
     GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
 )
 
@@ -60,8 +59,16 @@ class DeliveryMetrics:
         for outcome in ("succeeded", "dead"):
             self._deliveries.add((outcome,), 0)
         self._disabled.add((), 0)
-        self._buckets = [0] * (len(LATENCY_BOUNDS) + 1)
-        self._sum = 0.0
+        # In the stats, as the counters: with --workers the supervisor sums each process's.
+        self._first = (
+            self.stats.histogram(
+                "portico_webhook_first_attempt_seconds",
+                "Time from publishing to a delivery's first attempt.",
+                LATENCY_BOUNDS,
+            )
+            if first_attempts
+            else None
+        )
         self._depth_source = depth
         self._depth: QueueDepth | None = None
         self._depth_at = 0.0
@@ -74,13 +81,8 @@ class DeliveryMetrics:
 
     def first_attempt(self, seconds: float) -> None:
         """Publish-to-first-attempt latency of one delivery."""
-        seconds = max(seconds, 0.0)
-        self._sum += seconds
-        for index, bound in enumerate(LATENCY_BOUNDS):
-            if seconds <= bound:
-                self._buckets[index] += 1
-                return
-        self._buckets[-1] += 1
+        if self._first is not None:
+            self._first.observe(max(seconds, 0.0))
 
     def attempt(self, outcome: str, error: str | None, status: int | None) -> None:
         kind = error or ("" if status is None else f"{status // 100}xx")
@@ -109,22 +111,8 @@ class DeliveryMetrics:
     # -- prometheus_client's collector protocol ----------------------------------------------
 
     def collect(self) -> Iterator[Metric]:
-        """The histogram and the store's gauges (the counters are the stats')."""
-        if self.first_attempts:
-            yield self._histogram()
+        """The store's gauges (the counters and the histogram are the stats')."""
         yield from self._gauges()
-
-    def _histogram(self) -> Metric:
-        cumulative, total = [], 0
-        for index, bound in enumerate((*LATENCY_BOUNDS, float("inf"))):
-            total += self._buckets[index]
-            cumulative.append((repr(bound) if bound != float("inf") else "+Inf", total))
-        latency = HistogramMetricFamily(
-            "portico_webhook_first_attempt_seconds",
-            "Time from publishing to a delivery's first attempt.",
-        )
-        latency.add_metric([], cumulative, self._sum)
-        return latency
 
     def _gauges(self) -> Iterator[Metric]:
         depth = self.depth()

@@ -153,6 +153,17 @@ class LabelledGauge:
         self.values[values] = self.values.get(values, 0) + delta
 
 
+class NamedHistogram:
+    """A capability's histogram (no labels), obtained by name like a counter."""
+
+    __slots__ = ("description", "histogram", "name")
+
+    def __init__(self, name: str, description: str, bounds: tuple[float, ...]) -> None:
+        self.name = name
+        self.description = description
+        self.histogram = Histogram(bounds)
+
+
 class GatewayStats:
     """Every counter of the data plane, for the life of the process."""
 
@@ -160,6 +171,7 @@ class GatewayStats:
         "counters",
         "enabled",
         "gauges",
+        "histograms",
         "last_reload",
         "reloads",
         "routes",
@@ -178,6 +190,8 @@ class GatewayStats:
         self.counters: dict[str, LabelledCounter] = {}
         """The policies' own counters, by name (:meth:`counter`)."""
         self.gauges: dict[str, LabelledGauge] = {}
+        self.histograms: dict[str, NamedHistogram] = {}
+        """The capabilities' own histograms, by name (:meth:`histogram`)."""
         self.last_reload = time.time()
         """When the config that serves was loaded (a Unix time)."""
 
@@ -221,6 +235,14 @@ class GatewayStats:
         if found is None or found.labels != labels:
             found = self.gauges[name] = LabelledGauge(name, description, labels)
         return found
+
+    def histogram(self, name: str, description: str, bounds: tuple[float, ...]) -> Histogram:
+        """A capability's histogram, made on first use, then the same one (summed over the
+        gateway processes of ``--workers`` as the counters are)."""
+        found = self.histograms.get(name)
+        if found is None or found.histogram.bounds != bounds:
+            found = self.histograms[name] = NamedHistogram(name, description, bounds)
+        return found.histogram
 
     def reloaded(self, ok: bool) -> None:
         self.reloads["success" if ok else "failure"] += 1

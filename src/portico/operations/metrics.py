@@ -213,7 +213,8 @@ def exposition(metrics: CollectorRegistry) -> bytes:
 
 
 def _policies(stats: GatewayStats) -> Iterator[Metric]:
-    """The policies' own counters and gauges (``GatewayStats.counter`` and ``gauge``)."""
+    """The policies' and capabilities' own counters, gauges and histograms
+    (``GatewayStats.counter``, ``gauge`` and ``histogram``)."""
     for counter in stats.counters.values():
         family = CounterMetricFamily(counter.name, counter.description, labels=list(counter.labels))
         for values, count in counter.values.items():
@@ -224,3 +225,10 @@ def _policies(stats: GatewayStats) -> Iterator[Metric]:
         for values, value in gauge.values.items():
             current.add_metric(list(values), value)
         yield current
+    for named in stats.histograms.values():
+        histogram = named.histogram
+        observed = HistogramMetricFamily(named.name, named.description)
+        bounds = [*(repr(bound) for bound in histogram.bounds), "+Inf"]
+        cumulative = [float(count) for count in histogram.cumulative()]
+        observed.add_metric([], list(zip(bounds, cumulative, strict=True)), histogram.sum)
+        yield observed

@@ -25,8 +25,8 @@ from portico.operations.metrics import TargetView
 __all__ = ["Tally", "add", "summed", "tally", "targets_of"]
 
 Tally = dict[str, Any]
-"""JSON-ready: ``routes``, ``services``, ``targets``, and the policies' counters and gauges
-(``counters``, ``gauges``)."""
+"""JSON-ready: ``routes``, ``services``, ``targets``, and the policies' and capabilities'
+counters, gauges and histograms (``counters``, ``gauges``, ``histograms``)."""
 
 
 def tally(stats: GatewayStats, targets: list[TargetView]) -> Tally:
@@ -51,6 +51,10 @@ def tally(stats: GatewayStats, targets: list[TargetView]) -> Tally:
         "gauges": [
             [g.name, g.description, list(g.labels), [[list(k), v] for k, v in g.values.items()]]
             for g in stats.gauges.values()
+        ],
+        "histograms": [
+            [h.name, h.description, list(h.histogram.bounds), h.histogram.counts, h.histogram.sum]
+            for h in stats.histograms.values()
         ],
     }
 
@@ -88,6 +92,8 @@ def add(total: GatewayStats, counted: Tally) -> None:
         gauge: LabelledGauge = total.gauge(name, description, tuple(labels))
         for key, value in values:
             gauge.values[tuple(key)] = gauge.values.get(tuple(key), 0) + value
+    for name, description, bounds, counts, total_sum in counted.get("histograms", []):
+        _add_histogram(total.histogram(name, description, tuple(bounds)), [counts, total_sum])
 
 
 def summed(
