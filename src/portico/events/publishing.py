@@ -17,8 +17,10 @@ that change committed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets as random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -178,6 +180,11 @@ class Publisher:
         self.published = published
         self.first_delay = first_delay
         self._engine = write_engine(database.engine)
+        # SQLite has one writer; a connection that finds it busy sleeps and polls (1, 2, 5, 10...
+        # ms), so this process's publishing threads queue here instead, woken in turn.
+        self._turn: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if database.backend == "sqlite" else contextlib.nullcontext()
+        )
         self._subscribers = _Subscribers(None, ())
 
     def publish(
@@ -209,7 +216,7 @@ class Publisher:
         }
         envelope = {"type": event_type, "data": data}
         try:
-            with self._engine.begin() as connection:
+            with self._turn, self._engine.begin() as connection:
                 version = connection.execute(_INSERT_EVENT, event).scalar()
                 subscribers = self._current(connection, version)
                 rows = self._deliveries(subscribers.of(tenant, event_type), event_id, envelope, now)
