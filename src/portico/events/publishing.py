@@ -5,12 +5,22 @@ The same :class:`Publisher` serves every way in (the consumer API on the gateway
 the ``publish`` route policy, inbound webhooks, Portico's operational events and a Python call
 for flows). An ``Idempotency-Key`` (or an event id given by the publisher) already seen for that
 publisher returns the original event, not a duplicate.
+
+A publish is one short write transaction of two statements: the event's insert, which also reads
+the endpoint change counter (``webhook_endpoint_changes``, moved by database triggers with every
+change to who receives what), and one insert of its deliveries. The subscribed endpoints, their
+compiled payload filters and which of them take each event type, are kept in memory and read
+again, in the same transaction, only when the counter moved: an endpoint created, changed,
+disabled or deleted by any process receives, or stops receiving, the events published after
+that change committed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets as random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 
 from portico.events.catalog import EventCatalog
 from portico.events.matching import (
+    FilterError,
     PayloadFilter,
     compile_filter,
     field_value,
@@ -28,14 +39,37 @@ from portico.events.matching import (
     type_matches,
 )
 from portico.events.wakeup import notify_workers
-from portico.store.database import Database
-from portico.store.tables import DeliveryRow, EventRow, WebhookEndpointRow
+from portico.store.database import Database, write_engine
+from portico.store.tables import (
+    DeliveryRow,
+    EventRow,
+    WebhookEndpointChangeRow,
+    WebhookEndpointRow,
+)
 
 __all__ = ["Published", "Publisher", "envelope_bytes", "new_event_id"]
 
 _EVENTS: sa.Table = EventRow.__table__  # type: ignore[assignment]
 _ENDPOINTS: sa.Table = WebhookEndpointRow.__table__  # type: ignore[assignment]
 _DELIVERIES: sa.Table = DeliveryRow.__table__  # type: ignore[assignment]
+_CHANGES: sa.Table = WebhookEndpointChangeRow.__table__  # type: ignore[assignment]
+
+# Built once: SQLAlchemy then finds each compiled statement in its cache by a cheap key, where
+# a statement built per publish (``insert().values(...)``) cost a third of the publish to key.
+_INSERT_EVENT = _EVENTS.insert().returning(
+    sa.select(_CHANGES.c.version).where(_CHANGES.c.id == 1).scalar_subquery()
+)
+_INSERT_DELIVERIES = _DELIVERIES.insert()
+_SUBSCRIBERS = sa.select(
+    _ENDPOINTS.c.id,
+    _ENDPOINTS.c.tenant,
+    _ENDPOINTS.c.types,
+    _ENDPOINTS.c.filter,
+    _ENDPOINTS.c.ordering_key,
+).where(_ENDPOINTS.c.disabled_at.is_(None))
+
+MATCHES_KEPT = 10_000
+"""At most this many (tenant, event type) pairs remembered per read of the endpoints."""
 
 
 def new_event_id() -> str:
@@ -68,9 +102,72 @@ class Published:
         return {"id": self.id, "type": self.type, "timestamp": self.timestamp.isoformat()}
 
 
+@dataclass(frozen=True, slots=True)
+class _Subscriber:
+    id: str
+    tenant: str
+    types: tuple[str, ...]
+    filter: PayloadFilter | FilterError | None
+    """Compiled; a stored filter that does not compile (written around the APIs, which refuse
+    it) fails the publishes it would have to judge, as it did when compiled per publish."""
+    ordering_key: str | None
+
+    def takes(self, envelope: dict[str, Any]) -> bool:
+        payload_filter = self.filter
+        if payload_filter is None:
+            return True
+        if isinstance(payload_filter, FilterError):
+            raise payload_filter
+        return payload_filter.matches(envelope)
+
+
+class _Subscribers:
+    """The enabled endpoints as read at one ``version`` of the endpoint change counter (``None``:
+    the counter's row is missing, and the endpoints are read at every publish)."""
+
+    __slots__ = ("_by_type", "all", "version")
+
+    def __init__(self, version: int | None, rows: Any) -> None:
+        self.version = version
+        self.all = [
+            _Subscriber(
+                row.id, row.tenant, tuple(row.types), _compiled(row.filter), row.ordering_key
+            )
+            for row in rows
+        ]
+        self._by_type: dict[tuple[str | None, str], tuple[_Subscriber, ...]] = {}
+
+    def of(self, tenant: str | None, event_type: str) -> tuple[_Subscriber, ...]:
+        """Those whose type filter takes ``event_type``: of ``tenant``, or all for a platform
+        event (``None``)."""
+        key = (tenant, event_type)
+        found = self._by_type.get(key)
+        if found is None:
+            found = tuple(
+                subscriber
+                for subscriber in self.all
+                if (tenant is None or subscriber.tenant == tenant)
+                and type_matches(subscriber.types, event_type)
+            )
+            if len(self._by_type) < MATCHES_KEPT:
+                self._by_type[key] = found
+        return found
+
+
+def _compiled(source: Any) -> PayloadFilter | FilterError | None:
+    if source is None:
+        return None
+    try:
+        return compile_filter(source)
+    except FilterError as exc:
+        return exc
+
+
 class Publisher:
     """Publishes into one store; ``catalog`` gives the current catalog (it changes with the
-    config), ``published`` is told after each commit (the in-process dispatcher wakes up)."""
+    config), ``published`` is told after each commit (the in-process dispatcher wakes up).
+
+    Safe to call from several threads at once (the gateway publishes from a thread pool)."""
 
     def __init__(
         self,
@@ -83,7 +180,13 @@ class Publisher:
         self.catalog = catalog
         self.published = published
         self.first_delay = first_delay
-        self._filters: dict[tuple[str, str], PayloadFilter] = {}
+        self._engine = write_engine(database.engine)
+        # SQLite has one writer; a connection that finds it busy sleeps and polls (1, 2, 5, 10...
+        # ms), so this process's publishing threads queue here instead, woken in turn.
+        self._turn: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if database.backend == "sqlite" else contextlib.nullcontext()
+        )
+        self._subscribers = _Subscribers(None, ())
 
     def publish(
         self,
@@ -103,25 +206,25 @@ class Publisher:
         # time (bench/webhooks.py's publishing, commit message).
         now = datetime.now(UTC)
         event_id = new_event_id()
-        payload = envelope_bytes(event_type, now, data)
+        event = {
+            "id": event_id,
+            "type": event_type,
+            "tenant": tenant,
+            "publisher": publisher,
+            "idempotency_key": idempotency_key,
+            "payload": envelope_bytes(event_type, now, data),
+            "created_at": now,
+        }
         envelope = {"type": event_type, "data": data}
         try:
-            with self.database.write() as session:
-                session.execute(
-                    _EVENTS.insert().values(
-                        id=event_id,
-                        type=event_type,
-                        tenant=tenant,
-                        publisher=publisher,
-                        idempotency_key=idempotency_key,
-                        payload=payload,
-                        created_at=now,
-                    )
-                )
-                rows = self._deliveries(session, event_id, event_type, tenant, envelope, now)
+            with self._turn, self._engine.begin() as connection:
+                version = connection.execute(_INSERT_EVENT, event).scalar()
+                subscribers = self._current(connection, version)
+                rows = self._deliveries(subscribers.of(tenant, event_type), event_id, envelope, now)
                 if rows:
-                    session.execute(_DELIVERIES.insert(), rows)
-                    notify_workers(session)
+                    connection.execute(_INSERT_DELIVERIES, rows)
+                    notify_workers(connection)
+                # Whatever must commit with the event and its deliveries goes here.
         except IntegrityError:
             # Another publish with the same key committed first: that one is the event.
             if idempotency_key is not None:
@@ -132,6 +235,19 @@ class Publisher:
         if self.published is not None:
             self.published()
         return Published(event_id, event_type, now, True, len(rows))
+
+    def _current(self, connection: sa.Connection, version: int | None) -> _Subscribers:
+        """The enabled endpoints at ``version``: those kept, or read now in the publish's
+        transaction when the counter moved since they were read."""
+        kept = self._subscribers
+        if version is not None and kept.version == version:
+            return kept
+        # Read after the counter: what is read is at least as new as ``version`` says, so a
+        # change committed in between makes the next publish read again, never miss it.
+        fresh = _Subscribers(version, connection.execute(_SUBSCRIBERS))
+        if version is not None:
+            self._subscribers = fresh
+        return fresh
 
     def _seen(self, publisher: str, key: str) -> Published | None:
         query = sa.select(_EVENTS.c.id, _EVENTS.c.type, _EVENTS.c.created_at).where(
@@ -148,51 +264,28 @@ class Publisher:
 
     def _deliveries(
         self,
-        session: Any,
+        subscribers: tuple[_Subscriber, ...],
         event_id: str,
-        event_type: str,
-        tenant: str | None,
         envelope: dict[str, Any],
         now: datetime,
     ) -> list[dict[str, Any]]:
-        query = sa.select(
-            _ENDPOINTS.c.id,
-            _ENDPOINTS.c.types,
-            _ENDPOINTS.c.filter,
-            _ENDPOINTS.c.ordering_key,
-            _ENDPOINTS.c.updated_at,
-        ).where(_ENDPOINTS.c.disabled_at.is_(None))
-        if tenant is not None:
-            query = query.where(_ENDPOINTS.c.tenant == tenant)
+        if not subscribers:
+            return []
         epoch = now.timestamp()
         due = epoch + self.first_delay()
-        rows = []
-        for endpoint in session.execute(query):
-            if not type_matches(endpoint.types, event_type):
-                continue
-            if endpoint.filter is not None and not self._filter(endpoint).matches(envelope):
-                continue
-            rows.append(
-                {
-                    "event_id": event_id,
-                    "endpoint_id": endpoint.id,
-                    "status": "pending",
-                    "ordering_key": _ordering_key(endpoint.ordering_key, envelope),
-                    "attempts": 0,
-                    "due": due,
-                    "published_at": epoch,
-                }
-            )
-        return rows
-
-    def _filter(self, endpoint: Any) -> PayloadFilter:
-        key = (endpoint.id, str(endpoint.updated_at))
-        compiled = self._filters.get(key)
-        if compiled is None:
-            if len(self._filters) > 10_000:
-                self._filters.clear()
-            compiled = self._filters[key] = compile_filter(endpoint.filter)
-        return compiled
+        return [
+            {
+                "event_id": event_id,
+                "endpoint_id": subscriber.id,
+                "status": "pending",
+                "ordering_key": _ordering_key(subscriber.ordering_key, envelope),
+                "attempts": 0,
+                "due": due,
+                "published_at": epoch,
+            }
+            for subscriber in subscribers
+            if subscriber.takes(envelope)
+        ]
 
 
 def _ordering_key(setting: str | None, envelope: dict[str, Any]) -> str | None:

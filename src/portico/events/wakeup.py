@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from portico.store.database import Database
@@ -37,11 +38,12 @@ RECONNECT_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
 """The pauses between attempts to listen again, the last repeated."""
 
 
-def notify_workers(session: Session) -> None:
-    """Wake every delivering process when ``session``'s transaction commits (PostgreSQL; nothing
-    on SQLite). PostgreSQL folds the notifications of one transaction into one."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(_NOTIFY)
+def notify_workers(executor: Session | Connection) -> None:
+    """Wake every delivering process when ``executor``'s transaction commits (PostgreSQL;
+    nothing on SQLite). PostgreSQL folds the notifications of one transaction into one."""
+    dialect = executor.dialect if isinstance(executor, Connection) else executor.get_bind().dialect
+    if dialect.name == "postgresql":
+        executor.execute(_NOTIFY)
 
 
 class WakeListener:

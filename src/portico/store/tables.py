@@ -298,6 +298,24 @@ class WebhookEndpointRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
 
 
+class WebhookEndpointChangeRow(Base):
+    """One row whose ``version`` moves with every change to who receives what: a row of
+    ``webhook_endpoints`` inserted or deleted, or its ``id``, ``tenant``, ``types``, ``filter``,
+    ``ordering_key`` or ``disabled_at`` updated.
+
+    Database triggers (migration 0007) increment it in the transaction of the change, whichever
+    code or process makes it (the endpoint APIs, a delivering process disabling an endpoint, an
+    operator's SQL), so a publisher that keeps the subscribed endpoints in memory checks this one
+    value as it publishes and reads them again only when it moved.
+    """
+
+    __tablename__ = "webhook_endpoint_changes"
+    __table_args__ = (sa.CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(sa.BigInteger)
+
+
 class EndpointSecretRow(Base):
     """A signing secret of an endpoint, sealed; two sign together during a rotation overlap."""
 
