@@ -220,6 +220,48 @@ def test_a_change_is_checked_like_a_creation_and_audited_before_and_after(
     assert entries[-1]["after"]["ordering"] == {"key": "data.order_id"}
 
 
+def test_a_change_with_a_stale_etag_is_refused_with_412_and_changes_nothing(
+    events_admin: EventsAdmin,
+) -> None:
+    created = create(events_admin, "/conditional")
+    path = f"/webhook-endpoints/{created['id']}"
+    with events_admin.client("operator") as http:
+        read = http.get(path)
+        etag = read.headers["etag"]
+        # Someone else changes it after it was read.
+        other = http.patch(path, json={"description": "theirs"}, headers={"If-Match": etag})
+        assert other.status_code == 200, other.text
+        assert other.headers["etag"] != etag
+        for method, suffix, body in (
+            ("PATCH", "", {"description": "mine"}),
+            ("POST", "/rotate-secret", {}),
+            ("POST", "/disable", None),
+            ("POST", "/enable", None),  # already enabled: still a stale condition
+            ("DELETE", "", None),
+        ):
+            stale = http.request(method, path + suffix, json=body, headers={"If-Match": etag})
+            assert stale.status_code == 412, (method, suffix, stale.text)
+            assert _type(stale) == "precondition-failed"
+            assert stale.headers["etag"] == other.headers["etag"]
+        now = http.get(path)
+        assert now.json()["description"] == "theirs" and not now.json()["disabled"]
+        # The current ETag (or *) lets the change through.
+        fresh = http.patch(
+            path, json={"description": "mine"}, headers={"If-Match": now.headers["etag"]}
+        )
+        assert fresh.status_code == 200 and fresh.json()["description"] == "mine"
+        assert http.delete(path, headers={"If-Match": "*"}).status_code == 204
+    with events_admin.client("admin") as http:
+        entries = http.get("/audit-log", params={"entity": created["id"]}).json()["items"]
+    # Newest first: nothing refused was written.
+    assert [e["action"] for e in entries] == [
+        "webhook_endpoint.delete",
+        "webhook_endpoint.update",
+        "webhook_endpoint.update",
+        "webhook_endpoint.create",
+    ]
+
+
 # -- who may do what -------------------------------------------------------------------------------
 
 

@@ -264,8 +264,32 @@ def test_the_merged_document_of_an_audience(catalog: Catalog) -> None:
         assert twice.json() == internal
 
 
+def test_a_services_own_document_holds_its_operations_alone(catalog: Catalog) -> None:
+    with catalog.client() as http:
+        response = http.get("/catalog/orders-v1/openapi")
+        assert response.status_code == 200, response.text
+        document = response.json()
+        validate(document)
+        assert set(document["paths"]) == {"/v1/orders/{id}"}
+        assert [tag["name"] for tag in document["tags"]] == ["orders-v1"]
+        again = http.get(
+            "/catalog/orders-v1/openapi", headers={"If-None-Match": response.headers["etag"]}
+        )
+        assert again.status_code == 304
+        # Internal or in design: its own document all the same.
+        crm = http.get("/catalog/crm/openapi").json()
+        assert {path.split("/")[1] for path in crm["paths"]} == {"crm"}
+        assert set(http.get("/catalog/next/openapi").json()["paths"]) == {"/next/orders"}
+        check_problem(http.get("/catalog/nothing/openapi"), 404, PROBLEMS + "entity-not-found")
+
+
 def test_only_a_token_of_every_tenant_reads_the_catalog(catalog: Catalog) -> None:
-    for path in ("/catalog", "/catalog/orders-v1", "/catalog/openapi?audience=internal"):
+    for path in (
+        "/catalog",
+        "/catalog/orders-v1",
+        "/catalog/openapi?audience=internal",
+        "/catalog/crm/openapi",
+    ):
         with catalog.client(token=None) as http:
             check_problem(http.get(path), 401, PROBLEMS + "unauthorized")
         with catalog.client(token="acme-viewer") as http:

@@ -100,6 +100,12 @@ def test_apply_writes_one_revision_and_one_audit_entry_then_diff_finds_nothing(
     same = portico(directory, "diff")
     assert same.returncode == 0, same.stdout + same.stderr
     assert same.stdout.startswith("no changes")
+    # The file named as `portico check` takes it, or with -c: the same answer.
+    named = portico(directory, "diff", "portico.yaml")
+    assert (named.returncode, named.stdout) == (0, same.stdout)
+    both = portico(directory, "diff", "portico.yaml", "-c", "other.yaml")
+    assert both.returncode == 2
+    assert "two config files: portico.yaml and -c other.yaml" in both.stderr
 
     database = Database(f"sqlite:///{directory / 'portico.db'}")
     with database:

@@ -281,7 +281,7 @@ def test_db_upgrade_seals_plain_signing_keys_with_the_configured_key(
 
     assert upgraded.returncode == 0, upgraded.stderr
     assert "upgraded from 0002 (" in upgraded.stdout
-    assert "to 0008 (Webhook endpoint changes" in upgraded.stdout
+    assert "to 0009 (The audit log append-only" in upgraded.stdout
     assert stored_key_ids(postgres_url) == [parse_key(key).id]
     engine = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
     try:

@@ -73,7 +73,7 @@ def test_upgrade_from_empty_creates_the_tables(database_url: str) -> None:
         "webhook_endpoint_changes",
         VERSION_TABLE,
     }
-    assert current_revision(database_url) == head_revision() == "0008"
+    assert current_revision(database_url) == head_revision() == "0009"
 
 
 def test_migrated_schema_matches_the_table_definitions(database_url: str) -> None:
@@ -129,8 +129,8 @@ def test_db_upgrade_command_reports_from_and_to(
     assert db_upgrade_command(database_url) == 0
     second = capsys.readouterr().out
 
-    assert "upgraded from (empty) to 0008 (Webhook endpoint changes: a counter" in first
-    assert "already at revision 0008" in second
+    assert "upgraded from (empty) to 0009 (The audit log append-only in the database" in first
+    assert "already at revision 0009" in second
     assert "nothing to do" in second
 
 

@@ -158,6 +158,39 @@ def test_audit_entries_are_listed_newest_first_with_their_detail(database: Datab
     assert [entry.id for entry in AuditLog(session).list(limit=1)] == [second]
 
 
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_log SET actor = 'mallory'",
+        "UPDATE audit_log SET detail = NULL WHERE action = 'config.apply'",
+        "DELETE FROM audit_log",
+    ],
+)
+def test_the_database_refuses_to_change_or_remove_an_audit_entry(
+    database: Database, statement: str
+) -> None:
+    with database.write() as session:
+        AuditLog(session).append("alice", "config.apply", "portico.yaml", {"n": 1})
+    refused = pytest.raises(sa.exc.DatabaseError, match="the audit log is append-only")
+    with refused, database.write() as session:
+        session.execute(sa.text(statement))
+    with database.read() as session:
+        (entry,) = AuditLog(session).list(limit=10)
+    assert (entry.actor, entry.detail) == ("alice", {"n": 1})
+    # Appending goes on.
+    with database.write() as session:
+        AuditLog(session).append("bob", "consumer.create", "consumer/acme")
+
+
+@pytest.mark.postgres
+def test_postgresql_refuses_to_truncate_the_audit_log(postgres_cluster: PostgresCluster) -> None:
+    with postgres_cluster.database() as url:
+        upgrade(url)
+        refused = pytest.raises(sa.exc.DatabaseError, match="the audit log is append-only")
+        with Database(url) as database, refused, database.write() as session:
+            session.execute(sa.text("TRUNCATE audit_log"))
+
+
 def test_a_failed_transaction_keeps_neither_revision_nor_audit_entry(database: Database) -> None:
     with pytest.raises(RuntimeError, match="apply failed"), database.write() as session:
         revision_id = ConfigRevisions(session).record(sha(CONFIG_V1), "portico.yaml", CONFIG_V1)

@@ -43,7 +43,14 @@ def register(subparsers: Any) -> None:
             metavar="FILE",
             help="the config file, with entities.source: store (default: portico.yaml)",
         )
-        parser.set_defaults(func=func)
+        parser.add_argument(
+            "file",
+            nargs="?",
+            type=Path,
+            metavar="FILE",
+            help="the config file, as -c gives it (portico diff portico.yaml)",
+        )
+        parser.set_defaults(func=lambda args: func(_with_file(parser, args)))
         return parser
 
     command(
@@ -73,6 +80,16 @@ def register(subparsers: Any) -> None:
     export.add_argument(
         "-o", "--output", type=Path, metavar="FILE", help="write here (default: standard output)"
     )
+
+
+def _with_file(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """The config file named either way: ``FILE`` or ``-c FILE`` (two different ones: an
+    error)."""
+    if args.file is not None:
+        if args.config != Path("portico.yaml") and args.config != args.file:
+            parser.error(f"two config files: {args.file} and -c {args.config}")
+        args.config = args.file
+    return args
 
 
 def cmd_diff(args: argparse.Namespace) -> int:

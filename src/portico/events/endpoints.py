@@ -157,12 +157,15 @@ class Endpoints:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def get(self, endpoint_id: str, consumer: str | None = None) -> Endpoint:
+    def get(self, endpoint_id: str, consumer: str | None = None, *, lock: bool = False) -> Endpoint:
         """The endpoint ``endpoint_id`` (of ``consumer``, when given), else
-        :class:`UnknownEndpoint`."""
+        :class:`UnknownEndpoint`; ``lock``: its row locked until the transaction ends (bound to a
+        caller's session: a condition checked on it holds when the change is made)."""
         query = sa.select(WebhookEndpointRow).where(WebhookEndpointRow.id == endpoint_id)
         if consumer is not None:
             query = query.where(WebhookEndpointRow.consumer == consumer)
+        if lock:
+            query = query.with_for_update()
         with self._read() as session:
             row = session.scalars(query).first()
             if row is None:

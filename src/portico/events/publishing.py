@@ -38,7 +38,7 @@ from portico.events.matching import (
     is_missing,
     type_matches,
 )
-from portico.events.wakeup import notify_workers
+from portico.events.wakeup import Notifier
 from portico.store.database import Database, write_engine
 from portico.store.tables import (
     DeliveryRow,
@@ -187,6 +187,9 @@ class Publisher:
             threading.Lock() if database.backend == "sqlite" else contextlib.nullcontext()
         )
         self._subscribers = _Subscribers(None, ())
+        # The delivering processes of PostgreSQL are woken after each commit (SQLite's: by
+        # ``published`` in this process, by their polling in the others).
+        self._notifier = Notifier(database) if database.backend == "postgresql" else None
 
     def publish(
         self,
@@ -223,7 +226,6 @@ class Publisher:
                 rows = self._deliveries(subscribers.of(tenant, event_type), event_id, envelope, now)
                 if rows:
                     connection.execute(_INSERT_DELIVERIES, rows)
-                    notify_workers(connection)
                 # Whatever must commit with the event and its deliveries goes here.
         except IntegrityError:
             # Another publish with the same key committed first: that one is the event.
@@ -232,6 +234,8 @@ class Publisher:
                 if seen is not None:
                     return seen
             raise
+        if rows and self._notifier is not None:
+            self._notifier.published()
         if self.published is not None:
             self.published()
         return Published(event_id, event_type, now, True, len(rows))

@@ -1,9 +1,10 @@
 """Waking every delivering process when deliveries become due: a publish, a redelivery.
 
-On PostgreSQL the transaction that makes deliveries due also ``NOTIFY``s a channel (PostgreSQL
-sends it when the transaction commits, and not at all when it rolls back), and every delivering
-process ``LISTEN``s on a connection of its own and wakes its dispatcher: a publish in a gateway
-process, or on another machine, starts delivery at once instead of at the workers' next poll.
+On PostgreSQL a redelivery's transaction ``NOTIFY``s a channel (PostgreSQL sends it when the
+transaction commits, and not at all when it rolls back), and a publish, once committed, has the
+process's :class:`Notifier` send one; every delivering process ``LISTEN``s on a connection of its
+own and wakes its dispatcher: a publish in a gateway process, or on another machine, starts
+delivery at once instead of at the workers' next poll.
 Polling (``events.delivery.poll_interval``) stays as the fallback: while the listening
 connection is down (it reconnects), and on SQLite, where there is no such channel and the process
 that publishes wakes its own dispatcher.
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from portico.store.database import Database
 
-__all__ = ["APPLICATION_NAME", "CHANNEL", "WakeListener", "notify_workers"]
+__all__ = ["APPLICATION_NAME", "CHANNEL", "Notifier", "WakeListener", "notify_workers"]
 
 log = logging.getLogger("portico.events")
 
@@ -36,6 +39,9 @@ CHECK_SECONDS = 30.0
 answers (a connection cut without a word, a firewall's idle timeout)."""
 RECONNECT_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
 """The pauses between attempts to listen again, the last repeated."""
+NOTIFY_GAP_SECONDS = 0.005
+"""A publishing process notifies at most once in this time; the publishes of the gap share the
+next notification."""
 
 
 def notify_workers(executor: Session | Connection) -> None:
@@ -44,6 +50,47 @@ def notify_workers(executor: Session | Connection) -> None:
     dialect = executor.dialect if isinstance(executor, Connection) else executor.get_bind().dialect
     if dialect.name == "postgresql":
         executor.execute(_NOTIFY)
+
+
+class Notifier:
+    """Sends the notification of a process's publishes after they commit, at most one every
+    ``gap`` seconds: a publish made during the gap is covered by one sent when the gap ends.
+
+    Not in the publish's transaction: PostgreSQL serialises the commits of notifying
+    transactions (a notifying transaction holds the notification queue's lock from its
+    pre-commit to its end), which at hundreds of publishes a second would queue them one behind
+    the other, and each notification would wake every worker for one delivery. A thread of its
+    own sends them, so a publish never waits for one."""
+
+    def __init__(self, database: Database, gap: float = NOTIFY_GAP_SECONDS) -> None:
+        self._engine = database.engine
+        self._gap = gap
+        self._due = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def published(self) -> None:
+        """A publish with deliveries committed (from any thread)."""
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="portico-notify", daemon=True
+                    )
+                    self._thread.start()
+        self._due.set()
+
+    def _run(self) -> None:
+        while True:
+            self._due.wait()
+            self._due.clear()
+            try:
+                with self._engine.connect() as connection:
+                    connection.execute(_NOTIFY)
+                    connection.commit()
+            except Exception as exc:  # the workers' polling finds the deliveries meanwhile
+                log.warning("cannot notify the delivering processes: %s", exc)
+            time.sleep(self._gap)
 
 
 class WakeListener:

@@ -190,11 +190,13 @@ def merged_document(
     *,
     title: str | None = None,
     servers: Sequence[str] = (),
+    service: str | None = None,
 ) -> dict[str, Any]:
     """The merged OpenAPI 3.1 document of ``audience``; ``servers``: the gateway's URLs as its
-    callers reach it (none: the document's own origin)."""
+    callers reach it (none: the document's own origin); ``service``: that service's operations
+    alone, whatever its lifecycle (its own document, as the gateway exposes it)."""
     merger = _Merger(config, audience)
-    names = exported_services(config, audience)
+    names = [service] if service is not None else exported_services(config, audience)
     found = [service_operations(config, name) for name in names]
     merger.clashing = _clashing(found)
     for operations in found:

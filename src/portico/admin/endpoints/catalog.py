@@ -291,6 +291,30 @@ def list_catalog_event_types(request: Request, caller: Caller) -> Response:
 
 
 @router.get(
+    "/catalog/{service}/openapi",
+    response_model=dict[str, Any],
+    summary="Get a service's OpenAPI document as the gateway exposes it",
+    responses={304: {"description": "Not modified (`If-None-Match`)"}},
+)
+def get_service_document(
+    request: Request, caller: Caller, service: str, if_none_match: IfNoneMatch = None
+) -> Response:
+    """The service's operations alone, in the shape of the merged document (OpenAPI 3.1): the
+    gateway's paths, each operation's credentials and scopes, the errors Portico answers;
+    whatever its lifecycle and audience."""
+    caller.require_every_tenant()
+    config = _config(request)
+    if service not in config.services:
+        raise not_found("service", service)
+    document = merged_document(config, "internal", title=f"{service} (Portico)", service=service)
+    etag = etag_of(document)
+    headers = {"etag": etag, "cache-control": "no-store"}
+    if not_modified(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    return JSONResponse(document, headers=headers)
+
+
+@router.get(
     "/catalog/{service}",
     response_model=CatalogEntry,
     summary="Get a service's catalog entry",

@@ -33,6 +33,7 @@ from portico.admin.endpoints.common import (
     DEFAULT,
     Caller,
     Cursor,
+    IfMatch,
     IfNoneMatch,
     Limit,
     entity_response,
@@ -50,6 +51,7 @@ from portico.admin.endpoints.webhook_views import (
     SecretRotation,
 )
 from portico.admin.pagination import (
+    check_if_match,
     cursor_after,
     cursor_key,
     etag_of,
@@ -217,14 +219,19 @@ def _audited(
     action: str,
     change: Callable[[Endpoints], T],
     *,
+    if_match: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> T:
     """Make ``change`` to ``endpoint`` and record its audit entry in one transaction: the state
-    before and, when ``change`` returns the endpoint, after. :class:`UnknownEndpoint` (removed
-    meanwhile) is the 404 ``endpoint-not-found``."""
+    before and, when ``change`` returns the endpoint, after. ``If-Match`` is checked on the
+    endpoint as it is in that transaction (412 when it changed since it was read).
+    :class:`UnknownEndpoint` (removed meanwhile) is the 404 ``endpoint-not-found``."""
     try:
         with context.database.write() as session:
-            result = change(context.events.endpoints.bound(session))
+            endpoints = context.events.endpoints.bound(session)
+            endpoint = endpoints.get(endpoint.id, lock=True)
+            check_if_match(if_match, etag_of(_view(endpoint)))
+            result = change(endpoints)
             after = _view(result) if isinstance(result, Endpoint) else None
             _record(
                 session,
@@ -357,7 +364,11 @@ async def get_webhook_endpoint(
     responses=_REFUSED,
 )
 async def update_webhook_endpoint(
-    request: Request, caller: Caller, endpoint_id: str, body: EndpointChanges
+    request: Request,
+    caller: Caller,
+    endpoint_id: str,
+    body: EndpointChanges,
+    if_match: IfMatch = None,
 ) -> Response:
     """Change the fields given (`null` removes an optional one); the secret stays."""
     caller.require(Role.OPERATOR)
@@ -377,6 +388,7 @@ async def update_webhook_endpoint(
     changes = store_changes(body, given)
 
     if not changes:
+        check_if_match(if_match, etag_of(_view(endpoint)))
         return entity_response(_view(endpoint))
     after = await run_in_threadpool(
         _audited,
@@ -385,6 +397,7 @@ async def update_webhook_endpoint(
         endpoint,
         "webhook_endpoint.update",
         lambda endpoints: endpoints.update(endpoint.id, changes),
+        if_match=if_match,
     )
     return entity_response(_view(after))
 
@@ -395,7 +408,9 @@ async def update_webhook_endpoint(
     response_class=Response,
     summary="Delete a webhook endpoint",
 )
-async def delete_webhook_endpoint(request: Request, caller: Caller, endpoint_id: str) -> Response:
+async def delete_webhook_endpoint(
+    request: Request, caller: Caller, endpoint_id: str, if_match: IfMatch = None
+) -> Response:
     """Remove the endpoint and its secrets; its pending deliveries are cancelled (they stay in
     the delivery log until the retention prunes them)."""
     caller.require(Role.OPERATOR)
@@ -410,6 +425,7 @@ async def delete_webhook_endpoint(request: Request, caller: Caller, endpoint_id:
         endpoint,
         "webhook_endpoint.delete",
         lambda endpoints: endpoints.delete(endpoint.id),
+        if_match=if_match,
     )
     return Response(status_code=204, headers={"cache-control": "no-store"})
 
@@ -420,7 +436,11 @@ async def delete_webhook_endpoint(request: Request, caller: Caller, endpoint_id:
     summary="Rotate a webhook endpoint's secret",
 )
 async def rotate_webhook_secret(
-    request: Request, caller: Caller, endpoint_id: str, body: SecretRotation | None = None
+    request: Request,
+    caller: Caller,
+    endpoint_id: str,
+    body: SecretRotation | None = None,
+    if_match: IfMatch = None,
 ) -> Response:
     """A new signing secret (shown once); the previous ones keep signing beside it during the
     overlap, so the receiver switches at its own pace."""
@@ -443,6 +463,7 @@ async def rotate_webhook_secret(
         endpoint,
         "webhook_endpoint.rotate_secret",
         lambda endpoints: endpoints.rotate(endpoint.id, overlap),
+        if_match=if_match,
         detail={"overlap": overlap, "previous_secrets_valid_until": until.isoformat()},
     )
     rotated = RotatedSecret(secret=secret, previous_secrets_valid_until=until.isoformat())
@@ -450,7 +471,11 @@ async def rotate_webhook_secret(
 
 
 async def _set_disabled(
-    request: Request, caller: Principal, endpoint_id: str, reason: str | None
+    request: Request,
+    caller: Principal,
+    endpoint_id: str,
+    reason: str | None,
+    if_match: str | None,
 ) -> Response:
     caller.require(Role.OPERATOR)
     context = context_of(request)
@@ -458,6 +483,7 @@ async def _set_disabled(
     if reason is None and endpoint.disabled_reason == DISABLED_IN_CONFIG:
         _refuse_from_file(endpoint, "enable")
     if (reason is None) == endpoint.enabled:
+        check_if_match(if_match, etag_of(_view(endpoint)))
         return entity_response(_view(endpoint))  # already so: nothing changes, nothing audited
 
     after = await run_in_threadpool(
@@ -467,6 +493,7 @@ async def _set_disabled(
         endpoint,
         "webhook_endpoint.enable" if reason is None else "webhook_endpoint.disable",
         lambda endpoints: endpoints.set_disabled(endpoint.id, reason),
+        if_match=if_match,
     )
     return entity_response(_view(after))
 
@@ -476,9 +503,11 @@ async def _set_disabled(
     response_model=EndpointView,
     summary="Disable a webhook endpoint",
 )
-async def disable_webhook_endpoint(request: Request, caller: Caller, endpoint_id: str) -> Response:
+async def disable_webhook_endpoint(
+    request: Request, caller: Caller, endpoint_id: str, if_match: IfMatch = None
+) -> Response:
     """Its deliveries wait (nothing is lost) until it is enabled again."""
-    return await _set_disabled(request, caller, endpoint_id, DISABLED_BY_OPERATOR)
+    return await _set_disabled(request, caller, endpoint_id, DISABLED_BY_OPERATOR, if_match)
 
 
 @router.post(
@@ -486,9 +515,11 @@ async def disable_webhook_endpoint(request: Request, caller: Caller, endpoint_id
     response_model=EndpointView,
     summary="Enable a webhook endpoint",
 )
-async def enable_webhook_endpoint(request: Request, caller: Caller, endpoint_id: str) -> Response:
+async def enable_webhook_endpoint(
+    request: Request, caller: Caller, endpoint_id: str, if_match: IfMatch = None
+) -> Response:
     """Its waiting deliveries flow again; its failure period starts afresh."""
-    return await _set_disabled(request, caller, endpoint_id, None)
+    return await _set_disabled(request, caller, endpoint_id, None, if_match)
 
 
 @router.post(
