@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from portico.core.commands import config_option
 from portico.core.errors import PorticoError
 
 if TYPE_CHECKING:
@@ -53,16 +54,6 @@ def register(subparsers: Any, load_config: Callable[[Path], PorticoConfig]) -> N
         "(docs/catalog.md).",
     )
     sub = catalog.add_subparsers(dest="catalog_command", required=True, metavar="COMMAND")
-
-    def config_option(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "-c",
-            "--config",
-            default="portico.yaml",
-            type=Path,
-            metavar="FILE",
-            help="the config file (default: portico.yaml)",
-        )
 
     listing = sub.add_parser(
         "list",

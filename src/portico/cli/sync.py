@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from portico.core.commands import config_option
+
 __all__ = ["EXIT_TROUBLE", "register"]
 
 EXIT_TROUBLE = 2
@@ -35,14 +37,7 @@ def register(subparsers: Any) -> None:
             description=description,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        parser.add_argument(
-            "-c",
-            "--config",
-            default="portico.yaml",
-            type=Path,
-            metavar="FILE",
-            help="the config file, with entities.source: store (default: portico.yaml)",
-        )
+        config_option(parser, "with entities.source: store")
         parser.add_argument(
             "file",
             nargs="?",

@@ -16,7 +16,6 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,11 +25,9 @@ from prometheus_client import Metric
 
 from portico import _native
 from portico.assembly import build_runtime, load_config, load_config_text, load_config_to_serve
-from portico.checking import check_config_text, check_config_to_serve
-from portico.config.errors import ConfigError
-from portico.config.loader import CheckedConfig, StoredEntities
+from portico.checking import check_config_text
+from portico.config.loader import CheckedConfig
 from portico.config.model import Listen, PorticoConfig
-from portico.core.errors import PorticoError
 from portico.core.net import host_port
 from portico.gateway.app import Gateway
 from portico.gateway.snapshot import Runtime
@@ -42,22 +39,19 @@ from portico.observability.tracing import SpanCounter, Tracing, start_tracing
 from portico.operations.listener import Operations, ReadinessCheck
 from portico.operations.metrics import registry
 from portico.policies.rate_limit.usage import usage_report
+from portico.serving.entities import ServedEntities, latest_state, seed_state
 from portico.serving.events import ServedEvents
 from portico.serving.listening import CannotListen, listening
 from portico.serving.revisions import RevisionRecorder
 from portico.shared import open_shared_state
 from portico.shared.state import SharedState, SharedStateUnavailable
 from portico.store.database import Database
-from portico.store.repositories import StateRevision, StateRevisions
+from portico.store.repositories import StateRevision
 from portico.store.secrets import Secrets, current_store_secrets
 from portico.store.secrets.stored import StoredSecrets
 
 if TYPE_CHECKING:
     from portico.admin.listener import AdminListener
-
-STATE_POLL_INTERVAL = 0.25
-"""Seconds between two reads of the store's latest state revision id (``entities.source:
-store``): an admin API write or an apply is served by every process within about half a second."""
 
 log = logging.getLogger("portico")
 
@@ -118,127 +112,6 @@ def prepare_store(config: PorticoConfig) -> Secrets:
     with Database(url) as database:
         StoredSecrets(database).check_openable(secrets)
     return secrets
-
-
-def seed_state(config_path: Path) -> ServedEntities:
-    """``entities.source: store``, once before serving: the store's latest state revision,
-    seeded from the file when the store holds none (and one line when the file's entity
-    sections differ from it)."""
-    from portico.admin.sync import seed
-
-    checked = check_config_to_serve(config_path)
-    database = Database(checked.config.database.url)
-    entities = ServedEntities(database, seed(database, checked, config_path), config_path)
-    entities.file_differs(checked)
-    return entities
-
-
-def latest_state(config: PorticoConfig, config_path: Path) -> ServedEntities:
-    """The store's latest state revision (seeded already, by the supervisor)."""
-    database = Database(config.database.url)
-    revision = StateRevisions(database).latest()
-    if revision is None:
-        database.dispose()
-        raise PorticoError("the store holds no state revision: the supervisor seeds one first")
-    return ServedEntities(database, revision, config_path)
-
-
-class ServedEntities:
-    """The store's state revision one process serves (``entities.source: store``), kept current
-    by a poll of the latest revision id: in a thread, off the event loop and the request path,
-    every :data:`STATE_POLL_INTERVAL`. A new revision is checked through the same loader as a
-    file reload and swapped in; one that cannot be served is logged once and the previous keeps
-    serving."""
-
-    def __init__(self, database: Database, revision: StateRevision, config_path: Path) -> None:
-        self.database = database
-        self.revision = revision
-        self._config_path = config_path
-        self._refused: int | None = None
-        self._failing = False
-
-    def stored(self, revision: StateRevision | None = None) -> StoredEntities:
-        from portico.admin.sync import stored_entities
-
-        return stored_entities(revision or self.revision)
-
-    def file_differs(self, checked: CheckedConfig) -> None:
-        from portico.admin.sync import file_differs
-
-        file_differs(checked, self.revision, self._config_path)
-
-    async def watch(
-        self,
-        check: Callable[[StateRevision], CheckedConfig],
-        serve: Callable[[StateRevision, CheckedConfig], None],
-        interval: float = STATE_POLL_INTERVAL,
-    ) -> None:
-        """Until cancelled: on a new latest revision, ``check`` it (in the poll's thread), then
-        ``serve`` it (on the event loop)."""
-        loop = asyncio.get_running_loop()
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="portico-state")
-        try:
-            while True:
-                started = loop.time()
-                try:
-                    found = await loop.run_in_executor(executor, self._newer, check)
-                except Exception as exc:
-                    if not self._failing:
-                        log.error(
-                            "reading the store's state failed; store revision %d keeps serving: %s",
-                            self.revision.id,
-                            exc,
-                        )
-                    self._failing = True
-                else:
-                    if self._failing:
-                        log.info("reading the store's state works again")
-                    self._failing = False
-                    if found is not None:
-                        self._serve(serve, *found)
-                await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
-        finally:
-            executor.shutdown(wait=False, cancel_futures=True)
-
-    def _newer(
-        self, check: Callable[[StateRevision], CheckedConfig]
-    ) -> tuple[StateRevision, CheckedConfig] | None:
-        revisions = StateRevisions(self.database)
-        latest_id = revisions.latest_id()
-        if latest_id is None or latest_id in (self.revision.id, self._refused):
-            return None
-        revision = revisions.get(latest_id)
-        if revision is None:
-            return None
-        try:
-            return revision, check(revision)
-        except ConfigError as exc:
-            self._refused = revision.id
-            log.error(
-                "store revision %d cannot be served; revision %d keeps serving:\n%s",
-                revision.id,
-                self.revision.id,
-                exc,
-            )
-            return None
-
-    def _serve(
-        self,
-        serve: Callable[[StateRevision, CheckedConfig], None],
-        revision: StateRevision,
-        checked: CheckedConfig,
-    ) -> None:
-        try:
-            serve(revision, checked)
-        except Exception:
-            self._refused = revision.id
-            log.exception(
-                "store revision %d cannot be served; revision %d keeps serving",
-                revision.id,
-                self.revision.id,
-            )
-            return
-        self.revision = revision
 
 
 class ServedGateway:

@@ -197,6 +197,15 @@ _SORT = Query(description="A documented field; `-field` sorts descending.")
 CatalogSort = Annotated[Literal["name", "-name", "api", "-api", "owner", "-owner"], _SORT]
 
 
+def _document_response(document: dict[str, Any], if_none_match: str | None) -> Response:
+    """An OpenAPI document with its ``ETag``; 304 when ``If-None-Match`` names it."""
+    etag = etag_of(document)
+    headers = {"etag": etag, "cache-control": "no-store"}
+    if not_modified(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    return JSONResponse(document, headers=headers)
+
+
 @router.get("/catalog", response_model=CatalogPage, summary="List the API catalog")
 def list_catalog(
     request: Request,
@@ -269,11 +278,7 @@ def get_catalog_document(
     scopes, and the errors Portico answers. The same as `portico catalog export`."""
     caller.require_every_tenant()
     document = merged_document(_config(request), audience)
-    etag = etag_of(document)
-    headers = {"etag": etag, "cache-control": "no-store"}
-    if not_modified(if_none_match, etag):
-        return Response(status_code=304, headers=headers)
-    return JSONResponse(document, headers=headers)
+    return _document_response(document, if_none_match)
 
 
 @router.get(
@@ -307,11 +312,7 @@ def get_service_document(
     if service not in config.services:
         raise not_found("service", service)
     document = merged_document(config, "internal", title=f"{service} (Portico)", service=service)
-    etag = etag_of(document)
-    headers = {"etag": etag, "cache-control": "no-store"}
-    if not_modified(if_none_match, etag):
-        return Response(status_code=304, headers=headers)
-    return JSONResponse(document, headers=headers)
+    return _document_response(document, if_none_match)
 
 
 @router.get(
