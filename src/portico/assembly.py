@@ -40,6 +40,7 @@ from portico.gateway.completion import CompletionHook
 from portico.gateway.iprules import CompiledIPRules
 from portico.gateway.policy import (
     CompletionPolicy,
+    FieldsResponsePolicy,
     PreflightPolicy,
     ResponsePolicy,
     StreamingResponsePolicy,
@@ -127,11 +128,17 @@ def build_runtime(
             for spec in registry.effective_policies(config, route)
         )
         reverse = tuple(reversed(policies))
+        responders = tuple(p for p in reverse if isinstance(p, ResponsePolicy))
+        fielders = tuple(p for p in responders if isinstance(p, FieldsResponsePolicy))
         compiled = CompiledRoute(
             name=route.name,
             service=services[route.service],
             pipeline=policies,
-            response_pipeline=tuple(p for p in reverse if isinstance(p, ResponsePolicy)),
+            response_pipeline=responders,
+            response_fields=fielders if responders and len(fielders) == len(responders) else None,
+            replaced_response_fields=frozenset(
+                name for policy in fielders for name in policy.replaced_fields
+            ),
             whole_body_pipeline=tuple(p for p in reverse if isinstance(p, WholeResponsePolicy)),
             chunk_pipeline=tuple(p for p in reverse if isinstance(p, StreamingResponsePolicy)),
             completion_pipeline=tuple(p for p in policies if isinstance(p, CompletionPolicy)),

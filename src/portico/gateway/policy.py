@@ -13,7 +13,11 @@ For each request the gateway calls ``on_request`` of each policy in order. It re
   large share of a Python proxy's cost per request.
 
 After the upstream answered, ``on_response`` of each policy runs in reverse order on the response
-head (status and headers) before it is sent to the client. Portico's own answers to a routed
+head (status and headers) before it is sent to the client. A policy whose work on the head is
+only to add fields (and to take out the upstream's fields of the names it adds) may also have the
+lighter :class:`FieldsResponsePolicy` hook: when every response policy of a route has it, the
+upstream's head is relayed as the bytes it came in, never decoded to text, and each policy appends
+its fields as bytes. Portico's own answers to a routed
 request pass through ``on_response`` too: a policy's reply (a 401 from ``auth``: the policies
 after it did not run ``on_request``, but their response fields are on the 401), a 502/503/504, a
 400 or 408 for a broken or stalled body, a 413 for a body over the route's limit, a refused
@@ -76,6 +80,26 @@ class ResponsePolicy(Protocol):
     """The optional hook of a policy that also sees the response head."""
 
     def on_response(self, exchange: Exchange, status: int, headers: Headers) -> None: ...
+
+
+@runtime_checkable
+class FieldsResponsePolicy(Protocol):
+    """The lighter hook of a :class:`ResponsePolicy` that only adds fields to an upstream's
+    response head: the gateway takes the upstream's fields named in ``replaced_fields`` out (once,
+    whatever the number of such policies), then each policy appends its own. It must add what its
+    ``on_response`` adds (which still serves Portico's own answers and routes whose other response
+    policies need the text fields)."""
+
+    @property
+    def replaced_fields(self) -> frozenset[bytes]:
+        """Lower-case names of the upstream's fields this policy's fields replace."""
+        ...
+
+    def response_fields(
+        self, exchange: Exchange, status: int, fields: list[tuple[bytes, bytes]]
+    ) -> None:
+        """Append this policy's fields (lower-case names, Latin-1 values) to ``fields``."""
+        ...
 
 
 @runtime_checkable

@@ -316,7 +316,19 @@ class Forward:
         tokens = conn.connection_tokens
         pipeline = route.response_pipeline
         headers: Headers | None = None
-        if pipeline:
+        fielders = route.response_fields
+        if fielders is not None:
+            # Fields only: the upstream's head stays bytes (no decoding, no encoding back).
+            replaced = route.replaced_response_fields
+            for name, _ in fields:
+                if name in replaced:
+                    fields = [field for field in fields if field[0] not in replaced]
+                    break
+            else:
+                fields = fields.copy()
+            for fielder in fielders:
+                fielder.response_fields(exchange, status, fields)
+        elif pipeline:
             # Policies work on text fields; without any, the raw fields are relayed as they came.
             headers = conn.headers()
             original = headers.items

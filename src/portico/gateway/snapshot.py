@@ -19,6 +19,7 @@ from portico.gateway.endpoints import BuiltinEndpoint
 from portico.gateway.iprules import CompiledIPRules
 from portico.gateway.policy import (
     CompletionPolicy,
+    FieldsResponsePolicy,
     Policy,
     PreflightPolicy,
     ResponsePolicy,
@@ -57,6 +58,11 @@ class CompiledRoute:
     """The policies with ``on_response_chunk``, in response order."""
     completion_pipeline: tuple[CompletionPolicy, ...] = ()
     """The policies with ``on_complete``."""
+    response_fields: tuple[FieldsResponsePolicy, ...] | None = None
+    """``response_pipeline`` again, when each of its policies is a :class:`FieldsResponsePolicy`:
+    an upstream's head is then never decoded (``None`` otherwise)."""
+    replaced_response_fields: frozenset[bytes] = frozenset()
+    """The upstream's fields that ``response_fields`` replace (the union of theirs)."""
     preflight: PreflightPolicy | None = None
     """The first policy with ``on_preflight``: it answers CORS preflights for this route."""
     path_template: str = ""

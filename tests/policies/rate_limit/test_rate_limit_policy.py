@@ -126,6 +126,26 @@ def config(upstream: Upstream) -> dict[str, Any]:
                 strip_prefix="/roomy",
                 policies=[rate_limit(limit("roomy", 1000, by=["ip"], **hour))],
             ),
+            # Beside a policy that edits the upstream's head as text: the fields are the same.
+            route(
+                "roomy-text",
+                "/roomy-text/{rest:path}",
+                strip_prefix="/roomy-text",
+                policies=[
+                    rate_limit(limit("roomy", 1000, by=["ip"], **hour)),
+                    {"type": "headers", "response": {"add": {"X-Edited": "yes"}}},
+                ],
+            ),
+            # Beside another policy that only adds fields: the head is relayed as bytes.
+            route(
+                "roomy-deprecated",
+                "/roomy-deprecated/{rest:path}",
+                strip_prefix="/roomy-deprecated",
+                policies=[
+                    rate_limit(limit("roomy", 1000, by=["ip"], **hour)),
+                    {"type": "deprecation", "since": "2026-01-01"},
+                ],
+            ),
             route("plain", "/plain/{rest:path}", strip_prefix="/plain"),
         ],
     }
@@ -247,6 +267,36 @@ def test_the_upstreams_own_ratelimit_fields_are_replaced(http: httpx.Client) -> 
     assert fields(response, "ratelimit-policy") == {"roomy": {"q": 1000, "w": 3600}}
     plain = http.get("/plain/headers", params=forged)
     assert plain.headers["ratelimit"] == '"roomy";r=99999;t=1'  # not Portico's to change
+
+
+@pytest.mark.parametrize("prefix", ["roomy", "roomy-text", "roomy-deprecated"])
+def test_the_upstreams_fields_are_relayed_and_its_ratelimit_fields_replaced_on_every_path(
+    http: httpx.Client, prefix: str
+) -> None:
+    # Whether the route's response policies only add fields (the head relayed as bytes) or one
+    # edits it as text, the answer is the same: the upstream's other fields as they came, in
+    # their order and repeats, its RateLimit fields (in any spelling, repeated) replaced.
+    sent = [
+        "X-First: 1",
+        'RATELIMIT: "roomy";r=99999;t=1',
+        "X-Repeated: a",
+        'ratelimit-policy: "roomy";q=99999',
+        "X-Repeated: b",
+        'RateLimit: "other";r=5;t=5',
+    ]
+    response = http.get(f"/{prefix}/headers", params={"set": sent})
+    assert response.status_code == 200
+    names = [name.lower() for name, _ in response.headers.multi_items()]
+    assert names.count("ratelimit") == 1 and names.count("ratelimit-policy") == 1
+    assert fields(response, "ratelimit-policy") == {"roomy": {"q": 1000, "w": 3600}}
+    assert set(fields(response, "ratelimit")) == {"roomy"}
+    assert response.headers.get_list("x-repeated") == ["a", "b"]
+    assert response.headers["x-first"] == "1"
+    assert names.index("x-first") < names.index("x-repeated")
+    if prefix == "roomy-text":
+        assert response.headers["x-edited"] == "yes"
+    if prefix == "roomy-deprecated":
+        assert response.headers["deprecation"] == "@1767225600"
 
 
 def test_an_anonymous_caller_is_limited_by_its_address(gateway: RunningGateway) -> None:

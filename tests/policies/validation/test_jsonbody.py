@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from portico.policies.validation.jsonbody import JsonLimits, JsonRejected, parse_json
+from portico.policies.validation.jsonbody import JsonLimits, JsonRejected, _read_fast, parse_json
 
 LIMITS = JsonLimits(max_depth=64, max_array_length=100_000, max_string_length=100_000)
 values = st.recursive(
@@ -84,3 +84,61 @@ def test_any_text_is_read_or_refused_as_the_standard_library_does(text: str) -> 
         assert "appears twice" in rejected.message
         return
     assert got == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": 1, "a": 2}',
+        b'{"a": 1, "a": 1}',
+        b'{"x": {"a": 1, "a": 2}}',
+        b'[{"a": 1}, {"b": 2, "b": 3}]',
+        b'{"url": "http://x:80/", "a": 1, "a": 2}',  # colons inside a string as well
+        b'{"\\u0061": 1, "a": 2}',  # the same key, spelt two ways
+    ],
+)
+def test_a_key_twice_in_one_object_is_refused_at_any_depth(body: bytes) -> None:
+    assert "appears twice in one object" in _refusal(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"n": 123456789012345678901234567890}',
+        b"[18446744073709551616, -9223372036854775809]",
+        b"100000000000000000001",
+    ],
+)
+def test_an_integer_past_64_bits_is_read_exactly(body: bytes) -> None:
+    # A float would let 10**20 + 1 pass a `maximum: 1e20`.
+    got = parse_json(body, LIMITS)
+
+    assert repr(got) == repr(json.loads(body))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'"\\ud800"', b'{"a": "\\udc00x"}', b'["\\ud83d\\ude00", "\\u0000"]', b'{"a": -0, "b": -0.0}'],
+)
+def test_escapes_and_signed_zeros_read_as_the_standard_library_reads_them(body: bytes) -> None:
+    assert repr(parse_json(body, LIMITS)) == repr(json.loads(body))
+
+
+@pytest.mark.parametrize(
+    ("body", "fast"),
+    [
+        (b'{"sku": "A-1001", "quantity": 2, "note": "leave at the door"}', True),
+        (b'[{"a": [1, 2.5, {"b": null}]}, "x"]', True),
+        (b'{"at": "12:00"}', False),  # a colon in a string: read again to rule out a key twice
+        (b'{"a": 1, "a": 2}', False),
+        (b"[1e300]", False),  # a float that large may have been an integer
+    ],
+)
+def test_orjsons_reading_is_kept_only_when_it_is_the_standard_librarys(
+    body: bytes, fast: bool
+) -> None:
+    read, value = _read_fast(body)
+
+    assert read is fast
+    if fast:
+        assert repr(value) == repr(json.loads(body))

@@ -36,7 +36,16 @@ __all__ = ["CountedDeprecation", "Deprecation", "build"]
 
 
 class Deprecation:
-    __slots__ = ("_calls", "_fields", "_gone_detail", "_route", "_sunset", "needs_body")
+    __slots__ = (
+        "_calls",
+        "_fields",
+        "_gone_detail",
+        "_raw_fields",
+        "_route",
+        "_sunset",
+        "needs_body",
+        "replaced_fields",
+    )
 
     def __init__(
         self, settings: DeprecationSettings, route: str, calls: LabelledCounter | None
@@ -66,6 +75,8 @@ class Deprecation:
         if settings.sunset_link:
             fields.append(("link", f'<{settings.sunset_link}>; rel="sunset"; type="text/html"'))
         self._fields = tuple(fields)
+        self._raw_fields = tuple((n.encode("latin-1"), v.encode("latin-1")) for n, v in fields)
+        self.replaced_fields: frozenset[bytes] = frozenset()
 
     def on_request(self, exchange: Exchange) -> Reply | None:
         if self._sunset >= 0.0 and time.time() >= self._sunset:
@@ -75,6 +86,12 @@ class Deprecation:
     def on_response(self, exchange: Exchange, status: int, headers: Headers) -> None:
         for name, value in self._fields:
             headers.add(name, value)
+
+    def response_fields(
+        self, exchange: Exchange, status: int, fields: list[tuple[bytes, bytes]]
+    ) -> None:
+        """``on_response`` on an upstream's head of bytes."""
+        fields.extend(self._raw_fields)
 
 
 class CountedDeprecation(Deprecation):

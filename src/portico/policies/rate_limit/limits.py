@@ -34,10 +34,22 @@ def plan_of(config: PorticoConfig, consumer_id: str, plan_key: str) -> str | Non
 
 
 class CompiledLimit:
-    __slots__ = ("keys", "kind", "limit", "limit_text", "name", "period", "prefix", "span_text")
+    __slots__ = (
+        "field_start",
+        "keys",
+        "kind",
+        "limit",
+        "limit_text",
+        "name",
+        "period",
+        "prefix",
+        "span_text",
+    )
 
     def __init__(self, limit: LimitSettings, keys: KeyMaker, zone: ZoneInfo) -> None:
         self.name = limit.name
+        self.field_start = f'"{limit.name}";r='
+        """The start of this limit's item in a ``RateLimit`` field (:mod:`.fields`)."""
         self.limit = limit.limit
         self.limit_text = str(limit.limit)
         self.prefix = counter_prefix(limit)
@@ -68,8 +80,10 @@ def policy_field(limits: tuple[LimitSettings, ...]) -> str:
 class LimitSet:
     """The limits one request is held to (the policy's, or a plan's), and their policy field."""
 
-    __slots__ = ("limits", "policy_field")
+    __slots__ = ("limits", "policy_bytes", "policy_field")
 
     def __init__(self, limits: tuple[CompiledLimit, ...], settings: tuple[LimitSettings, ...]):
         self.limits = limits
         self.policy_field = policy_field(settings)
+        self.policy_bytes = self.policy_field.encode("latin-1")
+        """The field as the upstream's response head carries it (bytes)."""

@@ -50,16 +50,19 @@ MAX_WAITS = 2
 """Times a request waits for another's answer from Redis before asking Redis itself."""
 LOG_EVERY = 10.0
 """Seconds between two log lines about Redis failing: one line, not one per request."""
+REPLACED = frozenset((b"ratelimit", b"ratelimit-policy"))
+"""The upstream's own fields of these names do not describe Portico's limits: they go."""
 
 
 class Counted:
     """What the policy learnt of one request: the ``RateLimit`` field it answers with."""
 
-    __slots__ = ("field", "policy_field")
+    __slots__ = ("field", "limits")
 
-    def __init__(self, field: str, policy_field: str) -> None:
+    def __init__(self, field: str, limits: LimitSet) -> None:
         self.field = field
-        self.policy_field = policy_field
+        self.limits = limits
+        """The limits counted: their ``RateLimit-Policy`` field."""
 
 
 class RedisFailures:
@@ -107,6 +110,7 @@ class RateLimit:
         "_state",
         "_state_key",
         "needs_body",
+        "replaced_fields",
     )
 
     def __init__(
@@ -139,6 +143,7 @@ class RateLimit:
         self._refills: set[asyncio.Task[None]] = set()
         """Leases being asked for ahead (kept referenced until done)."""
         self.needs_body = False
+        self.replaced_fields = REPLACED
 
     def on_request(self, exchange: Exchange) -> Reply | Awaitable[Reply | None] | None:
         if exchange.method in self._exempt:
@@ -180,7 +185,7 @@ class RateLimit:
                 remaining = lease.take()
                 reset = int((lease.deadline - clock) * 1000)
                 field = admitted_field(limit, remaining, reset, now)
-                exchange.state[self._state_key] = Counted(field, chosen.policy_field)
+                exchange.state[self._state_key] = Counted(field, chosen)
                 if lease.low():
                     self._ask_ahead(key, limit, lease, clock, now)
                 return None
@@ -344,7 +349,7 @@ class RateLimit:
     ) -> Reply | None:
         limits = chosen.limits
         field, wait, refused = limit_field(limits, result, now)
-        exchange.state[self._state_key] = Counted(field, chosen.policy_field)
+        exchange.state[self._state_key] = Counted(field, chosen)
         if refused is None:
             return None
         self._limited.inc((self._route, refused.name))
@@ -373,11 +378,23 @@ class RateLimit:
                     headers.remove("ratelimit-policy", "ratelimit")
                     break
         if isinstance(counted, Counted):
-            headers.add("ratelimit-policy", counted.policy_field)
+            headers.add("ratelimit-policy", counted.limits.policy_field)
             headers.add("ratelimit", counted.field)
         else:
             # Not counted (an earlier policy answered, or Redis was away): the policy only.
             headers.add("ratelimit-policy", self._default.policy_field)
+
+    def response_fields(
+        self, exchange: Exchange, status: int, fields: list[tuple[bytes, bytes]]
+    ) -> None:
+        """``on_response`` on an upstream's head of bytes (the gateway took the upstream's
+        ``RateLimit`` and ``RateLimit-Policy`` fields out: :data:`REPLACED`)."""
+        counted = exchange.state.get(self._state_key)
+        if isinstance(counted, Counted):
+            fields.append((b"ratelimit-policy", counted.limits.policy_bytes))
+            fields.append((b"ratelimit", counted.field.encode("latin-1")))
+        else:
+            fields.append((b"ratelimit-policy", self._default.policy_bytes))
 
 
 def _add_arguments(args: list[str], limit: CompiledLimit, now: float, want: int) -> None:
