@@ -17,10 +17,11 @@ For each backend (a SQLite file; a throwaway PostgreSQL cluster started as the t
   ``--publish-threads`` threads, event ``n`` due at ``n / rate`` and published by whichever
   thread is free then, so a publish waiting on its commit does not hold the next one back. The
   rate they reached is shown beside it (on a busy machine they may fall short of ``--rate``),
-  with what one publish took (wall time and CPU) and how late the p99 publish started. The workers poll every ``--poll`` (``events.delivery.
-  poll_interval``); on PostgreSQL a publish in another process wakes them at once (NOTIFY), on
-  SQLite it does not. A low ``--rate`` (20) with the default ``--poll 250ms`` shows the
-  difference: at 500 events/s the workers are rarely idle long enough to poll.
+  with what one publish took (wall time and CPU) and how late the p99 publish started. The
+  workers poll every ``--poll`` (``events.delivery.poll_interval``); on PostgreSQL a publish
+  in another process wakes them at once (NOTIFY), on SQLite it does not. A low ``--rate``
+  (20) with the default ``--poll 250ms`` shows the difference: at 500 events/s the workers are
+  rarely idle long enough to poll.
 
 The reference, in the same run: the same signed POSTs sent by Portico's ``Sender`` (aiohttp,
 the same connection limit) straight to the same nginx with no queue and no store, as fast as it
