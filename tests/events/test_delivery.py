@@ -15,6 +15,7 @@ from tests.events.harness import config_with, delivering, events_over, eventuall
 from tests.support.receivers import Receiver
 
 from portico.events.catalog import InvalidPayload, UnknownEventType
+from portico.events.queue import _CLAIMED_MORE
 from portico.store.database import Database
 from portico.store.secrets import Secrets
 from portico.store.tables import AttemptRow, DeliveryRow, EventRow
@@ -203,6 +204,51 @@ def test_retry_after_is_honoured_on_429(
     assert delivery.due - attempt.at == pytest.approx(120, abs=1)  # not the schedule's 0.05 s
 
 
+def test_a_batch_of_outcomes_is_recorded_whole_even_with_a_nul_in_a_response_body(
+    database: Database, secrets: Secrets, receiver: Receiver
+) -> None:
+    """Attempts of several endpoints and outcomes recorded in one batch (on PostgreSQL one
+    statement each for the attempts and the deliveries): statuses, headers, bodies and errors
+    as the attempts were, a delivery's first attempt kept; a NUL, which PostgreSQL's text cannot
+    hold, does not stop the batch."""
+    events = events_over(database, secrets, config_with(schedule=[0, 3600]))
+    events.endpoints.create("acme/billing", receiver.url("/ok"))
+    events.endpoints.create("acme/billing", receiver.url("/nul"))
+    events.endpoints.create("acme/billing", receiver.url("/down"))
+    receiver.behaviours["/nul"].body = b"before\x00after \xff"
+    receiver.behaviours["/down"].status = 503
+
+    async def scenario() -> None:
+        async with delivering(events):
+            for n in range(5):
+                await publish(events, "order.shipped", {"n": n})
+            await eventually(lambda: len(rows(database, AttemptRow)) == 15)
+
+    asyncio.run(scenario())
+    attempts = rows(database, AttemptRow)
+    deliveries = {d.id: d for d in rows(database, DeliveryRow)}
+    endpoints = {e.url: e.id for e in events.endpoints.list(limit=10)}
+    outcomes: dict[str, set[tuple[str, int | None, str]]] = {}
+    for attempt in attempts:
+        delivery = deliveries[attempt.delivery_id]
+        assert delivery.first_attempt_at == attempt.at and delivery.attempts == 1
+        assert delivery.claimed_by is None and delivery.event_id == attempt.event_id
+        assert dict(map(tuple, attempt.response_headers))["content-type"] == "text/plain"
+        assert attempt.latency_ms > 0 and attempt.attempt == 1
+        outcomes.setdefault(attempt.endpoint_id, set()).add(
+            (attempt.outcome, attempt.status, attempt.response_body)
+        )
+        assert (delivery.status, delivery.last_status) == (
+            "succeeded" if attempt.outcome == "succeeded" else "pending",
+            attempt.status,
+        )
+    assert outcomes == {
+        endpoints[receiver.url("/ok")]: {("succeeded", 200, "attempt 1")},
+        endpoints[receiver.url("/nul")]: {("succeeded", 200, "before\ufffdafter \ufffd")},
+        endpoints[receiver.url("/down")]: {("retrying", 503, "attempt 1")},
+    }
+
+
 def test_fifo_endpoints_deliver_each_key_in_order_without_holding_other_keys(
     database: Database, secrets: Secrets, receiver: Receiver
 ) -> None:
@@ -293,3 +339,28 @@ def test_a_private_address_is_refused_at_delivery_time_and_logged(
     attempts = rows(database, AttemptRow)
     assert len(attempts) == 4
     assert {(a.status, a.error) for a in attempts} == {(None, "loopback-address")}
+
+
+def test_a_claim_reads_payloads_and_limits_through_indexes_on_sqlite(
+    database: Database, secrets: Secrets
+) -> None:
+    """SQLite plans a correlated subquery of ``RETURNING`` as a scan of its table for every row
+    returned: a claim that read the payloads so cost in proportion to the events kept. Every
+    table a claim's statements read is searched by an index or its key, not scanned (the small
+    list of disabled endpoints excepted)."""
+    if database.backend != "sqlite":
+        pytest.skip("SQLite's plans")
+    events = events_over(database, secrets, config_with())
+    queue = events.queue
+    statements = [str(queue._claim), _CLAIMED_MORE.replace(":ids", "(1, 2)")]
+    plans = []
+    with database.read() as session:
+        for statement in statements:
+            plan = session.execute(
+                sa.text(f"EXPLAIN QUERY PLAN {statement}"),
+                {"until": 1.0, "me": "x", "now": 0.0, "limit": 10},
+            ).all()
+            plans.extend(row[-1] for row in plan)
+    scans = [step for step in plans if step.startswith("SCAN")]
+    assert scans == ["SCAN e"], plans  # webhook_endpoints' disabled ones, in the claim's NOT IN
+    assert any("SEARCH ev USING INDEX" in step for step in plans), plans

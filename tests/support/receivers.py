@@ -46,6 +46,8 @@ class Behaviour:
     status: int = 200
     """The status once the failures are over."""
     retry_after: str | None = None
+    body: bytes | None = None
+    """The response body, instead of ``attempt N``."""
     seen: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
@@ -141,7 +143,8 @@ class Receiver:
         if behaviour.retry_after is not None and status >= 400:
             response_headers.append((b"retry-after", behaviour.retry_after.encode()))
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
-        await send({"type": "http.response.body", "body": f"attempt {attempt}".encode()})
+        body = behaviour.body if behaviour.body is not None else f"attempt {attempt}".encode()
+        await send({"type": "http.response.body", "body": body})
 
 
 @contextlib.contextmanager

@@ -141,6 +141,10 @@ class Dispatcher:
             settings = self.settings()
             room = min(settings.max_in_flight - len(self._in_flight), settings.batch_size)
             pause = settings.poll_interval
+            # Cleared before the claim, not after it: a publish that commits while the claim
+            # runs (too late for it to see) wakes the pause that follows instead of being lost
+            # until the next poll. (Without room, a recorded batch wakes it.)
+            self._wake.clear()
             if room > 0:
                 self._claimed_at = time.monotonic()
                 try:
@@ -161,7 +165,6 @@ class Dispatcher:
             await self._pause(pause)
 
     async def _pause(self, seconds: float) -> None:
-        self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
         # Woken early: the wake-ups that come meanwhile are one claim.
@@ -223,7 +226,8 @@ class Dispatcher:
                 latency=result.latency,
                 status=status,
                 headers=result.headers,
-                body=result.body.decode("utf-8", "replace"),
+                # PostgreSQL's text holds no NUL: a body with one would fail every record.
+                body=result.body.decode("utf-8", "replace").replace("\x00", "\ufffd"),
                 error=result.error,
                 result=kind,
                 due=due,
