@@ -34,8 +34,9 @@ def admitted_field(limit: CompiledLimit, remaining: int, reset_ms: int, now: flo
     if limit.period is not None:
         _, end = limit.period.at(now)
         reset_ms = max(0, math.ceil((end - now) * 1000))
-    # Whole seconds rounded up, in integers (math.ceil of a division costs a float and a call).
-    return limit.field_start + str(remaining) + ";t=" + str((reset_ms + 999) // 1000)
+    # Whole seconds rounded up, in integers (math.ceil of a division costs a float and a call);
+    # one f-string, which compiled builds the text in one allocation (``+`` makes one each).
+    return f"{limit.field_start}{remaining};t={(reset_ms + 999) // 1000}"
 
 
 def limit_field(
