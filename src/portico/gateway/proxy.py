@@ -320,12 +320,7 @@ class Forward:
         if fielders is not None:
             # Fields only: the upstream's head stays bytes (no decoding, no encoding back).
             replaced = route.replaced_response_fields
-            for name, _ in fields:
-                if name in replaced:
-                    fields = [field for field in fields if field[0] not in replaced]
-                    break
-            else:
-                fields = fields.copy()
+            fields = [field for field in fields if field[0] not in replaced]
             for fielder in fielders:
                 fielder.response_fields(exchange, status, fields)
         elif pipeline:
