@@ -39,10 +39,11 @@ from portico.events.matching import (
     type_matches,
 )
 from portico.events.wakeup import Notifier
-from portico.store.database import Database, write_engine
+from portico.store.database import Database, DatabaseUnavailable, write_engine
 from portico.store.tables import (
     DeliveryRow,
     EventRow,
+    UTCDateTime,
     WebhookEndpointChangeRow,
     WebhookEndpointRow,
 )
@@ -67,6 +68,32 @@ _SUBSCRIBERS = sa.select(
     _ENDPOINTS.c.filter,
     _ENDPOINTS.c.ordering_key,
 ).where(_ENDPOINTS.c.disabled_at.is_(None))
+
+# PostgreSQL: the whole publish as one statement in autocommit, one round trip where a
+# transaction costs three (``BEGIN``, the statements, ``COMMIT``), when the endpoints kept in
+# memory are current: the event is inserted only if the change counter still reads the version
+# they were read at, and the deliveries only with the event. ``inserted`` 0: the counter moved
+# (or its row is missing) and nothing was written; the publish is made again as a transaction.
+_PUBLISH_AT_ONCE = sa.text("""
+WITH counter AS (SELECT version FROM webhook_endpoint_changes WHERE id = 1),
+event AS (
+  INSERT INTO events (id, type, tenant, publisher, idempotency_key, payload, created_at)
+  SELECT CAST(:id AS text), CAST(:type AS text), CAST(:tenant AS text),
+    CAST(:publisher AS text), CAST(:idempotency_key AS text), CAST(:payload AS text),
+    CAST(:created_at AS timestamptz)
+  FROM counter WHERE counter.version = CAST(:version AS bigint)
+  RETURNING id
+),
+queued AS (
+  INSERT INTO webhook_deliveries (event_id, endpoint_id, status, ordering_key, attempts, due,
+    published_at)
+  SELECT event.id, r.endpoint_id, 'pending', r.ordering_key, 0,
+    CAST(:due AS double precision), CAST(:published_at AS double precision)
+  FROM event, json_to_recordset(CAST(:rows AS json)) AS r(endpoint_id text, ordering_key text)
+)
+SELECT count(*) AS inserted FROM event
+""").bindparams(sa.bindparam("created_at", type_=UTCDateTime()))
+_EVENT_STORED = sa.select(_EVENTS.c.id).where(_EVENTS.c.id == sa.bindparam("id"))
 
 MATCHES_KEPT = 10_000
 """At most this many (tenant, event type) pairs remembered per read of the endpoints."""
@@ -187,9 +214,13 @@ class Publisher:
             threading.Lock() if database.backend == "sqlite" else contextlib.nullcontext()
         )
         self._subscribers = _Subscribers(None, ())
+        postgresql = database.backend == "postgresql"
         # The delivering processes of PostgreSQL are woken after each commit (SQLite's: by
         # ``published`` in this process, by their polling in the others).
-        self._notifier = Notifier(database) if database.backend == "postgresql" else None
+        self._notifier = Notifier(database) if postgresql else None
+        self._at_once = (
+            database.engine.execution_options(isolation_level="AUTOCOMMIT") if postgresql else None
+        )
 
     def publish(
         self,
@@ -220,13 +251,9 @@ class Publisher:
         }
         envelope = {"type": event_type, "data": data}
         try:
-            with self._turn, self._engine.begin() as connection:
-                version = connection.execute(_INSERT_EVENT, event).scalar()
-                subscribers = self._current(connection, version)
-                rows = self._deliveries(subscribers.of(tenant, event_type), event_id, envelope, now)
-                if rows:
-                    connection.execute(_INSERT_DELIVERIES, rows)
-                # Whatever must commit with the event and its deliveries goes here.
+            rows = self._publish_at_once(event, tenant, envelope, now)
+            if rows is None:
+                rows = self._publish_in_transaction(event, tenant, envelope, now)
         except IntegrityError:
             # Another publish with the same key committed first: that one is the event.
             if idempotency_key is not None:
@@ -234,11 +261,82 @@ class Publisher:
                 if seen is not None:
                     return seen
             raise
+        self._committed(rows)
+        return Published(event_id, event_type, now, True, len(rows))
+
+    def _publish_in_transaction(
+        self, event: dict[str, Any], tenant: str | None, envelope: dict[str, Any], now: datetime
+    ) -> list[dict[str, Any]]:
+        with self._turn, self._engine.begin() as connection:
+            version = connection.execute(_INSERT_EVENT, event).scalar()
+            subscribers = self._current(connection, version)
+            rows = self._deliveries(
+                subscribers.of(tenant, event["type"]), event["id"], envelope, now
+            )
+            if rows:
+                connection.execute(_INSERT_DELIVERIES, rows)
+            # Whatever must commit with the event and its deliveries goes here (and in
+            # ``_PUBLISH_AT_ONCE``).
+        return rows
+
+    def _committed(self, rows: list[dict[str, Any]]) -> None:
         if rows and self._notifier is not None:
             self._notifier.published()
         if self.published is not None:
             self.published()
-        return Published(event_id, event_type, now, True, len(rows))
+
+    def _publish_at_once(
+        self, event: dict[str, Any], tenant: str | None, envelope: dict[str, Any], now: datetime
+    ) -> list[dict[str, Any]] | None:
+        """The publish as one statement (PostgreSQL), with the endpoints kept in memory: the
+        deliveries queued, or ``None`` when it must be made as a transaction (SQLite; nothing
+        read yet; the endpoints changed since; a kept filter that does not compile, which the
+        endpoints read again may not have).
+
+        A connection lost during the statement (the server restarted or terminated it) leaves
+        unknown whether it committed: it is sent once more on a new connection, with the same
+        event id, whose primary key then tells."""
+        kept = self._subscribers
+        if self._at_once is None or kept.version is None:
+            return None
+        try:
+            rows = self._deliveries(kept.of(tenant, event["type"]), event["id"], envelope, now)
+        except FilterError:
+            return None
+        parameters = {
+            **event,
+            "version": kept.version,
+            "due": rows[0]["due"] if rows else 0.0,
+            "published_at": now.timestamp(),
+            "rows": json.dumps(
+                [
+                    {"endpoint_id": row["endpoint_id"], "ordering_key": row["ordering_key"]}
+                    for row in rows
+                ],
+                separators=(",", ":"),
+            ),
+        }
+        try:
+            inserted = self._execute_at_once(parameters)
+        except DatabaseUnavailable as exc:
+            if not exc.connection_lost:
+                raise
+            try:
+                inserted = self._execute_at_once(parameters)
+            except IntegrityError:
+                if not self._stored(event["id"]):
+                    raise
+                inserted = 1  # the first one committed
+        return rows if inserted else None
+
+    def _execute_at_once(self, parameters: dict[str, Any]) -> int:
+        assert self._at_once is not None
+        with self._at_once.connect() as connection:
+            return int(connection.execute(_PUBLISH_AT_ONCE, parameters).scalar_one())
+
+    def _stored(self, event_id: str) -> bool:
+        with self._engine.connect() as connection:
+            return connection.execute(_EVENT_STORED, {"id": event_id}).first() is not None
 
     def _current(self, connection: sa.Connection, version: int | None) -> _Subscribers:
         """The enabled endpoints at ``version``: those kept, or read now in the publish's

@@ -63,7 +63,8 @@ class Notifier:
     own sends them, so a publish never waits for one."""
 
     def __init__(self, database: Database, gap: float = NOTIFY_GAP_SECONDS) -> None:
-        self._engine = database.engine
+        # Autocommit: one round trip per notification, not three (BEGIN, NOTIFY, COMMIT).
+        self._engine = database.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._gap = gap
         self._due = threading.Event()
         self._thread: threading.Thread | None = None
@@ -87,7 +88,6 @@ class Notifier:
             try:
                 with self._engine.connect() as connection:
                     connection.execute(_NOTIFY)
-                    connection.commit()
             except Exception as exc:  # the workers' polling finds the deliveries meanwhile
                 log.warning("cannot notify the delivering processes: %s", exc)
             time.sleep(self._gap)

@@ -58,6 +58,10 @@ class UnsupportedDatabaseURL(StoreError, ValueError):
 class DatabaseUnavailable(StoreError):
     """The database cannot be reached or opened (server down, wrong host, credentials, file)."""
 
+    connection_lost = False
+    """``True`` when a connection that was open broke during the statement (the server
+    restarted, or terminated it): a new connection may well succeed."""
+
 
 class StoreBusy(StoreError):
     """SQLite's write lock stayed with another process past the busy timeout: a retry later
@@ -114,10 +118,12 @@ def _translate_error(context: sa.engine.ExceptionContext) -> None:
     # No connection yet (refused, unknown host, timeout) or one that broke: psycopg gives no
     # SQLSTATE for those.
     if context.connection is None or context.is_disconnect or unreachable:
-        raise DatabaseUnavailable(
+        unavailable = DatabaseUnavailable(
             f"cannot connect to the database at {url}: {reason}; start the database server, "
             "or correct database.url (host, port, user, password, database name)"
-        ) from error
+        )
+        unavailable.connection_lost = context.connection is not None and context.is_disconnect
+        raise unavailable from error
 
 
 def _schema_mismatch(url: str, reason: str) -> SchemaMismatch:
@@ -165,10 +171,44 @@ def create_engine_for(url: str) -> Engine:
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
-    # pre_ping: a long-lived process must survive PostgreSQL restarts and idle-connection reaping.
-    engine = sa.create_engine(parsed, pool_pre_ping=True)
+    engine = sa.create_engine(parsed)
     sa.event.listen(engine, "handle_error", _translate_error)
+    sa.event.listen(engine, "checkin", _mark_idle)
+    sa.event.listen(engine, "checkout", _ping_if_idle)
     return engine
+
+
+PING_AFTER_IDLE_SECONDS = 1.0
+"""A pooled PostgreSQL connection that sat unused longer than this is asked ``SELECT 1`` before
+it is lent; one lent sooner is not.
+
+A long-lived process must survive PostgreSQL restarts and the reaping of idle connections:
+SQLAlchemy's ``pool_pre_ping`` pings at every checkout, which on psycopg is two round trips
+(``BEGIN``, ``SELECT 1``) before every transaction -- most of a publish's five. A connection that
+was in use a moment ago is almost always still there; when it is not (the server restarted or
+terminated it within that moment), the statement fails as a disconnect, SQLAlchemy discards
+every connection of the pool made before it, and the next transaction gets a new one. Callers
+whose work may be retried safely do so (the publisher: :mod:`portico.events.publishing`)."""
+_IDLE_SINCE = "portico_idle_since"
+
+
+def _mark_idle(_dbapi_connection: Any, record: Any) -> None:
+    record.info[_IDLE_SINCE] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    idle_since = record.info.get(_IDLE_SINCE)
+    if idle_since is None or time.monotonic() - idle_since <= PING_AFTER_IDLE_SECONDS:
+        return  # new (just connected), or in use a moment ago
+    autocommit = dbapi_connection.autocommit
+    try:
+        # Outside a transaction: a SELECT would open one, left open for the borrower.
+        dbapi_connection.autocommit = True
+        dbapi_connection.execute("SELECT 1")
+        dbapi_connection.autocommit = autocommit
+    except Exception as exc:
+        # The pool discards the connection and lends another (a new one if need be).
+        raise sa.exc.DisconnectionError(f"a pooled connection no longer answers: {exc}") from exc
 
 
 def _sqlite_engine(url: URL) -> Engine:
