@@ -44,14 +44,16 @@ __all__ = ["RateLimit", "build"]
 
 log = logging.getLogger("portico.rate_limit")
 
-FIELDS_DONE = "rate-limit-fields"
-"""The exchange state key set once a rate-limit policy wrote the fields of a response."""
+_STATE = "rate-limit"
+"""The start of the exchange state key where a rate-limit policy leaves what it counted."""
 MAX_WAITS = 2
 """Times a request waits for another's answer from Redis before asking Redis itself."""
 LOG_EVERY = 10.0
 """Seconds between two log lines about Redis failing: one line, not one per request."""
 REPLACED = frozenset((b"ratelimit", b"ratelimit-policy"))
-"""The upstream's own fields of these names do not describe Portico's limits: they go."""
+"""The upstream's own fields of these names do not describe Portico's limits, and a client must
+not read two policies of one name: the gateway takes them out of the route's responses before
+any response policy runs (``replaced_fields``), whichever way the head goes."""
 
 
 class Counted:
@@ -137,7 +139,7 @@ class RateLimit:
         self._limited = limited
         self._failures = failures
         self._route = route
-        self._state_key = f"{FIELDS_DONE}:{id(self)}"
+        self._state_key = f"{_STATE}:{id(self)}"
         """Where this policy leaves what it counted for its ``on_response`` (a route may have
         two rate-limit entries: its service's and its own are merged by type, a list is not)."""
         self._refills: set[asyncio.Task[None]] = set()
@@ -366,17 +368,8 @@ class RateLimit:
         )
 
     def on_response(self, exchange: Exchange, status: int, headers: Headers) -> None:
-        state = exchange.state
-        counted = state.get(self._state_key)
-        if FIELDS_DONE not in state:
-            # The first rate-limit policy to answer: the upstream's own fields do not describe
-            # Portico's limits, and a client must not read two policies of one name.
-            state[FIELDS_DONE] = True
-            for name, _ in headers.items:
-                # Literal comparisons (no allocation): most upstreams send neither field.
-                if name == "ratelimit" or name == "ratelimit-policy":
-                    headers.remove("ratelimit-policy", "ratelimit")
-                    break
+        # The upstream's own fields of these names are gone already (:data:`REPLACED`).
+        counted = exchange.state.get(self._state_key)
         if isinstance(counted, Counted):
             headers.add("ratelimit-policy", counted.limits.policy_field)
             headers.add("ratelimit", counted.field)
@@ -387,8 +380,7 @@ class RateLimit:
     def response_fields(
         self, exchange: Exchange, status: int, fields: list[tuple[bytes, bytes]]
     ) -> None:
-        """``on_response`` on an upstream's head of bytes (the gateway took the upstream's
-        ``RateLimit`` and ``RateLimit-Policy`` fields out: :data:`REPLACED`)."""
+        """``on_response`` on an upstream's head of bytes."""
         counted = exchange.state.get(self._state_key)
         if isinstance(counted, Counted):
             fields.append((b"ratelimit-policy", counted.limits.policy_bytes))
