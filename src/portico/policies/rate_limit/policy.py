@@ -57,14 +57,15 @@ any response policy runs (``replaced_fields``), whichever way the head goes."""
 
 
 class Counted:
-    """What the policy learnt of one request: the ``RateLimit`` field it answers with."""
+    """What the policy learnt of one request: the fields it answers with."""
 
     __slots__ = ("field", "limits")
 
-    def __init__(self, field: str, limits: LimitSet) -> None:
+    def __init__(self, field: str | None, limits: LimitSet) -> None:
         self.field = field
+        """The ``RateLimit`` field; ``None`` when the request was not counted."""
         self.limits = limits
-        """The limits counted: their ``RateLimit-Policy`` field."""
+        """The limits counted (not counted: the default ones): their ``RateLimit-Policy``."""
 
 
 class RedisFailures:
@@ -111,6 +112,7 @@ class RateLimit:
         "_route",
         "_state",
         "_state_key",
+        "_uncounted",
         "needs_body",
         "replaced_fields",
     )
@@ -144,6 +146,9 @@ class RateLimit:
         two rate-limit entries: its service's and its own are merged by type, a list is not)."""
         self._refills: set[asyncio.Task[None]] = set()
         """Leases being asked for ahead (kept referenced until done)."""
+        self._uncounted = Counted(None, default)
+        """The fields of a request not counted (an earlier policy answered, or Redis was away):
+        the default limits' policy only."""
         self.needs_body = False
         self.replaced_fields = REPLACED
 
@@ -369,24 +374,25 @@ class RateLimit:
 
     def on_response(self, exchange: Exchange, status: int, headers: Headers) -> None:
         # The upstream's own fields of these names are gone already (:data:`REPLACED`).
-        counted = exchange.state.get(self._state_key)
-        if isinstance(counted, Counted):
-            headers.add("ratelimit-policy", counted.limits.policy_field)
+        counted = self._counted(exchange)
+        headers.add("ratelimit-policy", counted.limits.policy_field)
+        if counted.field is not None:
             headers.add("ratelimit", counted.field)
-        else:
-            # Not counted (an earlier policy answered, or Redis was away): the policy only.
-            headers.add("ratelimit-policy", self._default.policy_field)
 
     def response_fields(
         self, exchange: Exchange, status: int, fields: list[tuple[bytes, bytes]]
     ) -> None:
         """``on_response`` on an upstream's head of bytes."""
-        counted = exchange.state.get(self._state_key)
-        if isinstance(counted, Counted):
-            fields.append((b"ratelimit-policy", counted.limits.policy_bytes))
+        counted = self._counted(exchange)
+        fields.append((b"ratelimit-policy", counted.limits.policy_bytes))
+        if counted.field is not None:
             fields.append((b"ratelimit", counted.field.encode("latin-1")))
-        else:
-            fields.append((b"ratelimit-policy", self._default.policy_bytes))
+
+    def _counted(self, exchange: Exchange) -> Counted:
+        """What the response fields of ``exchange`` say: what this policy counted, or (nothing
+        counted) the default limits' policy only. Both hooks ask here; nothing is allocated."""
+        counted = exchange.state.get(self._state_key)
+        return counted if isinstance(counted, Counted) else self._uncounted
 
 
 def _add_arguments(args: list[str], limit: CompiledLimit, now: float, want: int) -> None:
