@@ -130,15 +130,16 @@ def build_runtime(
         reverse = tuple(reversed(policies))
         responders = tuple(p for p in reverse if isinstance(p, ResponsePolicy))
         fielders = tuple(p for p in responders if isinstance(p, FieldsResponsePolicy))
+        # Replaced on every path: also when another response policy makes the head go as text.
+        replaced = frozenset(name for policy in fielders for name in policy.replaced_fields)
         compiled = CompiledRoute(
             name=route.name,
             service=services[route.service],
             pipeline=policies,
             response_pipeline=responders,
             response_fields=fielders if responders and len(fielders) == len(responders) else None,
-            replaced_response_fields=frozenset(
-                name for policy in fielders for name in policy.replaced_fields
-            ),
+            replaced_response_fields=replaced,
+            replaced_response_names=tuple(sorted(name.decode("latin-1") for name in replaced)),
             whole_body_pipeline=tuple(p for p in reverse if isinstance(p, WholeResponsePolicy)),
             chunk_pipeline=tuple(p for p in reverse if isinstance(p, StreamingResponsePolicy)),
             completion_pipeline=tuple(p for p in policies if isinstance(p, CompletionPolicy)),

@@ -495,6 +495,9 @@ class ClientConnection(asyncio.Protocol):
         if exchange is not None:
             route = exchange.route
             if route is not None and route.response_pipeline:
+                if route.replaced_response_names:
+                    # A stored answer (a cache hit, a replay) may hold the fields of its time.
+                    reply.headers.remove(*route.replaced_response_names)
                 for policy in route.response_pipeline:
                     policy.on_response(exchange, reply.status, reply.headers)
             for name, value in exchange.extra_response_headers:

@@ -14,14 +14,15 @@ For each request the gateway calls ``on_request`` of each policy in order. It re
 
 After the upstream answered, ``on_response`` of each policy runs in reverse order on the response
 head (status and headers) before it is sent to the client. A policy whose work on the head is
-only to add fields (and to take out the upstream's fields of the names it adds) may also have the
-lighter :class:`FieldsResponsePolicy` hook: when every response policy of a route has it, the
-upstream's head is relayed as the bytes it came in, never decoded to text, and each policy appends
-its fields as bytes. Portico's own answers to a routed
-request pass through ``on_response`` too: a policy's reply (a 401 from ``auth``: the policies
-after it did not run ``on_request``, but their response fields are on the 401), a 502/503/504, a
-400 or 408 for a broken or stalled body, a 413 for a body over the route's limit, a refused
-upgrade. Answers given before a route was chosen (400, 404, 405) have no route and no hooks.
+only to add fields (in place of the upstream's fields of the names it adds, which the gateway
+takes out of every response of the route before the policies run) may also have the lighter
+:class:`FieldsResponsePolicy` hook: when every response policy of a route has it, the upstream's
+head is relayed as the bytes it came in, never decoded to text, and each policy appends its
+fields as bytes. Portico's own answers to a routed request pass through ``on_response`` too: a
+policy's reply (a 401 from ``auth``: the policies after it did not run ``on_request``, but their
+response fields are on the 401), a 502/503/504, a 400 or 408 for a broken or stalled body, a 413
+for a body over the route's limit, a refused upgrade. Answers given before a route was chosen
+(400, 404, 405) have no route and no hooks.
 
 The response body of the upstream reaches two optional hooks, also in reverse order:
 
@@ -85,14 +86,15 @@ class ResponsePolicy(Protocol):
 @runtime_checkable
 class FieldsResponsePolicy(Protocol):
     """The lighter hook of a :class:`ResponsePolicy` that only adds fields to an upstream's
-    response head: the gateway takes the upstream's fields named in ``replaced_fields`` out (once,
-    whatever the number of such policies), then each policy appends its own. It must add what its
-    ``on_response`` adds (which still serves Portico's own answers and routes whose other response
-    policies need the text fields)."""
+    response head. Each policy appends its own; it must add what its ``on_response`` adds (which
+    still serves Portico's own answers and routes whose other response policies need the text
+    fields)."""
 
     @property
     def replaced_fields(self) -> frozenset[bytes]:
-        """Lower-case names of the upstream's fields this policy's fields replace."""
+        """Lower-case names of the fields this policy's own replace: the gateway takes them out
+        of each response of the route (the upstream's head, as bytes or as text, and a reply,
+        which may be a stored answer) before any response policy runs, once for all."""
         ...
 
     def response_fields(

@@ -314,21 +314,22 @@ class Forward:
         route = self.route
         fields = conn.resp_headers
         tokens = conn.connection_tokens
-        pipeline = route.response_pipeline
         headers: Headers | None = None
+        replaced = route.replaced_response_fields
         fielders = route.response_fields
+        if replaced or fielders is not None:
+            # Before any policy, on either path: a new list without the fields theirs replace.
+            fields = [field for field in fields if field[0] not in replaced]
         if fielders is not None:
             # Fields only: the upstream's head stays bytes (no decoding, no encoding back).
-            replaced = route.replaced_response_fields
-            fields = [field for field in fields if field[0] not in replaced]
             for fielder in fielders:
                 fielder.response_fields(exchange, status, fields)
-        elif pipeline:
+        elif route.response_pipeline:
             # Policies work on text fields; without any, the raw fields are relayed as they came.
-            headers = conn.headers()
+            headers = Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in fields])
             original = headers.items
             count = len(original)
-            for policy in pipeline:
+            for policy in route.response_pipeline:
                 policy.on_response(exchange, status, headers)
             items = headers.items
             if items is original and len(items) >= count:

@@ -62,7 +62,12 @@ class CompiledRoute:
     """``response_pipeline`` again, when each of its policies is a :class:`FieldsResponsePolicy`:
     an upstream's head is then never decoded (``None`` otherwise)."""
     replaced_response_fields: frozenset[bytes] = frozenset()
-    """The upstream's fields that ``response_fields`` replace (the union of theirs)."""
+    """The fields that the response policies' own replace (the union of their
+    ``replaced_fields``, whether or not every one has ``response_fields``): the gateway takes
+    them out of an upstream's head before the policies see it, whichever way it goes."""
+    replaced_response_names: tuple[str, ...] = ()
+    """The same names as text, taken out of the head of a reply before the policies see it (a
+    stored answer of ``cache`` or ``idempotency`` holds the fields of its time)."""
     preflight: PreflightPolicy | None = None
     """The first policy with ``on_preflight``: it answers CORS preflights for this route."""
     path_template: str = ""

@@ -165,9 +165,9 @@ class ApiKeyAuthenticator:
             known = _Known(*checked)
             if len(self._verified) < MAX_VERIFIED:
                 self._verified[key] = known
-        not_after = known.not_after
+        not_after = known.record.not_after
         if not_after is not None and time.time() >= not_after:
-            return Rejected(INVALID_KEY, f"key {known.key_id} has expired or was revoked")
+            return Rejected(INVALID_KEY, f"key {known.record.id} has expired or was revoked")
         if self._hide:
             if more:
                 header = self._header
@@ -203,15 +203,15 @@ class ApiKeyAuthenticator:
 
 
 class _Known:
-    """A key verified once for this directory: its expiry and the identity it gives. The
-    identity is the same object for every request with the key (nothing changes an identity
-    once a policy set it), which saves making one per request."""
+    """A key verified once for this directory: its record (the expiry is checked on each
+    request) and the identity it gives. The identity is the same object for every request with
+    the key (nothing changes an identity once a policy set it), which saves making one per
+    request."""
 
-    __slots__ = ("identity", "key_id", "not_after")
+    __slots__ = ("identity", "record")
 
     def __init__(self, record: KeyEntry, consumer: ConsumerEntry) -> None:
-        self.not_after = record.not_after
-        self.key_id = record.id
+        self.record = record
         self.identity = Identity(
             consumer=consumer.id,
             tenant=consumer.tenant,

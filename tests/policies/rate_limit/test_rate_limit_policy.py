@@ -39,6 +39,7 @@ def rate_limit(*limits: dict[str, Any], **settings: Any) -> dict[str, Any]:
 
 
 AUTH = {"type": "auth", "methods": ["api_key"]}
+CACHE = {"type": "cache", "scope": "public"}
 
 
 def config(upstream: Upstream) -> dict[str, Any]:
@@ -144,6 +145,36 @@ def config(upstream: Upstream) -> dict[str, Any]:
                 policies=[
                     rate_limit(limit("roomy", 1000, by=["ip"], **hour)),
                     {"type": "deprecation", "since": "2026-01-01"},
+                ],
+            ),
+            # A cache hit is answered with the stored head: before the limit, the head of the
+            # answer that was stored (Portico's fields of then); after it, the upstream's own.
+            route(
+                "cached-first",
+                "/cached-first/{rest:path}",
+                strip_prefix="/cached-first",
+                policies=[CACHE, rate_limit(limit("cached-first", 1000, by=["ip"], **hour))],
+            ),
+            route(
+                "cached-last",
+                "/cached-last/{rest:path}",
+                strip_prefix="/cached-last",
+                policies=[rate_limit(limit("cached-last", 1000, by=["ip"], **hour)), CACHE],
+            ),
+            # One request a client: the second is Portico's 429, on each path of the head.
+            route(
+                "once",
+                "/once/{rest:path}",
+                strip_prefix="/once",
+                policies=[rate_limit(limit("once", 1, by=["ip"], **hour))],
+            ),
+            route(
+                "once-text",
+                "/once-text/{rest:path}",
+                strip_prefix="/once-text",
+                policies=[
+                    rate_limit(limit("once-text", 1, by=["ip"], **hour)),
+                    {"type": "headers", "response": {"add": {"X-Edited": "yes"}}},
                 ],
             ),
             route("plain", "/plain/{rest:path}", strip_prefix="/plain"),
@@ -280,9 +311,10 @@ def test_the_upstreams_fields_are_relayed_and_its_ratelimit_fields_replaced_on_e
         "X-First: 1",
         'RATELIMIT: "roomy";r=99999;t=1',
         "X-Repeated: a",
-        'ratelimit-policy: "roomy";q=99999',
+        'Ratelimit-Policy: "roomy";q=99999',
         "X-Repeated: b",
         'RateLimit: "other";r=5;t=5',
+        'ratelimit-policy: "other";q=5',
     ]
     response = http.get(f"/{prefix}/headers", params={"set": sent})
     assert response.status_code == 200
@@ -297,6 +329,56 @@ def test_the_upstreams_fields_are_relayed_and_its_ratelimit_fields_replaced_on_e
         assert response.headers["x-edited"] == "yes"
     if prefix == "roomy-deprecated":
         assert response.headers["deprecation"] == "@1767225600"
+
+
+def only_one_of_each(response: httpx.Response) -> list[str]:
+    """The response's field names (lower case), once each RateLimit field was found once."""
+    names = [name.lower() for name, _ in response.headers.multi_items()]
+    assert names.count("ratelimit") <= 1 and names.count("ratelimit-policy") == 1, names
+    return names
+
+
+@pytest.mark.parametrize("prefix", ["once", "once-text"])
+def test_porticos_own_429_carries_one_ratelimit_and_one_ratelimit_policy(
+    http: httpx.Client, prefix: str
+) -> None:
+    # Sent to the upstream with its own RateLimit fields, which the first answer replaces and
+    # the 429 (Portico's, no upstream) never had.
+    forged = {"set": ['RateLimit: "x";r=99999;t=1', 'RateLimit-Policy: "x";q=99999']}
+    admitted, refused = (http.get(f"/{prefix}/headers", params=forged) for _ in range(2))
+    assert admitted.status_code == 200
+    check_problem(refused, 429, RATE_LIMITED)
+    for response in (admitted, refused):
+        assert only_one_of_each(response).count("ratelimit") == 1
+        assert fields(response, "ratelimit-policy") == {prefix: {"q": 1, "w": 3600}}
+        assert fields(response, "ratelimit")[prefix]["r"] == 0
+    if prefix == "once-text":
+        assert refused.headers["x-edited"] == "yes"
+
+
+@pytest.mark.parametrize("prefix", ["cached-first", "cached-last"])
+def test_a_cached_answer_carries_this_requests_fields_not_the_stored_ones(
+    http: httpx.Client, prefix: str
+) -> None:
+    forged = {
+        "set": [
+            "Cache-Control: max-age=300",
+            f'RateLimit: "{prefix}";r=99999;t=1',
+            f'Ratelimit-Policy: "{prefix}";q=99999',
+        ]
+    }
+    stored = http.get(f"/{prefix}/headers", params=forged)
+    hit = http.get(f"/{prefix}/headers", params=forged)
+    assert "stored" in stored.headers["cache-status"] and "hit" in hit.headers["cache-status"]
+    for response in (stored, hit):
+        only_one_of_each(response)
+        assert fields(response, "ratelimit-policy") == {prefix: {"q": 1000, "w": 3600}}
+    before = fields(stored, "ratelimit")[prefix]["r"]
+    if prefix == "cached-first":
+        # The hit is answered before the limit counts it: the policy only, nothing stored.
+        assert "ratelimit" not in hit.headers
+    else:
+        assert fields(hit, "ratelimit")[prefix]["r"] == before - 1
 
 
 def test_an_anonymous_caller_is_limited_by_its_address(gateway: RunningGateway) -> None:

@@ -74,6 +74,10 @@ class Deprecation:
             fields.append(("link", f'<{settings.link}>; rel="deprecation"; type="text/html"'))
         if settings.sunset_link:
             fields.append(("link", f'<{settings.sunset_link}>; rel="sunset"; type="text/html"'))
+        # Both forms, made here from the one list, so they cannot differ: the bytes for an
+        # upstream's head relayed as bytes (the hot path: no encoding per response), the text
+        # for on_response (Headers hold text: Portico's own answers, heads with other policies).
+        # Deriving either per response would cost two allocations a field on every response.
         self._fields = tuple(fields)
         self._raw_fields = tuple((n.encode("latin-1"), v.encode("latin-1")) for n, v in fields)
         self.replaced_fields: frozenset[bytes] = frozenset()

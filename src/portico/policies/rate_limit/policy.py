@@ -44,25 +44,28 @@ __all__ = ["RateLimit", "build"]
 
 log = logging.getLogger("portico.rate_limit")
 
-FIELDS_DONE = "rate-limit-fields"
-"""The exchange state key set once a rate-limit policy wrote the fields of a response."""
+_STATE = "rate-limit"
+"""The start of the exchange state key where a rate-limit policy leaves what it counted."""
 MAX_WAITS = 2
 """Times a request waits for another's answer from Redis before asking Redis itself."""
 LOG_EVERY = 10.0
 """Seconds between two log lines about Redis failing: one line, not one per request."""
 REPLACED = frozenset((b"ratelimit", b"ratelimit-policy"))
-"""The upstream's own fields of these names do not describe Portico's limits: they go."""
+"""The upstream's own fields of these names do not describe Portico's limits, and a client must
+not read two policies of one name: the gateway takes them out of the route's responses before
+any response policy runs (``replaced_fields``), whichever way the head goes."""
 
 
 class Counted:
-    """What the policy learnt of one request: the ``RateLimit`` field it answers with."""
+    """What the policy learnt of one request: the fields it answers with."""
 
     __slots__ = ("field", "limits")
 
-    def __init__(self, field: str, limits: LimitSet) -> None:
+    def __init__(self, field: str | None, limits: LimitSet) -> None:
         self.field = field
+        """The ``RateLimit`` field; ``None`` when the request was not counted."""
         self.limits = limits
-        """The limits counted: their ``RateLimit-Policy`` field."""
+        """The limits counted (not counted: the default ones): their ``RateLimit-Policy``."""
 
 
 class RedisFailures:
@@ -109,6 +112,7 @@ class RateLimit:
         "_route",
         "_state",
         "_state_key",
+        "_uncounted",
         "needs_body",
         "replaced_fields",
     )
@@ -137,11 +141,14 @@ class RateLimit:
         self._limited = limited
         self._failures = failures
         self._route = route
-        self._state_key = f"{FIELDS_DONE}:{id(self)}"
+        self._state_key = f"{_STATE}:{id(self)}"
         """Where this policy leaves what it counted for its ``on_response`` (a route may have
         two rate-limit entries: its service's and its own are merged by type, a list is not)."""
         self._refills: set[asyncio.Task[None]] = set()
         """Leases being asked for ahead (kept referenced until done)."""
+        self._uncounted = Counted(None, default)
+        """The fields of a request not counted (an earlier policy answered, or Redis was away):
+        the default limits' policy only."""
         self.needs_body = False
         self.replaced_fields = REPLACED
 
@@ -366,35 +373,26 @@ class RateLimit:
         )
 
     def on_response(self, exchange: Exchange, status: int, headers: Headers) -> None:
-        state = exchange.state
-        counted = state.get(self._state_key)
-        if FIELDS_DONE not in state:
-            # The first rate-limit policy to answer: the upstream's own fields do not describe
-            # Portico's limits, and a client must not read two policies of one name.
-            state[FIELDS_DONE] = True
-            for name, _ in headers.items:
-                # Literal comparisons (no allocation): most upstreams send neither field.
-                if name == "ratelimit" or name == "ratelimit-policy":
-                    headers.remove("ratelimit-policy", "ratelimit")
-                    break
-        if isinstance(counted, Counted):
-            headers.add("ratelimit-policy", counted.limits.policy_field)
+        # The upstream's own fields of these names are gone already (:data:`REPLACED`).
+        counted = self._counted(exchange)
+        headers.add("ratelimit-policy", counted.limits.policy_field)
+        if counted.field is not None:
             headers.add("ratelimit", counted.field)
-        else:
-            # Not counted (an earlier policy answered, or Redis was away): the policy only.
-            headers.add("ratelimit-policy", self._default.policy_field)
 
     def response_fields(
         self, exchange: Exchange, status: int, fields: list[tuple[bytes, bytes]]
     ) -> None:
-        """``on_response`` on an upstream's head of bytes (the gateway took the upstream's
-        ``RateLimit`` and ``RateLimit-Policy`` fields out: :data:`REPLACED`)."""
-        counted = exchange.state.get(self._state_key)
-        if isinstance(counted, Counted):
-            fields.append((b"ratelimit-policy", counted.limits.policy_bytes))
+        """``on_response`` on an upstream's head of bytes."""
+        counted = self._counted(exchange)
+        fields.append((b"ratelimit-policy", counted.limits.policy_bytes))
+        if counted.field is not None:
             fields.append((b"ratelimit", counted.field.encode("latin-1")))
-        else:
-            fields.append((b"ratelimit-policy", self._default.policy_bytes))
+
+    def _counted(self, exchange: Exchange) -> Counted:
+        """What the response fields of ``exchange`` say: what this policy counted, or (nothing
+        counted) the default limits' policy only. Both hooks ask here; nothing is allocated."""
+        counted = exchange.state.get(self._state_key)
+        return counted if isinstance(counted, Counted) else self._uncounted
 
 
 def _add_arguments(args: list[str], limit: CompiledLimit, now: float, want: int) -> None:
