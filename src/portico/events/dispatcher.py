@@ -41,10 +41,12 @@ change reaches every delivering process within about a second."""
 FLUSH_SECONDS = 0.02
 FLUSH_SIZE = 500
 RETRY_AFTER_STATUSES = frozenset({429, 502, 504})
-CLAIM_GAP_SECONDS = 0.01
+CLAIM_GAP_SECONDS = 0.025
 """The least time between two claims a wake-up starts: publishes that wake the process hundreds
-of times a second (every publish notifies every delivering process) are claimed ten or more at
-a time, not one claim each; a delivery waits 10 ms at most for it."""
+of times a second (every publishing process notifies every delivering process) are claimed
+ten or more at a time, not one claim each; a delivery waits 25 ms at most for it. At 10 ms, three
+workers on two cores made 300 claims a second of one or two deliveries each at 500 events/s,
+and the publishers sharing those cores fell behind (docs/benchmarks.md, issue 12)."""
 
 
 def next_attempt(

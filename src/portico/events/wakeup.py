@@ -39,9 +39,10 @@ CHECK_SECONDS = 30.0
 answers (a connection cut without a word, a firewall's idle timeout)."""
 RECONNECT_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
 """The pauses between attempts to listen again, the last repeated."""
-NOTIFY_GAP_SECONDS = 0.005
+NOTIFY_GAP_SECONDS = 0.02
 """A publishing process notifies at most once in this time; the publishes of the gap share the
-next notification."""
+next notification. Each notification wakes every delivering process: at 5 ms, four publishing
+processes at 500 events/s woke each worker 500 times a second (docs/benchmarks.md, issue 12)."""
 
 
 def notify_workers(executor: Session | Connection) -> None:
