@@ -98,3 +98,30 @@ def test_close_from_the_upstream_reaches_the_client(
             ws.recv(timeout=10)
     assert closed.value.rcvd is not None
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4000, "asked to")
+
+
+@pytest.mark.parametrize(
+    "policies",
+    [
+        pytest.param([], id="fields-only"),  # the upstream's head stays bytes
+        pytest.param([{"type": "headers", "response": {"add": {"x-hi": "1"}}}], id="text"),
+    ],
+)
+def test_an_upgrade_on_a_limited_route_carries_the_rate_limit_fields(
+    ws_echo: WebSocketEcho, upstream: Upstream, start_gateway: StartGateway, policies: list[object]
+) -> None:
+    """``RateLimit`` and ``RateLimit-Policy`` are on every answer of a limited route, the ``101``
+    that opens a WebSocket included, whichever way the gateway relays the upstream's head."""
+    limit = {"type": "rate-limit", "limits": [{"name": "burst", "limit": 100, "window": "1m"}]}
+    config = ws_config(ws_echo.url, upstream.url)
+    config["routes"] = [
+        route("chat", "/chat/{rest:path}", "ws", strip_prefix="/chat", policies=[limit, *policies])
+    ]
+    gateway = start_gateway(config)
+    with connect(f"ws://127.0.0.1:{gateway.port}/chat/room", open_timeout=10) as ws:
+        ws.send("hello")
+        assert ws.recv(timeout=10) == "hello"
+        fields = ws.response.headers
+    assert fields.get_all("ratelimit-policy") == ['"burst";q=100;w=60']
+    assert len(fields.get_all("ratelimit")) == 1
+    assert fields["ratelimit"].startswith('"burst";r=99;t=')

@@ -64,3 +64,8 @@ class Headers:
 
     def __repr__(self) -> str:
         return f"Headers({self.items!r})"
+
+
+def decoded(fields: Iterable[tuple[bytes, bytes]]) -> Headers:
+    """Fields as they came off the wire, as text (Latin-1: every byte round-trips)."""
+    return Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in fields])

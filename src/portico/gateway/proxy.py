@@ -23,7 +23,7 @@ from portico.gateway import problems, upstream_log
 from portico.gateway.completion import UPSTREAM_BROKE
 from portico.gateway.exchange import Exchange, Reply
 from portico.gateway.forwarding import client_locations
-from portico.gateway.headers import Headers
+from portico.gateway.headers import Headers, decoded
 from portico.gateway.http import status_line_bytes
 from portico.gateway.response_body import BodyHooks
 from portico.gateway.spans import upstream_span
@@ -326,7 +326,7 @@ class Forward:
                 fielder.response_fields(exchange, status, fields)
         elif route.response_pipeline:
             # Policies work on text fields; without any, the raw fields are relayed as they came.
-            headers = Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in fields])
+            headers = decoded(fields)
             original = headers.items
             count = len(original)
             for policy in route.response_pipeline:
@@ -357,7 +357,7 @@ class Forward:
         self.responded = True
         request.status = status
         if status == 101 and request.upgrade:
-            client.start_tunnel(headers if headers is not None else conn.headers(), conn)
+            client.start_tunnel(headers if headers is not None else decoded(fields), conn)
             conn.finish(False)
             target.pool.active -= 1
             self.end_span("")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from portico.gateway import problems
 from portico.gateway.exchange import Exchange, Reply
-from portico.gateway.headers import Headers
+from portico.gateway.headers import Headers, decoded
 
 if TYPE_CHECKING:
     from portico.gateway.snapshot import CompiledRoute
@@ -80,9 +80,7 @@ class BodyHooks:
         """The held head's fields as text, for the whole-body policies to edit."""
         headers = self._headers
         if headers is None:
-            headers = self._headers = Headers(
-                [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.fields]
-            )
+            headers = self._headers = decoded(self.fields)
         return headers
 
     def over_limit(self) -> Reply | None:

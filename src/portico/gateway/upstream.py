@@ -17,7 +17,6 @@ from urllib.parse import urlsplit, urlunsplit
 import httptools
 
 from portico.config import model
-from portico.gateway.headers import Headers
 from portico.gateway.health import TargetHealth, describe_os_error, describe_tls_error
 from portico.gateway.stats import ServiceStats
 from portico.gateway.tls import upstream_ssl_context, upstream_tls_fingerprint
@@ -303,10 +302,6 @@ class UpstreamConnection(asyncio.Protocol):
         # runs until the connection closes.
         self.chunked = names[-1] == b"chunked"
         self.transfer_codings = b", ".join(names[:-1] if self.chunked else names)
-
-    def headers(self) -> Headers:
-        """The response's fields as text, for response policies and the 101 answer."""
-        return Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.resp_headers])
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
