@@ -19,15 +19,17 @@ does not move with other load on a shared machine, Redis's own CPU is not in it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import statistics
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 import harness
 from harness import Throughput, fmt_ms, fmt_rps, progress, table
 
-from portico.identity.apikeys import generate_key
+from portico.identity.apikeys import NewApiKey, generate_key
 
 ROOT = Path(__file__).resolve().parent.parent
 PORTICO = ROOT / ".venv" / "bin" / "portico"
@@ -148,6 +150,33 @@ def check(port: int, path: str, headers: dict[str, str]) -> None:
         raise RuntimeError(f"{path} answered {response.status}: {body!r}")
 
 
+def prepare(
+    stack: contextlib.ExitStack, workdir: Path, port: int, key: NewApiKey, only: Iterable[str]
+) -> tuple[Path, Path, int]:
+    """Start the upstream and Redis; write the config (the routes on ``port``, the policies
+    named in ``only``), the OpenAPI document and wrk's POST script. Returns the config, the
+    script and Redis's port (``bench/server_instructions.py`` serves the same)."""
+    upstream = harness.start_upstream(stack, workdir)
+    redis_port = harness.start_redis(stack, workdir)
+    (workdir / "orders.yaml").write_text(OPENAPI)
+    script = workdir / "post.lua"
+    script.write_text(WRK_SCRIPT.format(body=BODY))
+    config = workdir / "portico.yaml"
+    config.write_text(
+        PORTICO_CONFIG.format(
+            host=harness.HOST,
+            port=port,
+            upstream_port=upstream.port,
+            redis_port=redis_port,
+            workdir=workdir,
+            key_id=key.id,
+            sha256=key.sha256,
+            policies="\n".join(POLICIES[name] for name in only),
+        )
+    )
+    return config, script, redis_port
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     harness.check_tools(harness.NGINX, harness.WRK)
@@ -159,25 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[Throughput]] = {name: [] for name in ROUTES}
     cpu_us: dict[str, list[float]] = {name: [] for name in ROUTES}
     with harness.bench_session("portico-bench-policies-") as (stack, workdir):
-        upstream = harness.start_upstream(stack, workdir)
-        redis_port = harness.start_redis(stack, workdir)
-        (workdir / "orders.yaml").write_text(OPENAPI)
-        script = workdir / "post.lua"
-        script.write_text(WRK_SCRIPT.format(body=BODY))
         port = harness.free_port()
-        config = workdir / "portico.yaml"
-        config.write_text(
-            PORTICO_CONFIG.format(
-                host=harness.HOST,
-                port=port,
-                upstream_port=upstream.port,
-                redis_port=redis_port,
-                workdir=workdir,
-                key_id=key.id,
-                sha256=key.sha256,
-                policies="\n".join(POLICIES[name] for name in args.only),
-            )
-        )
+        config, script, redis_port = prepare(stack, workdir, port, key, args.only)
         serve = [str(args.portico), "serve", "-c", str(config)]
         portico = harness.start_server(stack, "portico", serve, port, workdir, ready_timeout=60)
         base = f"http://{harness.HOST}:{port}"

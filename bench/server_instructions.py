@@ -113,25 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     counted: dict[str, list[float]] = {name: [] for name in policies.ROUTES}
     rates: dict[str, list[float]] = {name: [] for name in policies.ROUTES}
     with harness.bench_session("portico-bench-server-instructions-") as (stack, workdir):
-        upstream = harness.start_upstream(stack, workdir)
-        redis_port = harness.start_redis(stack, workdir)
-        (workdir / "orders.yaml").write_text(policies.OPENAPI)
-        script = workdir / "post.lua"
-        script.write_text(policies.WRK_SCRIPT.format(body=policies.BODY))
         port = harness.free_port()
-        config = workdir / "portico.yaml"
-        config.write_text(
-            policies.PORTICO_CONFIG.format(
-                host=harness.HOST,
-                port=port,
-                upstream_port=upstream.port,
-                redis_port=redis_port,
-                workdir=workdir,
-                key_id=key.id,
-                sha256=key.sha256,
-                policies="\n".join(policies.POLICIES.values()),
-            )
-        )
+        config, script, _ = policies.prepare(stack, workdir, port, key, policies.POLICIES)
         out = workdir / "callgrind.out"
         argv_ = [
             "valgrind",
