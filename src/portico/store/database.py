@@ -82,9 +82,9 @@ def _translate_error(context: sa.engine.ExceptionContext) -> None:
     """The ``handle_error`` hook of every engine: raise the store's own error instead of the
     driver's when the cause is one a user can fix; anything else goes through unchanged."""
     error = context.original_exception
-    if context.is_pre_ping or not isinstance(error, context.dialect.loaded_dbapi.Error):
-        # The pool reconnects after a failed ping and must see the driver's error; what is not
-        # the driver's (a bug) goes through as it is.
+    if not isinstance(error, context.dialect.loaded_dbapi.Error):
+        # Not the driver's (a bug): it goes through as it is. (No SQLAlchemy pre-ping reaches
+        # here: the pool's ping is ``_ping_if_idle``, on the driver's connection.)
         return
     url = "the database"
     if context.engine is not None:
