@@ -559,7 +559,10 @@ class ClientConnection(asyncio.Protocol):
             pipeline.preflight(self, request, exchange)
             return
         if route.needs_body:
-            self._collect(request, lambda: pipeline.run_with_body(self, request, exchange))
+            if request.body.complete:  # arrived with the head (a small body): nothing to wait for
+                pipeline.run_with_body(self, request, exchange)
+            else:
+                self._collect(request, lambda: pipeline.run_with_body(self, request, exchange))
             return
         pipeline.run(self, request, exchange, 0)
 

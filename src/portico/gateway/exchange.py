@@ -21,9 +21,13 @@ if TYPE_CHECKING:
 
 
 class Identity:
-    """Who is calling, set by an authentication policy and forwarded to the upstream."""
+    """Who is calling, set by an authentication policy and forwarded to the upstream.
 
-    __slots__ = ("claims", "consumer", "method", "scopes", "tenant")
+    Read-only once made: an authenticator hands the same identity to every request of one
+    credential (an API key's is made once), and the fields it sends upstream are rendered once
+    (:func:`portico.gateway.outbound.identity_fields`)."""
+
+    __slots__ = ("claims", "consumer", "fields", "method", "scopes", "tenant")
 
     def __init__(
         self,
@@ -38,6 +42,8 @@ class Identity:
         self.scopes = scopes
         self.method = method
         self.claims: dict[str, Any] = {} if claims is None else claims
+        self.fields = ""
+        """The ``X-Portico-*`` field lines sent upstream, once rendered (empty until then)."""
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Identity):

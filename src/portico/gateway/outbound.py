@@ -7,10 +7,9 @@ them together with the exchange, once the route's policies have run.
 
 from __future__ import annotations
 
-import functools
 import re
 
-from portico.gateway.exchange import Exchange
+from portico.gateway.exchange import Exchange, Identity
 from portico.gateway.forwarding import upstream_headers
 from portico.gateway.http import new_id
 
@@ -18,10 +17,23 @@ _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _TRACE_ID = re.compile(r"^(?!0{32})[0-9a-f]{32}$")
 
 
-@functools.lru_cache(maxsize=4096)
 def scope_text(scopes: frozenset[str]) -> str:
-    """The X-Portico-Scopes value: consumers share a few scope sets, so it is built once each."""
+    """The X-Portico-Scopes value."""
     return " ".join(sorted(scopes))
+
+
+def identity_fields(identity: Identity) -> str:
+    """The ``X-Portico-*`` field lines of ``identity``, rendered on its first request and kept
+    on it: an authenticator hands one identity to every request of a credential."""
+    text = identity.fields
+    if not text:
+        tenant = f"x-portico-tenant: {identity.tenant}\r\n" if identity.tenant else ""
+        text = identity.fields = (
+            f"x-portico-consumer: {identity.consumer}\r\n{tenant}"
+            f"x-portico-scopes: {scope_text(identity.scopes)}\r\n"
+            f"x-portico-auth-method: {identity.method}\r\n"
+        )
+    return text
 
 
 def outbound_fields(
@@ -35,8 +47,9 @@ def outbound_fields(
     chunked: bool,
     upgrade: bool,
     traced: bool = False,
-) -> list[tuple[str, str]]:
-    """The fields sent upstream after Host (which depends on the target).
+) -> str:
+    """The field lines sent upstream after Host (which depends on the target), and the empty
+    line that ends the head.
 
     ``special`` holds the fields the parser picked out of the client's head (``host``,
     ``traceparent``, the request id field); ``replaced`` are those Portico always sets itself.
@@ -52,28 +65,31 @@ def outbound_fields(
         upgrade="websocket" if upgrade else None,
         replaced=replaced,
     )
-    fields.append((request_id_header, exchange.request_id))
+    parts: list[str] = []
+    for name, value in fields:
+        parts.append(name)
+        parts.append(": ")
+        parts.append(value)
+        parts.append("\r\n")
+    parts.append(request_id_header)
+    parts.append(": ")
+    parts.append(exchange.request_id)
+    parts.append("\r\n")
     if not traced:
-        fields.append(
-            (
-                "traceparent",
-                traceparent(
-                    special.get("traceparent"),
-                    exchange.request_id,
-                    generated_id=request_id_header not in special,
-                ),
+        parts.append("traceparent: ")
+        parts.append(
+            traceparent(
+                special.get("traceparent"),
+                exchange.request_id,
+                generated_id=request_id_header not in special,
             )
         )
+        parts.append("\r\n")
     identity = exchange.identity
     if identity is not None:
-        fields.append(("x-portico-consumer", identity.consumer))
-        if identity.tenant:
-            fields.append(("x-portico-tenant", identity.tenant))
-        fields.append(("x-portico-scopes", scope_text(identity.scopes)))
-        fields.append(("x-portico-auth-method", identity.method))
-    if chunked:
-        fields.append(("transfer-encoding", "chunked"))
-    return fields
+        parts.append(identity_fields(identity))
+    parts.append("transfer-encoding: chunked\r\n\r\n" if chunked else "\r\n")
+    return "".join(parts)
 
 
 def traceparent(incoming: str | None, request_id: str, generated_id: bool = False) -> str:

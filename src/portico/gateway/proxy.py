@@ -95,7 +95,7 @@ class Forward:
         request: Request,
         exchange: Exchange,
         route: CompiledRoute,
-        fields: list[tuple[str, str]],
+        fields: str,
         chunked: bool,
         has_body: bool,
     ) -> None:
@@ -105,7 +105,9 @@ class Forward:
         self.route = route
         self.request_chunked = chunked
         self.has_body = has_body
-        self._fields = self._render_fields(fields)
+        self._fields = fields
+        """The request's field lines after Host (which depends on the target), and the empty
+        line (:func:`~portico.gateway.outbound.outbound_fields`)."""
         self._tried: tuple[Target, ...] = ()
         self._error: UpstreamError | None = None
         self._attempts_left = 1 + route.service.spec.retries
@@ -124,18 +126,6 @@ class Forward:
         """From sending the head of the last attempt to its response head; -1 without one."""
         self._span: UpstreamSpan | None = None
         """The CLIENT span of the attempt under way, when the exchange is traced."""
-
-    @staticmethod
-    def _render_fields(fields: list[tuple[str, str]]) -> str:
-        """The request's fields after Host (which depends on the target) and the blank line."""
-        parts: list[str] = []
-        for name, value in fields:
-            parts.append(name)
-            parts.append(": ")
-            parts.append(value)
-            parts.append("\r\n")
-        parts.append("\r\n")
-        return "".join(parts)
 
     @property
     def target(self) -> Target | None:
@@ -317,7 +307,7 @@ class Forward:
         headers: Headers | None = None
         replaced = route.replaced_response_fields
         fielders = route.response_fields
-        if replaced or fielders is not None:
+        if conn.has_replaced and replaced:
             # Before any policy, on either path: a new list without the fields theirs replace.
             fields = [field for field in fields if field[0] not in replaced]
         if fielders is not None:

@@ -28,7 +28,7 @@ from portico.gateway.policy import (
 )
 from portico.gateway.router import Router
 from portico.gateway.stats import GatewayStats, RouteStats
-from portico.gateway.upstream import Service
+from portico.gateway.upstream import Service, note_replaced
 from portico.gateway.uri import encode_path
 from portico.observability.tracing import Tracing
 
@@ -72,6 +72,9 @@ class CompiledRoute:
     """The first policy with ``on_preflight``: it answers CORS preflights for this route."""
     path_template: str = ""
     """The route's ``match.path`` as written: a trace's ``http.route``."""
+
+    def __post_init__(self) -> None:
+        note_replaced(self.replaced_response_fields)
 
     @property
     def response_body_limit(self) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import httptools
@@ -28,9 +28,30 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("portico.gateway")
 
-_NOTED = frozenset({b"content-length", b"transfer-encoding", b"connection", b"location"})
-"""Response fields that decide framing: a Content-Length passes through as is; a chunked body is
-de-chunked by the parser and re-framed for the client; neither means "until the upstream closes"."""
+_LENGTH: Final = 1
+_CODINGS: Final = 2
+_CONNECTION: Final = 3
+_LOCATION: Final = 4
+_REPLACED: Final = 5
+_NOTED: Final[dict[bytes, int]] = {
+    b"content-length": _LENGTH,
+    b"transfer-encoding": _CODINGS,
+    b"connection": _CONNECTION,
+    b"location": _LOCATION,
+}
+"""Response fields the connection notes as they are parsed. The first four decide framing (a
+Content-Length passes through as is; a chunked body is de-chunked by the parser and re-framed
+for the client; neither means "until the upstream closes") or need a rewrite; the others are
+the names some route's policies replace (:func:`note_replaced`)."""
+
+
+def note_replaced(names: frozenset[bytes]) -> None:
+    """Note fields of these names while parsing (``has_replaced``): a route's policies replace
+    them (``CompiledRoute.replaced_response_fields``), and a response without any is relayed
+    without a pass over its fields. Names are only ever added: one no route replaces any more
+    costs a pass over a response that has it, nothing else."""
+    for name in names:
+        _NOTED.setdefault(name, _REPLACED)
 
 
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
@@ -92,6 +113,7 @@ class UpstreamConnection(asyncio.Protocol):
         "forward",
         "has_length",
         "has_location",
+        "has_replaced",
         "head_received",
         "idle_since",
         "keep_alive",
@@ -130,6 +152,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._close_delimited = False
         self.has_length = False
         self.has_location = False
+        self.has_replaced = False
+        """The response has a field of a name some route's policies replace
+        (:func:`note_replaced`): the proxy takes out those of its route's."""
         self.chunked = False
         self.transfer_codings = b""
         """The response's transfer codings other than a final ``chunked`` (``gzip``), as received:
@@ -142,6 +167,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def begin(self, forward: Forward, head_only: bool) -> None:
         self.forward = forward
+        self.has_replaced = False
         self._head_only = head_only
         self._last_read = self._loop.time()
         self.head_received = False
@@ -282,15 +308,18 @@ class UpstreamConnection(asyncio.Protocol):
             key = name.lower()
             if len(_LOWER_NAMES) < 1024:
                 _LOWER_NAMES[name] = key
-        if key in _NOTED:
-            if key == b"connection":
+        noted = _NOTED.get(key, 0)
+        if noted:
+            if noted == _CONNECTION:
                 self.connection_tokens = self.connection_tokens | connection_tokens(value)
-            elif key == b"content-length":
+            elif noted == _LENGTH:
                 self.has_length = True
-            elif key == b"location":
+            elif noted == _LOCATION:
                 self.has_location = True
-            else:
+            elif noted == _CODINGS:
                 self._transfer_encoding(value)
+            else:
+                self.has_replaced = True
         self.resp_headers.append((key, value))
 
     def _transfer_encoding(self, value: bytes) -> None:
@@ -308,7 +337,7 @@ class UpstreamConnection(asyncio.Protocol):
         if 100 <= status < 200 and status != 101:
             # An interim response (103 Early Hints, a stray 100): wait for the final one.
             self.resp_headers = []
-            self.has_length = self.chunked = self.has_location = False
+            self.has_length = self.chunked = self.has_location = self.has_replaced = False
             self.transfer_codings = b""
             self.connection_tokens = _NO_TOKENS
             return

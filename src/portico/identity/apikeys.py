@@ -165,7 +165,7 @@ class ApiKeyAuthenticator:
             known = _Known(*checked)
             if len(self._verified) < MAX_VERIFIED:
                 self._verified[key] = known
-        not_after = known.record.not_after
+        not_after = known.not_after
         if not_after is not None and time.time() >= not_after:
             return Rejected(INVALID_KEY, f"key {known.record.id} has expired or was revoked")
         if self._hide:
@@ -177,7 +177,7 @@ class ApiKeyAuthenticator:
                     if name != header and not (name == "authorization" and _is_apikey_scheme(value))
                 ]
             else:
-                del items[index]
+                items.pop(index)  # compiled, a list primitive (``del`` is a generic call)
         return known.identity
 
     def _find(self, items: list[tuple[str, str]]) -> tuple[str | None, int, bool]:
@@ -208,10 +208,12 @@ class _Known:
     the key (nothing changes an identity once a policy set it), which saves making one per
     request."""
 
-    __slots__ = ("identity", "record")
+    __slots__ = ("identity", "not_after", "record")
 
     def __init__(self, record: KeyEntry, consumer: ConsumerEntry) -> None:
         self.record = record
+        self.not_after = record.not_after
+        """The record's, read here on each request (a native attribute, not the record's)."""
         self.identity = Identity(
             consumer=consumer.id,
             tenant=consumer.tenant,

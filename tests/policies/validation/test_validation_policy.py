@@ -272,6 +272,25 @@ def test_two_content_type_fields_are_415(gateway: RunningGateway) -> None:
         check_raw_problem(conn.read_response(), 415, PROBLEMS + "unsupported-media-type")
 
 
+def test_a_content_type_once_read_is_still_checked_with_its_body(gateway: RunningGateway) -> None:
+    """The entry a Content-Type field found is kept per operation: the next request with the
+    same field skips reading it, never the body's checks; two fields are still read as none."""
+    valid = json.dumps(VALID).encode()
+    invalid = json.dumps({"sku": "A-1", "qty": "two"}).encode()
+    head = b"POST /api/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    with RawConnection(gateway.port) as conn:
+        for _ in range(2):
+            conn.send(head + b"Content-Length: %d\r\n\r\n%s" % (len(valid), valid))
+            assert conn.read_response().status == 201
+            conn.send(head + b"Content-Length: %d\r\n\r\n%s" % (len(invalid), invalid))
+            check_raw_problem(conn.read_response(), 400, PROBLEMS + "validation-failed")
+            conn.send(
+                head
+                + b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(valid), valid)
+            )
+            check_raw_problem(conn.read_response(), 415, PROBLEMS + "unsupported-media-type")
+
+
 # -- hostile JSON -----------------------------------------------------------------------------
 
 

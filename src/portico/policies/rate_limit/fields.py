@@ -36,7 +36,11 @@ def admitted_field(limit: CompiledLimit, remaining: int, reset_ms: int, now: flo
         reset_ms = max(0, math.ceil((end - now) * 1000))
     # Whole seconds rounded up, in integers (math.ceil of a division costs a float and a call);
     # one f-string, which compiled builds the text in one allocation (``+`` makes one each).
-    return f"{limit.field_start}{remaining};t={(reset_ms + 999) // 1000}"
+    seconds = (reset_ms + 999) // 1000
+    texts = limit.t_texts
+    if 0 <= seconds < len(texts):
+        return f"{limit.field_start}{remaining}{texts[seconds]}"
+    return f"{limit.field_start}{remaining};t={seconds}"
 
 
 def limit_field(

@@ -48,23 +48,65 @@ def _escape(value: str) -> str:
     return value
 
 
+MEMO_SIZE = 4096
+"""Keys of single-part limits kept per value (a consumer's, an address's); past it, the memo
+starts again (the values are the clients')."""
+
+
 class KeyMaker:
-    """The key values of one limit, in the order its ``by`` lists them."""
+    """The counter keys of one limit: its counter prefix, then its key values in the order its
+    ``by`` lists them."""
 
-    __slots__ = ("_headers", "_kinds", "_route", "_service", "ipv6_prefix")
+    __slots__ = (
+        "_fixed",
+        "_headers",
+        "_kinds",
+        "_memo",
+        "_prefix",
+        "_route",
+        "_service",
+        "ipv6_prefix",
+    )
 
-    def __init__(self, parts: tuple[str, ...], route: str, service: str, ipv6_prefix: int) -> None:
+    def __init__(
+        self, parts: tuple[str, ...], route: str, service: str, ipv6_prefix: int, prefix: str = ""
+    ) -> None:
         self._kinds = tuple(p if not p.startswith("header:") else "header" for p in parts)
         self._headers = tuple(p[len("header:") :] if p.startswith("header:") else "" for p in parts)
         self._route = "r=" + _escape(route)
         self._service = "s=" + _escape(service)
+        self._prefix = prefix
         self.ipv6_prefix = ipv6_prefix
+        self._fixed = ""
+        """The key of a limit by route or service alone: the same for every request."""
+        if len(parts) == 1 and parts[0] in ("route", "service"):
+            self._fixed = prefix + (self._route if parts[0] == "route" else self._service)
+        self._memo: dict[str, str] = {}
+        """Value -> key, for a limit by consumer or tenant alone (a request without one is
+        counted by its address, which is not kept here)."""
 
     def key(self, exchange: Exchange) -> str:
+        """The counter key of ``exchange`` for this limit."""
+        if self._fixed:
+            return self._fixed
         kinds = self._kinds
         if len(kinds) == 1:  # the common case: one part, no joining
-            return self._part(exchange, kinds[0], self._headers[0])
-        return "|".join(
+            kind = kinds[0]
+            identity = exchange.identity
+            if identity is not None and (kind == "consumer" or kind == "tenant"):
+                value = identity.consumer if kind == "consumer" else identity.tenant
+                if value:
+                    # The identity is shared by the requests of a credential: its value's hash
+                    # is computed once, and the key is not built again.
+                    memo = self._memo
+                    known = memo.get(value)
+                    if known is None:
+                        if len(memo) >= MEMO_SIZE:
+                            memo.clear()
+                        known = memo[value] = self._prefix + self._part(exchange, kind, "")
+                    return known
+            return self._prefix + self._part(exchange, kind, self._headers[0])
+        return self._prefix + "|".join(
             [self._part(exchange, kinds[i], self._headers[i]) for i in range(len(kinds))]
         )
 

@@ -3,6 +3,7 @@ settings when the snapshot is built (no pydantic at request time)."""
 
 from __future__ import annotations
 
+import math
 from zoneinfo import ZoneInfo
 
 from portico.config.model import PorticoConfig
@@ -33,6 +34,10 @@ def plan_of(config: PorticoConfig, consumer_id: str, plan_key: str) -> str | Non
     return tenant.metadata.get(plan_key)
 
 
+T_TEXTS_UP_TO = 3600
+"""Windows up to this many seconds have their ``t`` parameters made once."""
+
+
 class CompiledLimit:
     __slots__ = (
         "field_start",
@@ -42,8 +47,8 @@ class CompiledLimit:
         "limit_text",
         "name",
         "period",
-        "prefix",
         "span_text",
+        "t_texts",
     )
 
     def __init__(self, limit: LimitSettings, keys: KeyMaker, zone: ZoneInfo) -> None:
@@ -52,12 +57,16 @@ class CompiledLimit:
         """The start of this limit's item in a ``RateLimit`` field (:mod:`.fields`)."""
         self.limit = limit.limit
         self.limit_text = str(limit.limit)
-        self.prefix = counter_prefix(limit)
         self.keys = keys
         self.period: CalendarPeriod | None = None
+        self.t_texts: tuple[str, ...] = ()
+        """``;t=0``, ``;t=1``... up to the window's length in seconds (an hour at most): the end
+        of a ``RateLimit`` item, made once (:func:`.fields.admitted_field`)."""
         if limit.window is not None:
             self.kind = SLIDING
             self.span_text = str(int(limit.window * 1000))
+            if limit.window <= T_TEXTS_UP_TO:
+                self.t_texts = tuple(f";t={t}" for t in range(math.ceil(limit.window) + 1))
         else:
             self.kind = CALENDAR
             self.span_text = ""

@@ -25,6 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Mapping
+from typing import Final
 from zoneinfo import ZoneInfo
 
 from portico.gateway import problems
@@ -36,7 +37,7 @@ from portico.policies.rate_limit.algorithm import COUNT, RESULTS_PER_LIMIT
 from portico.policies.rate_limit.fields import admitted_field, limit_field, retry_after
 from portico.policies.rate_limit.keys import KeyMaker
 from portico.policies.rate_limit.leases import Lease, Leases
-from portico.policies.rate_limit.limits import CompiledLimit, LimitSet, plan_of
+from portico.policies.rate_limit.limits import CompiledLimit, LimitSet, counter_prefix, plan_of
 from portico.policies.rate_limit.settings import LimitSettings, RateLimitSettings
 from portico.shared.state import SharedState, SharedStateUnavailable
 
@@ -46,6 +47,9 @@ log = logging.getLogger("portico.rate_limit")
 
 _STATE = "rate-limit"
 """The start of the exchange state key where a rate-limit policy leaves what it counted."""
+_WALL: Final = time.time
+_CLOCK: Final = time.monotonic
+"""Bound once: compiled, ``time.time()`` looks ``time`` up and then its attribute on every call."""
 MAX_WAITS = 2
 """Times a request waits for another's answer from Redis before asking Redis itself."""
 LOG_EVERY = 10.0
@@ -159,14 +163,14 @@ class RateLimit:
         identity = exchange.identity
         if identity is not None and self._plans:
             chosen = self._plans.get(identity.consumer, self._default)
-        now = time.time()
+        now = _WALL()
         leases = self._leases
         if leases is not None:
             return self._leased(exchange, chosen, leases, now)
         keys: list[str] = []
         args: list[str] = []
         for limit in chosen.limits:
-            keys.append(limit.prefix + limit.keys.key(exchange))
+            keys.append(limit.keys.key(exchange))
             _add_arguments(args, limit, now, 1)
         state = self._state
         if state.local:
@@ -180,19 +184,18 @@ class RateLimit:
         trip); else, when Redis is being asked for a spent one, after its answer (``waits``:
         how many times this request waited so); else one request to Redis for the limits whose
         lease is spent."""
-        clock = time.monotonic()
+        clock = _CLOCK()
         limits = chosen.limits
         count = len(limits)
         if count == 1 and waits == 0:
             # The common case, one limit whose lease holds a permit: no lists, no result.
             limit = limits[0]
-            key = limit.prefix + limit.keys.key(exchange)
+            key = limit.keys.key(exchange)
             lease = leases.of(key, clock)
             if lease.usable(clock):
                 remaining = lease.take()
                 reset = int((lease.deadline - clock) * 1000)
-                field = admitted_field(limit, remaining, reset, now)
-                exchange.state[self._state_key] = Counted(field, chosen)
+                self._note(exchange, admitted_field(limit, remaining, reset, now), chosen)
                 if lease.low():
                     self._ask_ahead(key, limit, lease, clock, now)
                 return None
@@ -201,7 +204,7 @@ class RateLimit:
         usable = True
         for i in range(count):
             limit = limits[i]
-            key = limit.prefix + limit.keys.key(exchange)
+            key = limit.keys.key(exchange)
             keys.append(key)
             lease = leases.of(key, clock)
             held.append(lease)
@@ -356,7 +359,7 @@ class RateLimit:
     ) -> Reply | None:
         limits = chosen.limits
         field, wait, refused = limit_field(limits, result, now)
-        exchange.state[self._state_key] = Counted(field, chosen)
+        self._note(exchange, field, chosen)
         if refused is None:
             return None
         self._limited.inc((self._route, refused.name))
@@ -372,9 +375,21 @@ class RateLimit:
             retry_after=seconds,
         )
 
+    def _note(self, exchange: Exchange, field: str, chosen: LimitSet) -> None:
+        """Leave the ``RateLimit`` field of a counted request for the response hooks: the field
+        alone when the limits are the default ones (most requests: nothing more to allocate),
+        else with the plan's limits."""
+        note = field if chosen is self._default else Counted(field, chosen)
+        exchange.state[self._state_key] = note
+
     def on_response(self, exchange: Exchange, status: int, headers: Headers) -> None:
         # The upstream's own fields of these names are gone already (:data:`REPLACED`).
-        counted = self._counted(exchange)
+        note = exchange.state.get(self._state_key)
+        if isinstance(note, str):
+            headers.add("ratelimit-policy", self._default.policy_field)
+            headers.add("ratelimit", note)
+            return
+        counted = note if isinstance(note, Counted) else self._uncounted
         headers.add("ratelimit-policy", counted.limits.policy_field)
         if counted.field is not None:
             headers.add("ratelimit", counted.field)
@@ -383,16 +398,15 @@ class RateLimit:
         self, exchange: Exchange, status: int, fields: list[tuple[bytes, bytes]]
     ) -> None:
         """``on_response`` on an upstream's head of bytes."""
-        counted = self._counted(exchange)
+        note = exchange.state.get(self._state_key)
+        if isinstance(note, str):
+            fields.append((b"ratelimit-policy", self._default.policy_bytes))
+            fields.append((b"ratelimit", note.encode("latin-1")))
+            return
+        counted = note if isinstance(note, Counted) else self._uncounted
         fields.append((b"ratelimit-policy", counted.limits.policy_bytes))
         if counted.field is not None:
             fields.append((b"ratelimit", counted.field.encode("latin-1")))
-
-    def _counted(self, exchange: Exchange) -> Counted:
-        """What the response fields of ``exchange`` say: what this policy counted, or (nothing
-        counted) the default limits' policy only. Both hooks ask here; nothing is allocated."""
-        counted = exchange.state.get(self._state_key)
-        return counted if isinstance(counted, Counted) else self._uncounted
 
 
 def _add_arguments(args: list[str], limit: CompiledLimit, now: float, want: int) -> None:
@@ -411,7 +425,10 @@ def _limit_set(
     settings: tuple[LimitSettings, ...], route: str, service: str, prefix: int, zone: ZoneInfo
 ) -> LimitSet:
     compiled = tuple(
-        CompiledLimit(limit, KeyMaker(limit.by, route, service, prefix), zone) for limit in settings
+        CompiledLimit(
+            limit, KeyMaker(limit.by, route, service, prefix, counter_prefix(limit)), zone
+        )
+        for limit in settings
     )
     return LimitSet(compiled, settings)
 

@@ -21,7 +21,7 @@ import json
 import math
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -97,6 +97,8 @@ def _decode(text: str) -> Any:
     return value
 
 
+_LOADS: Final = orjson.loads
+"""Bound once: compiled, ``orjson.loads`` looks the function up in the module on every call."""
 _COUNT: Callable[[bytes, bytes], int] = bytes.count
 """``bytes.count`` called as a function: compiled, ``body.count(...)`` looks the method up by
 name on every call, which cost more than counting a small body."""
@@ -123,6 +125,15 @@ def _members(value: Any) -> int:
     return count
 
 
+def _flat_members(value: dict[str, Any]) -> int:
+    """The members of an object none of whose values is an object, an array or a float (most
+    request bodies): ``len(value)``; -1 for any other, which :func:`_members` then walks."""
+    for item in value.values():
+        if isinstance(item, dict) or isinstance(item, list) or isinstance(item, float):  # noqa: SIM101
+            return -1
+    return len(value)
+
+
 def _visit(item: Any, stack: list[Any]) -> bool:
     """Push a container on ``stack``; false for a float past :data:`_EXACT`. Two ``isinstance``
     calls, not one on ``dict | list``: compiled, that union is built again on every call."""
@@ -137,10 +148,16 @@ def _read_fast(body: bytes) -> tuple[bool, Any]:
     """``(True, value)`` when orjson's reading of ``body`` is the standard library's (see the
     module's docstring), else ``(False, None)``."""
     try:
-        value = orjson.loads(body)
+        value = _LOADS(body)
     except orjson.JSONDecodeError:
         return False, None
-    if isinstance(value, dict) or isinstance(value, list):  # noqa: SIM101
+    if isinstance(value, dict):
+        members = _flat_members(value)
+        if members < 0:
+            members = _members(value)
+        if members < 0 or members != _COUNT(body, b":"):
+            return False, None
+    elif isinstance(value, list):
         members = _members(value)
         if members < 0 or members != _COUNT(body, b":"):
             return False, None

@@ -16,6 +16,7 @@ import jsonschema_rs
 from portico.gateway.headers import Headers
 
 __all__ = [
+    "JSON_TYPES_KEPT",
     "Error",
     "MediaType",
     "Operation",
@@ -283,6 +284,10 @@ class ResponseSpec:
         self.content = content
 
 
+JSON_TYPES_KEPT = 64
+"""Content-Type fields an operation keeps the JSON entry of (:attr:`Operation.json_types`)."""
+
+
 class Operation:
     __slots__ = (
         "body_content",
@@ -292,6 +297,7 @@ class Operation:
         "form_objects",
         "has_body",
         "headers",
+        "json_types",
         "method",
         "name",
         "path",
@@ -330,6 +336,11 @@ class Operation:
         self.body_required = body_required
         self.body_content = body_content
         self.responses = responses
+        self.json_types: dict[str, MediaType] = {}
+        """Content-Type fields as requests sent them -> the entry of ``body_content`` whose
+        schema checks their JSON body (charset UTF-8 or none): kept by the validation policy
+        once the field was read, so that the next request with it reads nothing again. At most
+        :data:`JSON_TYPES_KEPT` (the fields are the clients')."""
 
     def check_parameters(
         self,

@@ -27,9 +27,12 @@ from portico.identity.context import BuildContext
 from portico.policies.validation.compiler import load_table
 from portico.policies.validation.jsonbody import JsonLimits, JsonRejected, parse_json
 from portico.policies.validation.operations import (
+    JSON_TYPES_KEPT,
     Error,
+    MediaType,
     Operation,
     OperationTable,
+    PathEntry,
     find_media,
     is_json,
     schema_errors,
@@ -40,6 +43,7 @@ __all__ = ["RequestValidation", "ResponseReporting", "build"]
 
 log = logging.getLogger("portico.validation")
 
+STATIC_PATHS_KEPT = 1024
 _ACCEPT_FIELD = {"POST": "accept-post", "PATCH": "accept-patch"}
 _OPERATION = "validation.operation"
 """Where the matched operation waits for the response check (``exchange.state``)."""
@@ -49,15 +53,28 @@ def _errors_member(errors: list[Error]) -> list[dict[str, str]]:
     return [{"pointer": pointer, "message": message} for pointer, message in errors]
 
 
+def _single_content_type(headers: Headers) -> str | None:
+    """The request's Content-Type field as sent, when it has exactly one."""
+    field: str | None = None
+    for name, value in headers.items:
+        if name == "content-type":
+            if field is not None:
+                return None
+            field = value
+    return field
+
+
 def _media_type(headers: Headers) -> tuple[str, str] | None:
     """The request's media type (lower case) and charset, or ``None`` without a Content-Type;
     two Content-Type fields read as none that fits."""
-    fields = headers.get_all("content-type")
-    if not fields:
+    field: str | None = None
+    for name, value in headers.items:  # not get_all: no list, no lower-casing of the name
+        if name == "content-type":
+            if field is not None:
+                return "", ""
+            field = value
+    if field is None:
         return None
-    if len(fields) > 1:
-        return "", ""
-    field = fields[0]
     known = _MEDIA_TYPES.get(field)
     if known is not None:
         return known
@@ -92,6 +109,7 @@ class RequestValidation:
         "_max_errors",
         "_pass_undocumented",
         "_route",
+        "_static",
         "_table",
         "needs_body",
     )
@@ -104,6 +122,10 @@ class RequestValidation:
         failures: LabelledCounter | None,
     ) -> None:
         self._table = table
+        self._static: dict[str, tuple[PathEntry, dict[str, str]]] = {}
+        """Request paths (``exchange.path``) of this route that found a path of the document
+        without parameters: its entry and no values (never changed), found without reading
+        the path again. At most :data:`STATIC_PATHS_KEPT` (the paths are the clients')."""
         self._limits = JsonLimits(
             settings.max_depth, settings.max_array_length, settings.max_string_length
         )
@@ -131,7 +153,15 @@ class RequestValidation:
             failures.inc((self._route, direction))
 
     def on_request(self, exchange: Exchange) -> Reply | None:
-        found = self._table.find(self._path(exchange))
+        found = self._static.get(exchange.path)
+        if found is None:
+            found = self._table.find(self._path(exchange))
+            if found is not None and not found[1]:
+                # A path of the document without parameters: its entry, found again by the
+                # request's path as the route matched it (which decides the upstream path).
+                if len(self._static) >= STATIC_PATHS_KEPT:
+                    self._static.clear()
+                self._static[exchange.path] = found
         if found is None:
             if self._pass_undocumented:
                 return None
@@ -190,6 +220,10 @@ class RequestValidation:
         if not operation.has_body:
             errors.append(("", "this operation takes no request body"))
             return None
+        field = _single_content_type(exchange.headers)
+        known = operation.json_types.get(field) if field is not None else None
+        if known is not None:
+            return self._check_json(exchange, known, body, errors)
         media = _media_type(exchange.headers)
         spec = find_media(operation.body_content, media[0]) if media and media[0] else None
         if media is None or spec is None:
@@ -213,6 +247,17 @@ class RequestValidation:
                 exchange.request_id,
                 f"charset {media[1]}: JSON is read as UTF-8 only",
             )
+        if field is not None:
+            kept = operation.json_types
+            if len(kept) >= JSON_TYPES_KEPT:
+                kept.clear()
+            kept[field] = spec
+        return self._check_json(exchange, spec, body, errors)
+
+    def _check_json(
+        self, exchange: Exchange, spec: MediaType, body: bytes, errors: list[Error]
+    ) -> Reply | None:
+        """A JSON body, of a content type the operation takes, against its schema."""
         if len(body) > self._max_body:
             return problems.too_large(exchange.request_id, self._max_body)
         try:
