@@ -15,9 +15,9 @@ before the pipeline runs, the event loop's callbacks). This counts all of it:
    ``wrk`` run (``--connections``, ``--seconds``: under callgrind the server answers ~50 times
    slower, so a few thousand requests), ``callgrind_control --dump``;
 3. the dump's total over the requests ``wrk`` completed is the figure (requests still in flight
-   when ``wrk`` stops are counted in neither: a bias under 1 % at 10 connections), less what the
-   server does in the same time with no request (timers, health checks), measured in an idle
-   spell (``--idle`` seconds) before each run.
+   when ``wrk`` stops are counted in neither: a bias under 1 % at the default 2 connections),
+   less what the server does in the same time with no request (timers, health checks),
+   measured in an idle spell (``--idle`` seconds) before each run.
 
 Under callgrind the server answers a few hundred requests a second, not thousands: work that
 comes with time rather than with requests weighs ~30 times more per request than in production.
@@ -25,6 +25,14 @@ The idle spell takes most of it out (7-9 K per request before it was subtracted,
 of up to 10 % between runs); what still moves with the rate is the rate limit's leases, asked
 for more often per request at a low rate (a spread of 1-2 K between rounds). Compare builds
 back to back, and the minimum of the rounds.
+
+With many connections the slowed server also falls behind its own Redis answers: a lease asked
+for ahead arrives after the permits left in the process are spent, and the requests that find
+it spent wait for it (a task each, 4-25 % of the requests in a run, +3-8 K per request on
+average, and the main cause of the spread between runs). At the real server's rate the answer
+comes in time (no waiting request in a ``perf`` profile of ``bench/policies.py``).
+Two connections (the default) keep the loop short enough for it to come in time here too: the
+figure to compare builds with.
 
 ::
 
@@ -63,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--portico", type=Path, default=PORTICO, help="the portico executable")
     parser.add_argument("--rounds", type=int, default=1, help="measured runs per route")
     parser.add_argument("--seconds", type=float, default=15.0, help="each measured wrk run")
-    parser.add_argument("--connections", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=2, help="wrk connections (see above)")
     parser.add_argument(
         "--idle", type=float, default=5.0, help="the idle spell measured before each run"
     )
