@@ -384,29 +384,29 @@ class RateLimit:
 
     def on_response(self, exchange: Exchange, status: int, headers: Headers) -> None:
         # The upstream's own fields of these names are gone already (:data:`REPLACED`).
-        note = exchange.state.get(self._state_key)
-        if isinstance(note, str):
-            headers.add("ratelimit-policy", self._default.policy_field)
-            headers.add("ratelimit", note)
-            return
-        counted = note if isinstance(note, Counted) else self._uncounted
-        headers.add("ratelimit-policy", counted.limits.policy_field)
-        if counted.field is not None:
-            headers.add("ratelimit", counted.field)
+        limits, field = self._noted(exchange)
+        headers.add("ratelimit-policy", limits.policy_field)
+        if field is not None:
+            headers.add("ratelimit", field)
 
     def response_fields(
         self, exchange: Exchange, status: int, fields: list[tuple[bytes, bytes]]
     ) -> None:
         """``on_response`` on an upstream's head of bytes."""
+        limits, field = self._noted(exchange)
+        fields.append((b"ratelimit-policy", limits.policy_bytes))
+        if field is not None:
+            fields.append((b"ratelimit", field.encode("latin-1")))
+
+    def _noted(self, exchange: Exchange) -> tuple[LimitSet, str | None]:
+        """What the response fields of ``exchange`` say (:meth:`_note`): the limits counted
+        and their ``RateLimit`` field, or (nothing counted) the default limits and no field.
+        Both hooks ask here; nothing is allocated."""
         note = exchange.state.get(self._state_key)
         if isinstance(note, str):
-            fields.append((b"ratelimit-policy", self._default.policy_bytes))
-            fields.append((b"ratelimit", note.encode("latin-1")))
-            return
+            return self._default, note
         counted = note if isinstance(note, Counted) else self._uncounted
-        fields.append((b"ratelimit-policy", counted.limits.policy_bytes))
-        if counted.field is not None:
-            fields.append((b"ratelimit", counted.field.encode("latin-1")))
+        return counted.limits, counted.field
 
 
 def _add_arguments(args: list[str], limit: CompiledLimit, now: float, want: int) -> None:

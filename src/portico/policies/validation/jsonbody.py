@@ -151,14 +151,10 @@ def _read_fast(body: bytes) -> tuple[bool, Any]:
         value = _LOADS(body)
     except orjson.JSONDecodeError:
         return False, None
-    if isinstance(value, dict):
-        members = _flat_members(value)
+    if isinstance(value, dict) or isinstance(value, list):  # noqa: SIM101
+        members = _flat_members(value) if isinstance(value, dict) else -1
         if members < 0:
             members = _members(value)
-        if members < 0 or members != _COUNT(body, b":"):
-            return False, None
-    elif isinstance(value, list):
-        members = _members(value)
         if members < 0 or members != _COUNT(body, b":"):
             return False, None
     elif isinstance(value, float) and not -_EXACT < value < _EXACT:

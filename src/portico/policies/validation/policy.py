@@ -67,14 +67,12 @@ def _single_content_type(headers: Headers) -> str | None:
 def _media_type(headers: Headers) -> tuple[str, str] | None:
     """The request's media type (lower case) and charset, or ``None`` without a Content-Type;
     two Content-Type fields read as none that fits."""
-    field: str | None = None
-    for name, value in headers.items:  # not get_all: no list, no lower-casing of the name
-        if name == "content-type":
-            if field is not None:
-                return "", ""
-            field = value
-    if field is None:
+    fields = headers.get_all("content-type")
+    if not fields:
         return None
+    if len(fields) > 1:
+        return "", ""
+    field = fields[0]
     known = _MEDIA_TYPES.get(field)
     if known is not None:
         return known
